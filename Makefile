@@ -1,0 +1,67 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up themselves:
+# the virtualenv and Python packages from PyPI, the Kafka jars from Maven Central, a local broker.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_RUN := $(CURDIR)/.run/kafka
+TEST_RUN := $(CURDIR)/.run/test-kafka
+PYTEST_ARGS ?=
+
+.PHONY: help install jars kafka-up kafka-down demo test lint typecheck unit bench report clean
+
+help:
+	@echo "make demo   - set up, start a local Kafka, run the main job, print where the result is"
+	@echo "make test   - set up, lint, type-check, run every test against a real local Kafka"
+	@echo "make bench  - benchmarks (results under benchmarks/results/)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,report]'
+	touch $@
+
+install: $(STAMP)
+
+jars: install
+	@$(BIN)/python -c 'from pyrallel_consumer.localkafka.jars import ensure_jars; print("Kafka jars:", ensure_jars())'
+
+kafka-up: jars
+	$(BIN)/pyrallel kafka up --connect --run-dir $(DEMO_RUN)
+
+kafka-down: install
+	$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN)
+
+demo: jars
+	@$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN) >/dev/null
+	$(BIN)/pyrallel kafka up --connect --run-dir $(DEMO_RUN)
+	@status=0; \
+	PYRALLEL_BOOTSTRAP_SERVERS=$$($(BIN)/pyrallel kafka address --run-dir $(DEMO_RUN)) \
+	PYRALLEL_CONNECT_URL=$$($(BIN)/pyrallel kafka address --connect --run-dir $(DEMO_RUN)) \
+	  $(BIN)/pyrallel demo || status=$$?; \
+	$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN) >/dev/null; exit $$status
+
+lint: install
+	$(BIN)/ruff check src tests
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test: jars lint typecheck
+	@$(BIN)/pyrallel kafka down --run-dir $(TEST_RUN) >/dev/null
+	$(BIN)/pyrallel kafka up --connect --run-dir $(TEST_RUN)
+	@status=0; \
+	PYRALLEL_BOOTSTRAP_SERVERS=$$($(BIN)/pyrallel kafka address --run-dir $(TEST_RUN)) \
+	PYRALLEL_CONNECT_URL=$$($(BIN)/pyrallel kafka address --connect --run-dir $(TEST_RUN)) \
+	  $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/pyrallel kafka down --run-dir $(TEST_RUN) >/dev/null; exit $$status
+
+clean:
+	-$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN)
+	-$(BIN)/pyrallel kafka down --run-dir $(TEST_RUN)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,32 @@
+"""The ``pyrallel`` command: one entry point, one sub-group per concern."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from pyrallel_consumer import __version__
+from pyrallel_consumer.cli.demo_cmd import demo
+from pyrallel_consumer.cli.kafka_cmds import kafka
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pyrallel")
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG instead of INFO.")
+def cli(verbose: bool) -> None:
+    """Pyrallel Consumer: parallel Kafka processing and blue/green switching tools."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+cli.add_command(kafka)
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli()
