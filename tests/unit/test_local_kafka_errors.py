@@ -32,7 +32,7 @@ def test_old_java_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     fake.write_text('#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n')
     fake.chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
-    with pytest.raises(LocalKafkaError, match="Java 11 found .* needs Java 17"):
+    with pytest.raises(LocalKafkaError, match=r"Java 11 found .* needs Java 17"):
         jars.java_executable()
 
 
@@ -50,7 +50,7 @@ def test_maven_failure_shows_its_output(monkeypatch: pytest.MonkeyPatch, tmp_pat
     fake_mvn.chmod(0o755)
     monkeypatch.setenv("PYRALLEL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", f"{fake_mvn.parent}{os.pathsep}{os.environ['PATH']}")
-    with pytest.raises(LocalKafkaError, match="(?s)Maven could not resolve.*Could not transfer artifact"):
+    with pytest.raises(LocalKafkaError, match=r"(?s)Maven could not resolve.*Could not transfer artifact"):
         jars.ensure_jars()
 
 
