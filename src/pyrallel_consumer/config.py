@@ -1,0 +1,163 @@
+"""ConsumerConfig: every knob with a type, a default, a validation rule and a ``PYRALLEL_*`` env var."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pyrallel_consumer.record import Ordering
+
+_TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+
+# librdkafka properties the library sets itself: a user value would break commit safety or duplicate a field.
+OWNED_KAFKA_PROPERTIES: dict[str, str] = {
+    "enable.auto.commit": "commits are made by the library at the lowest incomplete offset",
+    "enable.auto.offset.store": "offsets are stored by the library only for completed records",
+    "bootstrap.servers": "use the bootstrap_servers field",
+    "group.id": "use the group_id field",
+    "group.instance.id": "use the group_instance_id field",
+    "group.protocol": "use the group_protocol field",
+    "auto.offset.reset": "use the auto_offset_reset field",
+    "partition.assignment.strategy": "the library needs cooperative-sticky (incremental) assignment",
+    "enable.partition.eof": "the library reads topics continuously",
+}
+_ENUM_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "isolation.level": ("read_committed", "read_uncommitted"),
+    "security.protocol": ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
+}
+_SECRET_HINTS = ("password", "secret", "sasl.oauthbearer.config", "key.pem", "token")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+def is_secret_property(name: str) -> bool:
+    return any(hint in name.lower() for hint in _SECRET_HINTS)
+
+
+class ConsumerConfig(BaseSettings):
+    """Configuration of a PyrallelConsumer; also read from ``PYRALLEL_<FIELD>`` env vars and ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PYRALLEL_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        validate_default=True, frozen=True,
+    )
+
+    bootstrap_servers: str = Field(min_length=1, description="Kafka bootstrap address list, host:port[,...].")
+    group_id: str = Field(min_length=1, max_length=255, description="Consumer group id.")
+    topics: Annotated[list[str], NoDecode] = Field(
+        min_length=1, description="Topics to subscribe to (env: comma-separated)."
+    )
+    ordering: Ordering = Field(default=Ordering.KEY, description="key | partition | unordered.")
+    engine: Literal["async", "process"] = Field(
+        default="async", description="Execution engine: asyncio tasks or a pool of worker processes."
+    )
+    max_in_flight: int = Field(default=1000, ge=1, le=1_000_000,
+                               description="Records handled at the same time, across all partitions.")
+    queue_max_messages: int = Field(
+        default=10_000, ge=1, le=10_000_000,
+        description="Fetched records waiting for dispatch before fetching pauses (resumes at half).",
+    )
+    commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
+                                    description="Period of the asynchronous commits.")
+    task_timeout_ms: int = Field(default=60_000, ge=1, le=86_400_000,
+                                 description="One handler attempt longer than this fails with a timeout.")
+    max_retries: int = Field(default=3, ge=0, le=1000,
+                             description="Retries after the first attempt before the exhaustion policy.")
+    retry_backoff_ms: int = Field(default=100, ge=0, le=3_600_000,
+                                  description="First retry delay; doubles per attempt, with full jitter.")
+    max_retry_backoff_ms: int = Field(default=10_000, ge=0, le=3_600_000,
+                                      description="Upper bound of one retry delay.")
+    rebalance_grace_ms: int = Field(
+        default=10_000, ge=0, le=600_000,
+        description="On revoke: how long in-flight records of the revoked partitions may finish.",
+    )
+    drain_timeout_ms: int = Field(
+        default=30_000, ge=0, le=3_600_000,
+        description="On a draining stop: how long in-flight records may finish before they are cancelled.",
+    )
+    group_instance_id: str | None = Field(
+        default=None, min_length=1, max_length=255, description="Static membership id (optional)."
+    )
+    group_protocol: Literal["classic", "consumer"] = Field(
+        default="classic",
+        description="classic (cooperative-sticky, client-side assignment) or consumer (KIP-848, broker-side).",
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a group without a committed offset starts."
+    )
+    kafka: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka properties (env: JSON object)."
+    )
+
+    def __init__(self, **values: Any) -> None:
+        unknown = sorted(set(values) - set(type(self).model_fields))
+        if unknown:
+            raise ConfigError(f"Invalid ConsumerConfig: unknown field(s) {', '.join(unknown)}")
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _check_topics(cls, value: list[str]) -> list[str]:
+        for topic in value:
+            if topic in (".", "..") or not _TOPIC_RE.match(topic):
+                raise ValueError(
+                    f"{topic!r} is not a valid Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a topic is listed twice")
+        return value
+
+    @field_validator("kafka")
+    @classmethod
+    def _check_kafka(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, setting in value.items():
+            if name in OWNED_KAFKA_PROPERTIES:
+                raise ValueError(f"'{name}' is set by the library: {OWNED_KAFKA_PROPERTIES[name]}")
+            allowed = _ENUM_PROPERTIES.get(name)
+            if allowed and str(setting).lower() not in allowed:
+                raise ValueError(f"'{name}' must be one of {', '.join(allowed)}, not {setting!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> ConsumerConfig:
+        if self.max_retry_backoff_ms < self.retry_backoff_ms:
+            raise ValueError("max_retry_backoff_ms must be >= retry_backoff_ms")
+        if self.group_protocol == "consumer":
+            for name in ("session.timeout.ms", "heartbeat.interval.ms"):
+                if name in self.kafka:
+                    raise ValueError(f"'{name}' is set by the broker under group_protocol=consumer")
+        return self
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "kafka" and isinstance(value, dict):
+                yield name, {k: ("***" if is_secret_property(k) else v) for k, v in value.items()}
+            else:
+                yield name, value
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per bad field: 'field: problem (got value)'; secrets are never echoed."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        echo = err["loc"] and err["type"] != "missing" and "kafka" not in loc
+        shown = f" (got {err.get('input')!r})" if echo else ""
+        lines.append(f"{loc}: {msg}{shown}")
+    return "Invalid ConsumerConfig: " + "; ".join(lines)

@@ -1,0 +1,90 @@
+"""The ExecutionEngine contract: the only thing the control plane knows about how handlers run.
+
+An engine receives work items, runs the user's handler with retries, backoff and a per-attempt timeout,
+and reports exactly one Completion per item it was not told to cancel. Completions are delivered on the
+event loop that started the engine. Ordering is the control plane's job: an engine may run everything it
+is given at once.
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pyrallel_consumer.record import Record
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One record to handle; ``item_id`` is unique for the lifetime of a consumer."""
+
+    item_id: int
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The final result of one work item: success, or failure after every retry."""
+
+    item_id: int
+    ok: bool
+    attempts: int
+    duration_s: float
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries with exponential backoff and full jitter; a timeout bounds every attempt."""
+
+    max_retries: int = 3
+    backoff_s: float = 0.1
+    max_backoff_s: float = 10.0
+    timeout_s: float = 60.0
+
+    def delay_s(self, failed_attempts: int) -> float:
+        """Delay before the next attempt after ``failed_attempts`` failures (>= 1)."""
+        ceiling = min(self.max_backoff_s, self.backoff_s * (2 ** (failed_attempts - 1)))
+        return random.uniform(0.0, ceiling)
+
+
+CompletionCallback = Callable[[Completion], None]
+
+
+class EngineError(RuntimeError):
+    """The engine could not start or was used outside its life cycle."""
+
+
+class ExecutionEngine(abc.ABC):
+    """Runs handlers; knows nothing about Kafka, offsets or ordering."""
+
+    @abc.abstractmethod
+    async def start(self, on_complete: CompletionCallback) -> None:
+        """Prepare workers; fail here (not at the first record) when the handler cannot run."""
+
+    @abc.abstractmethod
+    def submit(self, item: WorkItem) -> None:
+        """Start handling ``item``; never blocks. The control plane bounds how many are in flight."""
+
+    @abc.abstractmethod
+    def cancel(self, item_ids: Iterable[int]) -> None:
+        """Best effort: stop these items; no Completion is reported for an item once cancelled."""
+
+    @abc.abstractmethod
+    def in_flight(self) -> int:
+        """Items submitted and neither completed nor cancelled."""
+
+    @abc.abstractmethod
+    async def shutdown(self, drain: bool, timeout_s: float) -> None:
+        """Stop the engine. drain=True waits up to ``timeout_s`` for submitted items, then cancels the rest."""
+
+
+def describe_error(exc: BaseException, limit: int = 1000) -> tuple[str, str]:
+    """(type name, message) of a handler failure, the message cut to ``limit`` characters."""
+    message = str(exc) or repr(exc)
+    if len(message) > limit:
+        message = message[: limit - 3] + "..."
+    return type(exc).__name__, message
