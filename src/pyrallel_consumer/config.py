@@ -80,6 +80,22 @@ class ConsumerConfig(BaseSettings):
         default=30_000, ge=0, le=3_600_000,
         description="On a draining stop: how long in-flight records may finish before they are cancelled.",
     )
+    process_workers: int = Field(
+        default=0, ge=0, le=1024,
+        description="Worker processes of engine=process; 0 means one per CPU core.",
+    )
+    max_item_bytes: int = Field(
+        default=1_048_576, ge=1024, le=256 * 1_048_576,
+        description="engine=process: a record larger than this (serialised) fails with a clear error.",
+    )
+    max_tasks_per_child: int = Field(
+        default=0, ge=0, le=100_000_000,
+        description="engine=process: recycle a worker after about this many records (with jitter); 0 = never.",
+    )
+    ipc_batch_size: int = Field(
+        default=64, ge=1, le=10_000,
+        description="engine=process: work items and completions sent per IPC message at most.",
+    )
     group_instance_id: str | None = Field(
         default=None, min_length=1, max_length=255, description="Static membership id (optional)."
     )
