@@ -1,0 +1,28 @@
+"""Execution plane: engines that run the user's handler behind the ExecutionEngine contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.execution.engine import ExecutionEngine, RetryPolicy
+
+
+def retry_policy(config: ConsumerConfig) -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=config.max_retries,
+        backoff_s=config.retry_backoff_ms / 1000,
+        max_backoff_s=config.max_retry_backoff_ms / 1000,
+        timeout_s=config.task_timeout_ms / 1000,
+    )
+
+
+def create_engine(config: ConsumerConfig, handler: Any) -> ExecutionEngine:
+    """The engine named by ``config.engine``; the control plane only ever sees the contract."""
+    if config.engine == "async":
+        from pyrallel_consumer.execution.async_engine import AsyncExecutionEngine
+
+        return AsyncExecutionEngine(handler, retry_policy(config))
+    from pyrallel_consumer.execution.process_engine import ProcessExecutionEngine
+
+    return ProcessExecutionEngine(handler, retry_policy(config), config)

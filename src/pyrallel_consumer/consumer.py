@@ -1,0 +1,62 @@
+"""PyrallelConsumer: the public entry point that wires the control plane to an execution engine."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.control.coordinator import Coordinator, ExhaustionPolicy, MetricsSnapshot, log_and_skip
+from pyrallel_consumer.execution import create_engine
+from pyrallel_consumer.execution.engine import ExecutionEngine
+
+
+class PyrallelConsumer:
+    """Consume ``config.topics`` and run ``handler`` for every record, with far more concurrency than partitions.
+
+    ``async with PyrallelConsumer(config, handle) as consumer:`` starts on enter and stops with a drain on
+    exit. The handler is ``async def handle(record)`` for the async engine, or an importable
+    ``def handle(record)`` (or ``"module:function"``) for ``engine="process"``.
+    """
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        handler: Any,
+        *,
+        on_exhausted: ExhaustionPolicy = log_and_skip,
+        engine: ExecutionEngine | None = None,
+    ) -> None:
+        if not isinstance(config, ConsumerConfig):
+            raise TypeError("config must be a ConsumerConfig")
+        self.config = config
+        self._engine = engine if engine is not None else create_engine(config, handler)
+        self._coordinator = Coordinator(config, self._engine, on_exhausted)
+        self._started = False
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("PyrallelConsumer.start() was called twice")
+        self._started = True
+        await self._coordinator.start()
+
+    async def stop(self, drain: bool = True) -> None:
+        """drain=True finishes in-flight records and commits; drain=False cancels them, commits what completed."""
+        if self._started:
+            await self._coordinator.stop(drain=drain)
+
+    async def wait_stopped(self) -> None:
+        """Wait until the consumer stopped; raise the error that stopped it, if any."""
+        await self._coordinator.wait_stopped()
+
+    def metrics(self) -> MetricsSnapshot:
+        return self._coordinator.metrics()
+
+    async def __aenter__(self) -> PyrallelConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop(drain=True)

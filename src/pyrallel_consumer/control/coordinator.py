@@ -1,0 +1,378 @@
+"""The control plane on the event loop: fetched records in, ordered dispatch out, safe commits.
+
+It owns the offset trackers and the work manager, talks to Kafka only through the BrokerPoller and to
+handlers only through the ExecutionEngine contract, so it never knows which engine runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets, TopicPartitionKey, restore_map
+from pyrallel_consumer.control.poller import Assignment, BrokerPoller, CommitResult
+from pyrallel_consumer.control.work_manager import QueuedRecord, WorkManager
+from pyrallel_consumer.execution.engine import Completion, ExecutionEngine, WorkItem
+from pyrallel_consumer.record import Record
+
+log = logging.getLogger(__name__)
+
+ExhaustionPolicy = Callable[[Record, Completion], Awaitable[bool]]
+"""Called when a record failed every attempt; True lets its offset be committed, False keeps it incomplete
+(the policy is called again after a backoff, e.g. while a dead-letter topic cannot be written)."""
+
+
+async def log_and_skip(record: Record, completion: Completion) -> bool:
+    """Default exhaustion policy: log the failure and let the record's offset be committed."""
+    log.error(
+        "Giving up on %s[%d]@%d after %d attempt(s): %s: %s",
+        record.topic, record.partition, record.offset, completion.attempts,
+        completion.error_type, completion.error_message,
+    )
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMetrics:
+    topic: str
+    partition: int
+    committed_offset: int | None
+    high_watermark: int | None
+    true_lag: int | None
+    """Records at or above the committed offset that are not completed yet (up to the high-water mark)."""
+    incomplete: int
+    blocking_offset: int | None
+    blocking_age_s: float
+    metadata_bytes: int
+    queued: int
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    partitions: tuple[PartitionMetrics, ...]
+    in_flight: int
+    queued: int
+    fetch_paused: bool
+    records_received: int
+    records_skipped: int
+    records_succeeded: int
+    records_failed: int
+    retries: int
+    commits: int
+    commit_failures: int
+    rebalances: dict[str, int] = field(default_factory=dict)
+
+
+def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
+    """The librdkafka configuration: the library's fixed settings, then the user's passthrough."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap_servers,
+        "group.id": config.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": config.auto_offset_reset,
+        "group.protocol": config.group_protocol,
+        "logger": logging.getLogger("pyrallel_consumer.librdkafka"),
+    }
+    if config.group_protocol == "classic":
+        conf["partition.assignment.strategy"] = "cooperative-sticky"
+    if config.group_instance_id:
+        conf["group.instance.id"] = config.group_instance_id
+    conf.update(config.kafka)
+    return conf
+
+
+class Coordinator:
+    """Runs one consumer's control plane; every method runs on the event loop."""
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        engine: ExecutionEngine,
+        on_exhausted: ExhaustionPolicy = log_and_skip,
+    ) -> None:
+        self._config = config
+        self._engine = engine
+        self._on_exhausted = on_exhausted
+        self._work = WorkManager(config.ordering)
+        self._partitions: dict[TopicPartitionKey, PartitionOffsets] = {}
+        self._revoking: set[TopicPartitionKey] = set()
+        self._in_flight: dict[int, QueuedRecord] = {}
+        self._failure_tasks: dict[int, asyncio.Task[None]] = {}
+        self._progress = asyncio.Event()
+        self._poller: BrokerPoller | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        self._fetch_paused = False
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._counts = dict.fromkeys(
+            ("received", "skipped", "succeeded", "failed", "retries", "commits", "commit_failures"), 0
+        )
+        self._rebalances = {"assign": 0, "revoke": 0, "lost": 0}
+
+    # ---- life cycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self._engine.start(self._on_complete)
+        grace_s = self._config.rebalance_grace_ms / 1000
+        self._poller = BrokerPoller(
+            kafka_conf(self._config), self._config.topics, self, loop,
+            revoke_timeout_s=grace_s + 30.0,
+            max_uningested=max(500, min(self._config.queue_max_messages, 5000)),
+        )
+        self._poller.start()
+        self._commit_task = loop.create_task(self._commit_periodically(), name="pyrallel-commit")
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop fetching, finish (drain) or cancel in-flight records, commit what completed, leave the group."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        poller = self._poller
+        try:
+            if poller is not None and not poller.finished.done():
+                poller.pause_all()
+            self._work.drop_partitions(list(self._partitions))
+            if drain:
+                await self._wait_idle(lambda: not self._in_flight, self._config.drain_timeout_ms / 1000)
+            self._cancel_in_flight(list(self._in_flight.values()))
+            if self._commit_task is not None:
+                self._commit_task.cancel()
+                await asyncio.gather(self._commit_task, return_exceptions=True)
+            if poller is not None:
+                if not poller.finished.done():
+                    await poller.commit_sync(self._commit_points())
+                await poller.close()
+            await self._engine.shutdown(drain=False, timeout_s=0)
+        finally:
+            self._stopped.set()
+            log.info("Consumer stopped (%s)", "drained" if drain else "not drained")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # ---- poller sink -----------------------------------------------------------------------------------
+
+    def on_records(self, batch: list[tuple[Record, int]]) -> None:
+        poller = self._poller
+        if poller is not None:
+            poller.ingested(len(batch))
+        if self._stopping:
+            return
+        partitions = self._partitions
+        for record, epoch in batch:
+            tp = (record.topic, record.partition)
+            state = partitions.get(tp)
+            if state is None or state.epoch != epoch or tp in self._revoking:
+                continue
+            self._counts["received"] += 1
+            if state.receive(record.offset):
+                self._work.add(record, epoch)
+            else:
+                self._counts["skipped"] += 1
+        self._dispatch()
+        self._apply_backpressure()
+
+    def on_assigned(self, assignments: list[Assignment]) -> None:
+        for a in assignments:
+            tp = (a.topic, a.partition)
+            start = a.committed_offset if a.committed_offset >= 0 else None
+            restored = restore_map(tp, a.committed_offset, a.committed_metadata)
+            if restored is not None:
+                log.info("Restored offset map of %s[%d]: %d record(s) above offset %d are done already",
+                         a.topic, a.partition, restored.completed_count, a.committed_offset)
+            self._partitions[tp] = PartitionOffsets(tp, a.epoch, start, restored)
+            self._rebalances["assign"] += 1
+
+    async def on_revoked(self, partitions: list[TopicPartitionKey]) -> list[CommitPoint]:
+        """Stop dispatching these partitions, let their in-flight records finish within the grace, commit."""
+        self._rebalances["revoke"] += len(partitions)
+        targets = [tp for tp in partitions if tp in self._partitions]
+        self._revoking.update(targets)
+        self._work.drop_partitions(targets)
+        await self._wait_idle(
+            lambda: all(self._work.in_flight_of(tp) == 0 for tp in targets),
+            self._config.rebalance_grace_ms / 1000,
+        )
+        leftovers = [q for q in self._in_flight.values() if (q.record.topic, q.record.partition) in targets]
+        if leftovers:
+            log.warning("%d record(s) of revoked partitions did not finish within rebalance_grace_ms; "
+                        "cancelled, they will be handled again by the next owner", len(leftovers))
+            self._cancel_in_flight(leftovers)
+        points = []
+        for tp in targets:
+            state = self._partitions.pop(tp)
+            point = state.commit_point()
+            if point is not None:
+                points.append(point)
+        self._revoking.difference_update(targets)
+        self._dispatch()
+        return points
+
+    def on_lost(self, partitions: list[TopicPartitionKey]) -> None:
+        self._rebalances["lost"] += len(partitions)
+        targets = set(partitions)
+        self._work.drop_partitions(targets)
+        self._cancel_in_flight([q for q in self._in_flight.values()
+                                if (q.record.topic, q.record.partition) in targets])
+        for tp in targets:
+            self._partitions.pop(tp, None)
+        self._dispatch()
+
+    def on_committed(self, results: list[CommitResult]) -> None:
+        for result in results:
+            point = result.point
+            if result.error is not None:
+                self._counts["commit_failures"] += 1
+                log.warning("Commit of %s[%d]@%d failed: %s", point.topic, point.partition, point.offset,
+                            result.error)
+                continue
+            self._counts["commits"] += 1
+            state = self._partitions.get((point.topic, point.partition))
+            if state is not None and state.epoch == point.epoch:
+                state.mark_committed(point)
+
+    def on_poller_failed(self, error: BaseException) -> None:
+        if self._failure is None:
+            self._failure = error
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(self.stop(drain=False), name="pyrallel-stop-on-failure")
+
+    # ---- dispatch and completion -----------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self._stopping:
+            return
+        work = self._work
+        limit = self._config.max_in_flight
+        while work.in_flight < limit:
+            item = work.next_ready()
+            if item is None:
+                return
+            self._in_flight[item.seq] = item
+            self._engine.submit(WorkItem(item.seq, item.record))
+
+    def _on_complete(self, completion: Completion) -> None:
+        item = self._in_flight.get(completion.item_id)
+        if item is None:
+            return  # cancelled (revoked or stopping): never counted, never committed
+        self._counts["retries"] += completion.attempts - 1
+        state = self._partitions.get((item.record.topic, item.record.partition))
+        if completion.ok or state is None or state.epoch != item.epoch:
+            self._finish(item, completion.ok)
+            return
+        self._failure_tasks[item.seq] = asyncio.get_running_loop().create_task(
+            self._resolve_failure(item, completion), name=f"pyrallel-exhausted-{item.seq}"
+        )
+
+    async def _resolve_failure(self, item: QueuedRecord, completion: Completion) -> None:
+        """Apply the exhaustion policy until it lets the record go; its key stays blocked meanwhile."""
+        failures = 0
+        try:
+            while not await self._on_exhausted(item.record, completion):
+                failures += 1
+                delay = min(self._config.max_retry_backoff_ms, self._config.retry_backoff_ms * 2**failures) / 1000
+                await asyncio.sleep(max(delay, 0.05))
+                state = self._partitions.get((item.record.topic, item.record.partition))
+                if state is None or state.epoch != item.epoch or self._stopping:
+                    return  # left incomplete: the next owner (or the next run) handles it again
+        finally:
+            self._failure_tasks.pop(item.seq, None)
+        if item.seq in self._in_flight:
+            self._finish(item, False)
+
+    def _finish(self, item: QueuedRecord, ok: bool) -> None:
+        del self._in_flight[item.seq]
+        self._work.finish(item)
+        self._counts["succeeded" if ok else "failed"] += 1
+        state = self._partitions.get((item.record.topic, item.record.partition))
+        if state is not None and state.epoch == item.epoch:
+            state.complete(item.record.offset)
+        self._progress.set()
+        self._dispatch()
+        self._apply_backpressure()
+
+    def _cancel_in_flight(self, items: Iterable[QueuedRecord]) -> None:
+        """Forget in-flight records without completing them: their offsets stay uncommitted."""
+        doomed = list(items)
+        self._engine.cancel(q.seq for q in doomed)
+        for item in doomed:
+            task = self._failure_tasks.pop(item.seq, None)
+            if task is not None:
+                task.cancel()
+            if self._in_flight.pop(item.seq, None) is not None:
+                self._work.finish(item)
+        self._progress.set()
+
+    async def _wait_idle(self, idle: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not idle():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), timeout=min(remaining, 0.5))
+
+    def _apply_backpressure(self) -> None:
+        poller = self._poller
+        if poller is None or self._stopping:
+            return
+        queued, limit = self._work.queued, self._config.queue_max_messages
+        if not self._fetch_paused and queued >= limit:
+            self._fetch_paused = True
+            log.info("Backpressure: %d records queued (limit %d); pausing fetch", queued, limit)
+            poller.pause_all()
+        elif self._fetch_paused and queued <= limit // 2:
+            self._fetch_paused = False
+            log.info("Backpressure released: %d records queued; resuming fetch", queued)
+            poller.resume_all()
+
+    # ---- commits and metrics ---------------------------------------------------------------------------
+
+    def _commit_points(self) -> list[CommitPoint]:
+        return [p for s in self._partitions.values() if (p := s.commit_point()) is not None]
+
+    async def _commit_periodically(self) -> None:
+        interval = self._config.commit_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if self._poller is not None and not self._stopping:
+                self._poller.commit(self._commit_points())
+
+    def metrics(self) -> MetricsSnapshot:
+        watermarks = self._poller.high_watermarks if self._poller is not None else {}
+        rows = []
+        for (topic, partition), state in sorted(self._partitions.items()):
+            committed = state.commit_offset()
+            high = watermarks.get((topic, partition))
+            lag = None
+            if high is not None and committed is not None:
+                lag = max(0, high - committed - state.completed_above_count)
+            blocking = state.blocking()
+            rows.append(PartitionMetrics(
+                topic, partition, state.last_committed_offset, high, lag, state.incomplete_count,
+                blocking[0] if blocking else None, blocking[1] if blocking else 0.0, state.metadata_bytes,
+                self._work.queued_of((topic, partition)), self._work.in_flight_of((topic, partition)),
+            ))
+        c = self._counts
+        return MetricsSnapshot(
+            tuple(rows), len(self._in_flight), self._work.queued, self._fetch_paused, c["received"], c["skipped"],
+            c["succeeded"], c["failed"], c["retries"], c["commits"], c["commit_failures"], dict(self._rebalances),
+        )

@@ -1,0 +1,194 @@
+"""Per-partition offset bookkeeping: what may be committed, and what is already done above it.
+
+Offsets of one partition arrive in ascending order, so the received-but-unfinished offsets form a queue
+whose head is the lowest incomplete offset: the only offset that may ever be committed. Completing a
+record and advancing the head are amortised O(1); nothing on the per-record path scans the window.
+Offsets that never arrive (transaction markers, compacted records) are not incomplete: the commit
+position is the head of the queue, or one past the last offset received.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pyrallel_consumer.control.offset_codec import (
+    MAX_METADATA_CHARS,
+    OffsetMap,
+    OffsetMapError,
+    decode_offset_map,
+    encode_offset_ranges,
+)
+
+log = logging.getLogger(__name__)
+
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPoint:
+    """What to commit for one partition: the lowest incomplete offset and the map of done offsets above it."""
+
+    topic: str
+    partition: int
+    epoch: int
+    offset: int
+    metadata: str
+
+
+class PartitionOffsets:
+    """Offsets of one partition during one assignment (``epoch``)."""
+
+    __slots__ = (
+        "_done",
+        "_head_since",
+        "_last_committed",
+        "_last_received",
+        "_pending",
+        "_restored",
+        "epoch",
+        "metadata_bytes",
+        "start",
+        "topic_partition",
+    )
+
+    def __init__(self, topic_partition: TopicPartitionKey, epoch: int, start: int | None,
+                 restored: OffsetMap | None = None) -> None:
+        self.topic_partition = topic_partition
+        self.epoch = epoch
+        self.start = start
+        self._pending: deque[int] = deque()
+        self._done: set[int] = set()
+        self._last_received = -1
+        self._restored = restored
+        self._head_since = time.monotonic()
+        self._last_committed: tuple[int, str] | None = (start, "") if start is not None else None
+        self.metadata_bytes = 0
+
+    def receive(self, offset: int) -> bool:
+        """Record that ``offset`` was fetched; False when it must not be handled (done before, or seen)."""
+        if offset <= self._last_received:
+            return False
+        if self.start is None:
+            self.start = offset
+        if not self._pending:
+            self._head_since = time.monotonic()
+        self._last_received = offset
+        self._pending.append(offset)
+        restored = self._restored
+        if restored is not None:
+            if restored.contains(offset):
+                self.complete(offset)
+                return False
+            if offset >= restored.base + restored.length:
+                self._restored = None
+        return True
+
+    def complete(self, offset: int) -> None:
+        """Mark a received offset done and advance the head past every done offset."""
+        pending = self._pending
+        if not pending or offset < pending[0] or offset > self._last_received:
+            return
+        if offset != pending[0]:
+            self._done.add(offset)
+            return
+        pending.popleft()
+        done = self._done
+        while pending and pending[0] in done:
+            done.discard(pending.popleft())
+        self._head_since = time.monotonic()
+
+    def commit_offset(self) -> int | None:
+        """The offset to commit: lowest incomplete, else one past the last received; None before any."""
+        if self._pending:
+            return self._pending[0]
+        position = self._last_received + 1 if self._last_received >= 0 else self.start
+        restored = self._restored
+        if restored is not None and position is not None:
+            for start, end in restored.completed:  # done in an earlier assignment, not fetched again yet
+                if start <= position < end:
+                    return end
+        return position
+
+    @property
+    def incomplete_count(self) -> int:
+        return len(self._pending) - len(self._done)
+
+    @property
+    def completed_above_count(self) -> int:
+        return len(self._done)
+
+    def blocking(self) -> tuple[int, float] | None:
+        """(lowest incomplete offset, seconds it has blocked the commit), or None when nothing blocks."""
+        if not self._pending:
+            return None
+        return self._pending[0], time.monotonic() - self._head_since
+
+    def _completed_ranges(self, commit_offset: int) -> Iterator[tuple[int, int]]:
+        """Half-open ranges of done offsets above ``commit_offset``, in ascending order, lazily."""
+        run_start = run_end = -1
+        done = self._done
+        for offset in self._pending:
+            if offset in done:
+                if offset == run_end:
+                    run_end += 1
+                else:
+                    if run_start >= 0:
+                        yield run_start, run_end
+                    run_start, run_end = offset, offset + 1
+        if run_start >= 0:
+            yield run_start, run_end
+        restored = self._restored
+        if restored is not None:
+            floor = max(self._last_received + 1, commit_offset + 1)
+            for start, end in restored.completed:
+                if end > floor:
+                    yield max(start, floor), end
+
+    def commit_point(self, limit: int = MAX_METADATA_CHARS) -> CommitPoint | None:
+        """The commit for this partition, or None when nothing changed since the last one."""
+        offset = self.commit_offset()
+        if offset is None:
+            return None
+        window_end = self._last_received + 1
+        if self._restored is not None:
+            window_end = max(window_end, self._restored.base + self._restored.length)
+        metadata = ""
+        if window_end > offset and (self._done or self._restored is not None):
+            encoded = encode_offset_ranges(offset, self._completed_ranges(offset), window_end, limit)
+            if encoded is None:
+                log.warning(
+                    "Offset map of %s[%d] above offset %d exceeds %d characters; committing without it "
+                    "(records done above the commit will be handled again after a restart)",
+                    self.topic_partition[0], self.topic_partition[1], offset, limit,
+                )
+            else:
+                metadata = encoded
+        if self._last_committed == (offset, metadata):
+            return None
+        return CommitPoint(self.topic_partition[0], self.topic_partition[1], self.epoch, offset, metadata)
+
+    def mark_committed(self, point: CommitPoint) -> None:
+        self._last_committed = (point.offset, point.metadata)
+        self.metadata_bytes = len(point.metadata)
+
+    @property
+    def last_committed_offset(self) -> int | None:
+        return self._last_committed[0] if self._last_committed else None
+
+
+def restore_map(topic_partition: TopicPartitionKey, offset: int, metadata: str | None) -> OffsetMap | None:
+    """Decode the offset map of a committed offset; a broken or foreign map is ignored (fail closed)."""
+    if not metadata or offset < 0:
+        return None
+    try:
+        return decode_offset_map(metadata, offset)
+    except OffsetMapError as exc:
+        log.warning(
+            "Ignoring the offset map committed for %s[%d] at offset %d (%s); records above it are handled again",
+            topic_partition[0], topic_partition[1], offset, exc,
+        )
+        return None

@@ -1,0 +1,366 @@
+"""BrokerPoller: the one thread that owns the confluent-kafka Consumer.
+
+librdkafka calls the rebalance callbacks from inside ``consume()``, so fetching, pausing, committing and
+the callbacks all run on this thread, in one order. Everything else (bookkeeping, dispatch) runs on the
+asyncio loop; the two sides talk through ``call_soon_threadsafe`` (thread -> loop, FIFO, so an
+assignment always reaches the loop before its records) and a command queue (loop -> thread).
+
+Each assignment of a partition gets a new epoch. Commits carry the epoch they were computed for and are
+dropped here when the partition has since been revoked, so a stale commit can never reach the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
+from pyrallel_consumer.record import Header, Record
+
+log = logging.getLogger(__name__)
+
+_COMMITTED_TIMEOUT_S = 10.0
+_WATERMARK_PERIOD_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A partition newly assigned to this member, with what the group committed for it."""
+
+    topic: str
+    partition: int
+    epoch: int
+    committed_offset: int
+    committed_metadata: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    point: CommitPoint
+    error: str | None
+    latency_s: float
+
+
+class PollerSink(Protocol):
+    """What the poller reports to the loop side. All methods run on the event loop."""
+
+    def on_records(self, batch: list[tuple[Record, int]]) -> None: ...
+
+    def on_assigned(self, assignments: list[Assignment]) -> None: ...
+
+    def on_revoked(self, partitions: list[TopicPartitionKey]) -> Coroutine[Any, Any, list[CommitPoint]]: ...
+
+    def on_lost(self, partitions: list[TopicPartitionKey]) -> None: ...
+
+    def on_committed(self, results: list[CommitResult]) -> None: ...
+
+    def on_poller_failed(self, error: BaseException) -> None: ...
+
+
+Command = Callable[[Consumer], None]
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _headers(raw: object) -> tuple[Header, ...]:
+    """Headers as (name, bytes) pairs, whatever shape librdkafka hands them over in."""
+    if not raw:
+        return ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((str(name), _as_bytes(value)) for name, value in cast("list[tuple[str, Any]]", items))
+
+
+class BrokerPoller:
+    """Fetches in batches, bounded by how many fetched records the loop has not ingested yet."""
+
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        topics: Sequence[str],
+        sink: PollerSink,
+        loop: asyncio.AbstractEventLoop,
+        revoke_timeout_s: float,
+        batch_size: int = 500,
+        max_uningested: int = 2000,
+        start_paused: bool = False,
+    ) -> None:
+        self._conf = conf
+        self._topics = list(topics)
+        self._sink = sink
+        self._loop = loop
+        self._revoke_timeout_s = revoke_timeout_s
+        self._batch_size = batch_size
+        self._max_uningested = max_uningested
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._assigned: dict[TopicPartitionKey, int] = {}
+        self._epoch = 0
+        self._paused: set[TopicPartitionKey] = set()
+        self._pause_all = start_paused
+        self._uningested = 0
+        self._uningested_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished: asyncio.Future[None] = loop.create_future()
+        self._pending_async_commits: dict[tuple[str, int, int], tuple[float, CommitPoint]] = {}
+        self.high_watermarks: dict[TopicPartitionKey, int] = {}
+        self._last_watermark_poll = 0.0
+
+    # ---- loop side -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pyrallel-poller", daemon=True)
+        self._thread.start()
+
+    def ingested(self, count: int) -> None:
+        """The loop has taken ``count`` fetched records into its own bookkeeping."""
+        with self._uningested_lock:
+            self._uningested -= count
+
+    def commit(self, points: list[CommitPoint]) -> None:
+        """Asynchronous commit; results come back through ``on_committed``."""
+        if points:
+            self._commands.put(lambda consumer: self._commit(consumer, points, sync=False))
+
+    async def commit_sync(self, points: list[CommitPoint]) -> None:
+        if points:
+            await self._call(lambda consumer: self._commit(consumer, points, sync=True))
+
+    def pause_all(self) -> None:
+        """Stop fetching every assigned partition, and any assigned later, until ``resume_all``."""
+        self._commands.put(self._do_pause_all)
+
+    def resume_all(self) -> None:
+        self._commands.put(self._do_resume_all)
+
+    async def close(self) -> None:
+        """Leave the group (the revoke callback commits) and end the thread."""
+        self._stopping.set()
+        await asyncio.shield(self._finished)
+
+    @property
+    def finished(self) -> asyncio.Future[None]:
+        return self._finished
+
+    async def _call(self, command: Callable[[Consumer], None]) -> None:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run(consumer: Consumer) -> None:
+            try:
+                command(consumer)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        self._commands.put(run)
+        await asyncio.wrap_future(done)
+
+    # ---- poller thread ---------------------------------------------------------------------------------
+
+    def _post(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            log.debug("Event loop closed; dropping %s", getattr(fn, "__name__", fn))
+
+    def _run(self) -> None:
+        consumer: Consumer | None = None
+        error: BaseException | None = None
+        try:
+            conf = dict(self._conf)
+            conf["on_commit"] = self._on_commit
+            consumer = Consumer(conf)
+            consumer.subscribe(
+                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            while not self._stopping.is_set():
+                self._run_commands(consumer)
+                with self._uningested_lock:
+                    backlog = self._uningested
+                if backlog >= self._max_uningested:
+                    consumer.poll(0)  # serve callbacks while the loop catches up
+                    time.sleep(0.005)
+                    continue
+                messages = consumer.consume(num_messages=self._batch_size, timeout=0.1)
+                if messages:
+                    self._deliver(messages)
+                self._refresh_watermarks(consumer)
+            self._run_commands(consumer)
+        except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
+            error = exc
+            log.error("Kafka poller failed: %r", exc)
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close()
+                except (KafkaException, RuntimeError) as exc:
+                    log.warning("Closing the Kafka consumer failed: %s", exc)
+            self._post(self._finish, error)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if error is not None:
+            self._sink.on_poller_failed(error)
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    def _run_commands(self, consumer: Consumer) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command(consumer)
+
+    def _deliver(self, messages: list[Message]) -> None:
+        batch: list[tuple[Record, int]] = []
+        assigned = self._assigned
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Fetch error: %s", err)
+                continue
+            topic, partition, offset = cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
+            epoch = assigned.get((topic, partition))
+            if epoch is None:
+                continue
+            ts_type, ts = msg.timestamp()
+            batch.append(
+                (Record(topic, partition, offset, _as_bytes(msg.key()), _as_bytes(msg.value()),
+                        _headers(msg.headers()), ts if ts_type else -1), epoch)
+            )
+        if batch:
+            with self._uningested_lock:
+                self._uningested += len(batch)
+            self._post(self._sink.on_records, batch)
+
+    def _refresh_watermarks(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._last_watermark_poll < _WATERMARK_PERIOD_S:
+            return
+        self._last_watermark_poll = now
+        for topic, partition in list(self._assigned):
+            try:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                self.high_watermarks[(topic, partition)] = high
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = self._committed(consumer, partitions)
+        assignments = []
+        to_assign = []
+        for tp in committed:
+            self._epoch += 1
+            key = (tp.topic, tp.partition)
+            self._assigned[key] = self._epoch
+            assignments.append(Assignment(tp.topic, tp.partition, self._epoch, tp.offset, tp.metadata))
+            to_assign.append(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_INVALID))
+        log.info("Assigned %s", ", ".join(f"{a.topic}[{a.partition}]@{a.committed_offset}" for a in assignments))
+        self._post(self._sink.on_assigned, assignments)
+        consumer.incremental_assign(to_assign)
+        if self._pause_all and to_assign:
+            consumer.pause(to_assign)
+            self._paused.update((tp.topic, tp.partition) for tp in to_assign)
+
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets and metadata; without them the assignment cannot start safely."""
+        last: Exception | None = None
+        for _ in range(3):
+            try:
+                result: list[TopicPartition] = consumer.committed(partitions, timeout=_COMMITTED_TIMEOUT_S)
+                return result
+            except KafkaException as exc:
+                last = exc
+                log.warning("Reading committed offsets failed (%s); retrying", exc)
+        raise RuntimeError(f"could not read committed offsets for the new assignment: {last}")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("Revoking %s", ", ".join(f"{t}[{p}]" for t, p in keys))
+        points: list[CommitPoint] = []
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._sink.on_revoked(keys), self._loop)
+            points = future.result(timeout=self._revoke_timeout_s)
+        except (concurrent.futures.TimeoutError, RuntimeError) as exc:
+            log.warning("Could not settle revoked partitions in time (%r); committing nothing for them", exc)
+        self._commit(consumer, points, sync=True)
+        self._forget(keys)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        log.warning("Lost %s (no commit: another member may own them already)",
+                    ", ".join(f"{t}[{p}]" for t, p in keys))
+        self._forget(keys)
+        self._post(self._sink.on_lost, keys)
+
+    def _forget(self, keys: list[TopicPartitionKey]) -> None:
+        for key in keys:
+            self._assigned.pop(key, None)
+            self._paused.discard(key)
+            self.high_watermarks.pop(key, None)
+
+    def _do_pause_all(self, consumer: Consumer) -> None:
+        self._pause_all = True
+        targets = [TopicPartition(t, p) for (t, p) in self._assigned if (t, p) not in self._paused]
+        if targets:
+            consumer.pause(targets)
+            self._paused.update((tp.topic, tp.partition) for tp in targets)
+
+    def _do_resume_all(self, consumer: Consumer) -> None:
+        self._pause_all = False
+        targets = [TopicPartition(t, p) for (t, p) in self._paused if (t, p) in self._assigned]
+        if targets:
+            consumer.resume(targets)
+        self._paused.clear()
+
+    def _commit(self, consumer: Consumer, points: list[CommitPoint], sync: bool) -> None:
+        valid = [p for p in points if self._assigned.get((p.topic, p.partition)) == p.epoch]
+        if not valid:
+            return
+        offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in valid]
+        started = time.monotonic()
+        if not sync:
+            for p in valid:
+                self._pending_async_commits[(p.topic, p.partition, p.offset)] = (started, p)
+            consumer.commit(offsets=offsets, asynchronous=True)
+            return
+        error: str | None = None
+        try:
+            results = consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = str(exc)
+            results = None
+        errors = {(tp.topic, tp.partition): str(tp.error) for tp in results or [] if tp.error is not None}
+        latency = time.monotonic() - started
+        self._post(self._sink.on_committed, [
+            CommitResult(p, error or errors.get((p.topic, p.partition)), latency) for p in valid
+        ])
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's result of a commit; synchronous commits were reported already and match nothing."""
+        now = time.monotonic()
+        results = []
+        for tp in partitions:
+            entry = self._pending_async_commits.pop((tp.topic, tp.partition, tp.offset), None)
+            if entry is None:
+                continue
+            started, point = entry
+            error = err if err is not None else tp.error
+            results.append(CommitResult(point, str(error) if error is not None else None, now - started))
+        if results:
+            self._post(self._sink.on_committed, results)

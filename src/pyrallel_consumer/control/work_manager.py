@@ -1,0 +1,115 @@
+"""Virtual queues: one per ordering slot (key, partition, or record), dispatched oldest-first.
+
+A slot holds at most one record in flight; the records behind it wait in the slot's queue. Slots whose
+head may run sit in a heap ordered by arrival, so the oldest fetched record (and with it the lowest
+blocking offset of its partition) is dispatched first. Every operation is O(log n) at most.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+
+from pyrallel_consumer.control.offset_tracker import TopicPartitionKey
+from pyrallel_consumer.record import Ordering, Record
+
+Slot = Hashable
+
+
+@dataclass(slots=True)
+class QueuedRecord:
+    """A record waiting for or holding its slot, tagged with the assignment epoch it was fetched in."""
+
+    seq: int
+    record: Record
+    epoch: int
+    slot: Slot = field(default=None)
+
+
+def slot_of(record: Record, ordering: Ordering) -> Slot:
+    """Which records must not overlap: same key (keyless: same partition), same partition, or none."""
+    if ordering is Ordering.KEY:
+        if record.key is None:
+            return (record.topic, record.partition)
+        return (record.topic, record.partition, record.key)
+    if ordering is Ordering.PARTITION:
+        return (record.topic, record.partition)
+    return (record.topic, record.partition, record.offset, None)
+
+
+class WorkManager:
+    """Holds fetched records until they may run; counts what is queued and in flight per partition."""
+
+    def __init__(self, ordering: Ordering) -> None:
+        self._ordering = ordering
+        self._queues: dict[Slot, deque[QueuedRecord]] = {}
+        self._busy: set[Slot] = set()
+        self._ready: list[tuple[int, Slot]] = []
+        self._seq = 0
+        self.queued = 0
+        self.in_flight = 0
+        self._queued_by_tp: dict[TopicPartitionKey, int] = {}
+        self._in_flight_by_tp: dict[TopicPartitionKey, int] = {}
+
+    def add(self, record: Record, epoch: int) -> None:
+        self._seq += 1
+        slot = slot_of(record, self._ordering)
+        item = QueuedRecord(self._seq, record, epoch, slot)
+        queue = self._queues.get(slot)
+        if queue is None:
+            queue = self._queues[slot] = deque()
+        queue.append(item)
+        if len(queue) == 1 and slot not in self._busy:
+            heapq.heappush(self._ready, (item.seq, slot))
+        self.queued += 1
+        tp = (record.topic, record.partition)
+        self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + 1
+
+    def next_ready(self) -> QueuedRecord | None:
+        """The oldest record whose slot is free, now marked in flight; None when nothing may run."""
+        while self._ready:
+            seq, slot = heapq.heappop(self._ready)
+            queue = self._queues.get(slot)
+            if not queue or queue[0].seq != seq or slot in self._busy:
+                continue  # stale heap entry: its records were dropped
+            item = queue.popleft()
+            if not queue:
+                del self._queues[slot]
+            self._busy.add(slot)
+            self.queued -= 1
+            self.in_flight += 1
+            tp = (item.record.topic, item.record.partition)
+            self._queued_by_tp[tp] -= 1
+            self._in_flight_by_tp[tp] = self._in_flight_by_tp.get(tp, 0) + 1
+            return item
+        return None
+
+    def finish(self, item: QueuedRecord) -> None:
+        """Free the slot of a record that is no longer in flight; its successor becomes ready."""
+        self._busy.discard(item.slot)
+        self.in_flight -= 1
+        tp = (item.record.topic, item.record.partition)
+        self._in_flight_by_tp[tp] -= 1
+        queue = self._queues.get(item.slot)
+        if queue:
+            heapq.heappush(self._ready, (queue[0].seq, item.slot))
+
+    def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
+        """Forget queued (not in-flight) records of these partitions; return how many were dropped."""
+        targets = set(partitions)
+        dropped = 0
+        doomed = [s for s, q in self._queues.items() if (q[0].record.topic, q[0].record.partition) in targets]
+        for slot in doomed:
+            dropped += len(self._queues.pop(slot))
+        for tp in targets:
+            self._queued_by_tp.pop(tp, None)
+        self.queued -= dropped
+        return dropped
+
+    def in_flight_of(self, tp: TopicPartitionKey) -> int:
+        return self._in_flight_by_tp.get(tp, 0)
+
+    def queued_of(self, tp: TopicPartitionKey) -> int:
+        return self._queued_by_tp.get(tp, 0)

@@ -1,0 +1,245 @@
+"""The core guarantees of PyrallelConsumer, each shown against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.support import committed, committed_map, seq_of, wait_for
+
+from pyrallel_consumer import ConsumerConfig, Ordering, PyrallelConsumer, Record
+from pyrallel_consumer.localkafka.topics import produce_keyed
+
+pytestmark = pytest.mark.integration
+
+APP = Path(__file__).with_name("consumer_app.py")
+
+
+def _config(bootstrap: str, group: str, topic: str, **overrides: object) -> ConsumerConfig:
+    values: dict[str, object] = {
+        "bootstrap_servers": bootstrap, "group_id": group, "topics": [topic], "commit_interval_ms": 100,
+    }
+    values.update(overrides)
+    return ConsumerConfig(**values)
+
+
+def _all_committed(bootstrap: str, group: str, topic: str, ends: dict[int, int]) -> Callable[[], bool]:
+    def check() -> bool:
+        return [o for o, _ in committed(bootstrap, group, topic, len(ends))] == [ends[p] for p in sorted(ends)]
+
+    return check
+
+
+async def _partition_ends(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ends-probe"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        consumer.close()
+
+
+async def test_every_record_once_in_key_order_and_commits_reach_the_end(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    topic, group = new_topic(4), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 5000, keys=50)
+    handled: dict[bytes, list[int]] = defaultdict(list)
+    active: set[bytes] = set()
+    overlaps: list[bytes] = []
+
+    async def handle(record: Record) -> None:
+        assert record.key is not None
+        if record.key in active:
+            overlaps.append(record.key)
+        active.add(record.key)
+        await asyncio.sleep(0.001)
+        active.discard(record.key)
+        handled[record.key].append(seq_of(record.value))
+
+    ends = await _partition_ends(kafka_bootstrap, topic, 4)
+    async with PyrallelConsumer(_config(kafka_bootstrap, group, topic, max_in_flight=200), handle) as consumer:
+        await wait_for(lambda: sum(map(len, handled.values())) >= 5000, what="5000 records")
+        await wait_for(_all_committed(kafka_bootstrap, group, topic, ends), what="commits at the end")
+        snapshot = consumer.metrics()
+    assert overlaps == []
+    assert sorted(s for seqs in handled.values() for s in seqs) == list(range(5000))
+    for seqs in handled.values():
+        assert seqs == sorted(seqs)
+    assert snapshot.records_succeeded == 5000
+    assert all(p.true_lag == 0 and p.incomplete == 0 for p in snapshot.partitions)
+
+
+async def test_never_commits_past_an_incomplete_record_and_maps_the_rest(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    topic, group = new_topic(1), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 300, keys=300)
+    release = asyncio.Event()
+    done: set[int] = set()
+
+    async def handle(record: Record) -> None:
+        if record.offset == 40:
+            await release.wait()
+        done.add(record.offset)
+
+    config = _config(kafka_bootstrap, group, topic, ordering=Ordering.UNORDERED)
+    async with PyrallelConsumer(config, handle) as consumer:
+        await wait_for(lambda: len(done) == 299, what="all but the blocked record")
+
+        def map_covers_everything() -> bool:
+            offset, omap = committed_map(kafka_bootstrap, group, topic)
+            return offset == 40 and omap is not None and omap.completed_count == 259
+
+        await wait_for(map_covers_everything, what="commit at 40 with a map of 259 done records")
+        blocking = consumer.metrics().partitions[0]
+        assert (blocking.blocking_offset, blocking.incomplete) == (40, 1)
+        release.set()
+        await wait_for(lambda: committed_map(kafka_bootstrap, group, topic)[0] == 300, what="commit at 300")
+    offset, omap = committed_map(kafka_bootstrap, group, topic)
+    assert (offset, omap) == (300, None)
+
+
+@pytest.mark.parametrize("engine", ["async"])
+def test_sigkill_restart_handles_only_the_incomplete_records_again(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], tmp_path: Path,
+    engine: str,
+) -> None:
+    topic, group = new_topic(1), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 1000, keys=10)
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    env = {**os.environ, "PYTHONPATH": str(APP.parent), "APP_LOG": str(first_log)}
+    first = subprocess.Popen([sys.executable, str(APP), kafka_bootstrap, group, topic, str(first_log), "100", engine],
+                             env=env)
+    try:
+        asyncio.run(wait_for(
+            lambda: (lambda c: c[0] == 100 and c[1] is not None and c[1].completed_count == 899)(
+                committed_map(kafka_bootstrap, group, topic)),
+            timeout_s=90, what="commit at the slow record 100 with 899 done above it"))
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    assert len(first_log.read_text().splitlines()) == 999
+    env["APP_LOG"] = str(second_log)
+    second = subprocess.Popen([sys.executable, str(APP), kafka_bootstrap, group, topic, str(second_log), "-", engine],
+                              env=env)
+    try:
+        asyncio.run(wait_for(lambda: committed_map(kafka_bootstrap, group, topic)[0] == 1000,
+                             timeout_s=90, what="commit at the end after the restart"))
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert second_log.read_text().splitlines() == ["0 100"]
+
+
+async def test_retries_keep_key_order_and_exhaustion_lets_the_partition_move_on(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    topic, group = new_topic(1), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 40, keys=2)  # k0: even seqs, k1: odd seqs
+    attempts: dict[int, int] = defaultdict(int)
+    events: list[tuple[str, int]] = []
+
+    async def handle(record: Record) -> None:
+        seq = seq_of(record.value)
+        attempts[seq] += 1
+        events.append(("start", seq))
+        if seq == 4 and attempts[seq] <= 2:
+            raise RuntimeError("transient")
+        if seq == 7:
+            raise ValueError("always broken")
+        events.append(("ok", seq))
+
+    config = _config(kafka_bootstrap, group, topic, max_retries=3, retry_backoff_ms=50)
+    async with PyrallelConsumer(config, handle) as consumer:
+        await wait_for(lambda: committed(kafka_bootstrap, group, topic, 1)[0][0] == 40, what="commit at 40")
+        snapshot = consumer.metrics()
+    assert attempts[4] == 3
+    assert attempts[7] == 4
+    assert snapshot.records_failed == 1
+    assert snapshot.records_succeeded == 39
+    order = [seq for kind, seq in events if kind == "start"]
+    # seq 6 (same key as 4) starts only after 4's last attempt; seq 9 (same key as 7) after 7's last.
+    assert order.index(6) > max(i for i, s in enumerate(order) if s == 4)
+    assert order.index(9) > max(i for i, s in enumerate(order) if s == 7)
+
+
+async def test_handler_timeout_is_a_failed_attempt(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    topic, group = new_topic(1), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 3, keys=3)
+    calls: dict[int, int] = defaultdict(int)
+
+    async def handle(record: Record) -> None:
+        calls[record.offset] += 1
+        if record.offset == 1:
+            await asyncio.sleep(3600)
+
+    config = _config(kafka_bootstrap, group, topic, task_timeout_ms=200, max_retries=1, retry_backoff_ms=10)
+    async with PyrallelConsumer(config, handle) as consumer:
+        await wait_for(lambda: committed(kafka_bootstrap, group, topic, 1)[0][0] == 3, what="commit at 3")
+        assert consumer.metrics().records_failed == 1
+    assert calls == {0: 1, 1: 2, 2: 1}
+
+
+@pytest.mark.parametrize("drain", [True, False])
+async def test_stop_drains_or_cancels_in_flight_records(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], drain: bool
+) -> None:
+    topic, group = new_topic(1), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 10, keys=10)
+    started: set[int] = set()
+    finished: set[int] = set()
+
+    async def handle(record: Record) -> None:
+        started.add(record.offset)
+        if record.offset >= 5:
+            await asyncio.sleep(0.5)
+        finished.add(record.offset)
+
+    consumer = PyrallelConsumer(_config(kafka_bootstrap, group, topic, ordering=Ordering.UNORDERED), handle)
+    await consumer.start()
+    await wait_for(lambda: len(started) == 10 and len(finished) == 5, what="five done, five in flight")
+    await consumer.stop(drain=drain)
+    offset = committed(kafka_bootstrap, group, topic, 1)[0][0]
+    if drain:
+        assert finished == set(range(10))
+        assert offset == 10
+    else:
+        assert finished == set(range(5))
+        assert offset == 5
+
+
+async def test_backpressure_pauses_fetching_and_bounds_what_is_held(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    topic, group = new_topic(2), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 20_000, keys=4)
+    gate = asyncio.Event()
+    peaks: list[int] = []
+
+    async def handle(record: Record) -> None:
+        await gate.wait()
+
+    config = _config(kafka_bootstrap, group, topic, max_in_flight=50, queue_max_messages=500)
+    async with PyrallelConsumer(config, handle) as consumer:
+        await wait_for(lambda: consumer.metrics().fetch_paused, what="fetch paused by backpressure")
+        for _ in range(40):
+            snap = consumer.metrics()
+            peaks.append(snap.queued + snap.in_flight)
+            await asyncio.sleep(0.05)
+        held = consumer.metrics().records_received
+        gate.set()
+        await wait_for(lambda: consumer.metrics().records_succeeded == 20_000, what="all records after release")
+    # Only 4 keys: at most 4 in flight, and the queue stops growing near its limit (plus one fetch batch).
+    assert max(peaks) <= 500 + 2 * 500
+    assert held < 20_000
