@@ -69,6 +69,7 @@ async def test_every_record_once_in_key_order_and_commits_reach_the_end(
     async with PyrallelConsumer(_config(kafka_bootstrap, group, topic, max_in_flight=200), handle) as consumer:
         await wait_for(lambda: sum(map(len, handled.values())) >= 5000, what="5000 records")
         await wait_for(_all_committed(kafka_bootstrap, group, topic, ends), what="commits at the end")
+        await wait_for(lambda: all(p.true_lag == 0 for p in consumer.metrics().partitions), what="true lag 0")
         snapshot = consumer.metrics()
     assert overlaps == []
     assert sorted(s for seqs in handled.values() for s in seqs) == list(range(5000))

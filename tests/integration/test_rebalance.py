@@ -15,7 +15,7 @@ from pyrallel_consumer.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 
-RECORDS = 6000
+RECORDS = 8000
 
 
 @pytest.mark.parametrize("protocol", ["classic", "consumer"])
@@ -28,7 +28,7 @@ async def test_member_joins_then_first_leaves_without_loss_or_reordering(
 
     def handler(name: str) -> Callable[[Record], object]:
         async def handle(record: Record) -> None:
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.02)
             assert record.key is not None
             handled.append((time.monotonic(), name, record.key, seq_of(record.value)))
 
@@ -36,7 +36,7 @@ async def test_member_joins_then_first_leaves_without_loss_or_reordering(
 
     def config() -> ConsumerConfig:
         return ConsumerConfig(bootstrap_servers=kafka_bootstrap, group_id=group, topics=[topic],
-                              max_in_flight=60, commit_interval_ms=200, group_protocol=protocol)
+                              max_in_flight=20, commit_interval_ms=200, group_protocol=protocol)
 
     first = PyrallelConsumer(config(), handler("first"))
     second = PyrallelConsumer(config(), handler("second"))

@@ -52,6 +52,8 @@ class PartitionMetrics:
     metadata_bytes: int
     queued: int
     in_flight: int
+    gap_offsets: int
+    """Offsets never delivered (transaction markers, compacted or expired records); not waited for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +372,7 @@ class Coordinator:
                 topic, partition, state.last_committed_offset, high, lag, state.incomplete_count,
                 blocking[0] if blocking else None, blocking[1] if blocking else 0.0, state.metadata_bytes,
                 self._work.queued_of((topic, partition)), self._work.in_flight_of((topic, partition)),
+                state.gap_offsets,
             ))
         c = self._counts
         return MetricsSnapshot(

@@ -50,6 +50,7 @@ class PartitionOffsets:
         "_pending",
         "_restored",
         "epoch",
+        "gap_offsets",
         "metadata_bytes",
         "start",
         "topic_partition",
@@ -67,6 +68,8 @@ class PartitionOffsets:
         self._head_since = time.monotonic()
         self._last_committed: tuple[int, str] | None = (start, "") if start is not None else None
         self.metadata_bytes = 0
+        self.gap_offsets = 0
+        """Offsets skipped by the fetcher (transaction markers, compaction, retention): never incomplete."""
 
     def receive(self, offset: int) -> bool:
         """Record that ``offset`` was fetched; False when it must not be handled (done before, or seen)."""
@@ -74,6 +77,9 @@ class PartitionOffsets:
             return False
         if self.start is None:
             self.start = offset
+        expected = self._last_received + 1 if self._last_received >= 0 else self.start
+        if offset > expected:
+            self.gap_offsets += offset - expected
         if not self._pending:
             self._head_since = time.monotonic()
         self._last_received = offset

@@ -189,7 +189,8 @@ class BrokerPoller:
                 with self._uningested_lock:
                     backlog = self._uningested
                 if backlog >= self._max_uningested:
-                    consumer.poll(0)  # serve callbacks while the loop catches up
+                    # No consume() here: every call hands out records, and a dropped record is a gap
+                    # that the tracker would commit past. Callbacks wait until the loop catches up.
                     time.sleep(0.005)
                     continue
                 messages = consumer.consume(num_messages=self._batch_size, timeout=0.1)
