@@ -1,0 +1,81 @@
+"""Ordering slots: one record in flight per key (or partition), oldest first, revoked work dropped."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyrallel_consumer.control.work_manager import WorkManager
+from pyrallel_consumer.record import Ordering, Record
+
+pytestmark = pytest.mark.unit
+
+
+def rec(partition: int, offset: int, key: bytes | None) -> Record:
+    return Record("t", partition, offset, key, b"")
+
+
+def drain_ready(wm: WorkManager) -> list[Record]:
+    out = []
+    while (item := wm.next_ready()) is not None:
+        out.append(item)
+    return [i.record for i in out]
+
+
+def test_key_ordering_runs_one_record_per_key_and_keyless_per_partition() -> None:
+    wm = WorkManager(Ordering.KEY)
+    for offset, key in enumerate([b"a", b"a", b"b", None, None, b"b"]):
+        wm.add(rec(0, offset, key), epoch=1)
+    first = drain_ready(wm)
+    assert [r.offset for r in first] == [0, 2, 3]
+    assert (wm.in_flight, wm.queued) == (3, 3)
+
+
+def test_partition_and_unordered_modes() -> None:
+    wm = WorkManager(Ordering.PARTITION)
+    for offset in range(3):
+        wm.add(rec(0, offset, b"k%d" % offset), 1)
+    wm.add(rec(1, 0, b"x"), 1)
+    assert [(r.partition, r.offset) for r in drain_ready(wm)] == [(0, 0), (1, 0)]
+    wm = WorkManager(Ordering.UNORDERED)
+    for offset in range(3):
+        wm.add(rec(0, offset, b"same"), 1)
+    assert len(drain_ready(wm)) == 3
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([b"a", b"b", b"c", None])), min_size=1, max_size=120),
+       st.randoms())
+def test_every_record_runs_once_in_key_order(records: list[tuple[int, bytes | None]], rnd: object) -> None:
+    wm = WorkManager(Ordering.KEY)
+    offsets = [0, 0, 0]
+    for partition, key in records:
+        wm.add(rec(partition, offsets[partition], key), 1)
+        offsets[partition] += 1
+    in_flight = []
+    ran: list[Record] = []
+    while True:
+        while (item := wm.next_ready()) is not None:
+            in_flight.append(item)
+        if not in_flight:
+            break
+        item = in_flight.pop(rnd.randrange(len(in_flight)))  # type: ignore[attr-defined]
+        ran.append(item.record)
+        wm.finish(item)
+    assert len(ran) == len(records)
+    for key in (b"a", b"b", b"c", None):
+        for partition in range(3):
+            seq = [r.offset for r in ran if r.key == key and r.partition == partition]
+            assert seq == sorted(seq)
+    assert (wm.queued, wm.in_flight) == (0, 0)
+
+
+def test_dropping_a_partition_forgets_its_queue_only() -> None:
+    wm = WorkManager(Ordering.KEY)
+    for offset in range(4):
+        wm.add(rec(0, offset, b"a"), 1)
+        wm.add(rec(1, offset, b"a"), 1)
+    running = drain_ready(wm)
+    assert wm.drop_partitions([("t", 0)]) == 3
+    assert wm.queued_of(("t", 0)) == 0 and wm.queued_of(("t", 1)) == 3
+    assert len(running) == 2
