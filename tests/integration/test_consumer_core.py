@@ -233,7 +233,7 @@ async def test_backpressure_pauses_fetching_and_bounds_what_is_held(
 
     config = _config(kafka_bootstrap, group, topic, max_in_flight=50, queue_max_messages=500)
     async with PyrallelConsumer(config, handle) as consumer:
-        await wait_for(lambda: consumer.metrics().fetch_paused, what="fetch paused by backpressure")
+        await wait_for(lambda: consumer.metrics().paused_partitions > 0, what="fetch paused by backpressure")
         for _ in range(40):
             snap = consumer.metrics()
             peaks.append(snap.queued + snap.in_flight)

@@ -8,6 +8,7 @@ import sys
 import click
 
 from pyrallel_consumer import __version__
+from pyrallel_consumer.cli.bench_cmd import bench
 from pyrallel_consumer.cli.demo_cmd import demo
 from pyrallel_consumer.cli.kafka_cmds import kafka
 
@@ -26,6 +27,7 @@ def cli(verbose: bool) -> None:
 
 cli.add_command(kafka)
 cli.add_command(demo)
+cli.add_command(bench)
 
 
 def main() -> None:

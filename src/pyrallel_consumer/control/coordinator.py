@@ -61,7 +61,8 @@ class MetricsSnapshot:
     partitions: tuple[PartitionMetrics, ...]
     in_flight: int
     queued: int
-    fetch_paused: bool
+    paused_partitions: int
+    """Partitions whose fetching is paused by backpressure."""
     records_received: int
     records_skipped: int
     records_succeeded: int
@@ -91,6 +92,10 @@ def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
     return conf
 
 
+def _names(partitions: Iterable[TopicPartitionKey]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in partitions)
+
+
 class Coordinator:
     """Runs one consumer's control plane; every method runs on the event loop."""
 
@@ -111,7 +116,7 @@ class Coordinator:
         self._progress = asyncio.Event()
         self._poller: BrokerPoller | None = None
         self._commit_task: asyncio.Task[None] | None = None
-        self._fetch_paused = False
+        self._held: set[TopicPartitionKey] = set()
         self._stopping = False
         self._stopped = asyncio.Event()
         self._failure: BaseException | None = None
@@ -178,6 +183,7 @@ class Coordinator:
         if self._stopping:
             return
         partitions = self._partitions
+        touched: set[TopicPartitionKey] = set()
         for record, epoch in batch:
             tp = (record.topic, record.partition)
             state = partitions.get(tp)
@@ -186,10 +192,11 @@ class Coordinator:
             self._counts["received"] += 1
             if state.receive(record.offset):
                 self._work.add(record, epoch)
+                touched.add(tp)
             else:
                 self._counts["skipped"] += 1
         self._dispatch()
-        self._apply_backpressure()
+        self._apply_backpressure(touched)
 
     def on_assigned(self, assignments: list[Assignment]) -> None:
         for a in assignments:
@@ -224,6 +231,7 @@ class Coordinator:
             if point is not None:
                 points.append(point)
         self._revoking.difference_update(targets)
+        self._held.difference_update(targets)
         self._dispatch()
         return points
 
@@ -235,6 +243,7 @@ class Coordinator:
                                 if (q.record.topic, q.record.partition) in targets])
         for tp in targets:
             self._partitions.pop(tp, None)
+        self._held.difference_update(targets)
         self._dispatch()
 
     def on_committed(self, results: list[CommitResult]) -> None:
@@ -308,7 +317,9 @@ class Coordinator:
             state.complete(item.record.offset)
         self._progress.set()
         self._dispatch()
-        self._apply_backpressure()
+        tp = (item.record.topic, item.record.partition)
+        if tp in self._held:
+            self._apply_backpressure((tp,))
 
     def _cancel_in_flight(self, items: Iterable[QueuedRecord]) -> None:
         """Forget in-flight records without completing them: their offsets stay uncommitted."""
@@ -332,19 +343,30 @@ class Coordinator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), timeout=min(remaining, 0.5))
 
-    def _apply_backpressure(self) -> None:
+    def _apply_backpressure(self, touched: Iterable[TopicPartitionKey]) -> None:
+        """Pause a partition whose queue holds its share of queue_max_messages; resume it at half.
+
+        Per partition, so one partition's large fetch cannot fill the queue and starve the keys of others.
+        """
         poller = self._poller
-        if poller is None or self._stopping:
+        if poller is None or self._stopping or not self._partitions:
             return
-        queued, limit = self._work.queued, self._config.queue_max_messages
-        if not self._fetch_paused and queued >= limit:
-            self._fetch_paused = True
-            log.info("Backpressure: %d records queued (limit %d); pausing fetch", queued, limit)
-            poller.pause_all()
-        elif self._fetch_paused and queued <= limit // 2:
-            self._fetch_paused = False
-            log.info("Backpressure released: %d records queued; resuming fetch", queued)
-            poller.resume_all()
+        share = max(1, self._config.queue_max_messages // len(self._partitions))
+        to_hold, to_release = [], []
+        for tp in touched:
+            queued = self._work.queued_of(tp)
+            if tp not in self._held and queued >= share:
+                to_hold.append(tp)
+            elif tp in self._held and queued <= share // 2:
+                to_release.append(tp)
+        if to_hold:
+            self._held.update(to_hold)
+            poller.hold(to_hold, True)
+            log.info("Backpressure: pausing fetch of %s (%d+ records queued each)", _names(to_hold), share)
+        if to_release:
+            self._held.difference_update(to_release)
+            poller.hold(to_release, False)
+            log.info("Backpressure released: resuming fetch of %s", _names(to_release))
 
     # ---- commits and metrics ---------------------------------------------------------------------------
 
@@ -376,6 +398,6 @@ class Coordinator:
             ))
         c = self._counts
         return MetricsSnapshot(
-            tuple(rows), len(self._in_flight), self._work.queued, self._fetch_paused, c["received"], c["skipped"],
+            tuple(rows), len(self._in_flight), self._work.queued, len(self._held), c["received"], c["skipped"],
             c["succeeded"], c["failed"], c["retries"], c["commits"], c["commit_failures"], dict(self._rebalances),
         )

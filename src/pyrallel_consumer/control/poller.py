@@ -105,7 +105,8 @@ class BrokerPoller:
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._assigned: dict[TopicPartitionKey, int] = {}
         self._epoch = 0
-        self._paused: set[TopicPartitionKey] = set()
+        self._paused: set[TopicPartitionKey] = set()  # what librdkafka has paused now
+        self._held: set[TopicPartitionKey] = set()  # paused by backpressure, per partition
         self._pause_all = start_paused
         self._uningested = 0
         self._uningested_lock = threading.Lock()
@@ -138,10 +139,15 @@ class BrokerPoller:
 
     def pause_all(self) -> None:
         """Stop fetching every assigned partition, and any assigned later, until ``resume_all``."""
-        self._commands.put(self._do_pause_all)
+        self._commands.put(lambda consumer: self._set_pause_all(consumer, True))
 
     def resume_all(self) -> None:
-        self._commands.put(self._do_resume_all)
+        """Undo ``pause_all``; partitions held by backpressure stay paused."""
+        self._commands.put(lambda consumer: self._set_pause_all(consumer, False))
+
+    def hold(self, partitions: list[TopicPartitionKey], held: bool) -> None:
+        """Pause (held=True) or resume fetching of single partitions, for backpressure."""
+        self._commands.put(lambda consumer: self._set_held(consumer, partitions, held))
 
     async def close(self) -> None:
         """Leave the group (the revoke callback commits) and end the thread."""
@@ -313,21 +319,30 @@ class BrokerPoller:
         for key in keys:
             self._assigned.pop(key, None)
             self._paused.discard(key)
+            self._held.discard(key)
             self.high_watermarks.pop(key, None)
 
-    def _do_pause_all(self, consumer: Consumer) -> None:
-        self._pause_all = True
-        targets = [TopicPartition(t, p) for (t, p) in self._assigned if (t, p) not in self._paused]
-        if targets:
-            consumer.pause(targets)
-            self._paused.update((tp.topic, tp.partition) for tp in targets)
+    def _set_pause_all(self, consumer: Consumer, value: bool) -> None:
+        self._pause_all = value
+        self._sync_paused(consumer)
 
-    def _do_resume_all(self, consumer: Consumer) -> None:
-        self._pause_all = False
-        targets = [TopicPartition(t, p) for (t, p) in self._paused if (t, p) in self._assigned]
-        if targets:
-            consumer.resume(targets)
-        self._paused.clear()
+    def _set_held(self, consumer: Consumer, partitions: list[TopicPartitionKey], held: bool) -> None:
+        if held:
+            self._held.update(partitions)
+        else:
+            self._held.difference_update(partitions)
+        self._sync_paused(consumer)
+
+    def _sync_paused(self, consumer: Consumer) -> None:
+        """Make librdkafka's paused set match: everything under pause_all, else the held partitions."""
+        wanted = set(self._assigned) if self._pause_all else self._held & set(self._assigned)
+        to_pause = [TopicPartition(t, p) for (t, p) in wanted - self._paused]
+        to_resume = [TopicPartition(t, p) for (t, p) in (self._paused - wanted) if (t, p) in self._assigned]
+        if to_pause:
+            consumer.pause(to_pause)
+        if to_resume:
+            consumer.resume(to_resume)
+        self._paused = wanted
 
     def _commit(self, consumer: Consumer, points: list[CommitPoint], sync: bool) -> None:
         valid = [p for p in points if self._assigned.get((p.topic, p.partition)) == p.epoch]
