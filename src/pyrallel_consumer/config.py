@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pyrallel_consumer.record import Ordering
@@ -95,6 +97,25 @@ class ConsumerConfig(BaseSettings):
     ipc_batch_size: int = Field(
         default=64, ge=1, le=10_000,
         description="engine=process: work items and completions sent per IPC message at most.",
+    )
+    pause_mode: Literal["release", "hold"] = Field(
+        default="release",
+        description="Lifecycle pause: release the partitions to other members (safe), or hold them (comparison).",
+    )
+    start_paused: bool = Field(
+        default=False, description="Come up PAUSED (e.g. this color is not the active one) without processing."
+    )
+    color: str | None = Field(default=None, max_length=64, description="Blue/green color label, e.g. blue.")
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1, max_length=255,
+        description="Name of this consumer instance in status, logs and metrics (default host-pid).",
+    )
+    control_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of the HTTP lifecycle control server; off when unset."
+    )
+    control_host: str = Field(default="127.0.0.1", description="Address the control server binds to.")
+    control_token: SecretStr | None = Field(
+        default=None, description="Bearer token the control server requires, when set."
     )
     group_instance_id: str | None = Field(
         default=None, min_length=1, max_length=255, description="Static membership id (optional)."

@@ -6,7 +6,9 @@ from types import TracebackType
 from typing import Any
 
 from pyrallel_consumer.config import ConsumerConfig
-from pyrallel_consumer.control.coordinator import Coordinator, ExhaustionPolicy, MetricsSnapshot, log_and_skip
+from pyrallel_consumer.control.coordinator import Coordinator, ExhaustionPolicy, MetricsSnapshot
+from pyrallel_consumer.control.lifecycle import Lifecycle
+from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
 
@@ -24,14 +26,17 @@ class PyrallelConsumer:
         config: ConsumerConfig,
         handler: Any,
         *,
-        on_exhausted: ExhaustionPolicy = log_and_skip,
+        on_exhausted: ExhaustionPolicy | None = None,
         engine: ExecutionEngine | None = None,
+        observer: ConsumerObserver | None = None,
     ) -> None:
         if not isinstance(config, ConsumerConfig):
             raise TypeError("config must be a ConsumerConfig")
         self.config = config
         self._engine = engine if engine is not None else create_engine(config, handler)
-        self._coordinator = Coordinator(config, self._engine, on_exhausted)
+        self._observer = observer or ConsumerObserver()
+        self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped)
+        self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
         self._started = False
 
     async def start(self) -> None:
@@ -39,11 +44,15 @@ class PyrallelConsumer:
             raise RuntimeError("PyrallelConsumer.start() was called twice")
         self._started = True
         await self._coordinator.start()
+        self.lifecycle.started()
 
     async def stop(self, drain: bool = True) -> None:
         """drain=True finishes in-flight records and commits; drain=False cancels them, commits what completed."""
         if self._started:
             await self._coordinator.stop(drain=drain)
+
+    def _stopped(self) -> None:
+        self.lifecycle.stopped()
 
     async def wait_stopped(self) -> None:
         """Wait until the consumer stopped; raise the error that stopped it, if any."""

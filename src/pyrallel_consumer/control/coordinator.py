@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets, TopicPartitionKey, restore_map
 from pyrallel_consumer.control.poller import Assignment, BrokerPoller, CommitResult
 from pyrallel_consumer.control.work_manager import QueuedRecord, WorkManager
@@ -23,19 +24,31 @@ from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
 
-ExhaustionPolicy = Callable[[Record, Completion], Awaitable[bool]]
-"""Called when a record failed every attempt; True lets its offset be committed, False keeps it incomplete
-(the policy is called again after a backoff, e.g. while a dead-letter topic cannot be written)."""
+class ExhaustionPolicy(Protocol):
+    """What happens to a record that failed every attempt.
+
+    Returns True to let the record's offset be committed, False to keep it incomplete; the policy is
+    then called again after a backoff (e.g. while a dead-letter topic cannot be written) and the
+    record's key stays blocked meanwhile. ``outcome`` labels such records in metrics.
+    """
+
+    outcome: str
+
+    async def __call__(self, record: Record, completion: Completion) -> bool: ...
 
 
-async def log_and_skip(record: Record, completion: Completion) -> bool:
-    """Default exhaustion policy: log the failure and let the record's offset be committed."""
-    log.error(
-        "Giving up on %s[%d]@%d after %d attempt(s): %s: %s",
-        record.topic, record.partition, record.offset, completion.attempts,
-        completion.error_type, completion.error_message,
-    )
-    return True
+class LogAndSkip:
+    """Default exhaustion policy: log the failure, count it, and let the record's offset be committed."""
+
+    outcome = "failed"
+
+    async def __call__(self, record: Record, completion: Completion) -> bool:
+        log.error(
+            "Giving up on %s[%d]@%d after %d attempt(s): %s: %s",
+            record.topic, record.partition, record.offset, completion.attempts,
+            completion.error_type, completion.error_message,
+        )
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +116,15 @@ class Coordinator:
         self,
         config: ConsumerConfig,
         engine: ExecutionEngine,
-        on_exhausted: ExhaustionPolicy = log_and_skip,
+        on_exhausted: ExhaustionPolicy | None = None,
+        observer: ConsumerObserver | None = None,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_stopped = on_stopped
+        self._observer = observer or ConsumerObserver()
         self._engine = engine
-        self._on_exhausted = on_exhausted
+        self._on_exhausted: ExhaustionPolicy = on_exhausted or LogAndSkip()
         self._work = WorkManager(config.ordering)
         self._partitions: dict[TopicPartitionKey, PartitionOffsets] = {}
         self._revoking: set[TopicPartitionKey] = set()
@@ -117,6 +134,8 @@ class Coordinator:
         self._poller: BrokerPoller | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._held: set[TopicPartitionKey] = set()
+        self._active = True
+        self._released = False
         self._stopping = False
         self._stopped = asyncio.Event()
         self._failure: BaseException | None = None
@@ -128,13 +147,19 @@ class Coordinator:
     # ---- life cycle ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start fetching; with ``start_paused`` come up PAUSED without processing anything."""
         loop = asyncio.get_running_loop()
         await self._engine.start(self._on_complete)
         grace_s = self._config.rebalance_grace_ms / 1000
+        paused = self._config.start_paused
+        self._active = not paused
+        self._released = paused and self._config.pause_mode == "release"
         self._poller = BrokerPoller(
             kafka_conf(self._config), self._config.topics, self, loop,
             revoke_timeout_s=grace_s + 30.0,
             max_uningested=max(500, min(self._config.queue_max_messages, 5000)),
+            start_paused=paused,
+            subscribe=not self._released,
         )
         self._poller.start()
         self._commit_task = loop.create_task(self._commit_periodically(), name="pyrallel-commit")
@@ -164,6 +189,44 @@ class Coordinator:
         finally:
             self._stopped.set()
             log.info("Consumer stopped (%s)", "drained" if drain else "not drained")
+            if self._on_stopped is not None:
+                self._on_stopped()
+
+    async def suspend(self, release: bool) -> None:
+        """Stop processing: no new dispatch, fetching paused, in-flight records finished, offsets committed.
+
+        release=True then leaves the group so other members take the partitions; release=False keeps
+        them assigned (their records wait here). Queued records are kept: their offsets were fetched
+        already, and dropping them without handing the partitions over would leave a gap.
+        """
+        poller = self._poller
+        if poller is None or self._stopping:
+            return
+        self._active = False
+        poller.pause_all()
+        await self._wait_idle(lambda: not self._in_flight, self._config.drain_timeout_ms / 1000)
+        self._cancel_in_flight(list(self._in_flight.values()))
+        await poller.commit_sync(self._commit_points())
+        if release:
+            await poller.set_subscribed(False)
+            self._released = True
+            await self._wait_idle(lambda: not self._partitions, self._config.rebalance_grace_ms / 1000 + 30)
+
+    async def activate(self) -> None:
+        """Process again: rejoin the group if it was left, resume fetching, dispatch what is queued."""
+        poller = self._poller
+        if poller is None or self._stopping:
+            return
+        poller.resume_all()
+        if self._released:
+            await poller.set_subscribed(True)
+            self._released = False
+        self._active = True
+        self._dispatch()
+
+    @property
+    def assigned(self) -> list[TopicPartitionKey]:
+        return sorted(self._partitions)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -177,9 +240,6 @@ class Coordinator:
     # ---- poller sink -----------------------------------------------------------------------------------
 
     def on_records(self, batch: list[tuple[Record, int]]) -> None:
-        poller = self._poller
-        if poller is not None:
-            poller.ingested(len(batch))
         if self._stopping:
             return
         partitions = self._partitions
@@ -195,6 +255,8 @@ class Coordinator:
                 touched.add(tp)
             else:
                 self._counts["skipped"] += 1
+        if touched:
+            self._observer.records_received(len(batch))
         self._dispatch()
         self._apply_backpressure(touched)
 
@@ -208,10 +270,12 @@ class Coordinator:
                          a.topic, a.partition, restored.completed_count, a.committed_offset)
             self._partitions[tp] = PartitionOffsets(tp, a.epoch, start, restored)
             self._rebalances["assign"] += 1
+        self._observer.rebalanced("assign", len(assignments))
 
     async def on_revoked(self, partitions: list[TopicPartitionKey]) -> list[CommitPoint]:
         """Stop dispatching these partitions, let their in-flight records finish within the grace, commit."""
         self._rebalances["revoke"] += len(partitions)
+        self._observer.rebalanced("revoke", len(partitions))
         targets = [tp for tp in partitions if tp in self._partitions]
         self._revoking.update(targets)
         self._work.drop_partitions(targets)
@@ -237,6 +301,7 @@ class Coordinator:
 
     def on_lost(self, partitions: list[TopicPartitionKey]) -> None:
         self._rebalances["lost"] += len(partitions)
+        self._observer.rebalanced("lost", len(partitions))
         targets = set(partitions)
         self._work.drop_partitions(targets)
         self._cancel_in_flight([q for q in self._in_flight.values()
@@ -249,8 +314,10 @@ class Coordinator:
     def on_committed(self, results: list[CommitResult]) -> None:
         for result in results:
             point = result.point
+            self._observer.commit_finished(result.latency_s, result.error is None)
             if result.error is not None:
                 self._counts["commit_failures"] += 1
+                self._observer.error("commit")
                 log.warning("Commit of %s[%d]@%d failed: %s", point.topic, point.partition, point.offset,
                             result.error)
                 continue
@@ -260,6 +327,7 @@ class Coordinator:
                 state.mark_committed(point)
 
     def on_poller_failed(self, error: BaseException) -> None:
+        self._observer.error("poller")
         if self._failure is None:
             self._failure = error
         if not self._stopping:
@@ -268,7 +336,7 @@ class Coordinator:
     # ---- dispatch and completion -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        if self._stopping:
+        if self._stopping or not self._active:
             return
         work = self._work
         limit = self._config.max_in_flight
@@ -283,11 +351,15 @@ class Coordinator:
         item = self._in_flight.get(completion.item_id)
         if item is None:
             return  # cancelled (revoked or stopping): never counted, never committed
-        self._counts["retries"] += completion.attempts - 1
+        if completion.attempts > 1:
+            self._counts["retries"] += completion.attempts - 1
         state = self._partitions.get((item.record.topic, item.record.partition))
         if completion.ok or state is None or state.epoch != item.epoch:
+            outcome = "failed" if not completion.ok else "retried" if completion.attempts > 1 else "success"
+            self._observer.record_finished(outcome, completion.duration_s, completion.attempts)
             self._finish(item, completion.ok)
             return
+        self._observer.error("handler")
         self._failure_tasks[item.seq] = asyncio.get_running_loop().create_task(
             self._resolve_failure(item, completion), name=f"pyrallel-exhausted-{item.seq}"
         )
@@ -306,6 +378,7 @@ class Coordinator:
         finally:
             self._failure_tasks.pop(item.seq, None)
         if item.seq in self._in_flight:
+            self._observer.record_finished(self._on_exhausted.outcome, completion.duration_s, completion.attempts)
             self._finish(item, False)
 
     def _finish(self, item: QueuedRecord, ok: bool) -> None:

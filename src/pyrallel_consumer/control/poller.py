@@ -91,9 +91,10 @@ class BrokerPoller:
         sink: PollerSink,
         loop: asyncio.AbstractEventLoop,
         revoke_timeout_s: float,
-        batch_size: int = 500,
+        batch_size: int = 100,
         max_uningested: int = 2000,
         start_paused: bool = False,
+        subscribe: bool = True,
     ) -> None:
         self._conf = conf
         self._topics = list(topics)
@@ -108,6 +109,7 @@ class BrokerPoller:
         self._paused: set[TopicPartitionKey] = set()  # what librdkafka has paused now
         self._held: set[TopicPartitionKey] = set()  # paused by backpressure, per partition
         self._pause_all = start_paused
+        self._subscribe_at_start = subscribe
         self._uningested = 0
         self._uningested_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -149,6 +151,18 @@ class BrokerPoller:
         """Pause (held=True) or resume fetching of single partitions, for backpressure."""
         self._commands.put(lambda consumer: self._set_held(consumer, partitions, held))
 
+    async def set_subscribed(self, subscribed: bool) -> None:
+        """Join the group (subscribe) or leave it so that other members take every partition (unsubscribe).
+
+        Leaving hands the partitions over through the usual revoke callback, so in-flight records settle
+        and their offsets are committed first.
+        """
+        await self._call(self._subscribe if subscribed else self._unsubscribe)
+
+    @property
+    def assigned_count(self) -> int:
+        return len(self._assigned)
+
     async def close(self) -> None:
         """Leave the group (the revoke callback commits) and end the thread."""
         self._stopping.set()
@@ -187,9 +201,8 @@ class BrokerPoller:
             conf = dict(self._conf)
             conf["on_commit"] = self._on_commit
             consumer = Consumer(conf)
-            consumer.subscribe(
-                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-            )
+            if self._subscribe_at_start:
+                self._subscribe(consumer)
             while not self._stopping.is_set():
                 self._run_commands(consumer)
                 with self._uningested_lock:
@@ -215,6 +228,12 @@ class BrokerPoller:
                     log.warning("Closing the Kafka consumer failed: %s", exc)
             self._post(self._finish, error)
 
+    def _subscribe(self, consumer: Consumer) -> None:
+        consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _unsubscribe(self, consumer: Consumer) -> None:
+        consumer.unsubscribe()
+
     def _finish(self, error: BaseException | None) -> None:
         if error is not None:
             self._sink.on_poller_failed(error)
@@ -230,18 +249,28 @@ class BrokerPoller:
             command(consumer)
 
     def _deliver(self, messages: list[Message]) -> None:
+        """Hand the raw batch to the loop, which converts it: this thread then holds the GIL only briefly,
+        so the loop is not kept waiting for the interpreter lock while handlers' timers are due."""
+        with self._uningested_lock:
+            self._uningested += len(messages)
+        self._post(self._convert, messages, dict(self._assigned))
+
+    def _convert(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
+        """On the loop: turn messages of still-assigned partitions into (Record, epoch) pairs."""
+        self.ingested(len(messages))
         batch: list[tuple[Record, int]] = []
-        assigned = self._assigned
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.fatal():
-                    raise KafkaException(err)
+                    self._stopping.set()
+                    self._sink.on_poller_failed(KafkaException(err))
+                    return
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("Fetch error: %s", err)
                 continue
             topic, partition, offset = cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
-            epoch = assigned.get((topic, partition))
+            epoch = epochs.get((topic, partition))
             if epoch is None:
                 continue
             ts_type, ts = msg.timestamp()
@@ -250,9 +279,7 @@ class BrokerPoller:
                         _headers(msg.headers()), ts if ts_type else -1), epoch)
             )
         if batch:
-            with self._uningested_lock:
-                self._uningested += len(batch)
-            self._post(self._sink.on_records, batch)
+            self._sink.on_records(batch)
 
     def _refresh_watermarks(self, consumer: Consumer) -> None:
         now = time.monotonic()
@@ -280,9 +307,14 @@ class BrokerPoller:
         log.info("Assigned %s", ", ".join(f"{a.topic}[{a.partition}]@{a.committed_offset}" for a in assignments))
         self._post(self._sink.on_assigned, assignments)
         consumer.incremental_assign(to_assign)
-        if self._pause_all and to_assign:
+        if not to_assign:
+            return
+        # librdkafka keeps a partition's pause flag across assignments: set it explicitly either way.
+        if self._pause_all:
             consumer.pause(to_assign)
             self._paused.update((tp.topic, tp.partition) for tp in to_assign)
+        else:
+            consumer.resume(to_assign)
 
     def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """The group's committed offsets and metadata; without them the assignment cannot start safely."""

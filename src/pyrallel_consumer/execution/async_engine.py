@@ -29,7 +29,13 @@ class HandlerTimeoutError(TimeoutError):
 
 
 class AsyncExecutionEngine(ExecutionEngine):
-    """Runs ``async def handle(record)`` on the consumer's event loop."""
+    """Runs ``async def handle(record)`` on the consumer's event loop.
+
+    Two things keep the per-record cost low. Attempt timeouts are enforced by one watchdog that sweeps
+    the in-flight attempts a few times per timeout period, instead of a timer per attempt. And when a
+    completion lets the control plane dispatch the next record (typically the next one of the same key),
+    the finishing task runs it itself instead of creating a task that would start one loop turn later.
+    """
 
     def __init__(self, handler: AsyncHandler, retry: RetryPolicy) -> None:
         if not callable(handler):
@@ -37,8 +43,13 @@ class AsyncExecutionEngine(ExecutionEngine):
         self._handler = handler
         self._retry = retry
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._attempt_started: dict[int, float] = {}
+        self._timed_out: set[int] = set()
+        self._watchdog: asyncio.Task[None] | None = None
         self._on_complete: CompletionCallback | None = None
         self._closed = False
+        self._handoff_task: asyncio.Task[None] | None = None
+        self._handoff: WorkItem | None = None
 
     async def start(self, on_complete: CompletionCallback) -> None:
         if not inspect.iscoroutinefunction(self._handler):
@@ -47,51 +58,70 @@ class AsyncExecutionEngine(ExecutionEngine):
                 "(use engine='process' for synchronous, CPU-bound handlers)"
             )
         self._on_complete = on_complete
+        self._watchdog = asyncio.get_running_loop().create_task(self._enforce_timeouts())
 
     def submit(self, item: WorkItem) -> None:
         if self._on_complete is None or self._closed:
             raise EngineError("submit() before start() or after shutdown()")
-        task = asyncio.get_running_loop().create_task(self._run(item), name=f"pyrallel-item-{item.item_id}")
-        self._tasks[item.item_id] = task
+        if self._handoff_task is not None:
+            self._tasks[item.item_id] = self._handoff_task
+            self._handoff_task, self._handoff = None, item
+            return
+        self._tasks[item.item_id] = asyncio.get_running_loop().create_task(self._run(item))
 
     async def _run(self, item: WorkItem) -> None:
+        """Handle ``item``, then any item handed over while reporting its completion."""
+        next_item: WorkItem | None = item
+        while next_item is not None:
+            completion = await self._handle(next_item)
+            self._handoff_task = asyncio.current_task()
+            try:
+                self._finish(completion)
+            finally:
+                self._handoff_task = None
+            next_item, self._handoff = self._handoff, None
+
+    async def _handle(self, item: WorkItem) -> Completion:
+        item_id = item.item_id
         started = time.perf_counter()
         attempts = 0
         while True:
             attempts += 1
+            self._attempt_started[item_id] = time.monotonic()
             try:
-                await self._attempt(item.record)
+                await self._handler(item.record)
             except asyncio.CancelledError:
-                if self._cancelling():
+                if item_id not in self._timed_out:
                     raise
-                error: BaseException = asyncio.CancelledError("handler raised CancelledError")
+                self._timed_out.discard(item_id)
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                error: BaseException = HandlerTimeoutError(f"handler exceeded {self._retry.timeout_s:g}s")
             except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not stop the consumer
                 error = exc
             else:
-                self._finish(Completion(item.item_id, True, attempts, time.perf_counter() - started))
-                return
+                return Completion(item_id, True, attempts, time.perf_counter() - started)
+            finally:
+                self._attempt_started.pop(item_id, None)
             if attempts > self._retry.max_retries:
                 err_type, err_msg = describe_error(error)
-                self._finish(
-                    Completion(item.item_id, False, attempts, time.perf_counter() - started, err_type, err_msg)
-                )
-                return
-            log.debug("Attempt %d of item %d failed: %r; retrying", attempts, item.item_id, error)
+                return Completion(item_id, False, attempts, time.perf_counter() - started, err_type, err_msg)
+            log.debug("Attempt %d of item %d failed: %r; retrying", attempts, item_id, error)
             await asyncio.sleep(self._retry.delay_s(attempts))
 
-    async def _attempt(self, record: Record) -> None:
-        try:
-            async with asyncio.timeout(self._retry.timeout_s):
-                await self._handler(record)
-        except TimeoutError as exc:
-            if self._cancelling():
-                raise asyncio.CancelledError from exc
-            raise HandlerTimeoutError(f"handler exceeded {self._retry.timeout_s:g}s") from exc
-
-    @staticmethod
-    def _cancelling() -> bool:
-        task = asyncio.current_task()
-        return task is not None and task.cancelling() > 0
+    async def _enforce_timeouts(self) -> None:
+        timeout = self._retry.timeout_s
+        period = min(max(timeout / 4, 0.005), 0.1)
+        while True:
+            await asyncio.sleep(period)
+            expired_before = time.monotonic() - timeout
+            for item_id, began in list(self._attempt_started.items()):
+                if began <= expired_before and item_id not in self._timed_out:
+                    task = self._tasks.get(item_id)
+                    if task is not None:
+                        self._timed_out.add(item_id)
+                        task.cancel()
 
     def _finish(self, completion: Completion) -> None:
         if self._tasks.pop(completion.item_id, None) is not None and self._on_complete is not None:
@@ -101,6 +131,7 @@ class AsyncExecutionEngine(ExecutionEngine):
         for item_id in item_ids:
             task = self._tasks.pop(item_id, None)
             if task is not None:
+                self._timed_out.discard(item_id)
                 task.cancel()
 
     def in_flight(self) -> int:
@@ -117,3 +148,6 @@ class AsyncExecutionEngine(ExecutionEngine):
         self.cancel(leftover)
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pyrallel_consumer.record import Record
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkItem:
     """One record to handle; ``item_id`` is unique for the lifetime of a consumer."""
 
@@ -24,7 +24,7 @@ class WorkItem:
     record: Record
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Completion:
     """The final result of one work item: success, or failure after every retry."""
 

@@ -1,0 +1,141 @@
+"""Lifecycle control: ACTIVE / DRAINING / PAUSED on request, idempotent, generation-fenced.
+
+Requests return at once with the state they lead to; one background task applies the latest desired
+state, so repeated or crossing requests never run two transitions at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.config import ConsumerConfig
+    from pyrallel_consumer.control.coordinator import Coordinator
+    from pyrallel_consumer.control.observer import ConsumerObserver
+
+log = logging.getLogger(__name__)
+
+
+class LifecycleState(StrEnum):
+    STARTING = "STARTING"
+    ACTIVE = "ACTIVE"
+    DRAINING = "DRAINING"
+    PAUSED = "PAUSED"
+    STOPPED = "STOPPED"
+
+
+class StaleGenerationError(ValueError):
+    """A command carried an older generation than this consumer has seen: a fenced-off controller sent it."""
+
+
+class Lifecycle:
+    """The lifecycle of one consumer; every method runs on the consumer's event loop."""
+
+    def __init__(self, coordinator: Coordinator, config: ConsumerConfig, observer: ConsumerObserver) -> None:
+        self._coordinator = coordinator
+        self._config = config
+        self._observer = observer
+        self.state = LifecycleState.STARTING
+        self._desired = LifecycleState.PAUSED if config.start_paused else LifecycleState.ACTIVE
+        self.generation = 0
+        self.last_transition = time.time()
+        self.last_cause = "start"
+        self._changed = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    def _enter(self, state: LifecycleState, cause: str) -> None:
+        if state is self.state:
+            return
+        log.info("Lifecycle %s -> %s (%s) color=%s instance=%s generation=%d", self.state.value, state.value,
+                 cause, self._config.color, self._config.instance_id, self.generation)
+        self.state = state
+        self.last_transition = time.time()
+        self.last_cause = cause
+        self._observer.lifecycle_changed(state.value)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def started(self) -> None:
+        self._enter(self._desired, "started paused" if self._desired is LifecycleState.PAUSED else "started")
+
+    def stopped(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._enter(LifecycleState.STOPPED, "stop")
+
+    def _fence(self, generation: int | None) -> None:
+        if generation is None:
+            return
+        if generation < self.generation:
+            raise StaleGenerationError(f"generation {generation} is older than the current {self.generation}")
+        self.generation = generation
+
+    def request_pause(self, generation: int | None = None, cause: str = "pause requested") -> LifecycleState:
+        """Ask for PAUSED; returns the state the consumer is heading to (DRAINING while it drains)."""
+        return self._request(LifecycleState.PAUSED, generation, cause)
+
+    def request_resume(self, generation: int | None = None, cause: str = "resume requested") -> LifecycleState:
+        return self._request(LifecycleState.ACTIVE, generation, cause)
+
+    def _request(self, desired: LifecycleState, generation: int | None, cause: str) -> LifecycleState:
+        if self.state in (LifecycleState.STOPPED, LifecycleState.STARTING):
+            raise RuntimeError(f"the consumer is {self.state.value}; lifecycle commands need it running")
+        self._fence(generation)
+        self._desired = desired
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._apply(cause), name="pyrallel-lifecycle")
+        if desired is LifecycleState.PAUSED and self.state is LifecycleState.ACTIVE:
+            return LifecycleState.DRAINING
+        return desired if self.state is not desired else self.state
+
+    async def _apply(self, cause: str) -> None:
+        while self.state is not self._desired and self.state is not LifecycleState.STOPPED:
+            if self._desired is LifecycleState.PAUSED:
+                self._enter(LifecycleState.DRAINING, cause)
+                await self._coordinator.suspend(release=self._config.pause_mode == "release")
+                self._enter(LifecycleState.PAUSED, cause)
+            else:
+                await self._coordinator.activate()
+                self._enter(LifecycleState.ACTIVE, cause)
+
+    async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool:
+        """Wait until the consumer is in ``state``; False when the timeout passed first."""
+        deadline = time.monotonic() + timeout_s
+        while self.state is not state:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return True
+
+    async def pause(self, timeout_s: float = 60.0, generation: int | None = None) -> bool:
+        self.request_pause(generation)
+        return await self.wait_for(LifecycleState.PAUSED, timeout_s)
+
+    async def resume(self, timeout_s: float = 60.0, generation: int | None = None) -> bool:
+        self.request_resume(generation)
+        return await self.wait_for(LifecycleState.ACTIVE, timeout_s)
+
+    def status(self) -> dict[str, Any]:
+        snapshot = self._coordinator.metrics()
+        return {
+            "state": self.state.value,
+            "desired_state": self._desired.value,
+            "color": self._config.color,
+            "instance": self._config.instance_id,
+            "group_id": self._config.group_id,
+            "generation": self.generation,
+            "pause_mode": self._config.pause_mode,
+            "assigned_partitions": [f"{t}[{p}]" for t, p in self._coordinator.assigned],
+            "in_flight": snapshot.in_flight,
+            "queued": snapshot.queued,
+            "committed_offsets": {f"{p.topic}[{p.partition}]": p.committed_offset for p in snapshot.partitions},
+            "last_transition": self.last_transition,
+            "last_transition_cause": self.last_cause,
+        }

@@ -1,0 +1,25 @@
+"""Hooks the control plane calls on notable events, so metrics live outside it and cost nothing when off."""
+
+from __future__ import annotations
+
+
+class ConsumerObserver:
+    """Does nothing; a metrics exporter overrides what it needs. Every method runs on the event loop."""
+
+    def records_received(self, count: int) -> None:
+        """``count`` fetched records entered the work queues."""
+
+    def record_finished(self, outcome: str, duration_s: float, attempts: int) -> None:
+        """A record left the in-flight set: outcome is success, retried (success after retries), failed or dlq."""
+
+    def commit_finished(self, latency_s: float, ok: bool) -> None:
+        """One partition's commit was acknowledged (ok) or refused by the broker."""
+
+    def rebalanced(self, kind: str, partitions: int) -> None:
+        """kind is assign, revoke or lost."""
+
+    def error(self, kind: str) -> None:
+        """A failure worth alerting on: commit, poller, handler, dlq."""
+
+    def lifecycle_changed(self, state: str) -> None:
+        """The consumer entered a lifecycle state (STARTING, ACTIVE, DRAINING, PAUSED, STOPPED)."""
