@@ -117,6 +117,26 @@ class ConsumerConfig(BaseSettings):
     control_token: SecretStr | None = Field(
         default=None, description="Bearer token the control server requires, when set."
     )
+    dlq_enabled: bool = Field(
+        default=False, description="Publish records that failed every attempt to a dead-letter topic."
+    )
+    dlq_topic: str | None = Field(
+        default=None, description="Dead-letter topic; default: the source topic plus dlq_suffix."
+    )
+    dlq_suffix: str = Field(default=".dlq", min_length=1, max_length=64, description="Suffix of default DLQ topics.")
+    dlq_payload_mode: Literal["full", "metadata_only"] = Field(
+        default="full", description="full copies key and value; metadata_only keeps them out (personal data)."
+    )
+    dlq_kafka: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka properties of the DLQ producer (env: JSON object)."
+    )
+    max_blocking_ms: int = Field(
+        default=0, ge=0, le=7 * 86_400_000,
+        description="Fail a record that blocks its partition's commit longer than this (0 = off).",
+    )
+    missing_topic: Literal["fail", "wait"] = Field(
+        default="fail", description="A subscribed topic that does not exist at start: fail at once, or wait for it."
+    )
     group_instance_id: str | None = Field(
         default=None, min_length=1, max_length=255, description="Static membership id (optional)."
     )
@@ -159,6 +179,13 @@ class ConsumerConfig(BaseSettings):
             raise ValueError("a topic is listed twice")
         return value
 
+    @field_validator("dlq_topic")
+    @classmethod
+    def _check_dlq_topic(cls, value: str | None) -> str | None:
+        if value is not None and (value in (".", "..") or not _TOPIC_RE.match(value)):
+            raise ValueError(f"{value!r} is not a valid Kafka topic name")
+        return value
+
     @field_validator("kafka")
     @classmethod
     def _check_kafka(cls, value: dict[str, str]) -> dict[str, str]:
@@ -182,7 +209,7 @@ class ConsumerConfig(BaseSettings):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            if name == "kafka" and isinstance(value, dict):
+            if name in ("kafka", "dlq_kafka") and isinstance(value, dict):
                 yield name, {k: ("***" if is_secret_property(k) else v) for k, v in value.items()}
             else:
                 yield name, value
@@ -194,7 +221,7 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "config"
         msg = err["msg"].removeprefix("Value error, ")
-        echo = err["loc"] and err["type"] != "missing" and "kafka" not in loc
+        echo = err["loc"] and err["type"] != "missing" and "kafka" not in loc and "token" not in loc
         shown = f" (got {err.get('input')!r})" if echo else ""
         lines.append(f"{loc}: {msg}{shown}")
     return "Invalid ConsumerConfig: " + "; ".join(lines)
