@@ -7,6 +7,7 @@ from typing import Any
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.coordinator import Coordinator, ExhaustionPolicy, MetricsSnapshot
+from pyrallel_consumer.control.dead_letter import DeadLetterPublisher
 from pyrallel_consumer.control.lifecycle import Lifecycle
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution import create_engine
@@ -35,6 +36,9 @@ class PyrallelConsumer:
         self.config = config
         self._engine = engine if engine is not None else create_engine(config, handler)
         self._observer = observer or ConsumerObserver()
+        self._dead_letters: DeadLetterPublisher | None = None
+        if on_exhausted is None and config.dlq_enabled:
+            self._dead_letters = on_exhausted = DeadLetterPublisher(config, self._observer)
         self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
         self._started = False
@@ -53,6 +57,8 @@ class PyrallelConsumer:
 
     def _stopped(self) -> None:
         self.lifecycle.stopped()
+        if self._dead_letters is not None:
+            self._dead_letters.close()
 
     async def wait_stopped(self) -> None:
         """Wait until the consumer stopped; raise the error that stopped it, if any."""

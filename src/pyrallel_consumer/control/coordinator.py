@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets, TopicPartitionKey, restore_map
@@ -23,6 +26,10 @@ from pyrallel_consumer.execution.engine import Completion, ExecutionEngine, Work
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
+
+class MissingTopicError(RuntimeError):
+    """A subscribed topic does not exist and missing_topic is 'fail'."""
+
 
 class ExhaustionPolicy(Protocol):
     """What happens to a record that failed every attempt.
@@ -133,6 +140,7 @@ class Coordinator:
         self._progress = asyncio.Event()
         self._poller: BrokerPoller | None = None
         self._commit_task: asyncio.Task[None] | None = None
+        self._guard_task: asyncio.Task[None] | None = None
         self._held: set[TopicPartitionKey] = set()
         self._active = True
         self._released = False
@@ -149,6 +157,8 @@ class Coordinator:
     async def start(self) -> None:
         """Start fetching; with ``start_paused`` come up PAUSED without processing anything."""
         loop = asyncio.get_running_loop()
+        if self._config.missing_topic == "fail":
+            await loop.run_in_executor(None, self._check_topics_exist)
         await self._engine.start(self._on_complete)
         grace_s = self._config.rebalance_grace_ms / 1000
         paused = self._config.start_paused
@@ -163,6 +173,21 @@ class Coordinator:
         )
         self._poller.start()
         self._commit_task = loop.create_task(self._commit_periodically(), name="pyrallel-commit")
+        if self._config.max_blocking_ms:
+            self._guard_task = loop.create_task(self._guard_stuck_records(), name="pyrallel-stuck-guard")
+
+    def _check_topics_exist(self) -> None:
+        conf = {k: v for k, v in kafka_conf(self._config).items() if k in ("bootstrap.servers", "logger")}
+        conf.update({k: v for k, v in self._config.kafka.items() if k.startswith(("security.", "sasl.", "ssl."))})
+        try:
+            topics = AdminClient(conf).list_topics(timeout=15).topics
+        except KafkaException as exc:
+            raise MissingTopicError(f"could not list topics at {self._config.bootstrap_servers}: {exc}") from exc
+        missing = [t for t in self._config.topics if t not in topics]
+        if missing:
+            raise MissingTopicError(
+                f"topic(s) {', '.join(missing)} do not exist; create them, or set missing_topic='wait' to wait"
+            )
 
     async def stop(self, drain: bool = True) -> None:
         """Stop fetching, finish (drain) or cancel in-flight records, commit what completed, leave the group."""
@@ -178,9 +203,10 @@ class Coordinator:
             if drain:
                 await self._wait_idle(lambda: not self._in_flight, self._config.drain_timeout_ms / 1000)
             self._cancel_in_flight(list(self._in_flight.values()))
-            if self._commit_task is not None:
-                self._commit_task.cancel()
-                await asyncio.gather(self._commit_task, return_exceptions=True)
+            for task in (self._commit_task, self._guard_task):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             if poller is not None:
                 if not poller.finished.done():
                     await poller.commit_sync(self._commit_points())
@@ -445,6 +471,30 @@ class Coordinator:
 
     def _commit_points(self) -> list[CommitPoint]:
         return [p for s in self._partitions.values() if (p := s.commit_point()) is not None]
+
+    async def _guard_stuck_records(self) -> None:
+        """Fail an in-flight record that has blocked its partition's commit longer than max_blocking_ms."""
+        limit_s = self._config.max_blocking_ms / 1000
+        while True:
+            await asyncio.sleep(min(1.0, max(limit_s / 4, 0.05)))
+            for tp, state in list(self._partitions.items()):
+                blocking = state.blocking()
+                if blocking is None or blocking[1] <= limit_s:
+                    continue
+                offset, age = blocking
+                item = next((q for q in self._in_flight.values()
+                             if q.record.offset == offset and (q.record.topic, q.record.partition) == tp
+                             and q.seq not in self._failure_tasks), None)
+                if item is None:
+                    continue  # not running (waiting for capacity) or already in the exhaustion policy
+                log.warning("%s[%d]@%d has blocked the commit for %.1fs (max_blocking_ms=%d); failing it",
+                            tp[0], tp[1], offset, age, self._config.max_blocking_ms)
+                self._engine.cancel([item.seq])
+                self._on_complete(Completion(
+                    item.seq, False, 1, age, "StuckRecordError",
+                    f"blocked the commit of {tp[0]}[{tp[1]}] for {age:.1f}s (max_blocking_ms="
+                    f"{self._config.max_blocking_ms})",
+                ))
 
     async def _commit_periodically(self) -> None:
         interval = self._config.commit_interval_ms / 1000

@@ -90,14 +90,17 @@ class AsyncExecutionEngine(ExecutionEngine):
             self._attempt_started[item_id] = time.monotonic()
             try:
                 await self._handler(item.record)
-            except asyncio.CancelledError:
-                if item_id not in self._timed_out:
-                    raise
-                self._timed_out.discard(item_id)
+            except asyncio.CancelledError as exc:
                 current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-                error: BaseException = HandlerTimeoutError(f"handler exceeded {self._retry.timeout_s:g}s")
+                if item_id in self._timed_out:
+                    self._timed_out.discard(item_id)
+                    if current is not None:
+                        current.uncancel()
+                    error: BaseException = HandlerTimeoutError(f"handler exceeded {self._retry.timeout_s:g}s")
+                elif current is not None and current.cancelling() == 0:
+                    error = exc  # raised by the handler itself, not a cancellation of this task
+                else:
+                    raise
             except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not stop the consumer
                 error = exc
             else:

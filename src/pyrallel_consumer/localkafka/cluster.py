@@ -385,6 +385,27 @@ class LocalKafka:
 
         _wait_until(ready, proc, "Connect worker", self.run_dir / "connect.log")
 
+    def stop_broker(self) -> None:
+        """Stop only the broker, keeping its data and state, to simulate a broker outage."""
+        state = self.state()
+        if state is None:
+            raise LocalKafkaError(f"No local Kafka runs in {self.run_dir}")
+        _terminate(state.broker_pid, _BROKER_MAIN)
+
+    def start_broker(self) -> None:
+        """Start the broker again on the same port and data after ``stop_broker``."""
+        state = self.state()
+        if state is None:
+            raise LocalKafkaError(f"No local Kafka state in {self.run_dir}")
+        if _pid_alive(state.broker_pid, _BROKER_MAIN):
+            return
+        log_config = self.run_dir / "log4j2-server.properties"
+        cmd = _java_cmd(ensure_jars(), BROKER_HEAP, log_config, _BROKER_MAIN, str(self.run_dir / "server.properties"))
+        proc = _spawn(cmd, self.run_dir, "server")
+        state.broker_pid = proc.pid
+        state.save(self.run_dir)
+        _wait_until(lambda: broker_answers(state.bootstrap), proc, "broker", self.run_dir / "server.log")
+
     def status(self) -> dict[str, object]:
         state = self.state()
         if state is None:

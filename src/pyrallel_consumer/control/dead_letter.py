@@ -1,0 +1,120 @@
+"""Dead-letter publishing: the exhaustion policy that lets a failed record's offset be committed only
+after a copy of it is safely on the dead-letter topic.
+
+The producer is idempotent with acks=all; the policy answers True only on the broker's acknowledgement.
+When the write fails the record stays incomplete, the coordinator calls the policy again after a
+backoff, and the partition's commit waits: it stalls rather than loses the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.control.observer import ConsumerObserver
+from pyrallel_consumer.execution.engine import Completion
+from pyrallel_consumer.record import Record
+
+log = logging.getLogger(__name__)
+
+ERROR_MESSAGE_LIMIT = 1000
+# Client settings a producer shares with the consumer (security, identity); consumer-only ones are left out.
+_SHARED_PREFIXES = ("security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "reconnect.", "metadata.")
+
+
+def dead_letter_headers(
+    record: Record, completion: Completion, group_id: str
+) -> list[tuple[str, str | bytes | None]]:
+    """The record's own headers plus the x-* headers that say where it came from and why it failed."""
+    message = completion.error_message or ""
+    if len(message) > ERROR_MESSAGE_LIMIT:
+        message = message[: ERROR_MESSAGE_LIMIT - 3] + "..."
+    headers: list[tuple[str, str | bytes | None]] = list(record.headers)
+    headers += [
+        ("x-error-type", (completion.error_type or "unknown").encode()),
+        ("x-error-message", message.encode("utf-8", errors="replace")),
+        ("x-attempts", str(completion.attempts).encode()),
+        ("x-source-topic", record.topic.encode()),
+        ("x-source-partition", str(record.partition).encode()),
+        ("x-source-offset", str(record.offset).encode()),
+        ("x-consumer-group", group_id.encode()),
+    ]
+    return headers
+
+
+class DeadLetterPublisher:
+    """Exhaustion policy that publishes to ``dlq_topic`` (or ``<topic><dlq_suffix>``) and awaits the ack."""
+
+    outcome = "dlq"
+
+    def __init__(self, config: ConsumerConfig, observer: ConsumerObserver | None = None) -> None:
+        self._config = config
+        self._observer = observer or ConsumerObserver()
+        conf: dict[str, Any] = {
+            k: v for k, v in config.kafka.items() if k.startswith(_SHARED_PREFIXES)
+        }
+        conf.update({
+            "bootstrap.servers": config.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "logger": logging.getLogger("pyrallel_consumer.librdkafka.dlq"),
+        })
+        conf.update(config.dlq_kafka)
+        self._producer = Producer(conf)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._serve_callbacks, name="pyrallel-dlq", daemon=True)
+        self._poller.start()
+
+    def topic_for(self, record: Record) -> str:
+        return self._config.dlq_topic or f"{record.topic}{self._config.dlq_suffix}"
+
+    def _serve_callbacks(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.1)
+
+    async def __call__(self, record: Record, completion: Completion) -> bool:
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[KafkaError | None] = loop.create_future()
+
+        def settle(err: KafkaError | None) -> None:
+            if not acked.done():
+                acked.set_result(err)
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            loop.call_soon_threadsafe(settle, err)
+
+        full = self._config.dlq_payload_mode == "full"
+        topic = self.topic_for(record)
+        try:
+            self._producer.produce(
+                topic,
+                key=record.key if full else None,
+                value=record.value if full else None,
+                headers=dead_letter_headers(record, completion, self._config.group_id),
+                on_delivery=on_delivery,
+            )
+        except (BufferError, ValueError, KafkaException) as exc:
+            return self._failed(record, topic, str(exc))
+        err = await acked
+        if err is not None:
+            return self._failed(record, topic, str(err))
+        log.info("Dead-lettered %s[%d]@%d to %s after %d attempt(s): %s", record.topic, record.partition,
+                 record.offset, topic, completion.attempts, completion.error_type)
+        return True
+
+    def _failed(self, record: Record, topic: str, reason: str) -> bool:
+        self._observer.error("dlq")
+        log.warning("Dead-letter write of %s[%d]@%d to %s failed (%s); the record stays uncommitted and "
+                    "the write is retried", record.topic, record.partition, record.offset, topic, reason)
+        return False
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.flush(timeout_s)
+        self._closed.set()
+        self._poller.join(timeout_s)
