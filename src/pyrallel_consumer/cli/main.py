@@ -11,6 +11,7 @@ from pyrallel_consumer import __version__
 from pyrallel_consumer.cli.bench_cmd import bench
 from pyrallel_consumer.cli.demo_cmd import demo
 from pyrallel_consumer.cli.kafka_cmds import kafka
+from pyrallel_consumer.config import reference_markdown
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +24,12 @@ def cli(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+@cli.command("config-reference")
+def config_reference() -> None:
+    """Print the ConsumerConfig reference table (the one in docs/configuration.md)."""
+    click.echo(reference_markdown(), nl=False)
 
 
 cli.add_command(kafka)
