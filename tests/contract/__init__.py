@@ -1,0 +1,1 @@
+"""The engine contract suite: every ExecutionEngine passes the same behavioural tests unchanged."""

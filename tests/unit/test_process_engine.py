@@ -1,0 +1,353 @@
+"""What only the process engine does: worker supervision, recycling, size limits, handler import, log forwarding.
+
+The handlers are top-level functions of this module, which the spawned workers import by name. Their state
+goes to files in the directory named by the record's ``dir`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.execution.engine import Completion, EngineError, RetryPolicy, WorkItem
+from pyrallel_consumer.execution.process_engine import (
+    ProcessExecutionEngine,
+    RecordTooLargeError,
+    WorkerDiedError,
+    decode_record,
+    encode_record,
+)
+from pyrallel_consumer.record import Record
+
+pytestmark = pytest.mark.unit
+
+WAIT_S = 60.0
+WORKER_LOGGER = "pyrallel_test.worker"
+
+
+# ---- handlers run by the workers ----------------------------------------------------------------------------
+
+
+def _dir(record: Record) -> Path:
+    return Path((dict(record.headers)["dir"] or b"").decode())
+
+
+def _attempt(record: Record) -> int:
+    path = _dir(record) / f"{record.offset}.attempts"
+    with path.open("ab") as out:
+        out.write(b".")
+    return path.stat().st_size
+
+
+def first_attempt_blocks(record: Record) -> None:
+    """Writes its pid per attempt; the first attempt blocks until its worker is killed."""
+    attempt = _attempt(record)
+    (_dir(record) / f"{record.offset}.pid{attempt}").write_text(str(os.getpid()))
+    if attempt == 1:
+        time.sleep(3600)
+
+
+def exits_on_bad(record: Record) -> None:
+    if record.value == b"bad":
+        os._exit(7)
+
+
+def note_pid(record: Record) -> None:
+    (_dir(record) / f"{record.offset}.pid").write_text(str(os.getpid()))
+
+
+def logs(record: Record) -> None:
+    logger = logging.getLogger(WORKER_LOGGER)
+    logger.info("hello from offset %d", record.offset)
+    logger.debug("not shipped: below the parent's level")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("handled failure at offset %d", record.offset)
+
+
+def does_nothing(record: Record) -> None:
+    """A no-op."""
+
+
+async def async_handler(record: Record) -> None:
+    """Not for this engine."""
+
+
+# ---- harness --------------------------------------------------------------------------------------------------
+
+
+def _read_if_present(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+class Run:
+    def __init__(self, engine: ProcessExecutionEngine, directory: Path) -> None:
+        self.engine = engine
+        self.directory = directory
+        self.completions: list[Completion] = []
+
+    def submit(self, item_id: int, value: bytes = b"ok") -> None:
+        headers = (("dir", str(self.directory).encode()),)
+        self.engine.submit(WorkItem(item_id, Record("t", 0, item_id, None, value, headers)))
+
+    async def wait_for(self, count: int) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while len(self.completions) < count:
+            if time.monotonic() > deadline:
+                pytest.fail(f"only {len(self.completions)} of {count} completions after {WAIT_S}s")
+            await asyncio.sleep(0.01)
+
+    async def wait_for_file(self, path: Path) -> str:
+        deadline = time.monotonic() + WAIT_S
+        while not (text := _read_if_present(path)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{path} did not appear within {WAIT_S}s")
+            await asyncio.sleep(0.01)
+        return text
+
+    def by_id(self) -> dict[int, Completion]:
+        return {c.item_id: c for c in self.completions}
+
+
+def make_config(**overrides: Any) -> ConsumerConfig:
+    fields: dict[str, Any] = {"bootstrap_servers": "localhost:9092", "group_id": "g", "topics": ["t"],
+                              "engine": "process", "process_workers": 2}
+    return ConsumerConfig(**(fields | overrides))
+
+
+RETRY = RetryPolicy(max_retries=3, backoff_s=0.01, max_backoff_s=0.05, timeout_s=30.0)
+MakeRun = Callable[..., Awaitable[Run]]
+
+
+@pytest.fixture
+async def make_run(tmp_path: Path) -> AsyncIterator[MakeRun]:
+    engines: list[ProcessExecutionEngine] = []
+
+    async def make(handler: Any, retry: RetryPolicy = RETRY, **config: Any) -> Run:
+        engine = ProcessExecutionEngine(handler, retry, make_config(**config))
+        engines.append(engine)
+        run = Run(engine, tmp_path)
+        await engine.start(run.completions.append)
+        return run
+
+    yield make
+    for engine in engines:
+        await engine.shutdown(drain=False, timeout_s=5)
+    assert multiprocessing.active_children() == []
+
+
+# ---- tests ----------------------------------------------------------------------------------------------------
+
+
+async def test_killed_worker_item_completes_once_on_a_replacement(make_run: MakeRun) -> None:
+    run = await make_run(first_attempt_blocks, process_workers=1)
+    run.submit(1)
+    first_pid = int(await run.wait_for_file(run.directory / "1.pid1"))
+    os.kill(first_pid, signal.SIGKILL)
+    await run.wait_for(1)
+    await run.engine.shutdown(drain=True, timeout_s=WAIT_S)
+
+    (completion,) = run.completions
+    assert completion.ok
+    assert completion.attempts == 2
+    assert int((run.directory / "1.pid2").read_text()) != first_pid
+    assert run.engine.workers_started == 2
+
+
+async def test_item_that_keeps_killing_workers_fails(make_run: MakeRun) -> None:
+    run = await make_run(exits_on_bad, RetryPolicy(max_retries=1, backoff_s=0.01, timeout_s=30.0),
+                         process_workers=1)
+    for item_id in range(1, 11):
+        run.submit(item_id, b"bad" if item_id == 5 else b"ok")
+    await run.wait_for(10)
+
+    done = run.by_id()
+    assert Counter(c.item_id for c in run.completions) == Counter(range(1, 11))
+    assert not done[5].ok
+    assert done[5].attempts == 2
+    assert done[5].error_type == WorkerDiedError.__name__
+    assert "exited with code 7" in (done[5].error_message or "")
+    # the items queued behind the crash were not charged for it
+    assert all(done[i].ok and done[i].attempts == 1 for i in done if i != 5)
+
+
+async def test_record_too_large_fails_without_reaching_a_worker(make_run: MakeRun) -> None:
+    run = await make_run(note_pid, max_item_bytes=1024)
+    big = Record("t", 0, 1, None, b"x" * 2000, (("dir", str(run.directory).encode()),))
+    run.submit(1, b"x" * 2000)
+    run.submit(2, b"small")
+    await run.wait_for(2)
+
+    done = run.by_id()
+    assert done[2].ok
+    assert not done[1].ok
+    assert done[1].error_type == RecordTooLargeError.__name__
+    assert "max_item_bytes=1024" in (done[1].error_message or "")
+    assert f"is {len(encode_record(1, big))} bytes" in (done[1].error_message or "")
+    assert not (run.directory / "1.pid").exists()
+
+
+def _nested_handler() -> Callable[[Record], None]:
+    def nested(record: Record) -> None:
+        """Not importable by name."""
+
+    return nested
+
+
+@pytest.mark.parametrize(("handler", "message"), [
+    (lambda record: None, "lambda or a nested function"),
+    (_nested_handler(), "lambda or a nested function"),
+    (async_handler, "engine='async'"),
+    ("no_such_module_pyrallel:handle", "No module named 'no_such_module_pyrallel'"),
+    (f"{__name__}:missing_handler", "missing_handler"),
+    ("not an import string", "package.module:function"),
+    (42, "not a handler function"),
+])
+async def test_unusable_handler_fails_at_start(handler: Any, message: str) -> None:
+    engine = ProcessExecutionEngine(handler, RETRY, make_config())
+    with pytest.raises(EngineError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        await engine.start(lambda completion: None)
+    await engine.shutdown(drain=False, timeout_s=5)
+    assert multiprocessing.active_children() == []
+
+
+async def test_async_handler_by_import_string_fails_at_start() -> None:
+    engine = ProcessExecutionEngine(f"{__name__}:async_handler", RETRY, make_config())
+    with pytest.raises(EngineError, match="engine='async'"):
+        await engine.start(lambda completion: None)
+    assert multiprocessing.active_children() == []
+
+
+async def test_import_string_handler(make_run: MakeRun) -> None:
+    run = await make_run(f"{__name__}:note_pid")
+    for item_id in range(1, 6):
+        run.submit(item_id)
+    await run.wait_for(5)
+    assert all(c.ok for c in run.completions)
+    assert int((run.directory / "1.pid").read_text()) != os.getpid()
+
+
+async def test_recycled_workers_lose_and_duplicate_nothing(make_run: MakeRun) -> None:
+    run = await make_run(note_pid, max_tasks_per_child=5)
+    for item_id in range(1, 101):
+        run.submit(item_id)
+    await run.wait_for(100)
+    await run.engine.shutdown(drain=True, timeout_s=WAIT_S)
+
+    assert Counter(c.item_id for c in run.completions) == Counter(range(1, 101))
+    assert all(c.ok and c.attempts == 1 for c in run.completions)
+    assert run.engine.workers_started > run.engine.pool_size
+    pids = Counter((run.directory / f"{i}.pid").read_text() for i in range(1, 101))
+    assert len(pids) > run.engine.pool_size
+    assert max(pids.values()) <= 6  # 5 tasks per child, +10% jitter
+
+
+async def test_worker_logs_reach_parent_logging(make_run: MakeRun, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    run = await make_run(logs)
+    run.submit(7)
+    await run.wait_for(1)
+    await run.engine.shutdown(drain=True, timeout_s=WAIT_S)  # stops the listener: every record is delivered
+
+    worker_records = [r for r in caplog.records if r.name == WORKER_LOGGER]
+    assert [r.getMessage().splitlines()[0] for r in worker_records] == [
+        "hello from offset 7", "handled failure at offset 7",
+    ]
+    assert all(r.process != os.getpid() for r in worker_records)
+    assert "RuntimeError: boom" in worker_records[1].getMessage()
+    assert worker_records[1].levelno == logging.ERROR
+
+
+ORPHAN_PARENT = """
+import asyncio, sys
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.execution.engine import RetryPolicy, WorkItem
+from pyrallel_consumer.execution.process_engine import ProcessExecutionEngine
+from pyrallel_consumer.record import Record
+
+async def main():
+    config = ConsumerConfig(bootstrap_servers="localhost:9092", group_id="g", topics=["t"], process_workers=2)
+    engine = ProcessExecutionEngine(sys.argv[1], RetryPolicy(timeout_s=3600), config)
+    await engine.start(print)
+    engine.submit(WorkItem(1, Record("t", 0, 1, None, b"", (("dir", sys.argv[2].encode()),))))
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_PARENT, f"{__name__}:first_attempt_blocks",
+                               str(tmp_path)], env=env, stdout=subprocess.DEVNULL)
+    try:
+        pid_file = tmp_path / "1.pid1"
+        deadline = time.monotonic() + WAIT_S
+        while not _read_if_present(pid_file):
+            assert parent.poll() is None, "the parent process failed"
+            assert time.monotonic() < deadline, "the handler did not start"
+            time.sleep(0.02)
+        worker = int(pid_file.read_text())
+    finally:
+        parent.kill()
+        parent.wait(WAIT_S)
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while _alive(worker):
+            assert time.monotonic() < deadline, f"worker {worker} outlived its killed parent"
+            time.sleep(0.02)
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_pool_size_defaults_to_the_cpu_count() -> None:
+    engine = ProcessExecutionEngine(does_nothing, RETRY, make_config(process_workers=0))
+    assert engine.pool_size == (os.cpu_count() or 1)
+
+
+headers = st.lists(st.tuples(st.text(max_size=20), st.one_of(st.none(), st.binary(max_size=50))), max_size=4)
+records = st.builds(
+    Record,
+    topic=st.text(min_size=1, max_size=30),
+    partition=st.integers(0, 2**31 - 1),
+    offset=st.integers(0, 2**63 - 1),
+    key=st.one_of(st.none(), st.binary(max_size=100)),
+    value=st.one_of(st.none(), st.binary(max_size=1000)),
+    headers=headers.map(tuple),
+    timestamp=st.integers(-1, 2**63 - 1),
+)
+
+
+@given(item_id=st.integers(0, 2**53), record=records)
+def test_record_encoding_round_trips(item_id: int, record: Record) -> None:
+    fields = msgpack.unpackb(encode_record(item_id, record), use_list=False, raw=False)
+    assert fields[0] == item_id
+    assert decode_record(fields) == record
