@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pyrallel_consumer.observability.logging import LogFormat
 from pyrallel_consumer.record import Ordering
 
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
@@ -54,7 +55,9 @@ class ConsumerConfig(BaseSettings):
     topics: Annotated[list[str], NoDecode] = Field(
         min_length=1, description="Topics to subscribe to (env: comma-separated)."
     )
-    ordering: Ordering = Field(default=Ordering.KEY, description="What may run concurrently: records of one key, of one partition, or any.")
+    ordering: Ordering = Field(
+        default=Ordering.KEY, description="What may run concurrently: records of one key, of one partition, or any."
+    )
     engine: Literal["async", "process"] = Field(
         default="async", description="Execution engine: asyncio tasks or a pool of worker processes."
     )
@@ -149,6 +152,14 @@ class ConsumerConfig(BaseSettings):
     )
     kafka: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka properties (env: JSON object)."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Port of the Prometheus /metrics HTTP server (0 = any free port); off when unset.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, description="Address the metrics server binds to.")
+    log_format: LogFormat = Field(
+        default="text", description="text, or json (one object per line); applied by configure_logging()."
     )
 
     def __init__(self, **values: Any) -> None:

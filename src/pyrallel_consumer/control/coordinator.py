@@ -87,6 +87,8 @@ class MetricsSnapshot:
     records_skipped: int
     records_succeeded: int
     records_failed: int
+    records_exhausted: int
+    """Records that failed every attempt, including those still held by the exhaustion policy."""
     retries: int
     commits: int
     commit_failures: int
@@ -141,6 +143,7 @@ class Coordinator:
         self._poller: BrokerPoller | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._guard_task: asyncio.Task[None] | None = None
+        self._before_commit: Callable[[], None] | None = None
         self._held: set[TopicPartitionKey] = set()
         self._active = True
         self._released = False
@@ -148,7 +151,7 @@ class Coordinator:
         self._stopped = asyncio.Event()
         self._failure: BaseException | None = None
         self._counts = dict.fromkeys(
-            ("received", "skipped", "succeeded", "failed", "retries", "commits", "commit_failures"), 0
+            ("received", "skipped", "succeeded", "failed", "exhausted", "retries", "commits", "commit_failures"), 0
         )
         self._rebalances = {"assign": 0, "revoke": 0, "lost": 0}
 
@@ -171,6 +174,7 @@ class Coordinator:
             start_paused=paused,
             subscribe=not self._released,
         )
+        self._poller.before_commit = self._before_commit
         self._poller.start()
         self._commit_task = loop.create_task(self._commit_periodically(), name="pyrallel-commit")
         if self._config.max_blocking_ms:
@@ -201,7 +205,7 @@ class Coordinator:
                 poller.pause_all()
             self._work.drop_partitions(list(self._partitions))
             if drain:
-                await self._wait_idle(lambda: not self._in_flight, self._config.drain_timeout_ms / 1000)
+                await self._wait_idle(self._only_held_left, self._config.drain_timeout_ms / 1000)
             self._cancel_in_flight(list(self._in_flight.values()))
             for task in (self._commit_task, self._guard_task):
                 if task is not None:
@@ -230,7 +234,7 @@ class Coordinator:
             return
         self._active = False
         poller.pause_all()
-        await self._wait_idle(lambda: not self._in_flight, self._config.drain_timeout_ms / 1000)
+        await self._wait_idle(self._only_held_left, self._config.drain_timeout_ms / 1000)
         self._cancel_in_flight(list(self._in_flight.values()))
         await poller.commit_sync(self._commit_points())
         if release:
@@ -249,6 +253,17 @@ class Coordinator:
             self._released = False
         self._active = True
         self._dispatch()
+
+    def stall(self, seconds: float) -> None:
+        """Fault injection: block the poll loop for ``seconds`` (see ``BrokerPoller.stall``)."""
+        if self._poller is not None:
+            self._poller.stall(seconds)
+
+    def set_before_commit(self, hook: Callable[[], None] | None) -> None:
+        """Fault injection: call ``hook`` on the poller thread before every commit (e.g. a delay)."""
+        self._before_commit = hook
+        if self._poller is not None:
+            self._poller.before_commit = hook
 
     @property
     def assigned(self) -> list[TopicPartitionKey]:
@@ -385,6 +400,7 @@ class Coordinator:
             self._observer.record_finished(outcome, completion.duration_s, completion.attempts)
             self._finish(item, completion.ok)
             return
+        self._counts["exhausted"] += 1
         self._observer.error("handler")
         self._failure_tasks[item.seq] = asyncio.get_running_loop().create_task(
             self._resolve_failure(item, completion), name=f"pyrallel-exhausted-{item.seq}"
@@ -431,6 +447,10 @@ class Coordinator:
             if self._in_flight.pop(item.seq, None) is not None:
                 self._work.finish(item)
         self._progress.set()
+
+    def _only_held_left(self) -> bool:
+        """Nothing in flight but records held by the exhaustion policy, which waiting would not finish."""
+        return len(self._in_flight) == len(self._failure_tasks)
 
     async def _wait_idle(self, idle: Callable[[], bool], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -522,5 +542,6 @@ class Coordinator:
         c = self._counts
         return MetricsSnapshot(
             tuple(rows), len(self._in_flight), self._work.queued, len(self._held), c["received"], c["skipped"],
-            c["succeeded"], c["failed"], c["retries"], c["commits"], c["commit_failures"], dict(self._rebalances),
+            c["succeeded"], c["failed"], c["exhausted"], c["retries"], c["commits"], c["commit_failures"],
+            dict(self._rebalances),
         )

@@ -135,6 +135,8 @@ class Lifecycle:
             "assigned_partitions": [f"{t}[{p}]" for t, p in self._coordinator.assigned],
             "in_flight": snapshot.in_flight,
             "queued": snapshot.queued,
+            "records_succeeded": snapshot.records_succeeded,
+            "handler_failures": snapshot.records_exhausted,
             "committed_offsets": {f"{p.topic}[{p.partition}]": p.committed_offset for p in snapshot.partitions},
             "last_transition": self.last_transition,
             "last_transition_cause": self.last_cause,

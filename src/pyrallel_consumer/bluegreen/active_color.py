@@ -1,0 +1,132 @@
+"""The active-color record: which color may process, and its generation, fenced by Kafka transactions.
+
+The record lives in a compacted control topic, keyed by deployment name. A controller writes it with a
+transactional producer whose ``transactional.id`` is derived from the controller id, so a second
+controller with the same id fences the first (``init_transactions`` bumps the producer epoch) — the way
+Kafka Connect guards connector target states in its config topic. A lease alone would not fence: a
+paused old controller could still write after its lease expired; a fenced producer cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+log = logging.getLogger(__name__)
+
+CONTROL_TOPIC = "_pyrallel-bluegreen"
+
+
+class ControllerFencedError(RuntimeError):
+    """Another controller with the same id took over; this one must stop writing."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveColor:
+    deployment: str
+    color: str
+    generation: int
+    controller_id: str
+    updated_at: float
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ActiveColor:
+        data = json.loads(raw)
+        return cls(str(data["deployment"]), str(data["color"]), int(data["generation"]),
+                   str(data["controller_id"]), float(data["updated_at"]))
+
+
+def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC) -> None:
+    """Create the compacted single-partition control topic unless it exists."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=15).topics:
+        return
+    futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                                            config={"cleanup.policy": "compact", "min.insync.replicas": "1"})])
+    try:
+        futures[topic].result(timeout=30)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
+def read_active_color(bootstrap: str, deployment: str, topic: str = CONTROL_TOPIC,
+                      timeout_s: float = 15.0) -> ActiveColor | None:
+    """The latest committed record for ``deployment`` (read_committed, to the end of the topic)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap, "group.id": f"pyrallel-bg-reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False, "isolation.level": "read_committed",
+        "logger": logging.getLogger("pyrallel_consumer.librdkafka.control"),
+    }
+    reader = Consumer(conf)
+    try:
+        tp = TopicPartition(topic, 0)
+        _low, high = reader.get_watermark_offsets(tp, timeout=timeout_s)
+        if high <= 0:
+            return None
+        reader.assign([TopicPartition(topic, 0, 0)])
+        latest: ActiveColor | None = None
+        deadline = time.monotonic() + timeout_s
+        position = 0
+        while position < high and time.monotonic() < deadline:
+            for msg in reader.consume(500, 0.5):
+                if msg.error() is not None:
+                    continue
+                position = (msg.offset() or 0) + 1
+                value = msg.value()
+                if msg.key() == deployment.encode() and isinstance(value, bytes) and value:
+                    latest = ActiveColor.from_json(value)
+            # Transaction markers occupy offsets that are never delivered: trust the consumer position.
+            current = reader.position([tp])[0].offset
+            if current is not None and current >= high:
+                break
+        return latest
+    finally:
+        reader.close()
+
+
+class ActiveColorWriter:
+    """Writes the active color with a transactional producer; fenced when another controller takes over."""
+
+    def __init__(self, bootstrap: str, controller_id: str, topic: str = CONTROL_TOPIC) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self.controller_id = controller_id
+        ensure_control_topic(bootstrap, topic)
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "transactional.id": f"pyrallel-bg-controller-{controller_id}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "transaction.timeout.ms": 30000,
+            "logger": logging.getLogger("pyrallel_consumer.librdkafka.control"),
+        })
+        self._producer.init_transactions(30)
+
+    def write(self, deployment: str, color: str, generation: int) -> ActiveColor:
+        record = ActiveColor(deployment, color, generation, self.controller_id, time.time())
+        try:
+            self._producer.begin_transaction()
+            self._producer.produce(self._topic, key=deployment.encode(), value=record.to_json())
+            self._producer.commit_transaction(30)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
+                raise ControllerFencedError(
+                    f"controller {self.controller_id} was fenced by a newer instance: {error}"
+                ) from exc
+            if error.txn_requires_abort():
+                self._producer.abort_transaction(30)
+            raise
+        log.info("Active color of %s is now %s (generation %d)", deployment, color, generation)
+        return record

@@ -1,0 +1,321 @@
+"""Switch controller: moves processing from one color to the other by strategy B, C or E, timed step by step.
+
+Order is always "stop the old color first, start the new one second", so the two colors never process
+at once; a failed step, or a new color that fails its health check, rolls back to the previous color.
+Every write of the active color goes through the fenced control topic (``active_color``), and every
+lifecycle command carries the new generation, so a command from a fenced-off controller is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry, Histogram
+
+from pyrallel_consumer.bluegreen.active_color import ActiveColor, ActiveColorWriter, read_active_color
+
+log = logging.getLogger(__name__)
+
+COLORS = ("blue", "green")
+STRATEGIES = ("B", "C", "E")
+
+
+class SwitchError(RuntimeError):
+    """A switch step failed; the message names the step."""
+
+
+def other_color(color: str) -> str:
+    if color not in COLORS:
+        raise ValueError(f"color must be blue or green, not {color!r}")
+    return COLORS[1 - COLORS.index(color)]
+
+
+def http_json(method: str, url: str, body: Any = None, token: str | None = None, timeout_s: float = 60.0) -> Any:
+    """One JSON request; raises SwitchError with the status and body on any non-2xx answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback URLs we were given
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        raise SwitchError(f"{method} {url}: HTTP {exc.code} {exc.read().decode(errors='replace')[:300]}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise SwitchError(f"{method} {url}: {exc}") from exc
+    return json.loads(payload) if payload else None
+
+
+@dataclass(slots=True)
+class Step:
+    name: str
+    started_at: float
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class SwitchResult:
+    strategy: str
+    action: str
+    from_color: str
+    to_color: str
+    generation: int
+    started_at: float
+    seconds: float = 0.0
+    ok: bool = False
+    rolled_back: bool = False
+    error: str | None = None
+    steps: list[Step] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """The new color is healthy when its error rate stays under ``max_error_rate`` for ``window_s``."""
+
+    window_s: float = 5.0
+    max_error_rate: float = 0.2
+    ready_timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
+class Deployment:
+    """What the controller drives: per color, the control URLs of its consumer instances (and, for B, groups)."""
+
+    name: str
+    bootstrap: str
+    instances: dict[str, list[str]]
+    groups: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+    connect_url: str | None = None
+
+
+class SwitchController:
+    def __init__(self, deployment: Deployment, controller_id: str, registry: CollectorRegistry | None = None) -> None:
+        self.deployment = deployment
+        self._writer = ActiveColorWriter(deployment.bootstrap, controller_id)
+        self.registry = registry or CollectorRegistry()
+        self._switch_hist = Histogram("bg_switch_duration_seconds", "Blue/green switch duration", ["strategy"],
+                                      registry=self.registry, buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+        self._rollback_hist = Histogram("bg_rollback_duration_seconds", "Blue/green rollback duration",
+                                        ["strategy"], registry=self.registry,
+                                        buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+        self.history: list[SwitchResult] = []
+
+    # ---- public ----------------------------------------------------------------------------------------
+
+    def current(self) -> ActiveColor | None:
+        return read_active_color(self.deployment.bootstrap, self.deployment.name)
+
+    def switch(self, strategy: str, to_color: str, health: HealthCheck | None = None,
+               action: str = "switch") -> SwitchResult:
+        """Make ``to_color`` the only processing color; on failure, roll back to the previous one."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+        current = self.current()
+        from_color = current.color if current else other_color(to_color)
+        generation = (current.generation if current else 0) + 1
+        result = SwitchResult(strategy, action, from_color, to_color, generation, time.time())
+        started = time.monotonic()
+        try:
+            self._run_strategy(strategy, result, from_color, to_color, generation)
+            if health is not None:
+                with self._step(result, f"health check {to_color}"):
+                    self._check_health(to_color, health)
+            result.ok = True
+        except SwitchError as exc:
+            result.error = str(exc)
+            log.error("%s to %s failed: %s; rolling back to %s", action, to_color, exc, from_color)
+            self._roll_back(strategy, result, from_color, to_color, generation + 1)
+        result.seconds = time.monotonic() - started
+        hist = self._rollback_hist if action == "rollback" else self._switch_hist
+        hist.labels(strategy).observe(result.seconds)
+        self.history.append(result)
+        log.info("%s %s -> %s by %s: %s in %.3fs", action, from_color, to_color, strategy,
+                 "ok" if result.ok else "rolled back" if result.rolled_back else "FAILED", result.seconds)
+        return result
+
+    def rollback(self, strategy: str, health: HealthCheck | None = None) -> SwitchResult:
+        """Switch back to the color that was active before the current one."""
+        current = self.current()
+        if current is None:
+            raise SwitchError("no active color recorded: nothing to roll back")
+        return self.switch(strategy, other_color(current.color), health, action="rollback")
+
+    # ---- steps -----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _step(self, result: SwitchResult, name: str) -> Iterator[None]:
+        began, started = time.time(), time.monotonic()
+        try:
+            yield
+        except SwitchError as exc:
+            result.steps.append(Step(name, began, time.monotonic() - started, False, str(exc)))
+            raise SwitchError(f"{name}: {exc}") from exc
+        except (KafkaException, OSError, ValueError) as exc:
+            result.steps.append(Step(name, began, time.monotonic() - started, False, str(exc)))
+            raise SwitchError(f"{name}: {exc}") from exc
+        result.steps.append(Step(name, began, time.monotonic() - started, True))
+
+    def _run_strategy(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
+                      generation: int) -> None:
+        if strategy == "E":
+            self._connect_switch(result, from_color, to_color)
+            with self._step(result, f"record active color {to_color}"):
+                self._writer.write(self.deployment.name, to_color, generation)
+            return
+        with self._step(result, f"pause {from_color}"):
+            self._lifecycle_all(from_color, "pause", generation)
+        if strategy == "B":
+            with self._step(result, f"copy offsets {from_color} -> {to_color}"):
+                self._copy_group_offsets(self.deployment.groups[from_color], self.deployment.groups[to_color])
+        with self._step(result, f"record active color {to_color}"):
+            self._writer.write(self.deployment.name, to_color, generation)
+        with self._step(result, f"resume {to_color}"):
+            self._lifecycle_all(to_color, "resume", generation)
+
+    def _roll_back(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
+                   generation: int) -> None:
+        """Stop the new color (best effort), then give processing back to the old one."""
+        try:
+            if strategy == "E":
+                self._connect_switch(result, to_color, from_color)
+            else:
+                with self._step(result, f"rollback: pause {to_color}"):
+                    self._lifecycle_all(to_color, "pause", generation)
+                if strategy == "B":
+                    with self._step(result, f"rollback: copy offsets {to_color} -> {from_color}"):
+                        self._copy_group_offsets(self.deployment.groups[to_color],
+                                                 self.deployment.groups[from_color])
+            with self._step(result, f"rollback: record active color {from_color}"):
+                self._writer.write(self.deployment.name, from_color, generation)
+            if strategy != "E":
+                with self._step(result, f"rollback: resume {from_color}"):
+                    self._lifecycle_all(from_color, "resume", generation)
+            result.rolled_back = True
+        except SwitchError as exc:
+            log.error("Rollback to %s failed: %s", from_color, exc)
+            result.error = f"{result.error}; rollback failed: {exc}"
+
+    def _lifecycle_all(self, color: str, command: str, generation: int, wait_s: float = 60.0) -> None:
+        urls = self.deployment.instances.get(color, [])
+        if not urls:
+            raise SwitchError(f"no {color} instances are known")
+        want = "PAUSED" if command == "pause" else "ACTIVE"
+
+        def call(url: str) -> Any:
+            return http_json("POST", f"{url}/lifecycle/{command}?wait={wait_s:g}&generation={generation}",
+                             token=self.deployment.token, timeout_s=wait_s + 10)
+
+        with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+            answers = list(pool.map(call, urls))
+        wrong = [f"{u}: {a}" for u, a in zip(urls, answers, strict=True) if not a or a.get("state") != want]
+        if wrong:
+            raise SwitchError(f"not {want}: {'; '.join(wrong)}")
+
+    def _copy_group_offsets(self, source_group: str, target_group: str) -> None:
+        """Strategy B: write exactly the source group's committed offsets (and offset maps) into the target."""
+        admin = AdminClient({"bootstrap.servers": self.deployment.bootstrap})
+        _wait_group_empty(admin, source_group)
+        _wait_group_empty(admin, target_group)
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(source_group)])[source_group]
+        offsets = [tp for tp in future.result(timeout=30).topic_partitions if tp.offset >= 0]
+        if not offsets:
+            raise SwitchError(f"group {source_group} has no committed offsets to copy")
+        copies = [TopicPartition(tp.topic, tp.partition, tp.offset, tp.metadata) for tp in offsets]
+        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(target_group, copies)])[
+            target_group].result(timeout=30)
+        log.info("Copied %d committed offsets from %s to %s", len(copies), source_group, target_group)
+
+    def _check_health(self, color: str, health: HealthCheck) -> None:
+        """Ready in time, then an error rate under the threshold over the window (all instances together)."""
+        deadline = time.monotonic() + health.ready_timeout_s
+        while not all(_status(u, self.deployment.token).get("state") == "ACTIVE"
+                      for u in self.deployment.instances[color]):
+            if time.monotonic() > deadline:
+                raise SwitchError(f"{color} not ready within {health.ready_timeout_s:g}s")
+            time.sleep(0.2)
+        before = self._counts(color)
+        time.sleep(health.window_s)
+        after = self._counts(color)
+        ok, failed = after[0] - before[0], after[1] - before[1]
+        rate = failed / (ok + failed) if ok + failed else 0.0
+        if rate > health.max_error_rate:
+            raise SwitchError(f"{color} error rate {rate:.0%} over {health.window_s:g}s "
+                              f"(limit {health.max_error_rate:.0%})")
+
+    def _counts(self, color: str) -> tuple[int, int]:
+        statuses = [_status(u, self.deployment.token) for u in self.deployment.instances[color]]
+        return (sum(int(s.get("records_succeeded", 0)) for s in statuses),
+                sum(int(s.get("handler_failures", 0)) for s in statuses))
+
+    # ---- strategy E: Kafka Connect ---------------------------------------------------------------------
+
+    def _connect_switch(self, result: SwitchResult, from_name: str, to_name: str) -> None:
+        url = self.deployment.connect_url
+        if not url:
+            raise SwitchError("strategy E needs the Kafka Connect REST URL")
+        with self._step(result, f"stop connector {from_name}"):
+            http_json("PUT", f"{url}/connectors/{from_name}/stop")
+            _wait_connector(url, from_name, "STOPPED")
+        with self._step(result, f"read offsets of {from_name}"):
+            offsets = http_json("GET", f"{url}/connectors/{from_name}/offsets")
+        with self._step(result, f"write offsets into {to_name}"):
+            _wait_connector(url, to_name, "STOPPED")
+            if offsets and offsets.get("offsets"):
+                http_json("PATCH", f"{url}/connectors/{to_name}/offsets", offsets)
+        with self._step(result, f"resume connector {to_name}"):
+            http_json("PUT", f"{url}/connectors/{to_name}/resume")
+            _wait_connector(url, to_name, "RUNNING")
+
+
+def _status(url: str, token: str | None) -> dict[str, Any]:
+    answer = http_json("GET", f"{url}/lifecycle/status", token=token, timeout_s=10)
+    return answer if isinstance(answer, dict) else {}
+
+
+def _wait_group_empty(admin: AdminClient, group: str, timeout_s: float = 60.0) -> None:
+    """Offsets may only be written into a group without members; wait for the old members to leave."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=30)
+        if not description.members:
+            return
+        if time.monotonic() > deadline:
+            raise SwitchError(f"group {group} still has {len(description.members)} member(s)")
+        time.sleep(0.2)
+
+
+def _wait_connector(url: str, name: str, state: str, timeout_s: float = 60.0) -> None:
+    """Poll the status endpoint until the connector and all its tasks report ``state`` (never trust a 202)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = http_json("GET", f"{url}/connectors/{name}/status", timeout_s=10)
+        except SwitchError as exc:
+            last = str(exc)
+        else:
+            tasks = last.get("tasks", [])
+            reached = last.get("connector", {}).get("state") == state and all(t.get("state") == state for t in tasks)
+            if reached and (state != "RUNNING" or tasks):
+                return
+        time.sleep(0.2)
+    raise SwitchError(f"connector {name} did not reach {state} within {timeout_s:g}s (last status: {last})")
+
