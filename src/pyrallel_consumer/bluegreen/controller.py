@@ -104,6 +104,11 @@ class Deployment:
     groups: dict[str, str] = field(default_factory=dict)
     token: str | None = None
     connect_url: str | None = None
+    connectors: dict[str, str] = field(default_factory=dict)
+    """Strategy E: connector name per color (default: the color itself)."""
+
+    def connector(self, color: str) -> str:
+        return self.connectors.get(color, color)
 
 
 class SwitchController:
@@ -176,7 +181,7 @@ class SwitchController:
     def _run_strategy(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
                       generation: int) -> None:
         if strategy == "E":
-            self._connect_switch(result, from_color, to_color)
+            self._connect_switch(result, self.deployment.connector(from_color), self.deployment.connector(to_color))
             with self._step(result, f"record active color {to_color}"):
                 self._writer.write(self.deployment.name, to_color, generation)
             return
@@ -195,7 +200,7 @@ class SwitchController:
         """Stop the new color (best effort), then give processing back to the old one."""
         try:
             if strategy == "E":
-                self._connect_switch(result, to_color, from_color)
+                self._connect_switch(result, self.deployment.connector(to_color), self.deployment.connector(from_color))
             else:
                 with self._step(result, f"rollback: pause {to_color}"):
                     self._lifecycle_all(to_color, "pause", generation)
