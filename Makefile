@@ -9,7 +9,7 @@ DEMO_RUN := $(CURDIR)/.run/kafka
 TEST_RUN := $(CURDIR)/.run/test-kafka
 PYTEST_ARGS ?=
 
-.PHONY: help install jars kafka-up kafka-down demo test lint typecheck unit bench report clean
+.PHONY: help install jars tools kafka-up kafka-down demo test lint typecheck unit bench report clean
 
 help:
 	@echo "make demo   - set up, start a local Kafka, run the main job, print where the result is"
@@ -52,7 +52,11 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
-test: jars lint typecheck
+# promtool validates and unit-tests deploy/monitoring (tests/unit/test_monitoring_rules.py fails without it).
+tools:
+	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
+
+test: tools jars lint typecheck
 	@$(BIN)/pyrallel kafka down --run-dir $(TEST_RUN) >/dev/null
 	$(BIN)/pyrallel kafka up --connect --run-dir $(TEST_RUN)
 	@status=0; \

@@ -12,6 +12,7 @@ from pyrallel_consumer.control.lifecycle import Lifecycle
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
+from pyrallel_consumer.observability.metrics import PrometheusExporter
 
 
 class PyrallelConsumer:
@@ -35,7 +36,9 @@ class PyrallelConsumer:
             raise TypeError("config must be a ConsumerConfig")
         self.config = config
         self._engine = engine if engine is not None else create_engine(config, handler)
-        self._observer = observer or ConsumerObserver()
+        self._observer = self.metrics_exporter = PrometheusExporter(config, self.metrics, chained=observer)
+        self.metrics_registry = self.metrics_exporter.registry
+        """This consumer's own Prometheus registry (never the global one); an app may serve it itself."""
         self._dead_letters: DeadLetterPublisher | None = None
         if on_exhausted is None and config.dlq_enabled:
             self._dead_letters = on_exhausted = DeadLetterPublisher(config, self._observer)
@@ -46,8 +49,13 @@ class PyrallelConsumer:
     async def start(self) -> None:
         if self._started:
             raise RuntimeError("PyrallelConsumer.start() was called twice")
+        self.metrics_exporter.start()
         self._started = True
-        await self._coordinator.start()
+        try:
+            await self._coordinator.start()
+        except BaseException:
+            self.metrics_exporter.stop()
+            raise
         self.lifecycle.started()
 
     async def stop(self, drain: bool = True) -> None:
@@ -57,6 +65,7 @@ class PyrallelConsumer:
 
     def _stopped(self) -> None:
         self.lifecycle.stopped()
+        self.metrics_exporter.stop()
         if self._dead_letters is not None:
             self._dead_letters.close()
 

@@ -1,0 +1,1 @@
+"""Prometheus metrics (``observability.metrics``) and log formatting (``observability.logging``) of a consumer."""
