@@ -285,19 +285,21 @@ class Coordinator:
             return
         partitions = self._partitions
         touched: set[TopicPartitionKey] = set()
+        accepted = 0
         for record, epoch in batch:
             tp = (record.topic, record.partition)
             state = partitions.get(tp)
             if state is None or state.epoch != epoch or tp in self._revoking:
                 continue
             self._counts["received"] += 1
+            accepted += 1
             if state.receive(record.offset):
                 self._work.add(record, epoch)
                 touched.add(tp)
             else:
                 self._counts["skipped"] += 1
-        if touched:
-            self._observer.records_received(len(batch))
+        if accepted:
+            self._observer.records_received(accepted)
         self._dispatch()
         self._apply_backpressure(touched)
 
@@ -531,6 +533,8 @@ class Coordinator:
             high = watermarks.get((topic, partition))
             lag = None
             if high is not None and committed is not None:
+                # The watermark is refreshed about once a second; what was received is newer.
+                high = max(high, state.last_received + 1)
                 lag = max(0, high - committed - state.completed_above_count)
             blocking = state.blocking()
             rows.append(PartitionMetrics(

@@ -120,6 +120,11 @@ class PartitionOffsets:
         return position
 
     @property
+    def last_received(self) -> int:
+        """The highest offset fetched in this assignment; -1 before the first."""
+        return self._last_received
+
+    @property
     def incomplete_count(self) -> int:
         return len(self._pending) - len(self._done)
 
