@@ -11,6 +11,7 @@ from pyrallel_consumer import __version__
 from pyrallel_consumer.cli.bench_cmd import bench
 from pyrallel_consumer.cli.demo_cmd import demo
 from pyrallel_consumer.cli.kafka_cmds import kafka
+from pyrallel_consumer.cli.report_cmd import report
 from pyrallel_consumer.config import reference_markdown
 
 
@@ -35,6 +36,7 @@ def config_reference() -> None:
 cli.add_command(kafka)
 cli.add_command(demo)
 cli.add_command(bench)
+cli.add_command(report)
 
 
 def main() -> None:

@@ -1,0 +1,291 @@
+"""The blue/green test report built from hand-made run files: verdicts, numbers, problems, plots, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
+from pyrallel_consumer.bluegreen.report import (
+    REPORT_NAME,
+    ReportError,
+    Sample,
+    _rates,
+    _series_per_color,
+    build_report,
+    rollback_seconds,
+    switch_seconds,
+)
+from pyrallel_consumer.cli.report_cmd import report
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_700_000_000.0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ENVIRONMENT = {"kafka": "4.1.1", "python": "3.11.2", "confluent_kafka": "2.16.0", "librdkafka": "2.16.0",
+               "partitions": 8, "replicas": 1, "rate_per_s": 100, "instances_per_color": 3, "machine": "test-box"}
+
+
+def steps(*spec: tuple[str, float, bool], start: float) -> list[dict[str, Any]]:
+    """Back-to-back steps from (name, seconds, ok)."""
+    out = []
+    t = start
+    for name, seconds, ok in spec:
+        out.append({"name": name, "started_at": t, "seconds": seconds, "ok": ok, "detail": "" if ok else "boom"})
+        t += seconds
+    return out
+
+
+def switch(strategy: str, action: str, start: float, seconds: float, step_list: list[dict[str, Any]], *,
+           ok: bool = True, rolled_back: bool = False, from_color: str = "blue") -> dict[str, Any]:
+    to_color = "green" if from_color == "blue" else "blue"
+    return {"strategy": strategy, "action": action, "from_color": from_color, "to_color": to_color,
+            "generation": 2, "started_at": start, "seconds": seconds, "ok": ok, "rolled_back": rolled_back,
+            "error": None if ok else "health check green: error rate 90%", "steps": step_list}
+
+
+def samples(switch_at: float, until: float = 20.0, step: float = 0.5) -> list[dict[str, Any]]:
+    """Three instances per color: blue active until ``switch_at`` (seconds after T0), green after."""
+    out: list[dict[str, Any]] = []
+    handled = {f"{c}-{i}": 0 for c in ("blue", "green") for i in range(3)}
+    t = 0.0
+    while t <= until:
+        for color in ("blue", "green"):
+            active = (t < switch_at) == (color == "blue")
+            for i in range(3):
+                name = f"{color}-{i}"
+                if active:
+                    handled[name] += int(100 / 3 * step)
+                out.append({"t": T0 + t, "color": color, "instance": name,
+                            "state": "ACTIVE" if active else "PAUSED", "lag": 20 + i if active else None,
+                            "handled": handled[name]})
+        t += step
+    return out
+
+
+def run(strategy: str, scenario: int, verdict: str, switches: list[dict[str, Any]], *, lost: int = 0,
+        duplicates: int = 0, dup_by_color: dict[str, int] | None = None, rebalances: tuple[int, int] = (0, 0),
+        criteria: list[dict[str, Any]] | None = None, cause: str | None = None, variant: str | None = None,
+        events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "strategy": strategy, "scenario": scenario, "variant": variant, "title": f"{strategy} scenario {scenario}",
+        "started_at": T0, "ended_at": T0 + 20.0, "environment": ENVIRONMENT,
+        "conditions": {"rate_per_s": 100, "health_window_s": 5.0},
+        "switches": switches,
+        "validation": {"ok": lost == 0, "produced": 2000, "consumed": 2000 - lost + duplicates, "lost": lost,
+                       "pending": 0, "duplicates": duplicates, "duplicates_by_color": dup_by_color or {},
+                       "cross_color_duplicates": 0, "dual_active_count": 0, "order_violations": 0},
+        "samples": samples(8.0),
+        "events": events if events is not None else [
+            {"t": T0 + 8.0, "kind": "switch_start", "detail": "blue -> green"},
+            {"t": T0 + 8.4, "kind": "switch_end", "detail": "ok"}],
+        "rebalances": {"blue": rebalances[0], "green": rebalances[1]},
+        "criteria": criteria or [{"name": "lost", "target": "0", "measured": str(lost), "pass": lost == 0}],
+        "verdict": verdict, "cause": cause,
+    }
+
+
+C_NORMAL = run("C", 1, "PASS", [switch("C", "switch", T0 + 8, 0.412, steps(
+    ("pause blue", 0.2, True), ("record active color green", 0.05, True), ("resume green", 0.162, True),
+    start=T0 + 8))], rebalances=(1, 2))
+B_ROLLBACK = run("B", 2, "PASS", [
+    switch("B", "switch", T0 + 8, 12.5, steps(("pause blue", 2.0, True), ("copy offsets blue -> green", 8.0, True),
+                                              ("record active color green", 0.5, True), ("resume green", 2.0, True),
+                                              start=T0 + 8)),
+    switch("B", "rollback", T0 + 21, 10.25, steps(("pause green", 2.0, True), ("copy offsets", 6.25, True),
+                                                  ("record active color blue", 0.5, True),
+                                                  ("resume blue", 1.5, True), start=T0 + 21),
+           from_color="green")],
+    duplicates=7, dup_by_color={"blue": 7}, rebalances=(3, 3),
+    criteria=[{"name": "lost", "target": "0", "measured": "0", "pass": True},
+              {"name": "duplicates explained", "target": "all explained",
+               "measured": "7 records in flight at the rollback pause", "pass": True}],
+    events=[{"t": T0 + 8.0, "kind": "switch_start", "detail": ""}, {"t": T0 + 20.5, "kind": "switch_end", "detail": ""},
+            {"t": T0 + 21.0, "kind": "rollback_start", "detail": ""},
+            {"t": T0 + 31.25, "kind": "rollback_end", "detail": ""}])
+E_LOSS = run("E", 1, "FAIL", [switch("E", "switch", T0 + 8, 20.0, steps(("stop connector blue", 20.0, True),
+                                                                        start=T0 + 8))],
+             lost=12, cause="the sink committed offsets past records it had not flushed")
+C_AUTO_ROLLBACK = run("C", 5, "PASS", [switch("C", "switch", T0 + 8, 5.65, steps(
+    ("pause blue", 0.1, True), ("record active color green", 0.05, True), ("resume green", 0.2, True),
+    ("health check green", 5.0, False), ("rollback: pause green", 0.15, True),
+    ("rollback: record active color blue", 0.05, True), ("rollback: resume blue", 0.1, True),
+    start=T0 + 8), ok=False, rolled_back=True)], rebalances=(2, 2),
+    events=[{"t": T0 + 8.0, "kind": "switch_start", "detail": ""}, {"t": T0 + 9.0, "kind": "fault", "detail": ""},
+            {"t": T0 + 13.35, "kind": "rollback_start", "detail": ""},
+            {"t": T0 + 13.65, "kind": "rollback_end", "detail": ""}])
+
+
+def write_runs(tmp_path: Path, runs: dict[str, dict[str, Any]], extra: dict[str, str] | None = None) -> Path:
+    runs_dir = tmp_path / "run"
+    runs_dir.mkdir()
+    for name, data in runs.items():
+        (runs_dir / name).write_text(json.dumps(data))
+    for name, text in (extra or {}).items():
+        (runs_dir / name).write_text(text)
+    return runs_dir
+
+
+def table_row(markdown: str, first_cell: str) -> list[str]:
+    rows = [line for line in markdown.splitlines() if line.startswith(f"| {first_cell} |")]
+    assert rows, f"no row starting with {first_cell!r}"
+    return [c.strip() for c in rows[0].strip("|").split(" | ")]
+
+
+def section(markdown: str, title: str) -> str:
+    return markdown.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> tuple[Path, str]:
+    runs_dir = write_runs(tmp_path, {"c-1.json": C_NORMAL, "b-2.json": B_ROLLBACK, "e-1.json": E_LOSS,
+                                     "c-5.json": C_AUTO_ROLLBACK},
+                          {"broken.json": '{"strategy": "C", "scenario": ', "no-verdict.json": '{"strategy": "B"}'})
+    out = tmp_path / "report"
+    path = build_report(runs_dir, out)
+    return out, path.read_text()
+
+
+def test_report_has_verdicts_per_strategy_and_overall(built: tuple[Path, str]) -> None:
+    out, md = built
+    assert (out / REPORT_NAME).is_file()
+    summary = section(md, "Executive summary")
+    assert "**Overall: FAIL** — 3 of 4 runs passed" in summary
+    assert table_row(summary, "B") == ["B", "1", "1", "PASS"]
+    assert table_row(summary, "C") == ["C", "2", "2", "PASS"]
+    assert table_row(summary, "E") == ["E", "1", "0", "FAIL"]
+    assert "### E scenario 1: FAIL" in md
+    assert "**Verdict: FAIL** — cause: the sink committed offsets past records it had not flushed" in md
+    assert "### C scenario 5: PASS" in md
+
+
+def test_environment_lists_versions_and_sizes(built: tuple[Path, str]) -> None:
+    env = section(built[1], "Environment")
+    assert table_row(env, "kafka") == ["kafka", "4.1.1"]
+    assert table_row(env, "partitions") == ["partitions", "8"]
+    assert table_row(env, "replicas") == ["replicas", "1"]
+    assert table_row(env, "rate_per_s") == ["rate_per_s", "100"]
+
+
+def test_comparison_table_numbers(built: tuple[Path, str]) -> None:
+    comparison = section(built[1], "Strategy comparison")
+    b = table_row(comparison, "B")
+    assert b[:7] == ["B", "1/1", "12.500 s (max 12.500 s, n=1)", "10.250 s (max 10.250 s, n=1)", "0", "7", "6"]
+    assert "re-join" in b[8]
+    c = table_row(comparison, "C")
+    # The auto-rolled-back switch is no switch time; its rollback steps (0.15 + 0.05 + 0.1 s) are a rollback time.
+    assert c[:7] == ["C", "2/2", "0.412 s (max 0.412 s, n=1)", "0.300 s (max 0.300 s, n=1)", "0", "0", "7"]
+    assert "lifecycle API" in c[7]
+    e = table_row(comparison, "E")
+    assert e[:7] == ["E", "0/1", "20.000 s (max 20.000 s, n=1)", "—", "12", "0", "0"]
+    assert "sink-style" in e[8]
+
+
+def test_found_problems_list_failed_criteria_and_duplicates(built: tuple[Path, str]) -> None:
+    problems = section(built[1], "Found problems")
+    assert "[E scenario 1](#e-scenario-1-fail): criterion **lost** failed — target 0, measured 12." in problems
+    assert "the sink committed offsets past records it had not flushed" in problems
+    assert "[B scenario 2](#b-scenario-2-pass): 7 duplicates (blue 7)" in problems
+    assert "7 records in flight at the rollback pause" in problems
+    assert "C scenario" not in problems
+
+
+def test_recommendation_is_the_fastest_passing_strategy(built: tuple[Path, str]) -> None:
+    text = section(built[1], "Recommendation")
+    assert text.strip().startswith("**C**: all 2 of its runs passed")
+    assert "median switch time 0.412 s is the lowest among the passing strategies (B 12.500 s)" in text
+    assert "Not eligible: E (1 of 1 runs failed)" in text
+
+
+def test_unreadable_files_are_reported_not_fatal(built: tuple[Path, str]) -> None:
+    summary = section(built[1], "Executive summary")
+    assert "**2 run file(s) could not be read" in summary
+    assert "- `broken.json`: JSONDecodeError" in summary
+    assert "- `no-verdict.json`: _SchemaError: verdict: expected a string, got None" in summary
+
+
+def test_figures_are_png_and_linked_relatively(built: tuple[Path, str]) -> None:
+    out, md = built
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert len(links) == 4 * 3
+    for link in links:
+        assert link.startswith("figures/")
+        data = (out / link).read_bytes()
+        assert data[:8] == PNG_SIGNATURE
+        assert len(data) > 10_000
+
+
+def test_no_passing_strategy_means_no_recommendation(tmp_path: Path) -> None:
+    runs_dir = write_runs(tmp_path, {"e.json": E_LOSS})
+    md = build_report(runs_dir, tmp_path / "out").read_text()
+    assert "No strategy passed all of its runs, so none is recommended" in md
+    assert "E 1 of 1 runs failed" in md
+
+
+def test_run_without_samples_has_no_plots(tmp_path: Path) -> None:
+    runs_dir = write_runs(tmp_path, {"c.json": {**C_NORMAL, "samples": []}})
+    md = build_report(runs_dir, tmp_path / "out").read_text()
+    assert "No samples were recorded" in md
+    assert not list((tmp_path / "out" / "figures").iterdir())
+
+
+def test_missing_empty_or_all_unreadable_runs_dir_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="does not exist"):
+        build_report(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no run files"):
+        build_report(tmp_path / "empty", tmp_path / "out")
+    runs_dir = write_runs(tmp_path, {}, {"bad.json": "[]"})
+    with pytest.raises(ReportError, match=re.escape("bad.json: _SchemaError: run: expected an object")):
+        build_report(runs_dir, tmp_path / "out")
+
+
+def test_cli_errors_and_success(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(report, ["--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert missing.exit_code == 1
+    assert "does not exist" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(report, ["--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    assert empty.exit_code == 1
+    assert "no run files" in empty.output
+    runs_dir = write_runs(tmp_path, {"c.json": C_NORMAL})
+    ok = runner.invoke(report, ["--runs", str(runs_dir), "--out", str(tmp_path / "out")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "out" / REPORT_NAME).is_file()
+
+
+def result(action: str, spec: Sequence[tuple[str, float, bool]], *, ok: bool) -> SwitchResult:
+    started = [T0 + sum(s[1] for s in spec[:i]) for i in range(len(spec))]
+    return SwitchResult("C", action, "blue", "green", 2, T0, sum(s[1] for s in spec), ok, False, None,
+                        [Step(n, t, s, k) for (n, s, k), t in zip(spec, started, strict=True)])
+
+
+def test_switch_and_rollback_times_leave_out_the_health_window() -> None:
+    healthy = result("switch", [("pause blue", 0.25, True), ("resume green", 0.25, True),
+                                ("health check green", 5.0, True)], ok=True)
+    assert switch_seconds(healthy) == pytest.approx(0.5)
+    assert rollback_seconds(healthy) is None
+    back = result("rollback", [("pause green", 0.25, True), ("resume blue", 0.5, True)], ok=True)
+    assert switch_seconds(back) is None
+    assert rollback_seconds(back) == pytest.approx(0.75)
+    broken = result("switch", [("pause blue", 0.25, False)], ok=False)
+    assert switch_seconds(broken) is None
+    assert rollback_seconds(broken) is None
+
+
+def test_throughput_sums_instance_rates_and_survives_a_counter_reset() -> None:
+    def s(t: float, instance: str, handled: int) -> Sample:
+        return Sample(T0 + t, "blue", instance, "ACTIVE", 0, handled)
+
+    # b-1 is restarted between t=1 and t=2: its counter starts again from 0.
+    data = [s(0, "b-0", 0), s(0, "b-1", 100), s(1, "b-0", 50), s(1, "b-1", 130), s(2, "b-0", 100), s(2, "b-1", 20)]
+    times, values = _series_per_color(_rates(data))["blue"]
+    assert times == [T0, T0 + 1, T0 + 2]
+    assert values[1:] == [80.0, 70.0]
