@@ -35,6 +35,10 @@ class SwitchError(RuntimeError):
     """A switch step failed; the message names the step."""
 
 
+class UnreachableError(SwitchError):
+    """No HTTP answer at all (connection refused, timeout): the instance may be restarting."""
+
+
 def other_color(color: str) -> str:
     if color not in COLORS:
         raise ValueError(f"color must be blue or green, not {color!r}")
@@ -54,7 +58,7 @@ def http_json(method: str, url: str, body: Any = None, token: str | None = None,
     except urllib.error.HTTPError as exc:
         raise SwitchError(f"{method} {url}: HTTP {exc.code} {exc.read().decode(errors='replace')[:300]}") from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise SwitchError(f"{method} {url}: {exc}") from exc
+        raise UnreachableError(f"{method} {url}: {exc}") from exc
     return json.loads(payload) if payload else None
 
 
@@ -224,9 +228,18 @@ class SwitchController:
             raise SwitchError(f"no {color} instances are known")
         want = "PAUSED" if command == "pause" else "ACTIVE"
 
+        deadline = time.monotonic() + wait_s
+
         def call(url: str) -> Any:
-            return http_json("POST", f"{url}/lifecycle/{command}?wait={wait_s:g}&generation={generation}",
-                             token=self.deployment.token, timeout_s=wait_s + 10)
+            """An instance that does not answer may be restarting: ask again until the deadline."""
+            while True:
+                try:
+                    return http_json("POST", f"{url}/lifecycle/{command}?wait={wait_s:g}&generation={generation}",
+                                     token=self.deployment.token, timeout_s=wait_s + 10)
+                except UnreachableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
 
         with ThreadPoolExecutor(max_workers=len(urls)) as pool:
             answers = list(pool.map(call, urls))

@@ -137,6 +137,7 @@ class Lifecycle:
             "queued": snapshot.queued,
             "records_succeeded": snapshot.records_succeeded,
             "handler_failures": snapshot.records_exhausted,
+            "rebalances": snapshot.rebalances,
             "committed_offsets": {f"{p.topic}[{p.partition}]": p.committed_offset for p in snapshot.partitions},
             "last_transition": self.last_transition,
             "last_transition_cause": self.last_cause,
