@@ -34,14 +34,26 @@ kafka-up: jars
 kafka-down: install
 	$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN)
 
-demo: jars
-	@$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN) >/dev/null
-	$(BIN)/pyrallel kafka up --connect --run-dir $(DEMO_RUN)
+# Runs a command with PYRALLEL_BOOTSTRAP_SERVERS / PYRALLEL_CONNECT_URL of a fresh local Kafka in $(1),
+# and stops that Kafka afterwards whatever the command's outcome.
+define with_kafka
+	@$(BIN)/pyrallel kafka down --run-dir $(1) >/dev/null
+	$(BIN)/pyrallel kafka up --connect --run-dir $(1)
 	@status=0; \
-	PYRALLEL_BOOTSTRAP_SERVERS=$$($(BIN)/pyrallel kafka address --run-dir $(DEMO_RUN)) \
-	PYRALLEL_CONNECT_URL=$$($(BIN)/pyrallel kafka address --connect --run-dir $(DEMO_RUN)) \
-	  $(BIN)/pyrallel demo || status=$$?; \
-	$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN) >/dev/null; exit $$status
+	PYRALLEL_BOOTSTRAP_SERVERS=$$($(BIN)/pyrallel kafka address --run-dir $(1)) \
+	PYRALLEL_CONNECT_URL=$$($(BIN)/pyrallel kafka address --connect --run-dir $(1)) \
+	  $(2) || status=$$?; \
+	$(BIN)/pyrallel kafka down --run-dir $(1) >/dev/null; exit $$status
+endef
+
+demo: jars
+	$(call with_kafka,$(DEMO_RUN),$(BIN)/pyrallel demo)
+
+report: jars
+	$(call with_kafka,$(DEMO_RUN),$(BIN)/pyrallel scenario run)
+
+bench: jars
+	$(call with_kafka,$(DEMO_RUN),$(BIN)/pyrallel bench)
 
 lint: install
 	$(BIN)/ruff check src tests
@@ -57,13 +69,7 @@ tools:
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 
 test: tools jars lint typecheck
-	@$(BIN)/pyrallel kafka down --run-dir $(TEST_RUN) >/dev/null
-	$(BIN)/pyrallel kafka up --connect --run-dir $(TEST_RUN)
-	@status=0; \
-	PYRALLEL_BOOTSTRAP_SERVERS=$$($(BIN)/pyrallel kafka address --run-dir $(TEST_RUN)) \
-	PYRALLEL_CONNECT_URL=$$($(BIN)/pyrallel kafka address --connect --run-dir $(TEST_RUN)) \
-	  $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
-	$(BIN)/pyrallel kafka down --run-dir $(TEST_RUN) >/dev/null; exit $$status
+	$(call with_kafka,$(TEST_RUN),$(BIN)/pytest $(PYTEST_ARGS))
 
 clean:
 	-$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN)
