@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from pyrallel_consumer.bluegreen.control_server import HttpServer, create_control_server
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.coordinator import Coordinator, ExhaustionPolicy, MetricsSnapshot
 from pyrallel_consumer.control.dead_letter import DeadLetterPublisher
@@ -44,6 +45,10 @@ class PyrallelConsumer:
             self._dead_letters = on_exhausted = DeadLetterPublisher(config, self._observer)
         self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
+        self.control_server: HttpServer | None = None
+        """The HTTP lifecycle API when ``config.control_port`` is set; apps may add routes (``add_route``)."""
+        if config.control_port is not None:
+            self.control_server = create_control_server(config, self.lifecycle)
         self._started = False
 
     async def start(self) -> None:
@@ -57,11 +62,21 @@ class PyrallelConsumer:
             self.metrics_exporter.stop()
             raise
         self.lifecycle.started()
+        if self.control_server is not None:
+            try:
+                await self.control_server.start()
+            except OSError:
+                await self._coordinator.stop(drain=False)
+                raise
 
     async def stop(self, drain: bool = True) -> None:
         """drain=True finishes in-flight records and commits; drain=False cancels them, commits what completed."""
         if self._started:
-            await self._coordinator.stop(drain=drain)
+            try:
+                await self._coordinator.stop(drain=drain)
+            finally:
+                if self.control_server is not None:
+                    await self.control_server.close()
 
     def _stopped(self) -> None:
         self.lifecycle.stopped()

@@ -9,6 +9,7 @@ import click
 
 from pyrallel_consumer import __version__
 from pyrallel_consumer.cli.bench_cmd import bench
+from pyrallel_consumer.cli.bluegreen_cmds import consume, produce, validate
 from pyrallel_consumer.cli.demo_cmd import demo
 from pyrallel_consumer.cli.kafka_cmds import kafka
 from pyrallel_consumer.cli.report_cmd import report
@@ -37,6 +38,8 @@ cli.add_command(kafka)
 cli.add_command(demo)
 cli.add_command(bench)
 cli.add_command(report)
+for _command in (produce, consume, validate):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -143,7 +143,7 @@ class Coordinator:
         self._poller: BrokerPoller | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._guard_task: asyncio.Task[None] | None = None
-        self._before_commit: Callable[[], None] | None = None
+        self._commit_delay: Callable[[], float] | None = None
         self._held: set[TopicPartitionKey] = set()
         self._active = True
         self._released = False
@@ -174,7 +174,7 @@ class Coordinator:
             start_paused=paused,
             subscribe=not self._released,
         )
-        self._poller.before_commit = self._before_commit
+        self._poller.commit_delay = self._commit_delay
         self._poller.start()
         self._commit_task = loop.create_task(self._commit_periodically(), name="pyrallel-commit")
         if self._config.max_blocking_ms:
@@ -259,11 +259,11 @@ class Coordinator:
         if self._poller is not None:
             self._poller.stall(seconds)
 
-    def set_before_commit(self, hook: Callable[[], None] | None) -> None:
-        """Fault injection: call ``hook`` on the poller thread before every commit (e.g. a delay)."""
-        self._before_commit = hook
+    def set_commit_delay(self, delay_s: Callable[[], float] | None) -> None:
+        """Fault injection: hold back every commit by ``delay_s()`` seconds (see ``BrokerPoller.commit_delay``)."""
+        self._commit_delay = delay_s
         if self._poller is not None:
-            self._poller.before_commit = hook
+            self._poller.commit_delay = delay_s
 
     @property
     def assigned(self) -> list[TopicPartitionKey]:

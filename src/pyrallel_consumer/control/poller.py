@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import queue
 import threading
@@ -118,6 +119,8 @@ class BrokerPoller:
         self._pending_async_commits: dict[tuple[str, int, int], tuple[float, CommitPoint]] = {}
         self.high_watermarks: dict[TopicPartitionKey, int] = {}
         self._last_watermark_poll = 0.0
+        self.commit_delay: Callable[[], float] | None = None
+        """Fault injection: seconds to hold back each commit, counted in its latency (async ones do not block)."""
 
     # ---- loop side -------------------------------------------------------------------------------------
 
@@ -146,6 +149,10 @@ class BrokerPoller:
     def resume_all(self) -> None:
         """Undo ``pause_all``; partitions held by backpressure stay paused."""
         self._commands.put(lambda consumer: self._set_pause_all(consumer, False))
+
+    def stall(self, seconds: float) -> None:
+        """Fault injection: block the poll loop (past max.poll.interval.ms the group evicts this member)."""
+        self._commands.put(lambda _consumer: time.sleep(seconds))
 
     def hold(self, partitions: list[TopicPartitionKey], held: bool) -> None:
         """Pause (held=True) or resume fetching of single partitions, for backpressure."""
@@ -376,12 +383,22 @@ class BrokerPoller:
             consumer.resume(to_resume)
         self._paused = wanted
 
-    def _commit(self, consumer: Consumer, points: list[CommitPoint], sync: bool) -> None:
+    def _commit(self, consumer: Consumer, points: list[CommitPoint], sync: bool, started: float | None = None) -> None:
         valid = [p for p in points if self._assigned.get((p.topic, p.partition)) == p.epoch]
         if not valid:
             return
         offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in valid]
-        started = time.monotonic()
+        if started is None:
+            started = time.monotonic()
+            delay = self.commit_delay() if self.commit_delay is not None else 0.0
+            if delay > 0 and not sync:  # resent by a timer (epochs checked again then); polling goes on meanwhile
+                resend = functools.partial(self._commit, points=points, sync=False, started=started)
+                timer = threading.Timer(delay, self._commands.put, [resend])
+                timer.daemon = True
+                timer.start()
+                return
+            if delay > 0:
+                time.sleep(delay)  # a synchronous commit blocks this thread anyway
         if not sync:
             for p in valid:
                 self._pending_async_commits[(p.topic, p.partition, p.offset)] = (started, p)
