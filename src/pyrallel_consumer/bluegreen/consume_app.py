@@ -162,12 +162,26 @@ def _open_log(path: Path) -> IO[str]:
     return open(path, "a", buffering=1, encoding="utf-8")  # closed by the run that opens it
 
 
+class KeepIncomplete:
+    """Exhaustion policy of ``--on-exhausted keep``: a record that failed every attempt is never let go.
+
+    It stays uncommitted (its key blocked) until this instance is paused or stopped; whoever processes the
+    partition next handles it again. A bad deployment thus leaves its failures to the one rolled back to.
+    """
+
+    outcome = "failed"
+
+    async def __call__(self, record: Record, completion: Completion) -> bool:
+        return False
+
+
 class ConsumeApp:
     """One consumer instance of a validation run: handle, log, inject faults, stop at the limits."""
 
     def __init__(self, config: ConsumerConfig, workload: str, faults: Faults, log_path: Path | None,
-                 limits: RunLimits) -> None:
+                 limits: RunLimits, keep_failed: bool = False) -> None:
         self.config = config
+        self.keep_failed = keep_failed
         self.workload_spec = workload
         self._workload = parse_workload(workload)
         self.faults = faults
@@ -204,6 +218,8 @@ class ConsumeApp:
         if identity is None:
             self.unparsed += 1
             return
+        if not completion.ok and self.keep_failed:
+            return  # not handled: the record stays uncommitted and is handled again elsewhere
         if self._log is not None:
             seq, key, key_seq = identity
             self._log.write(json.dumps({
@@ -270,7 +286,8 @@ class ConsumeApp:
             self._publish_worker_state()
             handler = HANDLER_REF
         engine = _LoggingEngine(create_engine(self.config, handler), self._on_done)
-        consumer = self.consumer = PyrallelConsumer(self.config, None, engine=engine, observer=self._observer)
+        consumer = self.consumer = PyrallelConsumer(self.config, None, engine=engine, observer=self._observer,
+                                                    on_exhausted=KeepIncomplete() if self.keep_failed else None)
         consumer._coordinator.set_commit_delay(lambda: self.faults.commit_delay_ms / 1000)
         if consumer.control_server is not None:
             add_settings_routes(consumer.control_server, "/faults", lambda: self.faults, self.set_faults,

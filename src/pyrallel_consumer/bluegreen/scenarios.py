@@ -264,19 +264,23 @@ class ScenarioRun:
 
     def _sample_forever(self) -> None:
         conf: dict[str, Any] = {"bootstrap.servers": self.options.bootstrap, "group.id": f"sampler-{self.run_id}"}
-        probe = Consumer(conf)
+        watermarks = Consumer(conf)
+        last_handled: dict[str, int] = {}
         try:
             while not self._sampling.is_set():
-                highs = {p: probe.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)[1]
+                highs = {p: watermarks.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)[1]
                          for p in range(self.options.partitions)}
                 now = time.time()
                 for color in COLORS:
                     for instance in self.instances[color]:
-                        self.recorder.add({"t": now, "color": color, "instance": instance.name,
-                                           **self._probe(instance, highs)})
+                        probe = self._probe(instance, highs)
+                        if probe["handled"] is None:  # down: its count stays where it was last seen
+                            probe["handled"] = last_handled.get(instance.name, 0)
+                        last_handled[instance.name] = probe["handled"]
+                        self.recorder.add({"t": now, "color": color, "instance": instance.name, **probe})
                 self._sampling.wait(0.5)
         finally:
-            probe.close()
+            watermarks.close()
 
     def _probe(self, instance: Instance, highs: dict[int, int]) -> dict[str, Any]:
         if self.strategy == "E":

@@ -2,4 +2,5 @@
 
 from pyrallel_consumer.cli.main import main
 
-main()
+if __name__ == "__main__":  # worker processes of engine=process import this module without running the CLI
+    main()

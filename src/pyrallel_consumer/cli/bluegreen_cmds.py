@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 import tomllib
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from confluent_kafka import KafkaException
 from pydantic import BaseModel, ValidationError
 
+from pyrallel_consumer.bluegreen.active_color import read_active_color
 from pyrallel_consumer.bluegreen.consume_app import ConsumeApp, Faults, RunLimits, parse_workload
 from pyrallel_consumer.bluegreen.control_server import describe_validation_error
 from pyrallel_consumer.bluegreen.drain import DrainError, DrainResult, read_pending
@@ -25,6 +28,8 @@ from pyrallel_consumer.bluegreen.load_producer import LoadPlan, LoadProducer, Lo
 from pyrallel_consumer.bluegreen.validator import validate_files
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.record import Ordering
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -179,6 +184,10 @@ def produce(bootstrap_servers: str, topic: str, rate: float, size: int, keys: in
 @click.option("--commit-interval-ms", type=click.IntRange(10), default=1000, show_default=True)
 @click.option("--pause-mode", type=click.Choice(["release", "hold"]), default="release", show_default=True)
 @click.option("--start-paused", is_flag=True, help="Come up PAUSED (the inactive color).")
+@click.option("--deployment", default=None,
+              help="Blue/green deployment name: the active-color record decides whether to come up PAUSED.")
+@click.option("--on-exhausted", type=click.Choice(["skip", "keep"]), default="skip", show_default=True,
+              help="A record that failed every attempt: log it and commit past it, or keep it uncommitted.")
 @click.option("--group-instance-id", default=None, help="Static membership id (see docs/bluegreen-tools.md).")
 @click.option("--control-port", type=click.IntRange(0, 65535), envvar="PYRALLEL_CONTROL_PORT", default=None,
               help="Port of the lifecycle/faults HTTP server (0 = any free port).")
@@ -205,7 +214,8 @@ def produce(bootstrap_servers: str, topic: str, rate: float, size: int, keys: in
 @_KAFKA
 def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, instance_id: str | None,
             engine: str, ordering: str, workload: str, max_in_flight: int, max_retries: int,
-            commit_interval_ms: int, pause_mode: str, start_paused: bool, group_instance_id: str | None,
+            commit_interval_ms: int, pause_mode: str, start_paused: bool, deployment: str | None,
+            on_exhausted: str, group_instance_id: str | None,
             control_port: int | None, control_host: str, control_token: str | None, log_path: Path | None,
             duration: float | None, max_records: int | None, idle_timeout: float | None, until_signal: bool,
             fault_delay_ms: float, fault_failure_rate: float, fault_commit_delay_ms: float, fault_stall_ms: float,
@@ -218,6 +228,8 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
         parse_workload(workload)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--workload") from None
+    if deployment is not None:
+        start_paused = _inactive(bootstrap_servers, deployment, color, start_paused)
     faults = _model(Faults, "--fault-*", delay_ms=fault_delay_ms, failure_rate=fault_failure_rate,
                     commit_delay_ms=fault_commit_delay_ms, stall_ms=fault_stall_ms, stall_after_s=fault_stall_after_s)
     values: dict[str, Any] = {
@@ -233,7 +245,8 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
         config = ConsumerConfig(**values)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    app = ConsumeApp(config, workload, faults, log_path, RunLimits(duration, max_records, idle_timeout))
+    app = ConsumeApp(config, workload, faults, log_path, RunLimits(duration, max_records, idle_timeout),
+                     keep_failed=on_exhausted == "keep")
 
     def ready(running: ConsumeApp) -> None:
         server = running.consumer.control_server if running.consumer is not None else None
@@ -246,6 +259,19 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
     click.echo(json.dumps(summary))
     if summary["error"]:
         raise click.ClickException(f"the consumer stopped with an error: {summary['error']}")
+
+
+def _inactive(bootstrap: str, deployment: str, color: str | None, default: bool) -> bool:
+    """Read the desired state before joining the group: a color that is not the active one comes up PAUSED."""
+    try:
+        record = read_active_color(bootstrap, deployment)
+    except KafkaException as exc:
+        raise click.ClickException(f"cannot read the active color of {deployment}: {exc}") from None
+    if record is None:
+        return default
+    log.info("Active color of %s is %s (generation %d); this is %s", deployment, record.color, record.generation,
+             color)
+    return record.color != color
 
 
 # ---- validate --------------------------------------------------------------------------------------------

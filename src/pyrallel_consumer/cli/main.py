@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
@@ -13,19 +12,20 @@ from pyrallel_consumer.cli.bluegreen_cmds import consume, produce, validate
 from pyrallel_consumer.cli.demo_cmd import demo
 from pyrallel_consumer.cli.kafka_cmds import kafka
 from pyrallel_consumer.cli.report_cmd import report
+from pyrallel_consumer.cli.scenario_cmds import scenario
+from pyrallel_consumer.cli.switch_cmds import controller, rollback, switch
 from pyrallel_consumer.config import reference_markdown
+from pyrallel_consumer.observability.logging import configure_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pyrallel")
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG instead of INFO.")
-def cli(verbose: bool) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="PYRALLEL_LOG_FORMAT", default="text",
+              show_default=True, help="Log lines as text or one JSON object per line (env PYRALLEL_LOG_FORMAT).")
+def cli(verbose: bool, log_format: str) -> None:
     """Pyrallel Consumer: parallel Kafka processing and blue/green switching tools."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging("json" if log_format == "json" else "text", logging.DEBUG if verbose else logging.INFO)
 
 
 @cli.command("config-reference")
@@ -35,6 +35,10 @@ def config_reference() -> None:
 
 
 cli.add_command(kafka)
+cli.add_command(switch)
+cli.add_command(scenario)
+cli.add_command(rollback)
+cli.add_command(controller)
 cli.add_command(demo)
 cli.add_command(bench)
 cli.add_command(report)
