@@ -1,0 +1,35 @@
+"""Scenario runs end to end: real producer and consumer processes (or connectors), a switch, the validator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyrallel_consumer.bluegreen.scenarios import RunOptions, ScenarioRun
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(("strategy", "scenario"), [("C", 1), ("B", 1), ("E", 1), ("C", 2), ("C", 5)])
+def test_scenario_passes_with_no_loss_and_no_dual_activity(
+    kafka_bootstrap: str, kafka_connect_url: str, tmp_path: Path, strategy: str, scenario: int
+) -> None:
+    options = RunOptions(bootstrap=kafka_bootstrap, connect_url=kafka_connect_url, out_dir=tmp_path / "run",
+                         work_dir=tmp_path / "work", instances=2, settle_s=3.0)
+    result = ScenarioRun(strategy, scenario, None, options).execute()
+    validation = result["validation"]
+    assert validation["produced"] > 300
+    assert validation["lost"] == 0
+    assert validation["dual_active_count"] == 0
+    assert result["verdict"] == "PASS", result["cause"]
+    assert (tmp_path / "run" / f"{result['run_id']}.json").exists()
+    actions = [(s["action"], s["to_color"], s["ok"]) for s in result["switches"]]
+    if scenario == 1:
+        assert actions == [("switch", "green", True)]
+    elif scenario == 2:
+        assert actions == [("switch", "green", True), ("rollback", "blue", True)]
+    else:
+        (switch,) = result["switches"]
+        assert (switch["ok"], switch["rolled_back"]) == (False, True)
+        assert "error rate" in switch["error"]
