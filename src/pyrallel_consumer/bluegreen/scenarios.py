@@ -53,6 +53,9 @@ SCENARIOS: dict[int, str] = {
 VARIANTS: dict[int, tuple[str | None, ...]] = {1: (None,), 2: (None,), 3: ("wait-for-lag-0", "switch-now"),
                                                4: ("dynamic", "static"), 5: (None,)}
 TARGET_SWITCH_S = {"C": 1.0, "B": 30.0, "E": 60.0}
+LAGGING_TARGET_SWITCH_S = {"C": 5.0, "B": 30.0, "E": 60.0}
+"""Scenario 3 switches while blue's handlers take 1 s each: draining in-flight records bounds the pause, so C
+is held to the plan's 5 s there, not to the 1 s of a healthy switch."""
 TARGET_ROLLBACK_S = {"C": 1.0, "B": 30.0, "E": 60.0}
 
 
@@ -412,7 +415,8 @@ class ScenarioRun:
         self.recorder.event("fault", f"{color}: {faults}")
 
     def _lagging_switch(self, controller: SwitchController) -> str:
-        self._set_faults("blue", delay_ms=200.0)
+        # 1 s per record and key: blue handles about one record per key per second, fewer than are produced.
+        self._set_faults("blue", delay_ms=1000.0)
         self._wait(lambda: (self._lag("blue") or 0) > 500, 120, "blue lag above 500")
         self.conditions["lag_at_switch_request"] = self._lag("blue")
         if self.variant == "wait-for-lag-0":
@@ -495,7 +499,7 @@ class ScenarioRun:
         expect_ok = self.scenario != 5
         for s in switches:
             seconds = sum(step.seconds for step in s.steps if not step.name.startswith(("health", "rollback")))
-            target = TARGET_SWITCH_S[self.strategy]
+            target = (LAGGING_TARGET_SWITCH_S if self.scenario == 3 else TARGET_SWITCH_S)[self.strategy]
             criteria.append({"name": f"switch to {s.to_color} time", "target": f"< {target:g} s",
                              "measured": f"{seconds:.3f} s", "pass": seconds < target})
             if expect_ok:

@@ -1,0 +1,64 @@
+"""Bad input to the switch and scenario commands is answered with one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from pyrallel_consumer.bluegreen.controller import other_color
+from pyrallel_consumer.bluegreen.scenarios import RunOptions, ScenarioError, ScenarioRun
+from pyrallel_consumer.cli.main import cli
+from pyrallel_consumer.cli.scenario_cmds import plan
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["switch", "--strategy", "C", "--to", "green", "--deployment", "d", "--health-window", "0"],
+         "strategy C needs --blue and --green control URLs"),
+        (["switch", "--strategy", "B", "--to", "green", "--deployment", "d", "--blue", "http://127.0.0.1:1",
+          "--green", "http://127.0.0.1:2", "--health-window", "0"], "strategy B needs --blue-group and --green-group"),
+        (["switch", "--strategy", "E", "--to", "green", "--deployment", "d", "--health-window", "0"],
+         "strategy E needs --connect-url"),
+        (["switch", "--strategy", "X", "--to", "green", "--deployment", "d"], "'X' is not one of 'B', 'C', 'E'"),
+        (["scenario", "run", "--strategy", "B", "--scenario", "4"], "no run applies"),
+        (["scenario", "run", "--strategy", "E", "--scenario", "1"], "strategy E needs --connect-url"),
+    ],
+)
+def test_bad_switch_and_scenario_input(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRALLEL_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.delenv("PYRALLEL_CONNECT_URL", raising=False)
+    monkeypatch.setattr("pyrallel_consumer.cli.switch_cmds.SwitchController",
+                        lambda deployment, controller_id: type("Fake", (), {"deployment": deployment})())
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_plan_skips_what_does_not_apply() -> None:
+    runs = plan(["B", "C", "E"], [1, 3, 4, 5])
+    assert ("C", 4, "static") in runs
+    assert ("C", 4, "dynamic") in runs
+    assert not [r for r in runs if r[1] == 4 and r[0] != "C"]
+    assert not [r for r in runs if r[0] == "E" and r[1] in (3, 5)]
+    assert ("B", 3, "switch-now") in runs
+
+
+@pytest.mark.parametrize(("strategy", "scenario", "variant", "message"), [
+    ("B", 4, "static", "scenario 4 is for strategy C only"),
+    ("E", 5, None, "need fault injection"),
+    ("C", 3, None, "variants"),
+    ("Z", 1, None, "strategy must be B, C or E"),
+])
+def test_scenario_combinations_are_checked(strategy: str, scenario: int, variant: str | None, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        ScenarioRun(strategy, scenario, variant, RunOptions(bootstrap="127.0.0.1:1", connect_url="http://x"))
+
+
+def test_other_color() -> None:
+    assert other_color("blue") == "green"
+    with pytest.raises(ValueError, match="blue or green"):
+        other_color("red")
