@@ -1,12 +1,14 @@
 """A consumer process for restart tests: logs every handled record, optionally blocks one offset forever.
 
 Usage: python consumer_app.py BOOTSTRAP GROUP TOPIC LOG_FILE [BLOCK_OFFSET] [ENGINE]
+
+With ENGINE=process the handler is ``consumer_app:handle_sync``, run by spawned worker processes; they get this
+process's ``sys.argv`` and append to the same LOG_FILE (one line per record, flushed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 
@@ -32,14 +34,17 @@ async def handle(record: Record) -> None:
 def handle_sync(record: Record) -> None:
     if record.offset == BLOCK:
         time.sleep(3600)
-    with open(os.environ["APP_LOG"], "a") as out:
-        out.write(f"{record.partition} {record.offset}\n")
+    _log(record)
 
 
 async def main() -> None:
     config = ConsumerConfig(
         bootstrap_servers=BOOTSTRAP, group_id=GROUP, topics=[TOPIC], ordering=Ordering.UNORDERED,
         commit_interval_ms=100, task_timeout_ms=3_600_000, engine=ENGINE,
+        # A worker holds one item running and one queued, so exactly one record waits behind the blocked one.
+        ipc_batch_size=1,
+        # The restarted app joins while the killed member is still in the group: a short session ends the wait.
+        kafka={"session.timeout.ms": "6000"},
     )
     handler = handle if ENGINE == "async" else "consumer_app:handle_sync"
     async with PyrallelConsumer(config, handler) as consumer:
