@@ -147,11 +147,14 @@ def _skip(st: LoadStats, name: str, lineno: int, line: bytes, exc: Exception) ->
         st._malformed(name, lineno, _reason(exc))
 
 
-def load_producer_log(path: PathLike, stats: LoadStats | None = None) -> Iterator[ProducedRecord]:
-    """Yield the producer's acked sends; malformed lines are counted in ``stats`` and skipped."""
-    st = stats if stats is not None else LoadStats()
+def _rows(
+    path: PathLike, st: LoadStats, fields: tuple[str, ...], unwrap: bool = False
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """(line number, field values) of every JSON line of ``path``; unparsable lines are counted and skipped.
+
+    ``unwrap`` accepts a value that is a JSON string holding the object (a double-encoded sink line).
+    """
     name = os.fspath(path)
-    intern = sys.intern
     raw_decode = _raw_decode
     loads = _loads
     lineno = 0
@@ -166,85 +169,50 @@ def load_producer_log(path: PathLike, stats: LoadStats | None = None) -> Iterato
                             d = loads(text.strip())  # raises "Extra data"
                     except ValueError:
                         d = loads(text.strip())  # leading blanks are fine, real errors re-raise
-                    seq = d["seq"]
-                    key = d["key"]
-                    key_seq = d["key_seq"]
-                    partition = d["partition"]
-                    offset = d["offset"]
-                    ts = d["ts"]
+                    if unwrap and type(d) is str:
+                        d = loads(d)
+                    values = tuple(d[f] for f in fields)
                 except _PARSE_ERRORS as exc:
                     _skip(st, name, lineno, line, exc)
                     continue
-                if (
-                    type(seq) is not int
-                    or type(key) is not str
-                    or type(key_seq) is not int
-                    or type(partition) is not int
-                    or type(offset) is not int
-                    or (type(ts) is not float and type(ts) is not int)
-                ):
-                    st._malformed(name, lineno, "field with wrong type")
-                    continue
-                yield ProducedRecord(seq, intern(key), key_seq, partition, offset, float(ts))
+                yield lineno, values
     finally:
         st.lines += lineno
+
+
+def _is_ts(value: Any, optional: bool = False) -> bool:
+    return type(value) is float or type(value) is int or (optional and value is None)
+
+
+_PRODUCED_FIELDS = ("seq", "key", "key_seq", "partition", "offset", "ts")
+_CONSUMED_FIELDS = ("seq", "key", "key_seq", "partition", "offset", "color", "instance", "ts")
+
+
+def load_producer_log(path: PathLike, stats: LoadStats | None = None) -> Iterator[ProducedRecord]:
+    """Yield the producer's acked sends; malformed lines are counted in ``stats`` and skipped."""
+    st = stats if stats is not None else LoadStats()
+    name, intern = os.fspath(path), sys.intern
+    for lineno, (seq, key, key_seq, partition, offset, ts) in _rows(path, st, _PRODUCED_FIELDS):
+        if (type(seq) is not int or type(key) is not str or type(key_seq) is not int or type(partition) is not int
+                or type(offset) is not int or not _is_ts(ts)):
+            st._malformed(name, lineno, "field with wrong type")
+            continue
+        yield ProducedRecord(seq, intern(key), key_seq, partition, offset, float(ts))
 
 
 def load_consumer_log(path: PathLike, stats: LoadStats | None = None) -> Iterator[ConsumedRecord]:
     """Yield one consumer instance's handled records in file order (order checks rely on it)."""
     st = stats if stats is not None else LoadStats()
-    name = os.fspath(path)
-    intern = sys.intern
-    raw_decode = _raw_decode
-    loads = _loads
-    lineno = 0
-    try:
-        with open(path, "rb") as fh:
-            for lineno, line in enumerate(fh, 1):
-                try:
-                    text = line.decode()
-                    try:
-                        d, end = raw_decode(text)
-                        if end != len(text) and not text[end:].isspace():
-                            d = loads(text.strip())
-                    except ValueError:
-                        d = loads(text.strip())
-                    seq = d["seq"]
-                    key = d["key"]
-                    key_seq = d["key_seq"]
-                    partition = d["partition"]
-                    offset = d["offset"]
-                    color = d["color"]
-                    instance = d["instance"]
-                    ts = d["ts"]
-                except _PARSE_ERRORS as exc:
-                    _skip(st, name, lineno, line, exc)
-                    continue
-                if (
-                    type(seq) is not int
-                    or type(key) is not str
-                    or type(key_seq) is not int
-                    or type(partition) is not int
-                    or type(offset) is not int
-                    or type(color) is not str
-                    or type(instance) is not str
-                    or (type(ts) is not float and type(ts) is not int and ts is not None)
-                ):
-                    st._malformed(name, lineno, "field with wrong type")
-                    continue
-                # Keys are interned because validate() keeps one reference per timed event.
-                yield ConsumedRecord(
-                    seq,
-                    intern(key),
-                    key_seq,
-                    partition,
-                    offset,
-                    color,
-                    instance,
-                    ts if type(ts) is not int else float(ts),
-                )
-    finally:
-        st.lines += lineno
+    name, intern = os.fspath(path), sys.intern
+    for lineno, (seq, key, key_seq, partition, offset, color, instance, ts) in _rows(path, st, _CONSUMED_FIELDS):
+        if (type(seq) is not int or type(key) is not str or type(key_seq) is not int or type(partition) is not int
+                or type(offset) is not int or type(color) is not str or type(instance) is not str
+                or not _is_ts(ts, optional=True)):
+            st._malformed(name, lineno, "field with wrong type")
+            continue
+        # Keys are interned because validate() keeps one reference per timed event.
+        yield ConsumedRecord(seq, intern(key), key_seq, partition, offset, color, instance,
+                             ts if type(ts) is not int else float(ts))
 
 
 def load_sink_file(path: PathLike, color: str, stats: LoadStats | None = None) -> Iterator[ConsumedRecord]:
@@ -255,37 +223,13 @@ def load_sink_file(path: PathLike, color: str, stats: LoadStats | None = None) -
     that is a JSON *string* holding the JSON object (double-encoded) is unwrapped once.
     """
     st = stats if stats is not None else LoadStats()
-    name = os.fspath(path)
+    name, intern = os.fspath(path), sys.intern
     instance = os.path.basename(name)
-    intern = sys.intern
-    raw_decode = _raw_decode
-    loads = _loads
-    lineno = 0
-    try:
-        with open(path, "rb") as fh:
-            for lineno, line in enumerate(fh, 1):
-                try:
-                    text = line.decode()
-                    try:
-                        d, end = raw_decode(text)
-                        if end != len(text) and not text[end:].isspace():
-                            d = loads(text.strip())
-                    except ValueError:
-                        d = loads(text.strip())
-                    if type(d) is str:
-                        d = loads(d)
-                    seq = d["seq"]
-                    key = d["key"]
-                    key_seq = d["key_seq"]
-                except _PARSE_ERRORS as exc:
-                    _skip(st, name, lineno, line, exc)
-                    continue
-                if type(seq) is not int or type(key) is not str or type(key_seq) is not int:
-                    st._malformed(name, lineno, "field with wrong type")
-                    continue
-                yield ConsumedRecord(seq, intern(key), key_seq, _UNKNOWN, _UNKNOWN, color, instance, None)
-    finally:
-        st.lines += lineno
+    for lineno, (seq, key, key_seq) in _rows(path, st, ("seq", "key", "key_seq"), unwrap=True):
+        if type(seq) is not int or type(key) is not str or type(key_seq) is not int:
+            st._malformed(name, lineno, "field with wrong type")
+            continue
+        yield ConsumedRecord(seq, intern(key), key_seq, _UNKNOWN, _UNKNOWN, color, instance, None)
 
 
 # --------------------------------------------------------------------------------------------
