@@ -107,8 +107,8 @@ class PrometheusExporter(ConsumerObserver):
             state.value: lifecycle.labels(config.group_id, config.color or "", config.instance_id, state.value)
             for state in LifecycleState
         }
-        for outcome in OUTCOMES:
-            self._completed.labels(outcome)
+        # Children resolved once: labels() takes a lock and a dict lookup, too much for once per record.
+        self._completed_by_outcome = {outcome: self._completed.labels(outcome) for outcome in OUTCOMES}
         for kind in REBALANCE_KINDS:
             self._rebalances.labels(kind)
         for kind in ERROR_KINDS:
@@ -153,7 +153,7 @@ class PrometheusExporter(ConsumerObserver):
         self._next.records_received(count)
 
     def record_finished(self, outcome: str, duration_s: float, attempts: int) -> None:
-        self._completed.labels(outcome).inc()
+        self._completed_by_outcome[outcome].inc()
         self._handler_duration.observe(duration_s)
         self._next.record_finished(outcome, duration_s, attempts)
 
