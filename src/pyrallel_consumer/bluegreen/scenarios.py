@@ -560,7 +560,7 @@ class ScenarioRun:
 
 def environment(options: RunOptions) -> dict[str, Any]:
     return {
-        "kafka": "4.1.1", "python": platform.python_version(), "confluent_kafka": confluent_kafka.version()[0],
+        "kafka": "4.1.1", "python": platform.python_version(), "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0], "partitions": options.partitions, "replicas": 1,
         "rate_per_s": options.rate, "instances_per_color": options.instances,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
