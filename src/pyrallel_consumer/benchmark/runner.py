@@ -91,7 +91,7 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": str(confluent_kafka.__version__),
         "librdkafka": confluent_kafka.libversion()[0],
         "pyrallel_consumer": __version__,
         "git_commit": commit,
