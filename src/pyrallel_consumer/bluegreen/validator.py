@@ -528,7 +528,6 @@ def validate(
     src: _Source | None = None
     ci = 0
     key_states: dict[str, list[Any]] = {}
-    ks_get = key_states.get
     ts_append: Callable[[float], None] = _noop_append
     seq_append: Callable[[int], None] = _noop_append
     key_append: Callable[[str], None] = _noop_append
@@ -557,7 +556,6 @@ def validate(
                 sources[(color, inst)] = src
             ci = src.color_index
             key_states = src.key_states
-            ks_get = key_states.get
             ts_append = src.ts.append
             seq_append = src.seqs.append
             key_append = src.keys.append
@@ -580,20 +578,12 @@ def validate(
 
         key = rec.key
         kseq = rec.key_seq
-        state = ks_get(key)
-        if state is None:
-            key_states[key] = [kseq, {kseq}]
-        else:
-            top = state[0]
-            if kseq > top:
-                state[0] = kseq
-                state[1].add(kseq)
-            elif kseq != top and kseq not in state[1]:
-                state[1].add(kseq)
-                n_inst_viol += 1
-                viol_by_instance[inst] = viol_by_instance.get(inst, 0) + 1
-                if len(violations) < SAMPLE_LIMIT:
-                    violations.append(OrderViolation("instance", color, inst, key, kseq, top, seq))
+        top = _out_of_order(key_states, key, kseq)
+        if top is not None:
+            n_inst_viol += 1
+            viol_by_instance[inst] = viol_by_instance.get(inst, 0) + 1
+            if len(violations) < SAMPLE_LIMIT:
+                violations.append(OrderViolation("instance", color, inst, key, kseq, top, seq))
 
         ts = rec.ts
         if ts is not None:
@@ -723,21 +713,12 @@ def _global_order(sources: list[_Source], color_names: list[str], violations: li
     # Each source is usually already sorted by ts, so timsort only merges runs.
     order = sorted(range(len(g_ts)), key=g_ts.__getitem__)
     states: dict[str, list[Any]] = {}
-    st_get = states.get
     count = 0
     for i in order:
         key = g_keys[i]
         kseq = g_kseqs[i]
-        state = st_get(key)
-        if state is None:
-            states[key] = [kseq, {kseq}]
-            continue
-        top = state[0]
-        if kseq > top:
-            state[0] = kseq
-            state[1].add(kseq)
-        elif kseq != top and kseq not in state[1]:
-            state[1].add(kseq)
+        top = _out_of_order(states, key, kseq)
+        if top is not None:
             count += 1
             if len(violations) < SAMPLE_LIMIT:
                 src = sources[bisect_right(g_src, i)]
@@ -745,6 +726,26 @@ def _global_order(sources: list[_Source], color_names: list[str], violations: li
                     OrderViolation("global", color_names[src.color_index], None, key, kseq, top, g_seqs[i])
                 )
     return count
+
+
+def _out_of_order(states: dict[str, list[Any]], key: str, kseq: int) -> int | None:
+    """Track the key_seqs seen per key; return the highest seen so far when ``kseq`` comes after it unseen.
+
+    A key_seq already seen (a replay after a restart) is a duplicate, not an order violation.
+    """
+    state = states.get(key)
+    if state is None:
+        states[key] = [kseq, {kseq}]
+        return None
+    top: int = state[0]
+    if kseq > top:
+        state[0] = kseq
+        state[1].add(kseq)
+        return None
+    if kseq != top and kseq not in state[1]:
+        state[1].add(kseq)
+        return top
+    return None
 
 
 def _activity_intervals(ts_sorted: list[float], gap: float) -> list[tuple[float, float]]:
