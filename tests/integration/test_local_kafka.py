@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from pyrallel_consumer.localkafka import cluster
 from pyrallel_consumer.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
@@ -101,3 +104,24 @@ def test_cli_up_then_down_leaves_no_java_process(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert _java_pids_under(run_dir) == []
     assert not run_dir.exists()
+
+
+def test_broker_starts_when_its_cluster_id_begins_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One random cluster id in 64 starts with '-'; formatting the storage must still work."""
+    dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))
+    assert base64.urlsafe_b64encode(dash_first.bytes).decode().startswith("-")
+    monkeypatch.setattr(cluster.uuid, "uuid4", lambda: dash_first)
+    kafka = cluster.LocalKafka(tmp_path / "dash-id-broker")
+    try:
+        state, _ = kafka.up(port=_free_port())
+        assert cluster.broker_answers(state.bootstrap)
+    finally:
+        kafka.down()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -347,9 +347,10 @@ class LocalKafka:
         props = _broker_properties(self.run_dir, chosen, _any_free_port())
         log_config = _log4j2_config(self.run_dir, "server")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # One id in 64 starts with "-"; the "=" form keeps argparse from reading it as an option.
         fmt = subprocess.run(
-            _java_cmd(libs, "256m", log_config, _STORAGE_TOOL, "format", "--standalone", "-t", cluster_id,
-                      "-c", str(props)),
+            _java_cmd(libs, "256m", log_config, _STORAGE_TOOL, "format", "--standalone",
+                      f"--cluster-id={cluster_id}", f"--config={props}"),
             capture_output=True,
             text=True,
             check=False,
