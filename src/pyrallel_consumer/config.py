@@ -65,7 +65,8 @@ class ConsumerConfig(BaseSettings):
                                description="Records handled at the same time, across all partitions.")
     queue_max_messages: int = Field(
         default=10_000, ge=1, le=10_000_000,
-        description="Fetched records waiting for dispatch before fetching pauses (resumes at half).",
+        description="Fetched records waiting for dispatch before fetching waits; a partition holding 1.5x "
+                    "its share is paused until it is down to half its share.",
     )
     commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
                                     description="Period of the asynchronous commits.")
@@ -151,7 +152,9 @@ class ConsumerConfig(BaseSettings):
         default="earliest", description="Where a group without a committed offset starts."
     )
     kafka: dict[str, str] = Field(
-        default_factory=dict, description="Extra librdkafka properties (env: JSON object)."
+        default_factory=dict,
+        description="Extra librdkafka properties (env: JSON object); the library's own defaults "
+                    "fetch.queue.backoff.ms=10 and fetch.wait.max.ms=100 can be overridden here.",
     )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535,

@@ -79,3 +79,24 @@ def test_dropping_a_partition_forgets_its_queue_only() -> None:
     assert wm.drop_partitions([("t", 0)]) == 3
     assert wm.queued_of(("t", 0)) == 0 and wm.queued_of(("t", 1)) == 3
     assert len(running) == 2
+
+
+def test_held_partitions_are_left_out_of_the_fetch_backlog() -> None:
+    """The fetch gate counts queued - held_queued: a held partition's records never block the others' fetch."""
+    wm = WorkManager(Ordering.KEY)
+    for offset in range(5):
+        wm.add(rec(0, offset, b"a"), 1)
+        wm.add(rec(1, offset, b"b"), 1)
+    wm.hold(("t", 0))
+    wm.hold(("t", 0))  # idempotent
+    assert (wm.queued, wm.held_queued) == (10, 5)
+    wm.add(rec(0, 5, b"a"), 1)
+    assert wm.held_queued == 6
+    dispatched = drain_ready(wm)  # one per key: a@0 (held partition) and b@0
+    assert len(dispatched) == 2
+    assert (wm.queued, wm.held_queued) == (9, 5)
+    wm.release([("t", 0)])
+    assert wm.held_queued == 0 and not wm.held
+    wm.hold(("t", 1))
+    assert wm.drop_partitions([("t", 1)]) == 4
+    assert (wm.queued, wm.held_queued, wm.held) == (5, 0, set())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pyrallel_consumer.benchmark.results import ContenderInfo, Guarantees
+from pyrallel_consumer.control.coordinator import FETCH_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,10 @@ class ContenderSpec:
                              env.ready, env.reason, version)
 
 
-FAST_FETCH = ("--kafka", "fetch.queue.backoff.ms=10")
-"""librdkafka's fetch.queue.backoff.ms (default 1000 ms): once a partition's local fetch queue is over its threshold,
-the next fetch waits that long. The variants ``-fqb`` lower it to 10 ms to measure what the default costs; the bare
-loop always runs with it, since it is the ceiling the no-op workload is compared with (with the default it is
-sometimes throttled to a tenth of that)."""
+SAME_FETCH: tuple[str, ...] = tuple(arg for name, value in FETCH_DEFAULTS.items()
+                                    for arg in ("--kafka", f"{name}={value}"))
+"""The fetch settings this library defaults to, given to every contender whose consumer configuration the benchmark
+writes (bare loop, baseline, AIOConsumer, thread pool), so that they all fetch alike."""
 
 _ORDER_TEXT = {"key": "yes", "partition": "per partition only", "unordered": "no"}
 _OURS = Guarantees("", "yes: the lowest incomplete offset per partition",
@@ -97,16 +97,11 @@ def catalog() -> list[ContenderSpec]:
     """Every contender; which ones run on which workload is the runner's plan."""
     module = ("-m", "pyrallel_consumer.benchmark.contenders")
     specs = [
-        ContenderSpec("bare", f"bare consume() loop (no handler, no commit, {FAST_FETCH[1]})", "reference", "main",
-                      ("sequential.py", "bare"), Guarantees("n/a: no handler", "no commits", "no"),
-                      extra=FAST_FETCH),
+        ContenderSpec("bare", "bare consume() loop (no handler, no commit)", "reference", "main",
+                      ("sequential.py", "bare"), Guarantees("n/a: no handler", "no commits", "no"), extra=SAME_FETCH),
         ContenderSpec("baseline", "sequential baseline (confluent-kafka loop)", "reference", "main",
-                      ("sequential.py", "baseline"), _BASELINE),
+                      ("sequential.py", "baseline"), _BASELINE, extra=SAME_FETCH),
     ]
-    specs.append(ContenderSpec("baseline-fqb", f"sequential baseline, {FAST_FETCH[1]}", "reference", "main",
-                               ("sequential.py", "baseline"), _BASELINE, extra=FAST_FETCH))
-    specs.append(ContenderSpec("async-key-fqb", f"pyrallel async engine (key), {FAST_FETCH[1]}", "pyrallel", "main",
-                               (*module, "async"), _ordered(_OURS, "key"), "key", extra=FAST_FETCH))
     for ordering in ("key", "partition", "unordered"):
         specs.append(ContenderSpec(f"async-{ordering}", f"pyrallel async engine ({ordering})", "pyrallel", "main",
                                    (*module, "async"), _ordered(_OURS, ordering), ordering))
@@ -115,9 +110,9 @@ def catalog() -> list[ContenderSpec]:
                                    cpu_bound=True))
     specs += [
         ContenderSpec("aio-gather", "AIOConsumer + asyncio.gather per batch", "peer", "main", ("aio_gather.py",),
-                      _BATCH, group="AIOConsumer + asyncio.gather"),
+                      _BATCH, group="AIOConsumer + asyncio.gather", extra=SAME_FETCH),
         ContenderSpec("thread-pool", "thread pool per batch (ThreadPoolExecutor.map)", "peer", "main",
-                      ("thread_pool.py",), _BATCH, group="a thread pool per batch"),
+                      ("thread_pool.py",), _BATCH, group="a thread pool per batch", extra=SAME_FETCH),
         ContenderSpec("arroyo", "arroyo RunTaskWithMultiprocessing", "peer", "arroyo",
                       ("arroyo_multiprocessing.py",),
                       Guarantees("no: batches of one key run in parallel", "yes: results in offset order, "

@@ -35,7 +35,9 @@ def profile_contender(bootstrap: str, contender_id: str, workload: str, keys: in
     spec = specs[contender_id]
     if spec.environment == "java":
         raise ProfileError("the Java peer is not profiled here (use a JVM profiler)")
+    # Contenders run with the run directory as their working directory: every path handed to them is absolute.
     peers_dir, run_dir, venv_root = peers_dir.resolve(), run_dir.resolve(), venv_root.resolve()
+    out_dir = out_dir.resolve()
     envs = prepare(peers_dir, venv_root, with_peers=spec.family == "peer")
     if not envs[spec.environment].ready:
         raise ProfileError(f"{spec.name} is unavailable: {envs[spec.environment].reason}")
@@ -58,6 +60,8 @@ def profile_contender(bootstrap: str, contender_id: str, workload: str, keys: in
     outcome = run_to_result(profiled, env, run_dir / f"profile-{contender_id}.stderr", run_dir, timeout)
     if outcome.result.get("error"):
         raise ProfileError(f"{spec.name} failed under cProfile: {outcome.result['error']}")
+    if not stats_path.exists():
+        raise ProfileError(f"{spec.name} ran under cProfile but wrote no {stats_path}")
     report = [f"{spec.name}, {workload}, {keys:,} keys, under cProfile: {outcome.result.get('records_per_s')} rec/s "
               f"(cProfile slows pure-Python code down; compare functions, not rates)\n"]
     for order in ("tottime", "cumulative"):

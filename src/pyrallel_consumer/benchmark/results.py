@@ -20,8 +20,6 @@ WORKLOAD_TITLES: Final = {
 }
 
 
-FQB: Final = "fetch.queue.backoff.ms=10"
-"""The librdkafka setting of the ``-fqb`` contender variants."""
 
 
 class ResultError(ValueError):
@@ -248,11 +246,8 @@ def compute_targets(report: BenchReport) -> list[Target]:
     if "sleep5ms" in ran:
         targets += _io_targets(report)
     for keys in sorted({m.keys for m in report.throughput if m.workload == "noop" and m.contender == "bare"}):
-        for contender_id, how in (("async-key", ""), ("async-key-fqb", f", with {FQB}")):
-            if contender_id == "async-key" or rate(contender_id, "noop", keys) is not None:
-                targets.append(_target(f"no-op, {keys:,} keys{how}: async engine vs a bare confluent-kafka consume() "
-                                       "loop", ratio(rate(contender_id, "noop", keys), rate("bare", "noop", keys)),
-                                       0.25))
+        targets.append(_target(f"no-op, {keys:,} keys: async engine vs a bare confluent-kafka consume() loop",
+                               ratio(rate("async-key", "noop", keys), rate("bare", "noop", keys)), 0.25))
     if "cpu2ms" in ran:
         cpu_keys = report.config.get("cpu_keys", 1000)
         targets.append(_target("CPU 2 ms: process engine (2 workers) vs async engine", ratio(
@@ -271,11 +266,6 @@ def _io_targets(report: BenchReport) -> list[Target]:
                            "ideal = 100 keys in parallel, each at the baseline's rate"))
     targets.append(_target("I/O 5 ms, 1,000 keys: async engine (key order) vs the sequential baseline",
                            ratio(rate("async-key", "sleep5ms", 1000), base1000), 300.0))
-    if rate("async-key-fqb", "sleep5ms", 100) is not None:
-        targets.append(_target(f"I/O 5 ms, 100 keys, with {FQB}: async engine vs the ideal (100x the baseline)",
-                               ratio(rate("async-key-fqb", "sleep5ms", 100), ideal100), 0.9))
-        targets.append(_target(f"I/O 5 ms, 1,000 keys, with {FQB}: async engine vs the sequential baseline",
-                               ratio(rate("async-key-fqb", "sleep5ms", 1000), base1000), 300.0))
     return targets
 
 

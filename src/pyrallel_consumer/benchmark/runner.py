@@ -54,9 +54,9 @@ log = logging.getLogger(__name__)
 README_START: Final = "<!-- bench:results:start -->"
 README_END: Final = "<!-- bench:results:end -->"
 
-NOOP_CONTENDERS: Final = ("bare", "baseline", "baseline-fqb", "async-key", "async-key-fqb", "aio-gather",
+NOOP_CONTENDERS: Final = ("bare", "baseline", "async-key", "aio-gather",
                           "thread-pool", "pyrallel-1.0.0-async-key", "java-pc-key")
-IO_CONTENDERS: Final = ("baseline", "async-key", "async-key-fqb", "aio-gather", "thread-pool",
+IO_CONTENDERS: Final = ("baseline", "async-key", "aio-gather", "thread-pool",
                         "pyrallel-1.0.0-async-key", "java-pc-key")
 IO_ORDERINGS: Final = ("async-partition", "async-unordered", "pyrallel-1.0.0-async-partition",
                        "pyrallel-1.0.0-async-unordered", "java-pc-partition", "java-pc-unordered")

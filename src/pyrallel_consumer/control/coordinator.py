@@ -95,9 +95,19 @@ class MetricsSnapshot:
     rebalances: dict[str, int] = field(default_factory=dict)
 
 
+FETCH_DEFAULTS: dict[str, str] = {
+    "fetch.queue.backoff.ms": "10",
+    "fetch.wait.max.ms": "100",
+}
+"""librdkafka defaults the library changes (``kafka`` overrides them). A partition that backpressure paused
+drops its pre-fetched records and is fetched again after the resume; with librdkafka's defaults that next
+fetch can wait up to 1 s (queue backoff) or 500 ms (a long-poll of other partitions) while handlers idle."""
+
+
 def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
-    """The librdkafka configuration: the library's fixed settings, then the user's passthrough."""
+    """The librdkafka configuration: the library's settings and fetch defaults, then the user's passthrough."""
     conf: dict[str, Any] = {
+        **FETCH_DEFAULTS,
         "bootstrap.servers": config.bootstrap_servers,
         "group.id": config.group_id,
         "enable.auto.commit": False,
@@ -144,7 +154,6 @@ class Coordinator:
         self._commit_task: asyncio.Task[None] | None = None
         self._guard_task: asyncio.Task[None] | None = None
         self._commit_delay: Callable[[], float] | None = None
-        self._held: set[TopicPartitionKey] = set()
         self._active = True
         self._released = False
         self._stopping = False
@@ -170,7 +179,8 @@ class Coordinator:
         self._poller = BrokerPoller(
             kafka_conf(self._config), self._config.topics, self, loop,
             revoke_timeout_s=grace_s + 30.0,
-            max_uningested=max(500, min(self._config.queue_max_messages, 5000)),
+            queue_max=self._config.queue_max_messages,
+            queued=self._fetch_backlog,
             start_paused=paused,
             subscribe=not self._released,
         )
@@ -338,7 +348,7 @@ class Coordinator:
             if point is not None:
                 points.append(point)
         self._revoking.difference_update(targets)
-        self._held.difference_update(targets)
+        self._work.release(targets)
         self._dispatch()
         return points
 
@@ -351,7 +361,7 @@ class Coordinator:
                                 if (q.record.topic, q.record.partition) in targets])
         for tp in targets:
             self._partitions.pop(tp, None)
-        self._held.difference_update(targets)
+        self._work.release(targets)
         self._dispatch()
 
     def on_committed(self, results: list[CommitResult]) -> None:
@@ -435,7 +445,7 @@ class Coordinator:
         self._progress.set()
         self._dispatch()
         tp = (item.record.topic, item.record.partition)
-        if tp in self._held:
+        if tp in self._work.held:
             self._apply_backpressure((tp,))
 
     def _cancel_in_flight(self, items: Iterable[QueuedRecord]) -> None:
@@ -464,28 +474,40 @@ class Coordinator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), timeout=min(remaining, 0.5))
 
-    def _apply_backpressure(self, touched: Iterable[TopicPartitionKey]) -> None:
-        """Pause a partition whose queue holds its share of queue_max_messages; resume it at half.
+    def _fetch_backlog(self) -> int:
+        """Queued records of partitions not held; read by the poller thread for its fetch gate."""
+        work = self._work
+        return work.queued - work.held_queued
 
-        Per partition, so one partition's large fetch cannot fill the queue and starve the keys of others.
+    def _apply_backpressure(self, touched: Iterable[TopicPartitionKey]) -> None:
+        """Pause a partition holding 1.5x its share of queue_max_messages; resume it at half its share.
+
+        A fetch hands out one partition's records in long runs (a whole record batch), so a queue filled by
+        one or two partitions offers only their keys and the handlers starve. Holding such a partition takes
+        it out of the poller's gate, which bounds the other partitions' queued records, so their records
+        come in and the handlers see every partition's keys. Balanced partitions reach the gate before
+        1.5x their share and are not paused, so librdkafka rarely drops pre-fetched data on a pause.
         """
         poller = self._poller
-        if poller is None or self._stopping or not self._partitions:
+        if poller is None or self._stopping or len(self._partitions) < 2:
             return
         share = max(1, self._config.queue_max_messages // len(self._partitions))
+        hold_at, release_at = share + share // 2, share // 2
+        work = self._work
         to_hold, to_release = [], []
         for tp in touched:
-            queued = self._work.queued_of(tp)
-            if tp not in self._held and queued >= share:
+            queued = work.queued_of(tp)
+            if tp not in work.held and queued >= hold_at:
                 to_hold.append(tp)
-            elif tp in self._held and queued <= share // 2:
+            elif tp in work.held and queued <= release_at:
                 to_release.append(tp)
         if to_hold:
-            self._held.update(to_hold)
+            for tp in to_hold:
+                work.hold(tp)
             poller.hold(to_hold, True)
-            log.info("Backpressure: pausing fetch of %s (%d+ records queued each)", _names(to_hold), share)
+            log.info("Backpressure: pausing fetch of %s (%d+ records queued each)", _names(to_hold), hold_at)
         if to_release:
-            self._held.difference_update(to_release)
+            work.release(to_release)
             poller.hold(to_release, False)
             log.info("Backpressure released: resuming fetch of %s", _names(to_release))
 
@@ -545,7 +567,8 @@ class Coordinator:
             ))
         c = self._counts
         return MetricsSnapshot(
-            tuple(rows), len(self._in_flight), self._work.queued, len(self._held), c["received"], c["skipped"],
+            tuple(rows), len(self._in_flight), self._work.queued,
+            self._poller.backpressure_paused if self._poller is not None else 0, c["received"], c["skipped"],
             c["succeeded"], c["failed"], c["exhausted"], c["retries"], c["commits"], c["commit_failures"],
             dict(self._rebalances),
         )

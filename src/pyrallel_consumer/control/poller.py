@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 _COMMITTED_TIMEOUT_S = 10.0
 _WATERMARK_PERIOD_S = 1.0
+_GATE_WAIT_S = 0.002
+_GATE_PAUSE_AFTER_S = 1.0
+"""How long fetching may stay gated before every partition is paused so consume() can run again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,15 @@ def _headers(raw: object) -> tuple[Header, ...]:
 
 
 class BrokerPoller:
-    """Fetches in batches, bounded by how many fetched records the loop has not ingested yet."""
+    """Fetches in batches while the records fetched and not yet dispatched stay below ``queue_max``.
+
+    Backpressure is a gate first: while the loop holds ``queue_max`` records, ``consume()`` is not called
+    and librdkafka's own pre-fetch buffer stays intact. Pausing partitions instead would make librdkafka
+    discard what it had pre-fetched and wait for a new fetch round trip after the resume, starving the
+    handlers every time. A gate closed for longer than ``_GATE_PAUSE_AFTER_S`` pauses every partition
+    and polls on, since a member that stops calling ``consume()`` for ``max.poll.interval.ms`` is
+    evicted from the group; fetching resumes once half of the queue has drained.
+    """
 
     def __init__(
         self,
@@ -92,8 +103,9 @@ class BrokerPoller:
         sink: PollerSink,
         loop: asyncio.AbstractEventLoop,
         revoke_timeout_s: float,
-        batch_size: int = 100,
-        max_uningested: int = 2000,
+        queue_max: int,
+        queued: Callable[[], int],
+        batch_size: int = 500,
         start_paused: bool = False,
         subscribe: bool = True,
     ) -> None:
@@ -103,7 +115,12 @@ class BrokerPoller:
         self._loop = loop
         self._revoke_timeout_s = revoke_timeout_s
         self._batch_size = batch_size
-        self._max_uningested = max_uningested
+        self._queue_max = queue_max
+        self._queued = queued
+        self._gate_closed_since: float | None = None
+        self._gate_paused = False
+        self.backpressure_paused = 0
+        """Assigned partitions paused by backpressure (gate or hold), not by pause_all; read by metrics."""
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._assigned: dict[TopicPartitionKey, int] = {}
         self._epoch = 0
@@ -212,16 +229,16 @@ class BrokerPoller:
                 self._subscribe(consumer)
             while not self._stopping.is_set():
                 self._run_commands(consumer)
-                with self._uningested_lock:
-                    backlog = self._uningested
-                if backlog >= self._max_uningested:
+                if self._gated(consumer):
                     # No consume() here: every call hands out records, and a dropped record is a gap
-                    # that the tracker would commit past. Callbacks wait until the loop catches up.
-                    time.sleep(0.005)
+                    # that the tracker would commit past. Callbacks wait until the gate opens.
+                    time.sleep(_GATE_WAIT_S)
                     continue
-                messages = consumer.consume(num_messages=self._batch_size, timeout=0.1)
-                if messages:
-                    self._deliver(messages)
+                # Wait for the first record only, then take what is already there: consume(n, timeout) alone
+                # would hold every record until n are there or the timeout passes (100 ms of latency at low rates).
+                first = consumer.poll(0.1)
+                if first is not None:
+                    self._deliver([first, *consumer.consume(num_messages=self._batch_size - 1, timeout=0)])
                 self._refresh_watermarks(consumer)
             self._run_commands(consumer)
         except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
@@ -246,6 +263,31 @@ class BrokerPoller:
             self._sink.on_poller_failed(error)
         if not self._finished.done():
             self._finished.set_result(None)
+
+    def _gated(self, consumer: Consumer) -> bool:
+        """True while consume() must wait: the loop holds queue_max records fetched and not dispatched."""
+        with self._uningested_lock:
+            backlog = self._uningested
+        backlog += self._queued()
+        if self._gate_paused:
+            if backlog <= self._queue_max // 2:
+                self._gate_paused = False
+                self._sync_paused(consumer)
+                log.debug("Backpressure gate open again: fetching resumed")
+            return False  # everything is paused: consume() hands out no records, but serves the callbacks
+        if backlog < self._queue_max:
+            self._gate_closed_since = None
+            return False
+        now = time.monotonic()
+        if self._gate_closed_since is None:
+            self._gate_closed_since = now
+        elif now - self._gate_closed_since >= _GATE_PAUSE_AFTER_S:
+            self._gate_closed_since = None
+            self._gate_paused = True
+            self._sync_paused(consumer)
+            log.debug("Backpressure gate closed for %.1fs: every partition paused", _GATE_PAUSE_AFTER_S)
+            return False
+        return True
 
     def _run_commands(self, consumer: Consumer) -> None:
         while True:
@@ -317,11 +359,9 @@ class BrokerPoller:
         if not to_assign:
             return
         # librdkafka keeps a partition's pause flag across assignments: set it explicitly either way.
-        if self._pause_all:
-            consumer.pause(to_assign)
-            self._paused.update((tp.topic, tp.partition) for tp in to_assign)
-        else:
-            consumer.resume(to_assign)
+        consumer.resume(to_assign)
+        self._paused.difference_update((tp.topic, tp.partition) for tp in to_assign)
+        self._sync_paused(consumer)
 
     def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """The group's committed offsets and metadata; without them the assignment cannot start safely."""
@@ -373,8 +413,12 @@ class BrokerPoller:
         self._sync_paused(consumer)
 
     def _sync_paused(self, consumer: Consumer) -> None:
-        """Make librdkafka's paused set match: everything under pause_all, else the held partitions."""
-        wanted = set(self._assigned) if self._pause_all else self._held & set(self._assigned)
+        """Make librdkafka's paused set match: everything under pause_all or a long-closed gate, else the held
+        partitions."""
+        assigned = set(self._assigned)
+        backpressure = assigned if self._gate_paused else self._held & assigned
+        wanted = assigned if self._pause_all else backpressure
+        self.backpressure_paused = len(backpressure)
         to_pause = [TopicPartition(t, p) for (t, p) in wanted - self._paused]
         to_resume = [TopicPartition(t, p) for (t, p) in (self._paused - wanted) if (t, p) in self._assigned]
         if to_pause:

@@ -52,6 +52,10 @@ class WorkManager:
         self.in_flight = 0
         self._queued_by_tp: dict[TopicPartitionKey, int] = {}
         self._in_flight_by_tp: dict[TopicPartitionKey, int] = {}
+        self.held: set[TopicPartitionKey] = set()
+        """Partitions whose fetching backpressure has paused (see ``hold``)."""
+        self.held_queued = 0
+        """Queued records of held partitions: ``queued - held_queued`` is what the fetch gate counts."""
 
     def add(self, record: Record, epoch: int) -> None:
         self._seq += 1
@@ -66,6 +70,8 @@ class WorkManager:
         self.queued += 1
         tp = (record.topic, record.partition)
         self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + 1
+        if tp in self.held:
+            self.held_queued += 1
 
     def next_ready(self) -> QueuedRecord | None:
         """The oldest record whose slot is free, now marked in flight; None when nothing may run."""
@@ -83,6 +89,8 @@ class WorkManager:
             tp = (item.record.topic, item.record.partition)
             self._queued_by_tp[tp] -= 1
             self._in_flight_by_tp[tp] = self._in_flight_by_tp.get(tp, 0) + 1
+            if tp in self.held:
+                self.held_queued -= 1
             return item
         return None
 
@@ -99,6 +107,7 @@ class WorkManager:
     def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
         """Forget queued (not in-flight) records of these partitions; return how many were dropped."""
         targets = set(partitions)
+        self.release(targets)
         dropped = 0
         doomed = [s for s, q in self._queues.items() if (q[0].record.topic, q[0].record.partition) in targets]
         for slot in doomed:
@@ -107,6 +116,18 @@ class WorkManager:
             self._queued_by_tp.pop(tp, None)
         self.queued -= dropped
         return dropped
+
+    def hold(self, tp: TopicPartitionKey) -> None:
+        """Mark a partition paused by backpressure: its queued records no longer count for the fetch gate."""
+        if tp not in self.held:
+            self.held.add(tp)
+            self.held_queued += self._queued_by_tp.get(tp, 0)
+
+    def release(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        for tp in partitions:
+            if tp in self.held:
+                self.held.discard(tp)
+                self.held_queued -= self._queued_by_tp.get(tp, 0)
 
     def in_flight_of(self, tp: TopicPartitionKey) -> int:
         return self._in_flight_by_tp.get(tp, 0)
