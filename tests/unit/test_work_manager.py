@@ -100,3 +100,16 @@ def test_held_partitions_are_left_out_of_the_fetch_backlog() -> None:
     wm.hold(("t", 1))
     assert wm.drop_partitions([("t", 1)]) == 4
     assert (wm.queued, wm.held_queued, wm.held) == (5, 0, set())
+
+
+def test_unordered_runs_in_arrival_order_and_drops_only_the_revoked_partition() -> None:
+    wm = WorkManager(Ordering.UNORDERED)
+    for offset in range(3):
+        wm.add(rec(0, offset, b"a"), 1)
+        wm.add(rec(1, offset, b"a"), 1)
+    first = wm.next_ready()
+    assert first is not None and (first.record.partition, first.record.offset) == (0, 0)
+    assert wm.drop_partitions([("t", 1)]) == 3
+    assert [(r.partition, r.offset) for r in drain_ready(wm)] == [(0, 1), (0, 2)]
+    wm.finish(first)
+    assert (wm.queued, wm.in_flight) == (0, 2)

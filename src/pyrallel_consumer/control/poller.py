@@ -12,6 +12,7 @@ dropped here when the partition has since been revoked, so a stale commit can ne
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import logging
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 _COMMITTED_TIMEOUT_S = 10.0
 _WATERMARK_PERIOD_S = 1.0
 _GATE_WAIT_S = 0.002
+_CONVERT_SLICE = 100
+"""Messages converted per loop callback: about half a millisecond of loop time."""
 _GATE_PAUSE_AFTER_S = 1.0
 """How long fetching may stay gated before every partition is paused so consume() can run again."""
 
@@ -116,6 +119,9 @@ class BrokerPoller:
         self._revoke_timeout_s = revoke_timeout_s
         self._batch_size = batch_size
         self._queue_max = queue_max
+        self._inbox: collections.deque[tuple[list[Message], dict[TopicPartitionKey, int]]] = collections.deque()
+        self._inbox_pos = 0
+        self._converting = False
         self._queued = queued
         self._gate_closed_since: float | None = None
         self._gate_paused = False
@@ -302,33 +308,60 @@ class BrokerPoller:
         so the loop is not kept waiting for the interpreter lock while handlers' timers are due."""
         with self._uningested_lock:
             self._uningested += len(messages)
-        self._post(self._convert, messages, dict(self._assigned))
+        self._post(self._enqueue, messages, dict(self._assigned))
 
-    def _convert(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
-        """On the loop: turn messages of still-assigned partitions into (Record, epoch) pairs."""
-        self.ingested(len(messages))
+    def _enqueue(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
+        """On the loop: queue a fetched batch behind the ones not converted yet (offsets stay in order)."""
+        self._inbox.append((messages, epochs))
+        if not self._converting:
+            self._converting = True
+            self._convert()
+
+    def _convert(self) -> None:
+        """On the loop: turn up to ``_CONVERT_SLICE`` messages into (Record, epoch) pairs for the sink, then yield.
+
+        Converting a whole fetch at once would hold the loop for milliseconds and make every handler's timer
+        late; slices let due timers run in between.
+        """
+        inbox = self._inbox
         batch: list[tuple[Record, int]] = []
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.fatal():
-                    self._stopping.set()
-                    self._sink.on_poller_failed(KafkaException(err))
-                    return
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("Fetch error: %s", err)
-                continue
-            topic, partition, offset = cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
-            epoch = epochs.get((topic, partition))
-            if epoch is None:
-                continue
-            ts_type, ts = msg.timestamp()
-            batch.append(
-                (Record(topic, partition, offset, _as_bytes(msg.key()), _as_bytes(msg.value()),
-                        _headers(msg.headers()), ts if ts_type else -1), epoch)
-            )
+        taken = 0
+        while inbox and taken < _CONVERT_SLICE:
+            messages, epochs = inbox[0]
+            start = self._inbox_pos
+            end = min(len(messages), start + _CONVERT_SLICE - taken)
+            for msg in messages[start:end]:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        self._stopping.set()
+                        self._sink.on_poller_failed(KafkaException(err))
+                        inbox.clear()
+                        self._converting = False
+                        return
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("Fetch error: %s", err)
+                    continue
+                topic, partition = msg.topic(), msg.partition()
+                epoch = epochs.get((topic, partition))  # type: ignore[arg-type]
+                if epoch is None:
+                    continue
+                ts_type, ts = msg.timestamp()
+                batch.append((Record(topic, partition, msg.offset(), _as_bytes(msg.key()),  # type: ignore[arg-type]
+                                     _as_bytes(msg.value()), _headers(msg.headers()), ts if ts_type else -1), epoch))
+            taken += end - start
+            if end == len(messages):
+                inbox.popleft()
+                self._inbox_pos = 0
+            else:
+                self._inbox_pos = end
+        self.ingested(taken)
         if batch:
             self._sink.on_records(batch)
+        if inbox:
+            self._loop.call_soon(self._convert)
+        else:
+            self._converting = False
 
     def _refresh_watermarks(self, consumer: Consumer) -> None:
         now = time.monotonic()

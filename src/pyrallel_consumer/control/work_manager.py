@@ -1,8 +1,9 @@
-"""Virtual queues: one per ordering slot (key, partition, or record), dispatched oldest-first.
+"""Virtual queues: one per ordering slot (key or partition), dispatched oldest-first.
 
 A slot holds at most one record in flight; the records behind it wait in the slot's queue. Slots whose
 head may run sit in a heap ordered by arrival, so the oldest fetched record (and with it the lowest
-blocking offset of its partition) is dispatched first. Every operation is O(log n) at most.
+blocking offset of its partition) is dispatched first. Every operation is O(log n) at most. UNORDERED
+needs no slots: its records wait in one FIFO, which is arrival order too.
 """
 
 from __future__ import annotations
@@ -29,14 +30,10 @@ class QueuedRecord:
 
 
 def slot_of(record: Record, ordering: Ordering) -> Slot:
-    """Which records must not overlap: same key (keyless: same partition), same partition, or none."""
-    if ordering is Ordering.KEY:
-        if record.key is None:
-            return (record.topic, record.partition)
+    """Which records must not overlap: same key (keyless: same partition), or same partition."""
+    if ordering is Ordering.KEY and record.key is not None:
         return (record.topic, record.partition, record.key)
-    if ordering is Ordering.PARTITION:
-        return (record.topic, record.partition)
-    return (record.topic, record.partition, record.offset, None)
+    return (record.topic, record.partition)
 
 
 class WorkManager:
@@ -44,6 +41,9 @@ class WorkManager:
 
     def __init__(self, ordering: Ordering) -> None:
         self._ordering = ordering
+        self._unordered = ordering is Ordering.UNORDERED
+        self._fifo: deque[QueuedRecord] = deque()
+        """UNORDERED mode's only queue."""
         self._queues: dict[Slot, deque[QueuedRecord]] = {}
         self._busy: set[Slot] = set()
         self._ready: list[tuple[int, Slot]] = []
@@ -59,14 +59,17 @@ class WorkManager:
 
     def add(self, record: Record, epoch: int) -> None:
         self._seq += 1
-        slot = slot_of(record, self._ordering)
-        item = QueuedRecord(self._seq, record, epoch, slot)
-        queue = self._queues.get(slot)
-        if queue is None:
-            queue = self._queues[slot] = deque()
-        queue.append(item)
-        if len(queue) == 1 and slot not in self._busy:
-            heapq.heappush(self._ready, (item.seq, slot))
+        if self._unordered:
+            self._fifo.append(QueuedRecord(self._seq, record, epoch))
+        else:
+            slot = slot_of(record, self._ordering)
+            item = QueuedRecord(self._seq, record, epoch, slot)
+            queue = self._queues.get(slot)
+            if queue is None:
+                queue = self._queues[slot] = deque()
+            queue.append(item)
+            if len(queue) == 1 and slot not in self._busy:
+                heapq.heappush(self._ready, (item.seq, slot))
         self.queued += 1
         tp = (record.topic, record.partition)
         self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + 1
@@ -75,6 +78,22 @@ class WorkManager:
 
     def next_ready(self) -> QueuedRecord | None:
         """The oldest record whose slot is free, now marked in flight; None when nothing may run."""
+        item = self._next_unordered() if self._unordered else self._next_in_slot()
+        if item is None:
+            return None
+        self.queued -= 1
+        self.in_flight += 1
+        tp = (item.record.topic, item.record.partition)
+        self._queued_by_tp[tp] -= 1
+        self._in_flight_by_tp[tp] = self._in_flight_by_tp.get(tp, 0) + 1
+        if tp in self.held:
+            self.held_queued -= 1
+        return item
+
+    def _next_unordered(self) -> QueuedRecord | None:
+        return self._fifo.popleft() if self._fifo else None
+
+    def _next_in_slot(self) -> QueuedRecord | None:
         while self._ready:
             seq, slot = heapq.heappop(self._ready)
             queue = self._queues.get(slot)
@@ -84,22 +103,17 @@ class WorkManager:
             if not queue:
                 del self._queues[slot]
             self._busy.add(slot)
-            self.queued -= 1
-            self.in_flight += 1
-            tp = (item.record.topic, item.record.partition)
-            self._queued_by_tp[tp] -= 1
-            self._in_flight_by_tp[tp] = self._in_flight_by_tp.get(tp, 0) + 1
-            if tp in self.held:
-                self.held_queued -= 1
             return item
         return None
 
     def finish(self, item: QueuedRecord) -> None:
         """Free the slot of a record that is no longer in flight; its successor becomes ready."""
-        self._busy.discard(item.slot)
         self.in_flight -= 1
         tp = (item.record.topic, item.record.partition)
         self._in_flight_by_tp[tp] -= 1
+        if self._unordered:
+            return
+        self._busy.discard(item.slot)
         queue = self._queues.get(item.slot)
         if queue:
             heapq.heappush(self._ready, (queue[0].seq, item.slot))
@@ -112,6 +126,10 @@ class WorkManager:
         doomed = [s for s, q in self._queues.items() if (q[0].record.topic, q[0].record.partition) in targets]
         for slot in doomed:
             dropped += len(self._queues.pop(slot))
+        if self._fifo:
+            kept = deque(q for q in self._fifo if (q.record.topic, q.record.partition) not in targets)
+            dropped += len(self._fifo) - len(kept)
+            self._fifo = kept
         for tp in targets:
             self._queued_by_tp.pop(tp, None)
         self.queued -= dropped
