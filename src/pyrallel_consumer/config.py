@@ -66,7 +66,7 @@ class ConsumerConfig(BaseSettings):
     queue_max_messages: int = Field(
         default=10_000, ge=1, le=10_000_000,
         description="Fetched records waiting for dispatch before fetching waits; a partition holding 1.5x "
-                    "its share is paused until it is down to half its share.",
+                    "its share is paused until it is down to its share.",
     )
     commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
                                     description="Period of the asynchronous commits.")
