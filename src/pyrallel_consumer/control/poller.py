@@ -273,14 +273,16 @@ class BrokerPoller:
     def _gated(self, consumer: Consumer) -> bool:
         """True while consume() must wait: the loop holds queue_max records fetched and not dispatched."""
         with self._uningested_lock:
-            backlog = self._uningested
-        backlog += self._queued()
+            uningested = self._uningested
+        backlog = uningested + self._queued()
         if self._gate_paused:
             if backlog <= self._queue_max // 2:
                 self._gate_paused = False
                 self._sync_paused(consumer)
                 log.debug("Backpressure gate open again: fetching resumed")
             return False  # everything is paused: consume() hands out no records, but serves the callbacks
+        if uningested >= 2 * self._batch_size:
+            return True  # the loop has not seen the last fetches: a partition it is about to hold could pile up
         if backlog < self._queue_max:
             self._gate_closed_since = None
             return False
