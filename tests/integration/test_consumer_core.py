@@ -259,3 +259,30 @@ async def test_backpressure_pauses_fetching_and_bounds_what_is_held(
     # Only 4 keys: at most 4 in flight, and the queue stops growing near its limit (plus one fetch batch).
     assert max(peaks) <= 500 + 2 * 500
     assert held < 20_000
+
+
+async def test_a_backlog_in_large_record_batches_keeps_every_partition_running(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    """One partition's record batch can fill the whole queue; holding that partition lets the others in.
+
+    The records are produced in batches of thousands, so every fetch hands out a long run of one partition.
+    Were the queue bound global only, PARTITION order would run one record at a time for about a minute.
+    """
+    topic, group = new_topic(4), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 12_000, keys=40)
+    running: set[int] = set()
+    most_at_once = 0
+
+    async def handle(record: Record) -> None:
+        nonlocal most_at_once
+        running.add(record.partition)
+        most_at_once = max(most_at_once, len(running))
+        await asyncio.sleep(0.02)
+        running.discard(record.partition)
+
+    config = _config(kafka_bootstrap, group, topic, ordering=Ordering.PARTITION, queue_max_messages=400)
+    async with PyrallelConsumer(config, handle) as consumer:
+        await wait_for(lambda: most_at_once == 4, timeout_s=30, what="all four partitions handled at once")
+        snap = consumer.metrics()
+        assert snap.queued <= 400 + 4 * (150 + 1000), "held partitions stay bounded"
