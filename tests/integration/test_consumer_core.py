@@ -286,3 +286,28 @@ async def test_a_backlog_in_large_record_batches_keeps_every_partition_running(
         await wait_for(lambda: most_at_once == 4, timeout_s=30, what="all four partitions handled at once")
         snap = consumer.metrics()
         assert snap.queued <= 400 + 4 * (150 + 1000), "held partitions stay bounded"
+
+
+async def test_a_full_queue_for_longer_than_max_poll_interval_keeps_the_group_membership(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    """Handlers stuck past max.poll.interval.ms: fetching is paused but polling goes on, so no rebalance.
+
+    One partition, so that no partition is held on its own and the fetch gate is what stops fetching.
+    """
+    topic, group = new_topic(1), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 3_000, keys=10)
+    release = asyncio.Event()
+
+    async def handle(record: Record) -> None:
+        await release.wait()
+
+    config = _config(kafka_bootstrap, group, topic, max_in_flight=10, queue_max_messages=200,
+                     kafka={"session.timeout.ms": "6000", "max.poll.interval.ms": "7000"})
+    async with PyrallelConsumer(config, handle) as consumer:
+        await wait_for(lambda: consumer.metrics().in_flight == 10, what="ten records stuck in flight")
+        await asyncio.sleep(9.0)  # past max.poll.interval.ms: a member that stopped polling is evicted by now
+        release.set()
+        await wait_for(lambda: consumer.metrics().records_succeeded == 3_000, what="every record after the release")
+        rebalances = consumer.metrics().rebalances
+    assert rebalances["revoke"] == 0 and rebalances["lost"] == 0, rebalances
