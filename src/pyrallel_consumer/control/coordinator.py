@@ -22,7 +22,7 @@ from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets, TopicPartitionKey, restore_map
 from pyrallel_consumer.control.poller import Assignment, BrokerPoller, CommitResult
 from pyrallel_consumer.control.work_manager import QueuedRecord, WorkManager
-from pyrallel_consumer.execution.engine import Completion, ExecutionEngine, WorkItem
+from pyrallel_consumer.execution.engine import Completion, ExecutionEngine
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
@@ -397,8 +397,8 @@ class Coordinator:
             item = work.next_ready()
             if item is None:
                 return
-            self._in_flight[item.seq] = item
-            self._engine.submit(WorkItem(item.seq, item.record))
+            self._in_flight[item.item_id] = item
+            self._engine.submit(item)
 
     def _on_complete(self, completion: Completion) -> None:
         item = self._in_flight.get(completion.item_id)
@@ -414,8 +414,8 @@ class Coordinator:
             return
         self._counts["exhausted"] += 1
         self._observer.error("handler")
-        self._failure_tasks[item.seq] = asyncio.get_running_loop().create_task(
-            self._resolve_failure(item, completion), name=f"pyrallel-exhausted-{item.seq}"
+        self._failure_tasks[item.item_id] = asyncio.get_running_loop().create_task(
+            self._resolve_failure(item, completion), name=f"pyrallel-exhausted-{item.item_id}"
         )
 
     async def _resolve_failure(self, item: QueuedRecord, completion: Completion) -> None:
@@ -430,13 +430,13 @@ class Coordinator:
                 if state is None or state.epoch != item.epoch or self._stopping:
                     return  # left incomplete: the next owner (or the next run) handles it again
         finally:
-            self._failure_tasks.pop(item.seq, None)
-        if item.seq in self._in_flight:
+            self._failure_tasks.pop(item.item_id, None)
+        if item.item_id in self._in_flight:
             self._observer.record_finished(self._on_exhausted.outcome, completion.duration_s, completion.attempts)
             self._finish(item, False)
 
     def _finish(self, item: QueuedRecord, ok: bool) -> None:
-        del self._in_flight[item.seq]
+        del self._in_flight[item.item_id]
         self._work.finish(item)
         self._counts["succeeded" if ok else "failed"] += 1
         state = self._partitions.get((item.record.topic, item.record.partition))
@@ -451,12 +451,12 @@ class Coordinator:
     def _cancel_in_flight(self, items: Iterable[QueuedRecord]) -> None:
         """Forget in-flight records without completing them: their offsets stay uncommitted."""
         doomed = list(items)
-        self._engine.cancel(q.seq for q in doomed)
+        self._engine.cancel(q.item_id for q in doomed)
         for item in doomed:
-            task = self._failure_tasks.pop(item.seq, None)
+            task = self._failure_tasks.pop(item.item_id, None)
             if task is not None:
                 task.cancel()
-            if self._in_flight.pop(item.seq, None) is not None:
+            if self._in_flight.pop(item.item_id, None) is not None:
                 self._work.finish(item)
         self._progress.set()
 
@@ -530,14 +530,14 @@ class Coordinator:
                 offset, age = blocking
                 item = next((q for q in self._in_flight.values()
                              if q.record.offset == offset and (q.record.topic, q.record.partition) == tp
-                             and q.seq not in self._failure_tasks), None)
+                             and q.item_id not in self._failure_tasks), None)
                 if item is None:
                     continue  # not running (waiting for capacity) or already in the exhaustion policy
                 log.warning("%s[%d]@%d has blocked the commit for %.1fs (max_blocking_ms=%d); failing it",
                             tp[0], tp[1], offset, age, self._config.max_blocking_ms)
-                self._engine.cancel([item.seq])
+                self._engine.cancel([item.item_id])
                 self._on_complete(Completion(
-                    item.seq, False, 1, age, "StuckRecordError",
+                    item.item_id, False, 1, age, "StuckRecordError",
                     f"blocked the commit of {tp[0]}[{tp[1]}] for {age:.1f}s (max_blocking_ms="
                     f"{self._config.max_blocking_ms})",
                 ))

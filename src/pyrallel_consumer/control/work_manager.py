@@ -14,18 +14,20 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from pyrallel_consumer.control.offset_tracker import TopicPartitionKey
+from pyrallel_consumer.execution.engine import WorkItem
 from pyrallel_consumer.record import Ordering, Record
 
 Slot = Hashable
 
 
 @dataclass(slots=True)
-class QueuedRecord:
-    """A record waiting for or holding its slot, tagged with the assignment epoch it was fetched in."""
+class QueuedRecord(WorkItem):
+    """A record waiting for or holding its slot, tagged with the assignment epoch it was fetched in.
 
-    seq: int
-    record: Record
-    epoch: int
+    It is the engine's work item itself (``item_id`` is its arrival number), so dispatch allocates nothing.
+    """
+
+    epoch: int = 0
     slot: Slot = field(default=None)
 
 
@@ -69,7 +71,7 @@ class WorkManager:
                 queue = self._queues[slot] = deque()
             queue.append(item)
             if len(queue) == 1 and slot not in self._busy:
-                heapq.heappush(self._ready, (item.seq, slot))
+                heapq.heappush(self._ready, (item.item_id, slot))
         self.queued += 1
         tp = (record.topic, record.partition)
         self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + 1
@@ -97,7 +99,7 @@ class WorkManager:
         while self._ready:
             seq, slot = heapq.heappop(self._ready)
             queue = self._queues.get(slot)
-            if not queue or queue[0].seq != seq or slot in self._busy:
+            if not queue or queue[0].item_id != seq or slot in self._busy:
                 continue  # stale heap entry: its records were dropped
             item = queue.popleft()
             if not queue:
@@ -116,7 +118,7 @@ class WorkManager:
         self._busy.discard(item.slot)
         queue = self._queues.get(item.slot)
         if queue:
-            heapq.heappush(self._ready, (queue[0].seq, item.slot))
+            heapq.heappush(self._ready, (queue[0].item_id, item.slot))
 
     def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
         """Forget queued (not in-flight) records of these partitions; return how many were dropped."""
