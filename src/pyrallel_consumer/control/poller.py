@@ -117,6 +117,8 @@ class BrokerPoller:
         self._sink = sink
         self._loop = loop
         self._revoke_timeout_s = revoke_timeout_s
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (one poll() and one consume()), got {batch_size}")
         self._batch_size = batch_size
         self._queue_max = queue_max
         self._inbox: collections.deque[tuple[list[Message], dict[TopicPartitionKey, int]]] = collections.deque()
