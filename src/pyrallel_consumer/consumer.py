@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -14,6 +15,21 @@ from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
 from pyrallel_consumer.observability.metrics import PrometheusExporter
+
+
+class FaultInjection:
+    """Chaos hooks for test tooling (the blue/green consume app, scenario runs); not for application code."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+
+    def stall_poll_loop(self, seconds: float) -> None:
+        """Block the poller thread once for ``seconds``; past ``max.poll.interval.ms`` the group evicts the member."""
+        self._coordinator.stall(seconds)
+
+    def delay_commits(self, delay_s: Callable[[], float] | None) -> None:
+        """Send every commit ``delay_s()`` seconds late (counted in its latency); None removes the delay."""
+        self._coordinator.set_commit_delay(delay_s)
 
 
 class PyrallelConsumer:
@@ -45,6 +61,8 @@ class PyrallelConsumer:
             self._dead_letters = on_exhausted = DeadLetterPublisher(config, self._observer)
         self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
+        self.faults = FaultInjection(self._coordinator)
+        """Fault injection for test tooling: stall the poll loop, delay commits."""
         self.control_server: HttpServer | None = None
         """The HTTP lifecycle API when ``config.control_port`` is set; apps may add routes (``add_route``)."""
         if config.control_port is not None:

@@ -243,8 +243,7 @@ class ConsumeApp:
             return
         self.stalls += 1
         log.warning("Fault: stalling the poll loop for %.1fs", seconds)
-        # Reaching into the coordinator is deliberate: fault injection is test tooling, not consumer API.
-        self.consumer._coordinator.stall(seconds)
+        self.consumer.faults.stall_poll_loop(seconds)
 
     def _publish_worker_state(self) -> None:
         """Write the workload and handler faults where engine=process workers read them (atomically replaced)."""
@@ -288,7 +287,7 @@ class ConsumeApp:
         engine = _LoggingEngine(create_engine(self.config, handler), self._on_done)
         consumer = self.consumer = PyrallelConsumer(self.config, None, engine=engine, observer=self._observer,
                                                     on_exhausted=KeepIncomplete() if self.keep_failed else None)
-        consumer._coordinator.set_commit_delay(lambda: self.faults.commit_delay_ms / 1000)
+        consumer.faults.delay_commits(lambda: self.faults.commit_delay_ms / 1000)
         if consumer.control_server is not None:
             add_settings_routes(consumer.control_server, "/faults", lambda: self.faults, self.set_faults,
                                 lambda: {"stalls": self.stalls})
