@@ -68,6 +68,11 @@ class ConsumerConfig(BaseSettings):
         description="Fetched records waiting for dispatch before fetching waits; a partition holding 1.5x "
                     "its share is paused until it is down to its share.",
     )
+    queue_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, le=1 << 40,
+        description="Bytes of the values of fetched records waiting for dispatch before fetching waits; "
+                    "the same rules as queue_max_messages, whichever limit is reached first.",
+    )
     commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
                                     description="Period of the asynchronous commits.")
     task_timeout_ms: int = Field(default=60_000, ge=1, le=86_400_000,

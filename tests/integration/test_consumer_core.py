@@ -261,6 +261,29 @@ async def test_backpressure_pauses_fetching_and_bounds_what_is_held(
     assert held < 20_000
 
 
+async def test_large_records_are_bounded_by_queue_max_bytes(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    """100 KB records and a 1 MiB queue: fetching stops near 1 MiB although 10,000 records would be allowed."""
+    topic, group = new_topic(1), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 200, keys=2, value_size=100_000)
+    release = asyncio.Event()
+    peaks: list[int] = []
+
+    async def handle(record: Record) -> None:
+        await release.wait()
+
+    config = _config(kafka_bootstrap, group, topic, max_in_flight=2, queue_max_bytes=1 << 20)
+    async with PyrallelConsumer(config, handle) as consumer:
+        await wait_for(lambda: consumer.metrics().queued >= 8, what="the queue filling up")
+        for _ in range(20):
+            peaks.append(consumer.metrics().queued)
+            await asyncio.sleep(0.05)
+        release.set()
+        await wait_for(lambda: consumer.metrics().records_succeeded == 200, what="every record after the release")
+    assert max(peaks) <= 12, f"about 10 records of 100 KB fit in 1 MiB, queued up to {max(peaks)}"
+
+
 async def test_a_backlog_in_large_record_batches_keeps_every_partition_running(
     kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
 ) -> None:

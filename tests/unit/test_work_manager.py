@@ -113,3 +113,17 @@ def test_unordered_runs_in_arrival_order_and_drops_only_the_revoked_partition() 
     assert [(r.partition, r.offset) for r in drain_ready(wm)] == [(0, 1), (0, 2)]
     wm.finish(first)
     assert (wm.queued, wm.in_flight) == (0, 2)
+
+
+def test_queued_bytes_follow_the_values_through_hold_dispatch_and_drop() -> None:
+    wm = WorkManager(Ordering.KEY)
+    wm.add(Record("t", 0, 0, b"a", b"x" * 100), 1)
+    wm.add(Record("t", 0, 1, b"a", b"x" * 50), 1)
+    wm.add(Record("t", 1, 0, b"b", None), 1)
+    assert (wm.queued_bytes, wm.queued_bytes_of(("t", 0))) == (150, 150)
+    wm.hold(("t", 0))
+    assert wm.held_queued_bytes == 150
+    assert len(drain_ready(wm)) == 2  # t0@0 and t1@0; t0@1 waits behind its key
+    assert (wm.queued_bytes, wm.held_queued_bytes) == (50, 50)
+    wm.drop_partitions([("t", 0)])
+    assert (wm.queued_bytes, wm.held_queued_bytes) == (0, 0)

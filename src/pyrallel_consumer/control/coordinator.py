@@ -179,8 +179,7 @@ class Coordinator:
         self._poller = BrokerPoller(
             kafka_conf(self._config), self._config.topics, self, loop,
             revoke_timeout_s=grace_s + 30.0,
-            queue_max=self._config.queue_max_messages,
-            queued=self._fetch_backlog,
+            room=self._fetch_room,
             start_paused=paused,
             subscribe=not self._released,
         )
@@ -474,13 +473,20 @@ class Coordinator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), timeout=min(remaining, 0.5))
 
-    def _fetch_backlog(self) -> int:
-        """Queued records of partitions not held; read by the poller thread for its fetch gate."""
-        work = self._work
-        return work.queued - work.held_queued
+    def _fetch_room(self, uningested: int, uningested_bytes: int) -> tuple[float, int]:
+        """For the poller thread's fetch gate: how full the queue is (1.0 = full) and how many bytes are left.
+
+        Counted are the records of partitions not held plus what the poller fetched and the loop has not taken
+        in yet, against queue_max_messages and queue_max_bytes, whichever is fuller.
+        """
+        work, config = self._work, self._config
+        size = work.queued_bytes - work.held_queued_bytes + uningested_bytes
+        records = (work.queued - work.held_queued + uningested) / config.queue_max_messages
+        return max(records, size / config.queue_max_bytes), config.queue_max_bytes - size
 
     def _apply_backpressure(self, touched: Iterable[TopicPartitionKey]) -> None:
-        """Pause a partition holding 1.5x its share of queue_max_messages; resume it at its share.
+        """Pause a partition holding 1.5x its share of queue_max_messages or queue_max_bytes; resume it when it is
+        down to its share of both.
 
         A fetch hands out one partition's records in long runs (a whole record batch), so a queue filled by
         one or two partitions offers only their keys and the handlers starve. Holding such a partition takes
@@ -494,20 +500,20 @@ class Coordinator:
         if poller is None or self._stopping or len(self._partitions) < 2:
             return
         share = max(1, self._config.queue_max_messages // len(self._partitions))
-        hold_at, release_at = share + share // 2, share
+        byte_share = max(1, self._config.queue_max_bytes // len(self._partitions))
         work = self._work
         to_hold, to_release = [], []
         for tp in touched:
-            queued = work.queued_of(tp)
-            if tp not in work.held and queued >= hold_at:
+            queued, size = work.queued_of(tp), work.queued_bytes_of(tp)
+            if tp not in work.held and (queued >= share + share // 2 or size >= byte_share + byte_share // 2):
                 to_hold.append(tp)
-            elif tp in work.held and queued <= release_at:
+            elif tp in work.held and queued <= share and size <= byte_share:
                 to_release.append(tp)
         if to_hold:
             for tp in to_hold:
                 work.hold(tp)
             poller.hold(to_hold, True)
-            log.info("Backpressure: pausing fetch of %s (%d+ records queued each)", _names(to_hold), hold_at)
+            log.info("Backpressure: pausing fetch of %s (1.5x its share of the queue each)", _names(to_hold))
         if to_release:
             work.release(to_release)
             poller.hold(to_release, False)

@@ -89,9 +89,9 @@ def _headers(raw: object) -> tuple[Header, ...]:
 
 
 class BrokerPoller:
-    """Fetches in batches while the records fetched and not yet dispatched stay below ``queue_max``.
+    """Fetches in batches while the records fetched and not yet dispatched leave room in the queue.
 
-    Backpressure is a gate first: while the loop holds ``queue_max`` records, ``consume()`` is not called
+    Backpressure is a gate first: while ``fill`` says the queue is full, ``consume()`` is not called
     and librdkafka's own pre-fetch buffer stays intact. Pausing partitions instead would make librdkafka
     discard what it had pre-fetched and wait for a new fetch round trip after the resume, starving the
     handlers every time. A gate closed for longer than ``_GATE_PAUSE_AFTER_S`` pauses every partition
@@ -106,8 +106,7 @@ class BrokerPoller:
         sink: PollerSink,
         loop: asyncio.AbstractEventLoop,
         revoke_timeout_s: float,
-        queue_max: int,
-        queued: Callable[[], int],
+        room: Callable[[int, int], tuple[float, int]],
         batch_size: int = 500,
         start_paused: bool = False,
         subscribe: bool = True,
@@ -117,14 +116,16 @@ class BrokerPoller:
         self._sink = sink
         self._loop = loop
         self._revoke_timeout_s = revoke_timeout_s
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (one poll() and one consume()), got {batch_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self._batch_size = batch_size
-        self._queue_max = queue_max
+        self._room = room
+        """(how full the loop's queue is, 1.0 = full; bytes left in it), given what was fetched but not taken in."""
+        self._avg_bytes: float | None = None
+        """Average record value size seen, to size fetches against the bytes left; None before the first fetch."""
         self._inbox: collections.deque[tuple[list[Message], dict[TopicPartitionKey, int]]] = collections.deque()
         self._inbox_pos = 0
         self._converting = False
-        self._queued = queued
         self._gate_closed_since: float | None = None
         self._gate_paused = False
         self.backpressure_paused = 0
@@ -137,6 +138,7 @@ class BrokerPoller:
         self._pause_all = start_paused
         self._subscribe_at_start = subscribe
         self._uningested = 0
+        self._uningested_bytes = 0
         self._uningested_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,10 +155,11 @@ class BrokerPoller:
         self._thread = threading.Thread(target=self._run, name="pyrallel-poller", daemon=True)
         self._thread.start()
 
-    def ingested(self, count: int) -> None:
-        """The loop has taken ``count`` fetched records into its own bookkeeping."""
+    def ingested(self, count: int, size: int) -> None:
+        """The loop has taken ``count`` fetched records of ``size`` bytes into its own bookkeeping."""
         with self._uningested_lock:
             self._uningested -= count
+            self._uningested_bytes -= size
 
     def commit(self, points: list[CommitPoint]) -> None:
         """Asynchronous commit; results come back through ``on_committed``."""
@@ -237,7 +240,8 @@ class BrokerPoller:
                 self._subscribe(consumer)
             while not self._stopping.is_set():
                 self._run_commands(consumer)
-                if self._gated(consumer):
+                wanted = self._fetch_size(consumer)
+                if not wanted:
                     # No consume() here: every call hands out records, and a dropped record is a gap
                     # that the tracker would commit past. Callbacks wait until the gate opens.
                     time.sleep(_GATE_WAIT_S)
@@ -246,7 +250,8 @@ class BrokerPoller:
                 # would hold every record until n are there or the timeout passes (100 ms of latency at low rates).
                 first = consumer.poll(0.1)
                 if first is not None:
-                    self._deliver([first, *consumer.consume(num_messages=self._batch_size - 1, timeout=0)])
+                    rest = consumer.consume(num_messages=wanted - 1, timeout=0) if wanted > 1 else []
+                    self._deliver([first, *rest])
                 self._refresh_watermarks(consumer)
             self._run_commands(consumer)
         except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
@@ -272,22 +277,29 @@ class BrokerPoller:
         if not self._finished.done():
             self._finished.set_result(None)
 
-    def _gated(self, consumer: Consumer) -> bool:
-        """True while consume() must wait: the loop holds queue_max records fetched and not dispatched."""
+    def _fetch_size(self, consumer: Consumer) -> int:
+        """How many records the next fetch may take; 0 while the loop's queue of records not dispatched is full.
+
+        Large records shrink the batch so that one fetch cannot overrun queue_max_bytes by much.
+        """
         with self._uningested_lock:
-            uningested = self._uningested
-        backlog = uningested + self._queued()
+            uningested, uningested_bytes = self._uningested, self._uningested_bytes
+        fill, bytes_left = self._room(uningested, uningested_bytes)
         if self._gate_paused:
-            if backlog <= self._queue_max // 2:
+            if fill <= 0.5:
                 self._gate_paused = False
                 self._sync_paused(consumer)
                 log.debug("Backpressure gate open again: fetching resumed")
-            return False  # everything is paused: consume() hands out no records, but serves the callbacks
+            return self._batch_size  # everything is paused: consume() hands out no records, but serves callbacks
         if uningested >= 2 * self._batch_size:
-            return True  # the loop has not seen the last fetches: a partition it is about to hold could pile up
-        if backlog < self._queue_max:
+            return 0  # the loop has not seen the last fetches: a partition it is about to hold could pile up
+        if fill < 1.0:
             self._gate_closed_since = None
-            return False
+            if self._avg_bytes is None:
+                return 1  # sizes unknown yet: one record, then batches sized by what it weighed
+            if self._avg_bytes < 1.0:
+                return self._batch_size
+            return max(1, min(self._batch_size, int(bytes_left / self._avg_bytes)))
         now = time.monotonic()
         if self._gate_closed_since is None:
             self._gate_closed_since = now
@@ -296,8 +308,8 @@ class BrokerPoller:
             self._gate_paused = True
             self._sync_paused(consumer)
             log.debug("Backpressure gate closed for %.1fs: every partition paused", _GATE_PAUSE_AFTER_S)
-            return False
-        return True
+            return self._batch_size
+        return 0
 
     def _run_commands(self, consumer: Consumer) -> None:
         while True:
@@ -310,8 +322,12 @@ class BrokerPoller:
     def _deliver(self, messages: list[Message]) -> None:
         """Hand the raw batch to the loop, which converts it: this thread then holds the GIL only briefly,
         so the loop is not kept waiting for the interpreter lock while handlers' timers are due."""
+        size = sum(map(len, messages))  # len(message) is its value's length
+        average = size / len(messages)
+        self._avg_bytes = average if self._avg_bytes is None else 0.8 * self._avg_bytes + 0.2 * average
         with self._uningested_lock:
             self._uningested += len(messages)
+            self._uningested_bytes += size
         self._post(self._enqueue, messages, dict(self._assigned))
 
     def _enqueue(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
@@ -329,12 +345,13 @@ class BrokerPoller:
         """
         inbox = self._inbox
         batch: list[tuple[Record, int]] = []
-        taken = 0
+        taken = taken_bytes = 0
         while inbox and taken < _CONVERT_SLICE:
             messages, epochs = inbox[0]
             start = self._inbox_pos
             end = min(len(messages), start + _CONVERT_SLICE - taken)
             for msg in messages[start:end]:
+                taken_bytes += len(msg)
                 err = msg.error()
                 if err is not None:
                     if err.fatal():
@@ -359,7 +376,7 @@ class BrokerPoller:
                 self._inbox_pos = 0
             else:
                 self._inbox_pos = end
-        self.ingested(taken)
+        self.ingested(taken, taken_bytes)
         if batch:
             self._sink.on_records(batch)
         if inbox:

@@ -31,6 +31,11 @@ class QueuedRecord(WorkItem):
     slot: Slot = field(default=None)
 
 
+def record_bytes(record: Record) -> int:
+    """What a queued record weighs for queue_max_bytes: its value (what librdkafka's len(message) counts too)."""
+    return len(record.value) if record.value else 0
+
+
 def slot_of(record: Record, ordering: Ordering) -> Slot:
     """Which records must not overlap: same key (keyless: same partition), or same partition."""
     if ordering is Ordering.KEY and record.key is not None:
@@ -58,6 +63,10 @@ class WorkManager:
         """Partitions whose fetching backpressure has paused (see ``hold``)."""
         self.held_queued = 0
         """Queued records of held partitions: ``queued - held_queued`` is what the fetch gate counts."""
+        self.queued_bytes = 0
+        """Bytes of the queued records' values; ``held_queued_bytes`` of them in held partitions."""
+        self.held_queued_bytes = 0
+        self._queued_bytes_by_tp: dict[TopicPartitionKey, int] = {}
 
     def add(self, record: Record, epoch: int) -> None:
         self._seq += 1
@@ -73,10 +82,14 @@ class WorkManager:
             if len(queue) == 1 and slot not in self._busy:
                 heapq.heappush(self._ready, (item.item_id, slot))
         self.queued += 1
+        size = record_bytes(record)
+        self.queued_bytes += size
         tp = (record.topic, record.partition)
         self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + 1
+        self._queued_bytes_by_tp[tp] = self._queued_bytes_by_tp.get(tp, 0) + size
         if tp in self.held:
             self.held_queued += 1
+            self.held_queued_bytes += size
 
     def next_ready(self) -> QueuedRecord | None:
         """The oldest record whose slot is free, now marked in flight; None when nothing may run."""
@@ -85,11 +98,15 @@ class WorkManager:
             return None
         self.queued -= 1
         self.in_flight += 1
+        size = record_bytes(item.record)
+        self.queued_bytes -= size
         tp = (item.record.topic, item.record.partition)
         self._queued_by_tp[tp] -= 1
+        self._queued_bytes_by_tp[tp] -= size
         self._in_flight_by_tp[tp] = self._in_flight_by_tp.get(tp, 0) + 1
         if tp in self.held:
             self.held_queued -= 1
+            self.held_queued_bytes -= size
         return item
 
     def _next_unordered(self) -> QueuedRecord | None:
@@ -134,6 +151,7 @@ class WorkManager:
             self._fifo = kept
         for tp in targets:
             self._queued_by_tp.pop(tp, None)
+            self.queued_bytes -= self._queued_bytes_by_tp.pop(tp, 0)
         self.queued -= dropped
         return dropped
 
@@ -142,15 +160,20 @@ class WorkManager:
         if tp not in self.held:
             self.held.add(tp)
             self.held_queued += self._queued_by_tp.get(tp, 0)
+            self.held_queued_bytes += self._queued_bytes_by_tp.get(tp, 0)
 
     def release(self, partitions: Iterable[TopicPartitionKey]) -> None:
         for tp in partitions:
             if tp in self.held:
                 self.held.discard(tp)
                 self.held_queued -= self._queued_by_tp.get(tp, 0)
+                self.held_queued_bytes -= self._queued_bytes_by_tp.get(tp, 0)
 
     def in_flight_of(self, tp: TopicPartitionKey) -> int:
         return self._in_flight_by_tp.get(tp, 0)
 
     def queued_of(self, tp: TopicPartitionKey) -> int:
         return self._queued_by_tp.get(tp, 0)
+
+    def queued_bytes_of(self, tp: TopicPartitionKey) -> int:
+        return self._queued_bytes_by_tp.get(tp, 0)
