@@ -301,7 +301,8 @@ class ScenarioRun:
             lag += max(0, highs.get(partition, 0) - (offset if offset is not None else 0))
         rebalances = status.get("rebalances", {})
         return {"state": status.get("state"), "lag": lag, "handled": status.get("records_succeeded"),
-                "rebalances": sum(rebalances.values()) if isinstance(rebalances, dict) else None}
+                "rebalances": sum(rebalances.values()) if isinstance(rebalances, dict) else None,
+                "assigned": len(status.get("assigned_partitions", []))}
 
     def _probe_connector(self, instance: Instance, highs: dict[int, int]) -> dict[str, Any]:
         url = self.options.connect_url
@@ -329,6 +330,23 @@ class ScenarioRun:
             if time.monotonic() > deadline:
                 raise ScenarioError(f"timed out after {timeout_s:g}s waiting for {what}")
             time.sleep(0.25)
+
+    def _wait_serving(self, color: str, timeout_s: float = 90.0) -> None:
+        """The color's group has formed and works: every partition assigned, records handled, lag about 0.
+
+        Lag alone is 0 before any partition is assigned; switching then would find nothing committed to copy.
+        """
+        limit = max(10, int(self.options.rate / 2))
+
+        def serving() -> bool:
+            latest = [s for s in self.recorder.latest(color) if s.get("state") == "ACTIVE"]
+            handled = sum(s.get("handled") or 0 for s in latest)
+            assigned = [s["assigned"] for s in latest if s.get("assigned") is not None]
+            covered = not assigned or sum(assigned) >= self.options.partitions  # connectors report no assignment
+            lag = self._lag(color)
+            return handled > 0 and covered and lag is not None and lag <= limit
+
+        self._wait(serving, timeout_s, f"{color} serving every partition with lag ~0")
 
     def _wait_caught_up(self, color: str, timeout_s: float = 90.0) -> None:
         """Lag of the active color at most half a second of production (the producer keeps going)."""
@@ -359,7 +377,7 @@ class ScenarioRun:
         sampler.start()
         cause: str | None = None
         try:
-            self._wait_caught_up("blue")
+            self._wait_serving("blue")
             active = self._act(controller)
             self._stop_producer()
             self.recorder.event("producer_stopped")
