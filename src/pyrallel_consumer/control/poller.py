@@ -91,7 +91,7 @@ def _headers(raw: object) -> tuple[Header, ...]:
 class BrokerPoller:
     """Fetches in batches while the records fetched and not yet dispatched leave room in the queue.
 
-    Backpressure is a gate first: while ``fill`` says the queue is full, ``consume()`` is not called
+    Backpressure is a gate first: while ``room`` says the queue is full, ``consume()`` is not called
     and librdkafka's own pre-fetch buffer stays intact. Pausing partitions instead would make librdkafka
     discard what it had pre-fetched and wait for a new fetch round trip after the resume, starving the
     handlers every time. A gate closed for longer than ``_GATE_PAUSE_AFTER_S`` pauses every partition

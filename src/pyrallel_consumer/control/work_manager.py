@@ -29,11 +29,8 @@ class QueuedRecord(WorkItem):
 
     epoch: int = 0
     slot: Slot = field(default=None)
-
-
-def record_bytes(record: Record) -> int:
-    """What a queued record weighs for queue_max_bytes: its value (what librdkafka's len(message) counts too)."""
-    return len(record.value) if record.value else 0
+    size: int = 0
+    """What it weighs for queue_max_bytes: its value's length (what librdkafka's len(message) counts too)."""
 
 
 def slot_of(record: Record, ordering: Ordering) -> Slot:
@@ -70,11 +67,12 @@ class WorkManager:
 
     def add(self, record: Record, epoch: int) -> None:
         self._seq += 1
+        size = len(record.value) if record.value else 0
         if self._unordered:
-            self._fifo.append(QueuedRecord(self._seq, record, epoch))
+            self._fifo.append(QueuedRecord(self._seq, record, epoch, size=size))
         else:
             slot = slot_of(record, self._ordering)
-            item = QueuedRecord(self._seq, record, epoch, slot)
+            item = QueuedRecord(self._seq, record, epoch, slot, size)
             queue = self._queues.get(slot)
             if queue is None:
                 queue = self._queues[slot] = deque()
@@ -82,7 +80,6 @@ class WorkManager:
             if len(queue) == 1 and slot not in self._busy:
                 heapq.heappush(self._ready, (item.item_id, slot))
         self.queued += 1
-        size = record_bytes(record)
         self.queued_bytes += size
         tp = (record.topic, record.partition)
         self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + 1
@@ -98,7 +95,7 @@ class WorkManager:
             return None
         self.queued -= 1
         self.in_flight += 1
-        size = record_bytes(item.record)
+        size = item.size
         self.queued_bytes -= size
         tp = (item.record.topic, item.record.partition)
         self._queued_by_tp[tp] -= 1
