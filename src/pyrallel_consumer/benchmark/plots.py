@@ -64,6 +64,9 @@ def throughput_figure(report: BenchReport, path: Path) -> Path | None:
             ax.set_xscale("log")
             ax.set_xticks(keys, [f"{k:,}" for k in keys])
             ax.set_xlabel("distinct keys in the topic")
+            ax.set_yscale("log")
+            ax.set_ylabel("records/s (first to last handled record)")
+            _legend_below(ax)
         else:
             rates = [next(m.records_per_s for m in cells if m.contender == c) for c in contenders]
             bars = ax.barh(range(len(contenders)), rates, color=[
@@ -72,10 +75,6 @@ def throughput_figure(report: BenchReport, path: Path) -> Path | None:
             ax.bar_label(bars, labels=[f"{r:,.0f}" for r in rates], fontsize="small", padding=2)
             ax.invert_yaxis()
             ax.set_xlabel(f"records/s ({keys[0]:,} keys)" if keys else "records/s")
-        if len(keys) > 1:
-            ax.set_yscale("log")
-            ax.set_ylabel("records/s (first to last handled record)")
-            _legend_below(ax)
         ax.set_title(WORKLOAD_TITLES[workload], fontsize="medium")
         ax.grid(True, alpha=0.3, which="both")
     fig.tight_layout()
