@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -14,17 +15,34 @@ log = logging.getLogger(__name__)
 
 
 def create_topic(bootstrap: str, name: str, partitions: int, timeout_s: float = 30.0) -> None:
-    """Create ``name`` and wait for its metadata, so a consumer started next sees every partition."""
+    """Create ``name`` and wait until metadata shows every partition with a leader.
+
+    The broker acknowledges the creation before its metadata cache has caught up, so a single
+    metadata request right after it can still miss the topic; a consumer started then would
+    miss partitions. Metadata is asked again until it is complete or ``timeout_s`` ends.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
     try:
         futures[name].result(timeout=timeout_s)
     except KafkaException as exc:
         raise LocalKafkaError(f"Could not create topic {name!r}: {exc}") from exc
-    meta = admin.list_topics(topic=name, timeout=timeout_s)
-    topic = meta.topics.get(name)
-    if topic is None or len(topic.partitions) != partitions:
-        raise LocalKafkaError(f"Topic {name!r} was created but its metadata is incomplete")
+    deadline = time.monotonic() + timeout_s
+    seen = "no metadata"
+    while True:
+        topic = admin.list_topics(topic=name, timeout=max(1.0, deadline - time.monotonic())).topics.get(name)
+        if topic is not None and topic.error is None:
+            led = sum(1 for p in topic.partitions.values() if p.error is None and p.leader >= 0)
+            if led == partitions:
+                return
+            seen = f"{led} of {partitions} partitions with a leader"
+        elif topic is not None:
+            seen = str(topic.error)
+        if time.monotonic() >= deadline:
+            raise LocalKafkaError(
+                f"Topic {name!r} was created but its metadata is incomplete after {timeout_s:g} s: {seen}"
+            )
+        time.sleep(0.1)
 
 
 def produce_keyed(
