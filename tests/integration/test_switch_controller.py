@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from tests.support import seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
@@ -151,6 +152,15 @@ def test_second_controller_with_the_same_id_fences_the_first(
     current = read_active_color(kafka_bootstrap, name)
     assert current is not None
     assert (current.color, current.generation) == ("green", 2)
+
+
+def test_no_control_topic_yet_reads_as_no_active_color(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """Consumers started before any controller ran fall back to --start-paused instead of failing to start."""
+    missing = unique_name("control")
+    assert read_active_color(kafka_bootstrap, unique_name("dep"), topic=missing, timeout_s=10) is None
+    assert missing not in AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
 
 
 def test_strategy_e_moves_the_sink_offsets_between_connectors(

@@ -62,7 +62,10 @@ def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC) -> None:
 
 def read_active_color(bootstrap: str, deployment: str, topic: str = CONTROL_TOPIC,
                       timeout_s: float = 15.0) -> ActiveColor | None:
-    """The latest committed record for ``deployment`` (read_committed, to the end of the topic)."""
+    """The latest committed record for ``deployment`` (read_committed, to the end of the topic).
+
+    None when there is none, also when no controller has created the control topic yet.
+    """
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap, "group.id": f"pyrallel-bg-reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False, "isolation.level": "read_committed",
@@ -70,6 +73,9 @@ def read_active_color(bootstrap: str, deployment: str, topic: str = CONTROL_TOPI
     }
     reader = Consumer(conf)
     try:
+        meta = reader.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or (meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return None
         tp = TopicPartition(topic, 0)
         _low, high = reader.get_watermark_offsets(tp, timeout=timeout_s)
         if high <= 0:
