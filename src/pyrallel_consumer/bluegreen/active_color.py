@@ -102,37 +102,62 @@ def read_active_color(bootstrap: str, deployment: str, topic: str = CONTROL_TOPI
 
 
 class ActiveColorWriter:
-    """Writes the active color with a transactional producer; fenced when another controller takes over."""
+    """Writes the active color with a transactional producer; fenced when another controller takes over.
+
+    A failed write leaves the transaction in doubt, so the next write starts a new producer with the same
+    ``transactional.id``. After being fenced, that also fences in turn whoever took over: the controller
+    that acts last owns the deployment.
+    """
 
     def __init__(self, bootstrap: str, controller_id: str, topic: str = CONTROL_TOPIC) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self.controller_id = controller_id
         ensure_control_topic(bootstrap, topic)
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "transactional.id": f"pyrallel-bg-controller-{controller_id}",
+        self._producer: Producer | None = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        producer = Producer({
+            "bootstrap.servers": self._bootstrap,
+            "transactional.id": f"pyrallel-bg-controller-{self.controller_id}",
             "enable.idempotence": True,
             "acks": "all",
             "transaction.timeout.ms": 30000,
             "logger": logging.getLogger("pyrallel_consumer.librdkafka.control"),
         })
-        self._producer.init_transactions(30)
+        producer.init_transactions(30)
+        return producer
 
     def write(self, deployment: str, color: str, generation: int) -> ActiveColor:
         record = ActiveColor(deployment, color, generation, self.controller_id, time.time())
+        if self._producer is None:
+            self._producer = self._new_producer()
+        producer = self._producer
         try:
-            self._producer.begin_transaction()
-            self._producer.produce(self._topic, key=deployment.encode(), value=record.to_json())
-            self._producer.commit_transaction(30)
+            producer.begin_transaction()
+            producer.produce(self._topic, key=deployment.encode(), value=record.to_json())
+            _commit_transaction(producer)
         except KafkaException as exc:
+            # Whatever failed, the transaction may still be open: the next write starts a new producer, whose
+            # init_transactions finishes or aborts it.
+            self._producer = None
             error = exc.args[0]
             if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
                 raise ControllerFencedError(
                     f"controller {self.controller_id} was fenced by a newer instance: {error}"
                 ) from exc
-            if error.txn_requires_abort():
-                self._producer.abort_transaction(30)
             raise
         log.info("Active color of %s is now %s (generation %d)", deployment, color, generation)
         return record
+
+
+def _commit_transaction(producer: Producer, attempts: int = 3) -> None:
+    """Commit, retrying what librdkafka marks retriable (a timeout leaves the transaction open otherwise)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            producer.commit_transaction(30)
+            return
+        except KafkaException as exc:
+            if attempt == attempts or not exc.args[0].retriable():
+                raise
+            log.warning("Committing the active-color transaction failed (%s); retrying", exc.args[0])

@@ -179,8 +179,10 @@ class ConsumeApp:
     """One consumer instance of a validation run: handle, log, inject faults, stop at the limits."""
 
     def __init__(self, config: ConsumerConfig, workload: str, faults: Faults, log_path: Path | None,
-                 limits: RunLimits, keep_failed: bool = False) -> None:
+                 limits: RunLimits, keep_failed: bool = False, generation: int = 0) -> None:
         self.config = config
+        self.generation = generation
+        """The deployment's generation read before the start: lifecycle commands older than it are refused."""
         self.keep_failed = keep_failed
         self.workload_spec = workload
         self._workload = parse_workload(workload)
@@ -287,6 +289,7 @@ class ConsumeApp:
         engine = _LoggingEngine(create_engine(self.config, handler), self._on_done)
         consumer = self.consumer = PyrallelConsumer(self.config, None, engine=engine, observer=self._observer,
                                                     on_exhausted=KeepIncomplete() if self.keep_failed else None)
+        consumer.lifecycle.generation = self.generation
         consumer.faults.delay_commits(lambda: self.faults.commit_delay_ms / 1000)
         if consumer.control_server is not None:
             add_settings_routes(consumer.control_server, "/faults", lambda: self.faults, self.set_faults,

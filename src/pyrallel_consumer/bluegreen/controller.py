@@ -115,6 +115,16 @@ class Deployment:
         return self.connectors.get(color, color)
 
 
+@dataclass(slots=True)
+class _Progress:
+    """How far a switch got, so a rollback undoes only what was done."""
+
+    recorded: bool = False
+    """The new color was written as the active one."""
+    started_new: bool = False
+    """The new color was told to start (some of its instances may be running)."""
+
+
 class SwitchController:
     def __init__(self, deployment: Deployment, controller_id: str, registry: CollectorRegistry | None = None) -> None:
         self.deployment = deployment
@@ -130,20 +140,28 @@ class SwitchController:
     # ---- public ----------------------------------------------------------------------------------------
 
     def current(self) -> ActiveColor | None:
-        return read_active_color(self.deployment.bootstrap, self.deployment.name)
+        try:
+            return read_active_color(self.deployment.bootstrap, self.deployment.name)
+        except KafkaException as exc:
+            raise SwitchError(f"cannot read the active color of {self.deployment.name}: {exc}") from exc
 
     def switch(self, strategy: str, to_color: str, health: HealthCheck | None = None,
                action: str = "switch") -> SwitchResult:
-        """Make ``to_color`` the only processing color; on failure, roll back to the previous one."""
+        """Make ``to_color`` the only processing color; on failure, roll back to the previous one.
+
+        A controller fenced by a newer one with the same id (``ControllerFencedError``) stops at once and
+        rolls nothing back: the newer controller owns the deployment, and its commands carry a newer generation.
+        """
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
         current = self.current()
         from_color = current.color if current else other_color(to_color)
         generation = (current.generation if current else 0) + 1
         result = SwitchResult(strategy, action, from_color, to_color, generation, time.time())
+        progress = _Progress()
         started = time.monotonic()
         try:
-            self._run_strategy(strategy, result, from_color, to_color, generation)
+            self._run_strategy(strategy, result, from_color, to_color, generation, progress)
             if health is not None:
                 with self._step(result, f"health check {to_color}"):
                     self._check_health(to_color, health)
@@ -151,7 +169,7 @@ class SwitchController:
         except SwitchError as exc:
             result.error = str(exc)
             log.error("%s to %s failed: %s; rolling back to %s", action, to_color, exc, from_color)
-            self._roll_back(strategy, result, from_color, to_color, generation + 1)
+            self._roll_back(strategy, result, from_color, to_color, generation + 1, progress)
         result.seconds = time.monotonic() - started
         hist = self._rollback_hist if action == "rollback" else self._switch_hist
         hist.labels(strategy).observe(result.seconds)
@@ -183,40 +201,58 @@ class SwitchController:
         result.steps.append(Step(name, began, time.monotonic() - started, True))
 
     def _run_strategy(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
-                      generation: int) -> None:
+                      generation: int, progress: _Progress) -> None:
+        """Stop ``from_color``, hand its position over, record ``to_color`` as active, then start it."""
         if strategy == "E":
-            self._connect_switch(result, self.deployment.connector(from_color), self.deployment.connector(to_color))
-            with self._step(result, f"record active color {to_color}"):
-                self._writer.write(self.deployment.name, to_color, generation)
-            return
-        with self._step(result, f"pause {from_color}"):
-            self._lifecycle_all(from_color, "pause", generation)
-        if strategy == "B":
-            with self._step(result, f"copy offsets {from_color} -> {to_color}"):
-                self._copy_group_offsets(self.deployment.groups[from_color], self.deployment.groups[to_color])
+            self._connect_stop_and_copy(result, self.deployment.connector(from_color),
+                                        self.deployment.connector(to_color))
+        else:
+            with self._step(result, f"pause {from_color}"):
+                self._lifecycle_all(from_color, "pause", generation)
+            if strategy == "B":
+                with self._step(result, f"copy offsets {from_color} -> {to_color}"):
+                    self._copy_group_offsets(self.deployment.groups[from_color], self.deployment.groups[to_color])
         with self._step(result, f"record active color {to_color}"):
             self._writer.write(self.deployment.name, to_color, generation)
-        with self._step(result, f"resume {to_color}"):
-            self._lifecycle_all(to_color, "resume", generation)
+        progress.recorded = True
+        progress.started_new = True  # set before the attempt: a failed start may have started some instances
+        self._start(strategy, result, to_color, generation)
+
+    def _start(self, strategy: str, result: SwitchResult, color: str, generation: int, prefix: str = "") -> None:
+        if strategy == "E":
+            name = self.deployment.connector(color)
+            with self._step(result, f"{prefix}resume connector {name}"):
+                http_json("PUT", f"{self.deployment.connect_url}/connectors/{name}/resume")
+                _wait_connector(str(self.deployment.connect_url), name, "RUNNING")
+        else:
+            with self._step(result, f"{prefix}resume {color}"):
+                self._lifecycle_all(color, "resume", generation)
 
     def _roll_back(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
-                   generation: int) -> None:
-        """Stop the new color (best effort), then give processing back to the old one."""
+                   generation: int, progress: _Progress) -> None:
+        """Give processing back to ``from_color`` after a failed switch, undoing only what the switch did.
+
+        The new color is stopped and its position copied back only if it was started (before that, its
+        offsets are stale or equal to the old color's, and copying them back would rewind it). If the new
+        color cannot be stopped, or the record cannot be set back, the old color stays stopped too: a stall
+        an operator sees is better than both colors processing.
+        """
         try:
-            if strategy == "E":
-                self._connect_switch(result, self.deployment.connector(to_color), self.deployment.connector(from_color))
-            else:
-                with self._step(result, f"rollback: pause {to_color}"):
-                    self._lifecycle_all(to_color, "pause", generation)
-                if strategy == "B":
-                    with self._step(result, f"rollback: copy offsets {to_color} -> {from_color}"):
-                        self._copy_group_offsets(self.deployment.groups[to_color],
-                                                 self.deployment.groups[from_color])
-            with self._step(result, f"rollback: record active color {from_color}"):
-                self._writer.write(self.deployment.name, from_color, generation)
-            if strategy != "E":
-                with self._step(result, f"rollback: resume {from_color}"):
-                    self._lifecycle_all(from_color, "resume", generation)
+            if progress.started_new:
+                if strategy == "E":
+                    self._connect_stop_and_copy(result, self.deployment.connector(to_color),
+                                                self.deployment.connector(from_color), prefix="rollback: ")
+                else:
+                    with self._step(result, f"rollback: pause {to_color}"):
+                        self._lifecycle_all(to_color, "pause", generation)
+                    if strategy == "B":
+                        with self._step(result, f"rollback: copy offsets {to_color} -> {from_color}"):
+                            self._copy_group_offsets(self.deployment.groups[to_color],
+                                                     self.deployment.groups[from_color])
+            if progress.recorded:
+                with self._step(result, f"rollback: record active color {from_color}"):
+                    self._writer.write(self.deployment.name, from_color, generation)
+            self._start(strategy, result, from_color, generation, prefix="rollback: ")
             result.rolled_back = True
         except SwitchError as exc:
             log.error("Rollback to %s failed: %s", from_color, exc)
@@ -285,22 +321,20 @@ class SwitchController:
 
     # ---- strategy E: Kafka Connect ---------------------------------------------------------------------
 
-    def _connect_switch(self, result: SwitchResult, from_name: str, to_name: str) -> None:
+    def _connect_stop_and_copy(self, result: SwitchResult, from_name: str, to_name: str, prefix: str = "") -> None:
+        """Strategy E: stop ``from_name`` and patch its sink offsets into ``to_name`` (created STOPPED)."""
         url = self.deployment.connect_url
         if not url:
             raise SwitchError("strategy E needs the Kafka Connect REST URL")
-        with self._step(result, f"stop connector {from_name}"):
+        with self._step(result, f"{prefix}stop connector {from_name}"):
             http_json("PUT", f"{url}/connectors/{from_name}/stop")
             _wait_connector(url, from_name, "STOPPED")
-        with self._step(result, f"read offsets of {from_name}"):
+        with self._step(result, f"{prefix}read offsets of {from_name}"):
             offsets = http_json("GET", f"{url}/connectors/{from_name}/offsets")
-        with self._step(result, f"write offsets into {to_name}"):
+        with self._step(result, f"{prefix}write offsets into {to_name}"):
             _wait_connector(url, to_name, "STOPPED")
             if offsets and offsets.get("offsets"):
                 http_json("PATCH", f"{url}/connectors/{to_name}/offsets", offsets)
-        with self._step(result, f"resume connector {to_name}"):
-            http_json("PUT", f"{url}/connectors/{to_name}/resume")
-            _wait_connector(url, to_name, "RUNNING")
 
 
 def _status(url: str, token: str | None) -> dict[str, Any]:

@@ -228,8 +228,9 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
         parse_workload(workload)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--workload") from None
+    generation = 0
     if deployment is not None:
-        start_paused = _inactive(bootstrap_servers, deployment, color, start_paused)
+        start_paused, generation = _desired_state(bootstrap_servers, deployment, color, start_paused)
     faults = _model(Faults, "--fault-*", delay_ms=fault_delay_ms, failure_rate=fault_failure_rate,
                     commit_delay_ms=fault_commit_delay_ms, stall_ms=fault_stall_ms, stall_after_s=fault_stall_after_s)
     values: dict[str, Any] = {
@@ -246,7 +247,7 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     app = ConsumeApp(config, workload, faults, log_path, RunLimits(duration, max_records, idle_timeout),
-                     keep_failed=on_exhausted == "keep")
+                     keep_failed=on_exhausted == "keep", generation=generation)
 
     def ready(running: ConsumeApp) -> None:
         server = running.consumer.control_server if running.consumer is not None else None
@@ -261,17 +262,21 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
         raise click.ClickException(f"the consumer stopped with an error: {summary['error']}")
 
 
-def _inactive(bootstrap: str, deployment: str, color: str | None, default: bool) -> bool:
-    """Read the desired state before joining the group: a color that is not the active one comes up PAUSED."""
+def _desired_state(bootstrap: str, deployment: str, color: str | None, default: bool) -> tuple[bool, int]:
+    """Read the active-color record before joining the group: (start paused?, its generation).
+
+    A color that is not the active one comes up PAUSED, and the generation makes a restarted consumer
+    refuse commands of a controller that was fenced before the restart.
+    """
     try:
         record = read_active_color(bootstrap, deployment)
     except KafkaException as exc:
         raise click.ClickException(f"cannot read the active color of {deployment}: {exc}") from None
     if record is None:
-        return default
+        return default, 0
     log.info("Active color of %s is %s (generation %d); this is %s", deployment, record.color, record.generation,
              color)
-    return record.color != color
+    return record.color != color, record.generation
 
 
 # ---- validate --------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,7 +34,9 @@ def _deployment_options(fn: F) -> F:
         click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS", required=True,
                      help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS)."),
         click.option("--deployment", required=True, help="Name of the blue/green deployment (the control record key)."),
-        click.option("--controller-id", default=None, help="Controller id; a newer controller with it fences this."),
+        click.option("--controller-id", default=None,
+                     help="Controller id (default: the deployment name); the last controller started with an id "
+                          "fences the others with it, so two controllers never drive a deployment at once."),
         click.option("--blue", help="Comma-separated control URLs of the blue consumer instances."),
         click.option("--green", help="Comma-separated control URLs of the green consumer instances."),
         click.option("--blue-group", help="Strategy B: consumer group of blue."),
@@ -65,7 +66,7 @@ def _controller(options: dict[str, Any]) -> tuple[SwitchController, HealthCheck 
     health = (HealthCheck(window_s=options["health_window"], max_error_rate=options["max_error_rate"])
               if options["health_window"] > 0 else None)
     try:
-        controller = SwitchController(deployment, options["controller_id"] or uuid.uuid4().hex[:12])
+        controller = SwitchController(deployment, options["controller_id"] or options["deployment"])
     except Exception as exc:
         raise click.ClickException(f"cannot reach the control topic at {deployment.bootstrap}: {exc}") from exc
     return controller, health
@@ -97,7 +98,7 @@ def switch(strategy: str, to_color: str, **options: Any) -> None:
     _check_strategy_inputs(strategy, controller)
     try:
         _report(controller.switch(strategy, to_color, health))
-    except ControllerFencedError as exc:
+    except (SwitchError, ControllerFencedError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -128,9 +129,12 @@ def controller() -> None:
 def serve(port: int, host: str, metrics_port: int | None, **options: Any) -> None:
     """HTTP API: POST /switch {"strategy", "to"}, POST /rollback {"strategy"}, GET /status."""
     switch_controller, health = _controller(options)
-    if metrics_port is not None:
-        start_http_server(metrics_port, addr=host, registry=switch_controller.registry)
-    asyncio.run(_serve(switch_controller, health, host, port, options.get("token")))
+    try:
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr=host, registry=switch_controller.registry)
+        asyncio.run(_serve(switch_controller, health, host, port, options.get("token")))
+    except OSError as exc:  # a port in use, an address not available
+        raise click.ClickException(f"cannot serve on {host}: {exc}") from None
 
 
 async def _serve(switch_controller: SwitchController, health: HealthCheck | None, host: str, port: int,
@@ -171,7 +175,10 @@ async def _serve(switch_controller: SwitchController, health: HealthCheck | None
         return await run(lambda: switch_controller.rollback(strategy, health))
 
     async def status(_request: Request) -> Response:
-        current = await asyncio.to_thread(switch_controller.current)
+        try:
+            current = await asyncio.to_thread(switch_controller.current)
+        except SwitchError as exc:
+            raise HttpError(503, str(exc)) from None
         return Response(200, {
             "deployment": switch_controller.deployment.name,
             "active": None if current is None else {"color": current.color, "generation": current.generation},

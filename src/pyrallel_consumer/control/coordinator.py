@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets, TopicPartitionKey, restore_map
-from pyrallel_consumer.control.poller import Assignment, BrokerPoller, CommitResult
+from pyrallel_consumer.control.poller import Assignment, BrokerPoller, CommitResult, partition_names
 from pyrallel_consumer.control.work_manager import QueuedRecord, WorkManager
 from pyrallel_consumer.execution.engine import Completion, ExecutionEngine
 from pyrallel_consumer.record import Record
@@ -122,10 +122,6 @@ def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
         conf["group.instance.id"] = config.group_instance_id
     conf.update(config.kafka)
     return conf
-
-
-def _names(partitions: Iterable[TopicPartitionKey]) -> str:
-    return ", ".join(f"{t}[{p}]" for t, p in partitions)
 
 
 class Coordinator:
@@ -513,11 +509,11 @@ class Coordinator:
             for tp in to_hold:
                 work.hold(tp)
             poller.hold(to_hold, True)
-            log.info("Backpressure: pausing fetch of %s (1.5x its share of the queue each)", _names(to_hold))
+            log.info("Backpressure: pausing fetch of %s (1.5x its share of the queue each)", partition_names(to_hold))
         if to_release:
             work.release(to_release)
             poller.hold(to_release, False)
-            log.info("Backpressure released: resuming fetch of %s", _names(to_release))
+            log.info("Backpressure released: resuming fetch of %s", partition_names(to_release))
 
     # ---- commits and metrics ---------------------------------------------------------------------------
 

@@ -39,6 +39,11 @@ _GATE_PAUSE_AFTER_S = 1.0
 """How long fetching may stay gated before every partition is paused so consume() can run again."""
 
 
+def partition_names(partitions: Sequence[TopicPartitionKey]) -> str:
+    """``topic[partition], ...`` for log lines and errors."""
+    return ", ".join(f"{t}[{p}]" for t, p in partitions)
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """A partition newly assigned to this member, with what the group committed for it."""
@@ -250,8 +255,9 @@ class BrokerPoller:
                 # would hold every record until n are there or the timeout passes (100 ms of latency at low rates).
                 first = consumer.poll(0.1)
                 if first is not None:
+                    fetched_under = dict(self._assigned)  # rebalance callbacks may run again inside consume()
                     rest = consumer.consume(num_messages=wanted - 1, timeout=0) if wanted > 1 else []
-                    self._deliver([first, *rest])
+                    self._deliver([first, *rest], self._epochs_of(rest, fetched_under))
                 self._refresh_watermarks(consumer)
             self._run_commands(consumer)
         except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
@@ -319,7 +325,32 @@ class BrokerPoller:
                 return
             command(consumer)
 
-    def _deliver(self, messages: list[Message]) -> None:
+    def _epochs_of(
+        self, rest: list[Message], fetched_under: dict[TopicPartitionKey, int]
+    ) -> dict[TopicPartitionKey, int]:
+        """The assignment epoch of each partition in a batch whose tail came from ``consume()``.
+
+        A record is tagged with the epoch its partition had when it was fetched: a record of an assignment
+        revoked meanwhile must be dropped, never counted by the next assignment of the same partition (whose
+        tracker would take the offsets below it for a gap and commit past them). A partition assigned during
+        ``consume()`` has only records of that assignment. A partition revoked and assigned again within one
+        ``consume()`` call may have records of both in the tail, which nothing tells apart: the poller then
+        stops, failing closed, rather than risk committing past a record.
+        """
+        now = self._assigned
+        if now == fetched_under:
+            return fetched_under
+        reassigned = {tp for tp, epoch in fetched_under.items() if tp in now and now[tp] != epoch}
+        mixed = sorted({tp for m in rest if (tp := (m.topic(), m.partition())) in reassigned})
+        if mixed:
+            raise KafkaException(KafkaError(
+                KafkaError._STATE,
+                f"{partition_names(mixed)} revoked and assigned again within one fetch: cannot tell which "
+                "assignment its records belong to; stopping without committing past them",
+            ))
+        return {**now, **fetched_under}
+
+    def _deliver(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
         """Hand the raw batch to the loop, which converts it: this thread then holds the GIL only briefly,
         so the loop is not kept waiting for the interpreter lock while handlers' timers are due."""
         size = sum(map(len, messages))  # len(message) is its value's length
@@ -328,7 +359,7 @@ class BrokerPoller:
         with self._uningested_lock:
             self._uningested += len(messages)
             self._uningested_bytes += size
-        self._post(self._enqueue, messages, dict(self._assigned))
+        self._post(self._enqueue, messages, epochs)
 
     def _enqueue(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
         """On the loop: queue a fetched batch behind the ones not converted yet (offsets stay in order)."""
