@@ -89,7 +89,7 @@ class ConsumerConfig(BaseSettings):
     )
     drain_timeout_ms: int = Field(
         default=30_000, ge=0, le=3_600_000,
-        description="On a draining stop: how long in-flight records may finish before they are cancelled.",
+        description="On a draining stop or a pause: how long in-flight records may finish before they are cancelled.",
     )
     process_workers: int = Field(
         default=0, ge=0, le=1024,

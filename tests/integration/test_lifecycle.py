@@ -137,3 +137,32 @@ async def test_stale_generation_is_refused(
             consumer.lifecycle.request_resume(generation=4)
         assert consumer.lifecycle.status()["generation"] == 5
         assert await consumer.lifecycle.resume(timeout_s=30, generation=6)
+
+
+async def test_record_cut_off_by_a_hold_pause_runs_again_first_after_resume(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    """A pause that keeps the partitions cancels what outlives drain_timeout_ms; those records are not lost
+    and still run before the later records of their key."""
+    topic, group = new_topic(1), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 5, keys=1)
+    handled: list[int] = []
+    attempts: list[int] = []
+
+    async def handle(record: Record) -> None:
+        seq = seq_of(record.value)
+        attempts.append(seq)
+        if seq == 0 and attempts.count(0) == 1:
+            await asyncio.sleep(3600)  # cut off by the pause
+        handled.append(seq)
+
+    config = _config(kafka_bootstrap, group, topic, "blue", pause_mode="hold", drain_timeout_ms=300)
+    async with PyrallelConsumer(config, handle) as consumer:
+        await wait_for(lambda: attempts == [0], what="record 0 running")
+        assert await consumer.lifecycle.pause(timeout_s=30)
+        assert consumer.lifecycle.status()["committed_offsets"] == {f"{topic}[0]": 0}
+        assert await consumer.lifecycle.resume(timeout_s=30)
+        await wait_for(lambda: len(handled) == 5, what="every record after the resume")
+        await wait_for(lambda: consumer.lifecycle.status()["committed_offsets"] == {f"{topic}[0]": 5},
+                       what="commit to the end")
+    assert handled == [0, 1, 2, 3, 4]

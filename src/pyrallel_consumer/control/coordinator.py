@@ -240,7 +240,7 @@ class Coordinator:
         self._active = False
         poller.pause_all()
         await self._wait_idle(self._only_held_left, self._config.drain_timeout_ms / 1000)
-        self._cancel_in_flight(list(self._in_flight.values()))
+        self._cancel_in_flight(list(self._in_flight.values()), requeue=True)
         await poller.commit_sync(self._commit_points())
         if release:
             await poller.set_subscribed(False)
@@ -344,6 +344,7 @@ class Coordinator:
                 points.append(point)
         self._revoking.difference_update(targets)
         self._work.release(targets)
+        self._apply_backpressure(list(self._work.held))  # fewer partitions: each one's share grew
         self._dispatch()
         return points
 
@@ -357,6 +358,7 @@ class Coordinator:
         for tp in targets:
             self._partitions.pop(tp, None)
         self._work.release(targets)
+        self._apply_backpressure(list(self._work.held))
         self._dispatch()
 
     def on_committed(self, results: list[CommitResult]) -> None:
@@ -443,8 +445,13 @@ class Coordinator:
         if tp in self._work.held:
             self._apply_backpressure((tp,))
 
-    def _cancel_in_flight(self, items: Iterable[QueuedRecord]) -> None:
-        """Forget in-flight records without completing them: their offsets stay uncommitted."""
+    def _cancel_in_flight(self, items: Iterable[QueuedRecord], requeue: bool = False) -> None:
+        """Stop in-flight records without completing them: their offsets stay uncommitted.
+
+        requeue=True puts them back at the head of their key's queue, to run again first when processing
+        resumes (a suspension that keeps the partitions); otherwise they are forgotten (their partition is
+        gone, or the consumer stops).
+        """
         doomed = list(items)
         self._engine.cancel(q.item_id for q in doomed)
         for item in doomed:
@@ -452,7 +459,10 @@ class Coordinator:
             if task is not None:
                 task.cancel()
             if self._in_flight.pop(item.item_id, None) is not None:
-                self._work.finish(item)
+                if requeue:
+                    self._work.requeue(item)
+                else:
+                    self._work.finish(item)
         self._progress.set()
 
     def _only_held_left(self) -> bool:
@@ -493,17 +503,19 @@ class Coordinator:
         (at half a share, a 100-key run lost 250-400 ms per partition now and then).
         """
         poller = self._poller
-        if poller is None or self._stopping or len(self._partitions) < 2:
+        if poller is None or self._stopping:
             return
-        share = max(1, self._config.queue_max_messages // len(self._partitions))
-        byte_share = max(1, self._config.queue_max_bytes // len(self._partitions))
+        count = len(self._partitions)
+        share = max(1, self._config.queue_max_messages // max(1, count))
+        byte_share = max(1, self._config.queue_max_bytes // max(1, count))
         work = self._work
         to_hold, to_release = [], []
         for tp in touched:
             queued, size = work.queued_of(tp), work.queued_bytes_of(tp)
-            if tp not in work.held and (queued >= share + share // 2 or size >= byte_share + byte_share // 2):
-                to_hold.append(tp)
-            elif tp in work.held and queued <= share and size <= byte_share:
+            if tp not in work.held:
+                if count >= 2 and (queued >= share + share // 2 or size >= byte_share + byte_share // 2):
+                    to_hold.append(tp)
+            elif queued <= share and size <= byte_share:
                 to_release.append(tp)
         if to_hold:
             for tp in to_hold:

@@ -79,13 +79,16 @@ class WorkManager:
             queue.append(item)
             if len(queue) == 1 and slot not in self._busy:
                 heapq.heappush(self._ready, (item.item_id, slot))
-        self.queued += 1
+        self._count_queued((record.topic, record.partition), 1, size)
+
+    def _count_queued(self, tp: TopicPartitionKey, records: int, size: int) -> None:
+        """Add ``records`` (negative: take them away) of ``size`` bytes in all to the queued counts."""
+        self.queued += records
         self.queued_bytes += size
-        tp = (record.topic, record.partition)
-        self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + 1
+        self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + records
         self._queued_bytes_by_tp[tp] = self._queued_bytes_by_tp.get(tp, 0) + size
         if tp in self.held:
-            self.held_queued += 1
+            self.held_queued += records
             self.held_queued_bytes += size
 
     def next_ready(self) -> QueuedRecord | None:
@@ -93,17 +96,10 @@ class WorkManager:
         item = self._next_unordered() if self._unordered else self._next_in_slot()
         if item is None:
             return None
-        self.queued -= 1
-        self.in_flight += 1
-        size = item.size
-        self.queued_bytes -= size
         tp = (item.record.topic, item.record.partition)
-        self._queued_by_tp[tp] -= 1
-        self._queued_bytes_by_tp[tp] -= size
+        self._count_queued(tp, -1, -item.size)
+        self.in_flight += 1
         self._in_flight_by_tp[tp] = self._in_flight_by_tp.get(tp, 0) + 1
-        if tp in self.held:
-            self.held_queued -= 1
-            self.held_queued_bytes -= size
         return item
 
     def _next_unordered(self) -> QueuedRecord | None:
@@ -133,6 +129,23 @@ class WorkManager:
         queue = self._queues.get(item.slot)
         if queue:
             heapq.heappush(self._ready, (queue[0].item_id, item.slot))
+
+    def requeue(self, item: QueuedRecord) -> None:
+        """Put an in-flight record that was stopped unfinished back at the head of its slot.
+
+        It runs again first when dispatch resumes, before the records of its key that arrived after it.
+        """
+        self.finish(item)
+        tp = (item.record.topic, item.record.partition)
+        self._count_queued(tp, 1, item.size)
+        if self._unordered:
+            self._fifo.appendleft(item)
+            return
+        queue = self._queues.get(item.slot)
+        if queue is None:
+            queue = self._queues[item.slot] = deque()
+        queue.appendleft(item)
+        heapq.heappush(self._ready, (item.item_id, item.slot))
 
     def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
         """Forget queued (not in-flight) records of these partitions; return how many were dropped."""
