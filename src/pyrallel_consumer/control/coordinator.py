@@ -317,6 +317,7 @@ class Coordinator:
                 log.info("Restored offset map of %s[%d]: %d record(s) above offset %d are done already",
                          a.topic, a.partition, restored.completed_count, a.committed_offset)
             self._partitions[tp] = PartitionOffsets(tp, a.epoch, start, restored)
+            self._revoking.discard(tp)  # a revocation still settling on the loop belongs to the older assignment
             self._rebalances["assign"] += 1
         self._observer.rebalanced("assign", len(assignments))
 
@@ -324,22 +325,25 @@ class Coordinator:
         """Stop dispatching these partitions, let their in-flight records finish within the grace, commit."""
         self._rebalances["revoke"] += len(partitions)
         self._observer.rebalanced("revoke", len(partitions))
-        targets = [tp for tp in partitions if tp in self._partitions]
-        self._revoking.update(targets)
-        self._work.drop_partitions(targets)
+        states = {tp: self._partitions[tp] for tp in partitions if tp in self._partitions}
+        self._revoking.update(states)
+        self._work.drop_partitions(states)
         await self._wait_idle(
-            lambda: all(self._work.in_flight_of(tp) == 0 for tp in targets),
+            lambda: all(self._work.in_flight_of(tp) == 0 for tp in states),
             self._config.rebalance_grace_ms / 1000,
         )
-        leftovers = [q for q in self._in_flight.values() if (q.record.topic, q.record.partition) in targets]
+        # The poller waits only so long for this; a loop blocked beyond that may find a partition lost or
+        # assigned again by now, and leaves the newer assignment alone.
+        targets = {tp for tp, state in states.items() if self._partitions.get(tp) is state}
+        leftovers = [q for q in self._in_flight.values()
+                     if (tp := (q.record.topic, q.record.partition)) in targets and q.epoch == states[tp].epoch]
         if leftovers:
             log.warning("%d record(s) of revoked partitions did not finish within rebalance_grace_ms; "
                         "cancelled, they will be handled again by the next owner", len(leftovers))
             self._cancel_in_flight(leftovers)
         points = []
         for tp in targets:
-            state = self._partitions.pop(tp)
-            point = state.commit_point()
+            point = self._partitions.pop(tp).commit_point()
             if point is not None:
                 points.append(point)
         self._revoking.difference_update(targets)
