@@ -73,6 +73,11 @@ class ConsumerConfig(BaseSettings):
         description="Bytes of the values of fetched records waiting for dispatch before fetching waits; "
                     "the same rules as queue_max_messages, whichever limit is reached first.",
     )
+    max_pending_offsets: int = Field(
+        default=100_000, ge=100, le=100_000_000,
+        description="Offsets of one partition tracked from its lowest incomplete one up (done or not) before its "
+                    "fetching pauses: bounds memory and commit work while one record blocks the partition.",
+    )
     commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
                                     description="Period of the asynchronous commits.")
     task_timeout_ms: int = Field(default=60_000, ge=1, le=86_400_000,

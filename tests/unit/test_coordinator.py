@@ -94,3 +94,26 @@ def test_a_revocation_settling_late_leaves_the_next_assignment_of_the_partition_
         assert [item.record.offset for item in engine.running] == [0], "the new assignment handles offset 0 again"
 
     asyncio.run(scenario())
+
+
+def test_partition_blocked_by_one_record_stops_fetching_at_max_pending_offsets() -> None:
+    """Other keys keep completing behind the blocking record; the partition's bookkeeping must not grow forever."""
+
+    async def scenario() -> None:
+        coordinator, engine, poller = _coordinator(max_pending_offsets=100)
+        coordinator.on_assigned([Assignment("t", 0, 1, -1, None)])
+        blocking = None
+        for offset in range(150):
+            coordinator.on_records([(Record("t", 0, offset, f"k{offset}".encode(), b"v"), 1)])
+            for item in list(engine.running):
+                if item.record.offset == 0:
+                    blocking = item
+                    continue
+                engine.running.remove(item)
+                coordinator._on_complete(Completion(item.item_id, True, 1, 0.0))
+        assert poller.held == {("t", 0)}, "101 offsets tracked from the blocking offset 0"
+        assert blocking is not None
+        coordinator._on_complete(Completion(blocking.item_id, True, 1, 0.0))
+        assert poller.held == set(), "the blocking record is done: fetch again"
+
+    asyncio.run(scenario())

@@ -505,6 +505,10 @@ class Coordinator:
         1.5x their share and are not paused, so librdkafka rarely drops pre-fetched data on a pause. Resuming
         at the full share leaves the fetch after the resume time to arrive before the partition's keys run dry
         (at half a share, a 100-key run lost 250-400 ms per partition now and then).
+
+        A partition whose lowest incomplete record blocks while later ones complete is held too once it tracks
+        more than max_pending_offsets offsets, until that record is done: otherwise its bookkeeping, and the
+        walk over it at every commit, would grow for as long as the record blocks.
         """
         poller = self._poller
         if poller is None or self._stopping:
@@ -512,20 +516,24 @@ class Coordinator:
         count = len(self._partitions)
         share = max(1, self._config.queue_max_messages // max(1, count))
         byte_share = max(1, self._config.queue_max_bytes // max(1, count))
+        window = self._config.max_pending_offsets
         work = self._work
         to_hold, to_release = [], []
         for tp in touched:
+            state = self._partitions.get(tp)
+            wide = state is not None and state.tracked_offsets > window
             queued, size = work.queued_of(tp), work.queued_bytes_of(tp)
             if tp not in work.held:
-                if count >= 2 and (queued >= share + share // 2 or size >= byte_share + byte_share // 2):
+                if wide or (count >= 2 and (queued >= share + share // 2 or size >= byte_share + byte_share // 2)):
                     to_hold.append(tp)
-            elif queued <= share and size <= byte_share:
+            elif not wide and queued <= share and size <= byte_share:
                 to_release.append(tp)
         if to_hold:
             for tp in to_hold:
                 work.hold(tp)
             poller.hold(to_hold, True)
-            log.info("Backpressure: pausing fetch of %s (1.5x its share of the queue each)", partition_names(to_hold))
+            log.info("Backpressure: pausing fetch of %s (1.5x its share of the queue, or max_pending_offsets "
+                     "tracked behind a blocking record)", partition_names(to_hold))
         if to_release:
             work.release(to_release)
             poller.hold(to_release, False)

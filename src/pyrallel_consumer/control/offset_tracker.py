@@ -46,7 +46,9 @@ class PartitionOffsets:
         "_done",
         "_head_since",
         "_last_committed",
+        "_last_metadata",
         "_last_received",
+        "_last_state",
         "_pending",
         "_restored",
         "epoch",
@@ -67,6 +69,9 @@ class PartitionOffsets:
         self._restored = restored
         self._head_since = time.monotonic()
         self._last_committed: tuple[int, str] | None = (start, "") if start is not None else None
+        self._last_state: tuple[int, int, int, bool] | None = None
+        self._last_metadata = ""
+        """The offset map last encoded, and the state it was encoded in (commit offset, done count, ...)."""
         self.metadata_bytes = 0
         self.gap_offsets = 0
         """Offsets skipped by the fetcher (transaction markers, compaction, retention): never incomplete."""
@@ -125,6 +130,11 @@ class PartitionOffsets:
         return self._last_received
 
     @property
+    def tracked_offsets(self) -> int:
+        """Offsets kept from the lowest incomplete one up to the last received (memory and commit work)."""
+        return len(self._pending)
+
+    @property
     def incomplete_count(self) -> int:
         return len(self._pending) - len(self._done)
 
@@ -159,11 +169,23 @@ class PartitionOffsets:
                 if end > floor:
                     yield max(start, floor), end
 
-    def commit_point(self, limit: int = MAX_METADATA_CHARS) -> CommitPoint | None:
+    def commit_point(self) -> CommitPoint | None:
         """The commit for this partition, or None when nothing changed since the last one."""
         offset = self.commit_offset()
         if offset is None:
             return None
+        state = (offset, len(self._done), self._last_received, self._restored is None)
+        if state == self._last_state:
+            metadata = self._last_metadata  # nothing completed or arrived: skip walking the pending offsets
+        else:
+            metadata = self._encode_map(offset)
+            self._last_state, self._last_metadata = state, metadata
+        if self._last_committed == (offset, metadata):
+            return None
+        return CommitPoint(self.topic_partition[0], self.topic_partition[1], self.epoch, offset, metadata)
+
+    def _encode_map(self, offset: int, limit: int = MAX_METADATA_CHARS) -> str:
+        """The offset map of the records done above ``offset``; empty when there are none or it is too long."""
         window_end = self._last_received + 1
         if self._restored is not None:
             window_end = max(window_end, self._restored.base + self._restored.length)
@@ -178,9 +200,7 @@ class PartitionOffsets:
                 )
             else:
                 metadata = encoded
-        if self._last_committed == (offset, metadata):
-            return None
-        return CommitPoint(self.topic_partition[0], self.topic_partition[1], self.epoch, offset, metadata)
+        return metadata
 
     def mark_committed(self, point: CommitPoint) -> None:
         self._last_committed = (point.offset, point.metadata)
