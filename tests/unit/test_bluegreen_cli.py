@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
+from pyrallel_consumer.bluegreen import scenarios
 from pyrallel_consumer.bluegreen.controller import other_color
 from pyrallel_consumer.bluegreen.scenarios import RunOptions, ScenarioError, ScenarioRun
 from pyrallel_consumer.cli.main import cli
@@ -62,3 +65,29 @@ def test_other_color() -> None:
     assert other_color("blue") == "green"
     with pytest.raises(ValueError, match="blue or green"):
         other_color("red")
+
+
+def test_a_run_whose_set_up_fails_stops_the_consumers_it_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A consumer that never became ready fails the set-up; the others must not run on after the run."""
+    run = ScenarioRun("C", 1, None, RunOptions(bootstrap="127.0.0.1:1", work_dir=tmp_path, out_dir=tmp_path))
+    stopped: list[str] = []
+
+    class Started:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def stop(self) -> None:
+            stopped.append(self.name)
+
+    def start_consumers() -> None:
+        run.instances["blue"].append(Started("blue-1"))  # type: ignore[arg-type]
+        raise ScenarioError("green-1 exited with 1")
+
+    monkeypatch.setattr(scenarios, "create_topic", lambda *_args: None)
+    monkeypatch.setattr(scenarios, "ActiveColorWriter", lambda *_args: type("W", (), {"write": lambda *_a: None})())
+    monkeypatch.setattr(run, "_start_consumers", start_consumers)
+    with pytest.raises(ScenarioError, match="green-1 exited"):
+        run.execute()
+    assert stopped == ["blue-1"]

@@ -430,6 +430,16 @@ def test_producer_duplicate_seq_is_counted_once() -> None:
     assert (report.produced, report.producer_duplicate_seqs, report.lost) == (1, 1, 1)
 
 
+def test_producer_logs_sharing_seqs_fail_even_when_every_seq_was_handled() -> None:
+    """Two producer runs both start at seq 0: one handled record must not vouch for two sends."""
+    first = [ProducedRecord(i, "k", i, 0, i, T0 + i) for i in range(3)]
+    second = [ProducedRecord(i, "k", i, 1, i, T0 + 10 + i) for i in range(3)]
+    consumed = [ConsumedRecord(i, "k", i, 0, i, "blue", "b1", T0 + i) for i in range(3)]
+    report = validate(first + second, consumed)
+    assert report.lost == 0 and report.producer_duplicate_seqs == 3
+    assert not report.ok
+
+
 def test_negative_gaps_are_rejected() -> None:
     with pytest.raises(ValueError, match="must be >= 0"):
         validate([], [], activity_gap_s=-1.0)

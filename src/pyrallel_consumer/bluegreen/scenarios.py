@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from pyrallel_consumer.bluegreen.active_color import ActiveColorWriter
+from pyrallel_consumer.bluegreen.active_color import ActiveColorWriter, ControllerFencedError
 from pyrallel_consumer.bluegreen.controller import (
     COLORS,
     Deployment,
@@ -357,8 +357,40 @@ class ScenarioRun:
 
     def execute(self) -> dict[str, Any]:
         self.work.mkdir(parents=True, exist_ok=True)
-        create_topic(self.options.bootstrap, self.topic, self.options.partitions)
         started = time.time()
+        try:
+            controller = self._set_up()
+        except Exception as exc:
+            self._stop_all()  # consumers or connectors started before the failure must not outlive the run
+            if isinstance(exc, ScenarioError):
+                raise
+            raise ScenarioError(f"setting up run {self.run_id}: {type(exc).__name__}: {exc}") from exc
+        sampler = threading.Thread(target=self._sample_forever, name="scenario-sampler", daemon=True)
+        self._start_producer(duration_s=600)
+        sampler.start()
+        cause: str | None = None
+        try:
+            self._wait_serving("blue")
+            active = self._act(controller)
+            self._stop_producer()
+            self.recorder.event("producer_stopped")
+            self._wait_caught_up(active, timeout_s=120)
+            self._wait(lambda: self._lag(active) == 0, 60, f"{active} lag 0")
+        except (ScenarioError, SwitchError, ControllerFencedError, KafkaException) as exc:
+            cause = str(exc)
+            log.error("Run %s: %s", self.run_id, exc)
+        finally:
+            self._stop_producer()
+            self._sampling.set()
+            sampler.join(10)
+            self._stop_all()
+        final_color = active if cause is None else "blue"
+        validation, pending = self._validate(final_color)
+        return self._result(started, validation, pending, cause, final_color)
+
+    def _set_up(self) -> SwitchController:
+        """Topic, blue as the active color, both colors' consumers (or connectors), and the controller."""
+        create_topic(self.options.bootstrap, self.topic, self.options.partitions)
         controller_id = uuid.uuid4().hex[:12]
         ActiveColorWriter(self.options.bootstrap, controller_id).write(self.deployment_name, "blue", 1)
         if self.strategy == "E":
@@ -371,29 +403,7 @@ class ScenarioRun:
             groups=self._groups(), connect_url=self.options.connect_url,
             connectors={c: f"{self.run_id}-{c}" for c in COLORS},
         )
-        controller = SwitchController(deployment, controller_id)
-        sampler = threading.Thread(target=self._sample_forever, name="scenario-sampler", daemon=True)
-        self._start_producer(duration_s=600)
-        sampler.start()
-        cause: str | None = None
-        try:
-            self._wait_serving("blue")
-            active = self._act(controller)
-            self._stop_producer()
-            self.recorder.event("producer_stopped")
-            self._wait_caught_up(active, timeout_s=120)
-            self._wait(lambda: self._lag(active) == 0, 60, f"{active} lag 0")
-        except (ScenarioError, SwitchError) as exc:
-            cause = str(exc)
-            log.error("Run %s: %s", self.run_id, exc)
-        finally:
-            self._stop_producer()
-            self._sampling.set()
-            sampler.join(10)
-            self._stop_all()
-        final_color = active if cause is None else "blue"
-        validation, pending = self._validate(final_color)
-        return self._result(started, validation, pending, cause, final_color)
+        return SwitchController(deployment, controller_id)
 
     def _switch(self, controller: SwitchController, to_color: str, health: HealthCheck | None = None) -> SwitchResult:
         kind = "rollback" if to_color == "blue" else "switch"

@@ -364,8 +364,12 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
-        """Pass means: nothing acked was lost and colors never handled records at the same time."""
-        return self.lost == 0 and not self.dual_active_windows
+        """Pass means: nothing acked was lost and colors never handled records at the same time.
+
+        Seqs identify records, so producer logs that share seqs (two runs of ``pyrallel produce`` both start at
+        0) fail too: a record handled under one of them would hide the loss of the other.
+        """
+        return self.lost == 0 and not self.dual_active_windows and self.producer_duplicate_seqs == 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (only str/int/float/bool/None/list/dict)."""
