@@ -10,9 +10,11 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.execution import process_engine
 from pyrallel_consumer.execution.engine import Completion, EngineError, RetryPolicy, WorkItem
 from pyrallel_consumer.execution.process_engine import (
     ProcessExecutionEngine,
@@ -84,6 +87,46 @@ def logs(record: Record) -> None:
 
 def does_nothing(record: Record) -> None:
     """A no-op."""
+
+
+def waits_for_go(record: Record) -> None:
+    """Writes its pid, then runs until the test creates the ``go`` file."""
+    note_pid(record)
+    go = _dir(record) / "go"
+    deadline = time.monotonic() + WAIT_S
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def leaves_a_thread(record: Record) -> None:
+    """Leaves a non-daemon thread running, which keeps the worker's interpreter from exiting."""
+    note_pid(record)
+    threading.Thread(target=time.sleep, args=(3600,)).start()
+
+
+def _exit_now(outbox: object) -> None:
+    os._exit(9)
+
+
+def dies_after_returning(record: Record) -> None:
+    """The worker dies after the handler returned, when it would report the result: a crash outside the handler."""
+    process_engine._Outbox.flush = _exit_now  # in this worker process only
+
+
+SURROGATE_MESSAGE = "cannot open " + b"\xff".decode(errors="surrogateescape")
+
+
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this error")
+
+
+def fails_with_surrogates(record: Record) -> None:
+    raise ValueError(SURROGATE_MESSAGE)
+
+
+def fails_unprintably(record: Record) -> None:
+    raise UnprintableError
 
 
 async def async_handler(record: Record) -> None:
@@ -188,6 +231,101 @@ async def test_item_that_keeps_killing_workers_fails(make_run: MakeRun) -> None:
     assert all(done[i].ok and done[i].attempts == 1 for i in done if i != 5)
 
 
+async def test_crash_outside_the_handler_fails_the_record_after_its_retries(make_run: MakeRun) -> None:
+    run = await make_run(dies_after_returning, RetryPolicy(max_retries=2, backoff_s=0.01, timeout_s=30.0),
+                         process_workers=1)
+    run.submit(1)
+    await run.wait_for(1)
+
+    (completion,) = run.completions
+    assert (completion.ok, completion.attempts, completion.error_type) == (False, 3, WorkerDiedError.__name__)
+    assert "exited with code 9 outside the handler" in (completion.error_message or "")
+
+
+@pytest.mark.parametrize(("handler", "error_type", "message"), [
+    (fails_with_surrogates, "ValueError", "cannot open \\udcff"),
+    (fails_unprintably, "UnprintableError", "could not be formatted"),
+])
+async def test_failure_whose_message_is_not_plain_text_is_reported(
+    make_run: MakeRun, handler: Any, error_type: str, message: str,
+) -> None:
+    run = await make_run(handler, RetryPolicy(max_retries=1, backoff_s=0.01, timeout_s=30.0), process_workers=1)
+    run.submit(1)
+    await run.wait_for(1)
+
+    (completion,) = run.completions
+    assert (completion.ok, completion.attempts, completion.error_type) == (False, 2, error_type)
+    assert message in (completion.error_message or "")
+    assert run.engine.workers_started == 1
+
+
+async def test_workers_work_with_fd_numbers_above_1024(make_run: MakeRun) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip("needs 1200 open files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1024:  # the workers' pipes get (and keep) the next, higher numbers
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        run = await make_run(note_pid, process_workers=1)
+        for item_id in range(1, 6):
+            run.submit(item_id)
+        await run.wait_for(5)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert all(c.ok and c.attempts == 1 for c in run.completions)
+    assert run.engine.workers_started == 1
+
+
+async def test_sigterm_does_not_interrupt_a_worker(make_run: MakeRun) -> None:
+    run = await make_run(waits_for_go, process_workers=1)
+    run.submit(1)
+    pid = int(await run.wait_for_file(run.directory / "1.pid"))
+    os.kill(pid, signal.SIGTERM)  # as systemd does to every process of the service at stop
+    (run.directory / "go").touch()
+    await run.wait_for(1)
+
+    (completion,) = run.completions
+    assert (completion.ok, completion.attempts) == (True, 1)
+    assert run.engine.workers_started == 1
+
+
+async def test_shutdown_while_starting_fails_start_cleanly() -> None:
+    engine = ProcessExecutionEngine(does_nothing, RETRY, make_config())
+    starting = asyncio.create_task(engine.start(lambda completion: None))
+    await asyncio.sleep(0)  # one loop step: start() spawned the workers and now waits for them
+    assert engine.workers_started == engine.pool_size
+    assert not starting.done()
+
+    await engine.shutdown(drain=True, timeout_s=5)
+    with pytest.raises(EngineError, match=r"shutdown\(\) was called while start\(\) waited"):
+        await starting
+    assert multiprocessing.active_children() == []
+
+
+async def test_unreadable_exit_is_still_handled(make_run: MakeRun, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    run = await make_run(first_attempt_blocks, process_workers=1)
+
+    def unreadable(worker: object) -> None:
+        raise msgpack.FormatError("corrupt stream")
+
+    monkeypatch.setattr(run.engine, "_read_all", unreadable)
+    run.submit(1)
+    os.kill(int(await run.wait_for_file(run.directory / "1.pid1")), signal.SIGKILL)
+    await run.wait_for(1)
+    await asyncio.wait_for(run.engine.shutdown(drain=True, timeout_s=WAIT_S), WAIT_S)
+
+    (completion,) = run.completions
+    assert (completion.ok, completion.attempts) == (True, 2)
+    assert "Could not read what worker process" in caplog.text
+
+
 async def test_record_too_large_fails_without_reaching_a_worker(make_run: MakeRun) -> None:
     run = await make_run(note_pid, max_item_bytes=1024)
     big = Record("t", 0, 1, None, b"x" * 2000, (("dir", str(run.directory).encode()),))
@@ -259,6 +397,18 @@ async def test_recycled_workers_lose_and_duplicate_nothing(make_run: MakeRun) ->
     assert max(pids.values()) <= 6  # 5 tasks per child, +10% jitter
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+async def test_recycled_worker_that_does_not_exit_is_killed(make_run: MakeRun) -> None:
+    run = await make_run(leaves_a_thread, process_workers=1, max_tasks_per_child=1)
+    run.submit(1)
+    await run.wait_for(1)
+    pid = int((run.directory / "1.pid").read_text())
+    deadline = time.monotonic() + WAIT_S
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"recycled worker {pid} is still running"
+        await asyncio.sleep(0.05)
+
+
 async def test_worker_logs_reach_parent_logging(make_run: MakeRun, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     run = await make_run(logs)
@@ -275,8 +425,8 @@ async def test_worker_logs_reach_parent_logging(make_run: MakeRun, caplog: pytes
     assert worker_records[1].levelno == logging.ERROR
 
 
-ORPHAN_PARENT = """
-import asyncio, sys
+PARENT = """
+import asyncio, pathlib, sys
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.execution.engine import RetryPolicy, WorkItem
 from pyrallel_consumer.execution.process_engine import ProcessExecutionEngine
@@ -287,7 +437,10 @@ async def main():
     engine = ProcessExecutionEngine(sys.argv[1], RetryPolicy(timeout_s=3600), config)
     await engine.start(print)
     engine.submit(WorkItem(1, Record("t", 0, 1, None, b"", (("dir", sys.argv[2].encode()),))))
-    await asyncio.sleep(3600)
+    while not pathlib.Path(sys.argv[2], "1.pid1").exists():
+        await asyncio.sleep(0.01)
+    if sys.argv[3] == "stay":
+        await asyncio.sleep(3600)
 
 asyncio.run(main())
 """
@@ -302,11 +455,16 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _parent_command(tmp_path: Path, then: str) -> tuple[list[str], dict[str, str]]:
+    """Runs PARENT: it starts an engine whose only record blocks, waits until it runs, then stays or returns."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    return [sys.executable, "-c", PARENT, f"{__name__}:first_attempt_blocks", str(tmp_path), then], env
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_PARENT, f"{__name__}:first_attempt_blocks",
-                               str(tmp_path)], env=env, stdout=subprocess.DEVNULL)
+    command, env = _parent_command(tmp_path, "stay")
+    parent = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     try:
         pid_file = tmp_path / "1.pid1"
         deadline = time.monotonic() + WAIT_S
@@ -326,6 +484,12 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
     finally:
         if _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_parent_that_never_shuts_down_the_engine_still_exits(tmp_path: Path) -> None:
+    # workers ignore SIGTERM, which multiprocessing's exit hook sends before it joins them
+    command, env = _parent_command(tmp_path, "return")
+    assert subprocess.run(command, env=env, stdout=subprocess.DEVNULL, timeout=WAIT_S).returncode == 0
 
 
 def test_pool_size_defaults_to_the_cpu_count() -> None:

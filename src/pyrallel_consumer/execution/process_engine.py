@@ -14,7 +14,8 @@ Why it is built this way:
 * Every worker publishes the item it is running and when that attempt started in a small shared-memory slot.
   The parent kills a worker whose attempt outlives ``timeout_s`` (the only way to stop pure Python CPU code),
   and when a worker dies it knows which item was running: only that item is charged an attempt, the items
-  queued behind it are re-queued for free.
+  queued behind it are re-queued for free. A worker that dies between items charges the last item it started
+  (or the next it would run), so a crash that repeats cannot re-queue a record for ever.
 * Worker log records go through a ``QueueHandler`` in the worker, over the same pipe, to a ``QueueListener``
   in the parent that hands them to the parent's loggers: whole records, never interleaved half-lines. A pipe
   per worker is used instead of a shared ``multiprocessing.Queue`` because a worker killed while holding that
@@ -35,6 +36,7 @@ import logging
 import logging.handlers
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.util
 import os
 import queue
 import random
@@ -69,7 +71,8 @@ log = logging.getLogger(__name__)
 
 SyncHandler = Callable[[Record], None]
 Slot = ctypes.Array[ctypes.c_double]
-"""Shared memory of one worker: [id of the running item or -1, time.monotonic() when its attempt started]."""
+"""Shared memory of one worker: [id of the running item or -1, time.monotonic() when its attempt started,
+id of the last item it started or -1]."""
 
 # parent -> worker messages
 _WORK: Final = 0
@@ -79,6 +82,10 @@ _READY: Final = 0
 _FATAL: Final = 1
 _DONE: Final = 2
 _LOG: Final = 3
+
+_EXIT_FLUSHER_FAILED: Final = 70
+_UNICODE_ERRORS: Final = "backslashreplace"
+"""Lone surrogates (an undecodable file name in an error message) are escaped, not a reason to lose a message."""
 
 _STARTUP_TIMEOUT_S: Final = 120.0
 _STOP_GRACE_S: Final = 5.0
@@ -188,11 +195,13 @@ class _Channel:
     def __init__(self, inbox_fd: int, outbox_fd: int, max_message_bytes: int) -> None:
         self._in = inbox_fd
         self._out = outbox_fd
+        self._poll = select.poll()  # not select(): an inherited fd number may be >= FD_SETSIZE (1024)
+        self._poll.register(inbox_fd, select.POLLIN)
         self._unpacker = msgpack.Unpacker(use_list=False, raw=False, max_buffer_size=max_message_bytes + _READ_CHUNK)
         self._lock = threading.Lock()
 
     def send(self, message: object) -> None:
-        view = memoryview(msgpack.packb(message))
+        view = memoryview(msgpack.packb(message, unicode_errors=_UNICODE_ERRORS))
         with self._lock:  # handler threads may log while the main thread reports completions
             while view:
                 view = view[os.write(self._out, view) :]
@@ -204,7 +213,7 @@ class _Channel:
                 return next(self._unpacker)
             except StopIteration:
                 pass
-            if not block and not select.select([self._in], [], [], 0)[0]:
+            if not block and not self._poll.poll(0):
                 return None
             data = os.read(self._in, _READ_CHUNK)
             if not data:
@@ -227,7 +236,10 @@ class _PipeLogHandler(logging.handlers.QueueHandler):
 
 def _worker_main(spec: _WorkerSpec, inbox: Connection[Any, Any], outbox: Connection[Any, Any], slot: Slot) -> None:
     """Entry point of a worker process: load the handler, report ready (or why not), then serve work items."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops the workers itself
+    # Ctrl-C and SIGTERM (systemd signals the whole control group) are for the parent, which drains and then
+    # stops the workers itself; the parent watch and the parent's SIGKILL still end them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, name="pyrallel-parent-watch", daemon=True).start()
     channel = _Channel(inbox.fileno(), outbox.fileno(), spec.max_message_bytes)
     root = logging.getLogger()
@@ -237,7 +249,7 @@ def _worker_main(spec: _WorkerSpec, inbox: Connection[Any, Any], outbox: Connect
     try:
         handler = _load_handler(spec.handler_ref)
     except BaseException as exc:  # noqa: BLE001 - whatever breaks the import is reported to start()
-        channel.send((_FATAL, "{}: {}".format(*describe_error(exc))))
+        channel.send((_FATAL, "{}: {}".format(*_describe(exc))))
         return
     channel.send((_READY,))
     try:
@@ -290,6 +302,9 @@ class _Outbox:
                 self.flush()
         except OSError:
             return  # the parent is gone
+        except BaseException:  # results it dropped must be re-run: exit, so the parent re-queues them
+            log.critical("The result flusher failed; worker process %d exits", os.getpid(), exc_info=True)
+            os._exit(_EXIT_FLUSHER_FAILED)
 
 
 def _serve(handler: Callable[..., object], channel: _Channel, slot: Slot, flush_every: int) -> None:
@@ -312,15 +327,24 @@ def _serve(handler: Callable[..., object], channel: _Channel, slot: Slot, flush_
 def _attempt(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot) -> tuple[Any, ...]:
     """One handler call: ``(item_id,)`` on success, ``(item_id, error_type, message)`` on failure."""
     item_id = fields[0]
+    slot[2] = item_id
     slot[1] = time.monotonic()
     slot[0] = item_id
     try:
         handler(decode_record(fields))
     except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit or KeyboardInterrupt is a failed attempt
-        return (item_id, *describe_error(exc))
+        return (item_id, *_describe(exc))
     finally:
         slot[0] = -1.0
     return (item_id,)
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """:func:`describe_error` that cannot fail: an exception whose ``__str__`` raises must not kill the worker."""
+    try:
+        return describe_error(exc)
+    except BaseException:  # noqa: BLE001 - whatever str() raises, the attempt is still reported
+        return type(exc).__name__, f"<the {type(exc).__name__} could not be formatted as text>"
 
 
 # ---- parent side ------------------------------------------------------------------------------------------
@@ -357,6 +381,8 @@ class _Worker:
         self.ready = False
         self.retiring = False  # gets no more work: recycled, killed, or the engine is stopping
         self.stop_sent = False
+        self.stop_timer: asyncio.TimerHandle | None = None  # kills it if STOP does not end it in time
+        self.reported = False  # delivered a result: it ran items, so it is not broken from the start
         self.timed_out: int | None = None  # the item whose attempt outlived the timeout; the worker was killed
         self.fatal: str | None = None
         self.exited = exited
@@ -370,6 +396,10 @@ class _Worker:
         if self.slot[0] != item_id:
             return None
         return int(item_id), started
+
+    def last_started(self) -> int:
+        """Id of the last item it started (-1 for none); read after its death, when nothing writes the slot."""
+        return int(self.slot[2])
 
     def close(self) -> None:
         self.to_worker.close()
@@ -392,6 +422,13 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
+
+
+def _kill_workers(workers: list[_Worker]) -> None:
+    """Workers ignore SIGTERM, so multiprocessing's exit hook (SIGTERM, then join) would wait for ever on those
+    of an engine that was never shut down: kill them before it runs."""
+    for worker in workers:
+        worker.process.kill()
 
 
 def _logging_levels() -> dict[str, int]:
@@ -457,6 +494,7 @@ class ProcessExecutionEngine(ExecutionEngine):
         self._spec = _WorkerSpec(ref, _logging_levels(), self._max_batch_bytes + 64, max(1, self._batch // 2))
         self._loop = loop = asyncio.get_running_loop()
         self._log_listener.start()
+        multiprocessing.util.Finalize(self, _kill_workers, args=(self._workers,), exitpriority=0)
         self._startup = loop.create_future()
         try:
             for _ in range(self._size):
@@ -507,6 +545,8 @@ class ProcessExecutionEngine(ExecutionEngine):
         self._closed = True
         if not self._started:
             return
+        if self._startup is not None and not self._startup.done():
+            self._startup.set_exception(EngineError("shutdown() was called while start() waited for the workers"))
         if drain and self._items:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout_s)
@@ -517,7 +557,11 @@ class ProcessExecutionEngine(ExecutionEngine):
         await self._terminate()
 
     async def _terminate(self) -> None:
-        """Stop every worker (idle ones cleanly, busy ones by force) and wait until none is left."""
+        """Stop every worker (idle ones cleanly, busy ones by force) and wait until none is left. A second call
+        (shutdown() while start() fails) waits for the first."""
+        if self._terminating:
+            await self._terminated.wait()
+            return
         self._terminating = True
         for timer in (self._respawn_timer, self._watch_timer):
             if timer is not None:
@@ -528,14 +572,7 @@ class ProcessExecutionEngine(ExecutionEngine):
                 worker.process.kill()
             else:
                 self._send_stop(worker)
-        exits = [w.exited for w in self._workers]
-        if exits:
-            _done, late = await asyncio.wait(exits, timeout=_STOP_GRACE_S)
-            for worker in self._workers:
-                if worker.exited in late:
-                    log.warning("Worker process %d did not stop within %gs; killing it", worker.pid, _STOP_GRACE_S)
-                    worker.process.kill()
-            await asyncio.gather(*exits)
+        await asyncio.gather(*(w.exited for w in self._workers))
         self._log_listener.stop()
         self._terminated.set()
 
@@ -547,7 +584,7 @@ class ProcessExecutionEngine(ExecutionEngine):
             raise EngineError("the engine is not started")
         from_parent, to_worker = self._ctx.Pipe(duplex=False)
         from_worker, to_parent = self._ctx.Pipe(duplex=False)
-        slot = self._ctx.RawArray(ctypes.c_double, [-1.0, 0.0])
+        slot = self._ctx.RawArray(ctypes.c_double, [-1.0, 0.0, -1.0])
         process = self._ctx.Process(
             target=_worker_main, args=(spec, from_parent, to_parent, slot),
             name=f"pyrallel-worker-{self._workers_started + 1}", daemon=True,
@@ -594,21 +631,36 @@ class ProcessExecutionEngine(ExecutionEngine):
             self._ensure_pool()
 
     def _send_stop(self, worker: _Worker) -> None:
+        """STOP, and a kill after a grace period: a thread or atexit hook left by the handler must not keep a
+        stopped worker alive."""
         if not worker.stop_sent:
             worker.stop_sent = True
             self._write(worker, msgpack.packb((_STOP,)))
+            worker.stop_timer = self._require_loop().call_later(_STOP_GRACE_S, self._kill_stopped, worker)
+
+    def _kill_stopped(self, worker: _Worker) -> None:
+        log.warning("Worker process %d did not stop within %gs; killing it", worker.pid, _STOP_GRACE_S)
+        worker.process.kill()
 
     def _on_exit(self, worker: _Worker) -> None:
+        """Settle a worker's exit. Its ``exited`` future is resolved whatever happens: shutdown waits for it."""
         loop = self._require_loop()
         loop.remove_reader(worker.process.sentinel)
-        self._read_all(worker)
-        loop.remove_reader(worker.in_fd)
-        loop.remove_writer(worker.out_fd)
-        worker.process.join()
-        code = worker.process.exitcode
-        worker.process.close()
-        worker.close()
-        self._workers.remove(worker)
+        try:
+            self._read_all(worker)
+        except Exception:
+            log.exception("Could not read what worker process %d sent before it exited", worker.pid)
+        finally:
+            if worker.stop_timer is not None:
+                worker.stop_timer.cancel()
+            loop.remove_reader(worker.in_fd)
+            loop.remove_writer(worker.out_fd)
+            worker.process.join()
+            code = worker.process.exitcode
+            worker.process.close()
+            worker.close()
+            self._workers.remove(worker)
+            worker.exited.set_result(None)
         if not worker.ready:
             reason = worker.fatal or (
                 f"the worker {_describe_exit(code)} before loading it (see its stderr; a worker re-imports the "
@@ -623,8 +675,9 @@ class ProcessExecutionEngine(ExecutionEngine):
         elif not (worker.stop_sent or worker.timed_out is not None or self._terminating):
             log.warning("Worker process %d %s; re-queueing the %d item(s) it held",
                         worker.pid, _describe_exit(code), len(worker.held))
+            if not worker.reported:
+                self._spawn_failures += 1  # died before any result: replacing it at once could loop hot
         self._requeue_held(worker, code)
-        worker.exited.set_result(None)
         self._ensure_pool()
         self._schedule_dispatch()
 
@@ -635,9 +688,13 @@ class ProcessExecutionEngine(ExecutionEngine):
             error = (HandlerTimeoutError.__name__, f"handler exceeded {self._retry.timeout_s:g}s")
         else:
             running = worker.running()
-            culprit = running[0] if running else None
-            error = (WorkerDiedError.__name__,
-                     f"worker process {worker.pid} {_describe_exit(code)} while handling the record")
+            if running is not None:
+                culprit, when = running[0], "while handling the record"
+            else:
+                last = worker.last_started()
+                culprit = last if last in worker.held else next(iter(worker.held), None)
+                when = "outside the handler, before reporting the record's result"
+            error = (WorkerDiedError.__name__, f"worker process {worker.pid} {_describe_exit(code)} {when}")
         for item_id, item in reversed(worker.held.items()):
             if self._items.get(item_id) is not item:
                 continue
@@ -746,7 +803,6 @@ class ProcessExecutionEngine(ExecutionEngine):
 
     def _on_ready(self, worker: _Worker) -> None:
         worker.ready = True
-        self._spawn_failures = 0
         startup = self._startup
         if startup is not None and not startup.done() and all(w.ready for w in self._workers):
             startup.set_result(None)
@@ -808,6 +864,8 @@ class ProcessExecutionEngine(ExecutionEngine):
         self._arm_watch(self._retry.timeout_s)
 
     def _on_results(self, worker: _Worker, results: tuple[tuple[Any, ...], ...]) -> None:
+        worker.reported = True
+        self._spawn_failures = 0  # a worker that delivers results is healthy: respawns need not wait any more
         for result in results:
             item = worker.held.pop(result[0], None)
             if item is None or self._items.get(item.item_id) is not item:
