@@ -8,7 +8,7 @@ import socket
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from pyrallel_consumer.observability.logging import LogFormat
 from pyrallel_consumer.record import Ordering
@@ -27,6 +27,10 @@ OWNED_KAFKA_PROPERTIES: dict[str, str] = {
     "partition.assignment.strategy": "the library needs cooperative-sticky (incremental) assignment",
     "enable.partition.eof": "the library reads topics continuously",
 }
+DLQ_OWNED_PROPERTIES = ("acks", "request.required.acks", "enable.idempotence", "transactional.id")
+"""Properties of the dead-letter producer that decide whether an acknowledged copy is durable."""
+REVOKE_MARGIN_MS = 30_000
+"""How much longer than rebalance_grace_ms the poller waits for a revocation to settle on the event loop."""
 _ENUM_PROPERTIES: dict[str, tuple[str, ...]] = {
     "isolation.level": ("read_committed", "read_uncommitted"),
     "security.protocol": ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
@@ -127,9 +131,9 @@ class ConsumerConfig(BaseSettings):
     control_port: int | None = Field(
         default=None, ge=0, le=65535, description="Port of the HTTP lifecycle control server; off when unset."
     )
-    control_host: str = Field(default="127.0.0.1", description="Address the control server binds to.")
+    control_host: str = Field(default="127.0.0.1", min_length=1, description="Address the control server binds to.")
     control_token: SecretStr | None = Field(
-        default=None, description="Bearer token the control server requires, when set."
+        default=None, min_length=1, description="Bearer token the control server requires, when set."
     )
     dlq_enabled: bool = Field(
         default=False, description="Publish records that failed every attempt to a dead-letter topic."
@@ -142,7 +146,9 @@ class ConsumerConfig(BaseSettings):
         default="full", description="full copies key and value; metadata_only keeps them out (personal data)."
     )
     dlq_kafka: dict[str, str] = Field(
-        default_factory=dict, description="Extra librdkafka properties of the DLQ producer (env: JSON object)."
+        default_factory=dict,
+        description="Extra librdkafka properties of the DLQ producer (env: JSON object); the durability settings "
+                    "(acks, enable.idempotence, transactional.id) are the library's.",
     )
     max_blocking_ms: int = Field(
         default=0, ge=0, le=7 * 86_400_000,
@@ -183,6 +189,8 @@ class ConsumerConfig(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+        except SettingsError as exc:  # e.g. PYRALLEL_KAFKA that is not a JSON object
+            raise ConfigError(f"Invalid ConsumerConfig from the environment: {exc}") from None
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -221,10 +229,22 @@ class ConsumerConfig(BaseSettings):
                 raise ValueError(f"'{name}' must be one of {', '.join(allowed)}, not {setting!r}")
         return value
 
+    @field_validator("dlq_kafka")
+    @classmethod
+    def _check_dlq_kafka(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name in DLQ_OWNED_PROPERTIES:
+                raise ValueError(f"'{name}' is set by the library: a record's offset is committed only once the "
+                                 "broker acknowledged its dead-letter copy (acks=all, idempotent producer)")
+        return value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> ConsumerConfig:
         if self.max_retry_backoff_ms < self.retry_backoff_ms:
             raise ValueError("max_retry_backoff_ms must be >= retry_backoff_ms")
+        if self.dlq_topic is not None and self.dlq_topic in self.topics:
+            raise ValueError(f"dlq_topic {self.dlq_topic!r} is a consumed topic: failed records would come back "
+                             "for ever")
         if self.group_protocol == "consumer":
             for name in ("session.timeout.ms", "heartbeat.interval.ms"):
                 if name in self.kafka:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -68,33 +69,44 @@ class PyrallelConsumer:
         if config.control_port is not None:
             self.control_server = create_control_server(config, self.lifecycle)
         self._started = False
+        self._starting: asyncio.Event | None = None
+        """Set once start() has finished, successfully or not."""
 
     async def start(self) -> None:
+        """Start fetching and handling; on any failure, everything started so far is stopped again."""
         if self._started:
-            raise RuntimeError("PyrallelConsumer.start() was called twice")
-        self.metrics_exporter.start()
+            raise RuntimeError("PyrallelConsumer.start() was called twice, or after stop(); create a new consumer")
         self._started = True
+        self._starting = asyncio.Event()
         try:
+            self.metrics_exporter.start()
             await self._coordinator.start()
-        except BaseException:
-            self.metrics_exporter.stop()
-            raise
-        self.lifecycle.started()
-        if self.control_server is not None:
-            try:
+            self.lifecycle.started()
+            if self.control_server is not None:
                 await self.control_server.start()
-            except OSError:
-                await self._coordinator.stop(drain=False)
-                raise
+        except BaseException:
+            await self._coordinator.stop(drain=False)  # engine workers, metrics server, dead-letter producer
+            raise
+        finally:
+            self._starting.set()
 
     async def stop(self, drain: bool = True) -> None:
-        """drain=True finishes in-flight records and commits; drain=False cancels them, commits what completed."""
-        if self._started:
-            try:
-                await self._coordinator.stop(drain=drain)
-            finally:
-                if self.control_server is not None:
-                    await self.control_server.close()
+        """drain=True finishes in-flight records and commits; drain=False cancels them, commits what completed.
+
+        A stop() during start() waits for it first, so nothing it starts outlives the stop.
+        """
+        if not self._started:
+            self._started = True  # never started: only the dead-letter producer exists
+            if self._dead_letters is not None:
+                self._dead_letters.close()
+            return
+        if self._starting is not None:
+            await self._starting.wait()
+        try:
+            await self._coordinator.stop(drain=drain)
+        finally:
+            if self.control_server is not None:
+                await self.control_server.close()
 
     def _stopped(self) -> None:
         self.lifecycle.stopped()

@@ -30,6 +30,11 @@ BASE = {"bootstrap_servers": "127.0.0.1:9092", "group_id": "g", "topics": ["orde
         ({"dlq_topic": "no spaces"}, "dlq_topic: 'no spaces' is not a valid Kafka topic name"),
         ({"max_inflight": 5}, "unknown field(s) max_inflight"),
         ({"group_protocol": "consumer", "kafka": {"session.timeout.ms": "6000"}}, "set by the broker"),
+        ({"control_host": ""}, "control_host: String should have at least 1 character"),
+        ({"control_token": ""}, "control_token: Value should have at least 1 item"),
+        ({"dlq_kafka": {"acks": "0"}}, "'acks' is set by the library"),
+        ({"dlq_kafka": {"enable.idempotence": "false"}}, "'enable.idempotence' is set by the library"),
+        ({"dlq_topic": "orders"}, "dlq_topic 'orders' is a consumed topic"),
     ],
 )
 def test_bad_values_name_the_field(override: dict[str, object], message: str) -> None:
@@ -55,6 +60,12 @@ def test_environment_variables_fill_the_fields(monkeypatch: pytest.MonkeyPatch) 
     config = ConsumerConfig()
     assert (config.group_id, config.topics, config.ordering) == ("from-env", ["a", "b"], Ordering.PARTITION)
     assert config.kafka == {"fetch.min.bytes": "1"}
+
+
+def test_environment_value_that_is_not_json_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRALLEL_KAFKA", "fetch.min.bytes=1")
+    with pytest.raises(ConfigError, match="from the environment"):
+        ConsumerConfig(**BASE)
 
 
 def test_secrets_are_masked_and_never_echoed() -> None:

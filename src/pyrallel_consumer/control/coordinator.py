@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets, TopicPartitionKey, restore_map
 from pyrallel_consumer.control.poller import Assignment, BrokerPoller, CommitResult, partition_names
@@ -140,11 +140,17 @@ class Coordinator:
         self._observer = observer or ConsumerObserver()
         self._engine = engine
         self._on_exhausted: ExhaustionPolicy = on_exhausted or LogAndSkip()
+        outcome = getattr(self._on_exhausted, "outcome", None)
+        if not isinstance(outcome, str) or not outcome:
+            raise TypeError("on_exhausted needs an 'outcome' attribute: the non-empty label its records get in "
+                            "pyrallel_records_completed_total (e.g. outcome = \"parked\")")
         self._work = WorkManager(config.ordering)
         self._partitions: dict[TopicPartitionKey, PartitionOffsets] = {}
         self._revoking: set[TopicPartitionKey] = set()
         self._in_flight: dict[int, QueuedRecord] = {}
         self._failure_tasks: dict[int, asyncio.Task[None]] = {}
+        self._backing_off: set[int] = set()
+        """Records whose exhaustion policy refused to let them go, waiting to be tried again."""
         self._progress = asyncio.Event()
         self._poller: BrokerPoller | None = None
         self._commit_task: asyncio.Task[None] | None = None
@@ -169,18 +175,24 @@ class Coordinator:
             await loop.run_in_executor(None, self._check_topics_exist)
         await self._engine.start(self._on_complete)
         grace_s = self._config.rebalance_grace_ms / 1000
+        poll_interval = self._config.kafka.get("max.poll.interval.ms", "300000")
+        if poll_interval.isdigit() and self._config.rebalance_grace_ms + REVOKE_MARGIN_MS >= int(poll_interval):
+            log.warning("rebalance_grace_ms (%d) + %d ms reaches max.poll.interval.ms (%s): a revocation that "
+                        "waits that long for in-flight records gets this member evicted from the group",
+                        self._config.rebalance_grace_ms, REVOKE_MARGIN_MS, poll_interval)
         paused = self._config.start_paused
         self._active = not paused
         self._released = paused and self._config.pause_mode == "release"
-        self._poller = BrokerPoller(
+        poller = BrokerPoller(
             kafka_conf(self._config), self._config.topics, self, loop,
-            revoke_timeout_s=grace_s + 30.0,
+            revoke_timeout_s=grace_s + REVOKE_MARGIN_MS / 1000,
             room=self._fetch_room,
             start_paused=paused,
             subscribe=not self._released,
         )
-        self._poller.commit_delay = self._commit_delay
-        self._poller.start()
+        poller.commit_delay = self._commit_delay
+        poller.start()
+        self._poller = poller  # only once its thread runs: stop() sends it commands
         self._commit_task = loop.create_task(self._commit_periodically(), name="pyrallel-commit")
         if self._config.max_blocking_ms:
             self._guard_task = loop.create_task(self._guard_stuck_records(), name="pyrallel-stuck-guard")
@@ -426,7 +438,11 @@ class Coordinator:
             while not await self._on_exhausted(item.record, completion):
                 failures += 1
                 delay = min(self._config.max_retry_backoff_ms, self._config.retry_backoff_ms * 2**failures) / 1000
-                await asyncio.sleep(max(delay, 0.05))
+                self._backing_off.add(item.item_id)
+                try:
+                    await asyncio.sleep(max(delay, 0.05))
+                finally:
+                    self._backing_off.discard(item.item_id)
                 state = self._partitions.get((item.record.topic, item.record.partition))
                 if state is None or state.epoch != item.epoch or self._stopping:
                     return  # left incomplete: the next owner (or the next run) handles it again
@@ -470,8 +486,9 @@ class Coordinator:
         self._progress.set()
 
     def _only_held_left(self) -> bool:
-        """Nothing in flight but records held by the exhaustion policy, which waiting would not finish."""
-        return len(self._in_flight) == len(self._failure_tasks)
+        """Nothing in flight but records the exhaustion policy keeps back (waiting to try again), which waiting
+        would not finish; a policy call under way (a dead-letter write awaiting its ack) is waited for."""
+        return len(self._in_flight) == len(self._backing_off)
 
     async def _wait_idle(self, idle: Callable[[], bool], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

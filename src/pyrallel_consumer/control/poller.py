@@ -157,7 +157,11 @@ class BrokerPoller:
     # ---- loop side -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pyrallel-poller", daemon=True)
+        """Create the Kafka consumer here, so a bad property fails the caller, then hand it to the poller thread."""
+        conf = dict(self._conf)
+        conf["on_commit"] = self._on_commit
+        consumer = Consumer(conf)
+        self._thread = threading.Thread(target=self._run, args=(consumer,), name="pyrallel-poller", daemon=True)
         self._thread.start()
 
     def ingested(self, count: int, size: int) -> None:
@@ -234,13 +238,9 @@ class BrokerPoller:
         except RuntimeError:
             log.debug("Event loop closed; dropping %s", getattr(fn, "__name__", fn))
 
-    def _run(self) -> None:
-        consumer: Consumer | None = None
+    def _run(self, consumer: Consumer) -> None:
         error: BaseException | None = None
         try:
-            conf = dict(self._conf)
-            conf["on_commit"] = self._on_commit
-            consumer = Consumer(conf)
             if self._subscribe_at_start:
                 self._subscribe(consumer)
             while not self._stopping.is_set():
@@ -264,11 +264,10 @@ class BrokerPoller:
             error = exc
             log.error("Kafka poller failed: %r", exc)
         finally:
-            if consumer is not None:
-                try:
-                    consumer.close()
-                except (KafkaException, RuntimeError) as exc:
-                    log.warning("Closing the Kafka consumer failed: %s", exc)
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("Closing the Kafka consumer failed: %s", exc)
             self._post(self._finish, error)
 
     def _subscribe(self, consumer: Consumer) -> None:

@@ -190,7 +190,7 @@ class RecordStats(Collector):
         self._by_outcome = dict.fromkeys(OUTCOMES, 0)
 
     def add(self, outcome: str, duration_s: float) -> None:
-        self._by_outcome[outcome] += 1
+        self._by_outcome[outcome] = self._by_outcome.get(outcome, 0) + 1  # a custom policy brings its own label
         self._buckets[bisect.bisect_left(self._bounds, duration_s)] += 1
         self._sum += duration_s
 
