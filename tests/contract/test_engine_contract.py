@@ -205,9 +205,9 @@ async def test_base_exceptions_are_failed_attempts(make_harness: MakeHarness, be
 
 async def test_cancelled_items_never_complete(make_harness: MakeHarness) -> None:
     h = await make_harness()
-    running = h.submit_many([b"sleep:0.5"] * 2)
+    running = h.submit_many([b"sleep:2"] * 2)  # long enough to be still running when cancelled on a loaded machine
     await h.wait_started(running)
-    queued = h.submit_many([b"sleep:0.5"] * 6)
+    queued = h.submit_many([b"sleep:2"] * 6)
     others = h.submit_many([b"ok"] * 5)
     h.engine.cancel([*running, *queued, 10_000])  # an unknown id is ignored
 
@@ -240,7 +240,7 @@ async def test_drain_timeout_cancels_the_rest(make_harness: MakeHarness) -> None
 
 async def test_shutdown_without_drain_cancels(make_harness: MakeHarness) -> None:
     h = await make_harness()
-    items = h.submit_many([b"sleep:0.3", b"sleep:0.3", b"hang"])
+    items = h.submit_many([b"sleep:5", b"sleep:5", b"hang"])
     await h.wait_started(items[:1])
     await h.engine.shutdown(drain=False, timeout_s=WAIT_S)
     assert h.completions == []

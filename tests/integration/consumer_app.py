@@ -44,7 +44,7 @@ async def main() -> None:
         # A worker holds one item running and one queued, so exactly one record waits behind the blocked one.
         ipc_batch_size=1,
         # The restarted app joins while the killed member is still in the group: a short session ends the wait.
-        kafka={"session.timeout.ms": "6000"},
+        kafka={"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
     )
     handler = handle if ENGINE == "async" else "consumer_app:handle_sync"
     async with PyrallelConsumer(config, handler) as consumer:

@@ -326,7 +326,8 @@ async def test_a_full_queue_for_longer_than_max_poll_interval_keeps_the_group_me
         await release.wait()
 
     config = _config(kafka_bootstrap, group, topic, max_in_flight=10, queue_max_messages=200,
-                     kafka={"session.timeout.ms": "6000", "max.poll.interval.ms": "7000"})
+                     kafka={"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000",
+                            "max.poll.interval.ms": "7000"})
     async with PyrallelConsumer(config, handle) as consumer:
         await wait_for(lambda: consumer.metrics().in_flight == 10, what="ten records stuck in flight")
         await asyncio.sleep(9.0)  # past max.poll.interval.ms: a member that stopped polling is evicted by now

@@ -116,7 +116,7 @@ def test_broker_starts_when_its_cluster_id_begins_with_a_dash(
     kafka = cluster.LocalKafka(tmp_path / "dash-id-broker")
     try:
         state, _ = kafka.up(port=_free_port())
-        assert cluster.broker_answers(state.bootstrap)
+        assert cluster.broker_answers(state.bootstrap, timeout_s=10.0)
     finally:
         kafka.down()
 

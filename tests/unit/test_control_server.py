@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
+from tests.support import wait_for
 
 from pyrallel_consumer.bluegreen.control_server import (
     HttpServer,
@@ -322,7 +323,7 @@ async def test_close_ends_waiting_requests_and_stops_listening(lifecycle: FakeLi
     port = srv.port
     assert port > 0
     pending = asyncio.create_task(call(srv, "POST", "/lifecycle/pause?wait=60"))
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: bool(lifecycle.calls), what="the request waiting in its route")
     await asyncio.wait_for(srv.close(), 5)
     reply = await asyncio.wait_for(pending, 5)
     assert reply.status == 0, "the connection is closed without an answer"

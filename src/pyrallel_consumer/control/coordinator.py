@@ -362,6 +362,7 @@ class Coordinator:
         self._work.release(targets)
         self._apply_backpressure(list(self._work.held))  # fewer partitions: each one's share grew
         self._dispatch()
+        self._progress.set()  # wakes suspend(), which waits for the partitions to be gone
         return points
 
     def on_lost(self, partitions: list[TopicPartitionKey]) -> None:
@@ -376,6 +377,7 @@ class Coordinator:
         self._work.release(targets)
         self._apply_backpressure(list(self._work.held))
         self._dispatch()
+        self._progress.set()
 
     def on_committed(self, results: list[CommitResult]) -> None:
         for result in results:

@@ -417,7 +417,7 @@ class LocalKafka:
             "run_dir": str(self.run_dir),
             "bootstrap": state.bootstrap,
             "broker_pid": state.broker_pid,
-            "broker_answers": broker_alive and broker_answers(state.bootstrap),
+            "broker_answers": broker_alive and broker_answers(state.bootstrap, timeout_s=10.0),
             "connect_url": state.connect_url,
             "connect_pid": state.connect_pid,
             "connect_running": _pid_alive(state.connect_pid, _CONNECT_MAIN),
