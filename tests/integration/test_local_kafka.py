@@ -115,13 +115,7 @@ def test_broker_starts_when_its_cluster_id_begins_with_a_dash(
     monkeypatch.setattr(cluster.uuid, "uuid4", lambda: dash_first)
     kafka = cluster.LocalKafka(tmp_path / "dash-id-broker")
     try:
-        state, _ = kafka.up(port=_free_port())
+        state, _ = kafka.up(port=cluster.free_port())
         assert cluster.broker_answers(state.bootstrap, timeout_s=10.0)
     finally:
         kafka.down()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -13,7 +13,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from pyrallel_consumer.bluegreen.controller import (
 )
 from pyrallel_consumer.bluegreen.drain import DrainError, read_pending
 from pyrallel_consumer.bluegreen.validator import ValidationReport, validate_files
+from pyrallel_consumer.localkafka.cluster import free_port
 from pyrallel_consumer.localkafka.topics import create_topic
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,6 @@ class RunOptions:
     workload: str = "sleep:2ms"
     settle_s: float = 5.0
     """How long the producer keeps going after the switch (and between a switch and its rollback)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _cli() -> list[str]:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -80,18 +81,32 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _any_free_port() -> int:
+def free_port() -> int:
+    """A free port on 127.0.0.1 for a server started later, below the kernel's ephemeral range when possible.
+
+    A port from the ephemeral range (what ``bind(0)`` returns) can be handed to an outgoing connection between
+    this check and the server's bind; ports below the range are only ever taken by an explicit bind.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(50):
+        port = rng.randrange(10_000, max(low, 10_001))
+        if _port_free(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def pick_port(preferred: int) -> tuple[int, bool]:
     """Return (port, is_preferred): the preferred port when it is free, otherwise any free port."""
     if _port_free(preferred):
         return preferred, True
-    return _any_free_port(), False
+    return free_port(), False
 
 
 def _pid_alive(pid: int | None, main_class: str) -> bool:
@@ -344,7 +359,7 @@ class LocalKafka:
         chosen, preferred = pick_port(port)
         if not preferred:
             notes.append(f"Port {port} is taken; the broker uses port {chosen} instead.")
-        props = _broker_properties(self.run_dir, chosen, _any_free_port())
+        props = _broker_properties(self.run_dir, chosen, free_port())
         log_config = _log4j2_config(self.run_dir, "server")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         # One id in 64 starts with "-"; the "=" form keeps argparse from reading it as an option.
