@@ -500,8 +500,19 @@ class ScenarioRun:
             report = validate_files([self.work / "producer.jsonl"], sink_files=sinks, pending_seqs=pending)
         else:
             logs = [i.log_path for c in COLORS for i in self.instances[c] if i.log_path.exists()]
-            report = validate_files([self.work / "producer.jsonl"], logs, pending_seqs=pending)
+            report = validate_files([self.work / "producer.jsonl"], logs, pending_seqs=pending,
+                                    activity_gap_s=self._activity_gap_s())
         return report, len(pending)
+
+    def _activity_gap_s(self) -> float:
+        """How long a color may handle nothing and still count as active: 25 records' time at the producer's rate.
+
+        It must stay below the shortest pause of a color: a switch and a rollback take well under a second
+        each, and with the validator's default of 1 s blue's idle time while green processed in between was
+        bridged into one blue activity and reported as dual activity. A color handling records in the same
+        period as the other still shows up, since its records are much closer together than this.
+        """
+        return min(1.0, max(0.1, 25 / self.options.rate))
 
     def _sampled_dual_active(self) -> int:
         """Samples in which instances of both colors were ACTIVE at once (the only measure for sink files)."""
