@@ -9,7 +9,8 @@ import pytest
 from confluent_kafka import KafkaException
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
-from pyrallel_consumer.execution.engine import Completion
+from pyrallel_consumer.execution.async_engine import AsyncExecutionEngine
+from pyrallel_consumer.execution.engine import Completion, CompletionCallback, RetryPolicy
 from pyrallel_consumer.observability.metrics import RecordStats
 
 pytestmark = pytest.mark.unit
@@ -59,3 +60,31 @@ def test_custom_outcome_label_is_counted() -> None:
     stats.add("parked", 0.01)
     samples = {(s.name, s.labels.get("outcome")): s.value for family in stats.collect() for s in family.samples}
     assert samples[("pyrallel_records_completed_total", "parked")] == 1
+
+
+def test_stop_during_start_leaves_nothing_running() -> None:
+    """A SIGTERM handler may call stop() while start() still waits (here: for the engine's workers)."""
+
+    class SlowStartingEngine(AsyncExecutionEngine):
+        def __init__(self) -> None:
+            super().__init__(handle, RetryPolicy())
+            self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+        async def start(self, on_complete: CompletionCallback) -> None:
+            self.entered.set()
+            await self.release.wait()
+            await super().start(on_complete)
+
+    async def scenario() -> None:
+        engine = SlowStartingEngine()
+        consumer = PyrallelConsumer(_config(), None, engine=engine)
+        starting = asyncio.create_task(consumer.start())
+        await engine.entered.wait()
+        stopping = asyncio.create_task(consumer.stop())
+        await asyncio.sleep(0)
+        engine.release.set()
+        await starting
+        await stopping
+
+    asyncio.run(scenario())
+    assert not [t for t in threading.enumerate() if t.name.startswith("pyrallel-")]
