@@ -69,7 +69,7 @@ class PyrallelConsumer:
         if config.control_port is not None:
             self.control_server = create_control_server(config, self.lifecycle)
         self._started = False
-        self._starting: asyncio.Event | None = None
+        self._start_done = asyncio.Event()
         """Set once start() has finished, successfully or not."""
 
     async def start(self) -> None:
@@ -77,7 +77,6 @@ class PyrallelConsumer:
         if self._started:
             raise RuntimeError("PyrallelConsumer.start() was called twice, or after stop(); create a new consumer")
         self._started = True
-        self._starting = asyncio.Event()
         try:
             self.metrics_exporter.start()
             await self._coordinator.start()
@@ -88,7 +87,7 @@ class PyrallelConsumer:
             await self._coordinator.stop(drain=False)  # engine workers, metrics server, dead-letter producer
             raise
         finally:
-            self._starting.set()
+            self._start_done.set()
 
     async def stop(self, drain: bool = True) -> None:
         """drain=True finishes in-flight records and commits; drain=False cancels them, commits what completed.
@@ -100,8 +99,7 @@ class PyrallelConsumer:
             if self._dead_letters is not None:
                 self._dead_letters.close()
             return
-        if self._starting is not None:
-            await self._starting.wait()
+        await self._start_done.wait()
         try:
             await self._coordinator.stop(drain=drain)
         finally:

@@ -115,16 +115,6 @@ class Deployment:
         return self.connectors.get(color, color)
 
 
-@dataclass(slots=True)
-class _Progress:
-    """How far a switch got, so a rollback undoes only what was done."""
-
-    recorded: bool = False
-    """The new color was written as the active one."""
-    started_new: bool = False
-    """The new color was told to start (some of its instances may be running)."""
-
-
 class SwitchController:
     def __init__(self, deployment: Deployment, controller_id: str, registry: CollectorRegistry | None = None) -> None:
         self.deployment = deployment
@@ -158,10 +148,9 @@ class SwitchController:
         from_color = current.color if current else other_color(to_color)
         generation = (current.generation if current else 0) + 1
         result = SwitchResult(strategy, action, from_color, to_color, generation, time.time())
-        progress = _Progress()
         started = time.monotonic()
         try:
-            self._run_strategy(strategy, result, from_color, to_color, generation, progress)
+            self._run_strategy(strategy, result, from_color, to_color, generation)
             if health is not None:
                 with self._step(result, f"health check {to_color}"):
                     self._check_health(to_color, health)
@@ -169,7 +158,7 @@ class SwitchController:
         except SwitchError as exc:
             result.error = str(exc)
             log.error("%s to %s failed: %s; rolling back to %s", action, to_color, exc, from_color)
-            self._roll_back(strategy, result, from_color, to_color, generation + 1, progress)
+            self._roll_back(strategy, result, from_color, to_color, generation + 1)
         result.seconds = time.monotonic() - started
         hist = self._rollback_hist if action == "rollback" else self._switch_hist
         hist.labels(strategy).observe(result.seconds)
@@ -201,7 +190,7 @@ class SwitchController:
         result.steps.append(Step(name, began, time.monotonic() - started, True))
 
     def _run_strategy(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
-                      generation: int, progress: _Progress) -> None:
+                      generation: int) -> None:
         """Stop ``from_color``, hand its position over, record ``to_color`` as active, then start it."""
         if strategy == "E":
             self._connect_stop_and_copy(result, self.deployment.connector(from_color),
@@ -212,10 +201,8 @@ class SwitchController:
             if strategy == "B":
                 with self._step(result, f"copy offsets {from_color} -> {to_color}"):
                     self._copy_group_offsets(self.deployment.groups[from_color], self.deployment.groups[to_color])
-        with self._step(result, f"record active color {to_color}"):
+        with self._step(result, _record_step(to_color)):
             self._writer.write(self.deployment.name, to_color, generation)
-        progress.recorded = True
-        progress.started_new = True  # set before the attempt: a failed start may have started some instances
         self._start(strategy, result, to_color, generation)
 
     def _start(self, strategy: str, result: SwitchResult, color: str, generation: int, prefix: str = "") -> None:
@@ -229,16 +216,18 @@ class SwitchController:
                 self._lifecycle_all(color, "resume", generation)
 
     def _roll_back(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
-                   generation: int, progress: _Progress) -> None:
+                   generation: int) -> None:
         """Give processing back to ``from_color`` after a failed switch, undoing only what the switch did.
 
-        The new color is stopped and its position copied back only if it was started (before that, its
-        offsets are stale or equal to the old color's, and copying them back would rewind it). If the new
-        color cannot be stopped, or the record cannot be set back, the old color stays stopped too: a stall
-        an operator sees is better than both colors processing.
+        Only a switch that recorded the new color went on to start it (some of its instances may run even if
+        the start failed): then the new color is stopped, its position copied back (B, E) and the record set
+        back. Before that, the new color never ran, and copying its stale offsets back would rewind the old
+        color. If the new color cannot be stopped, or the record cannot be set back, the old color stays
+        stopped too: a stall an operator sees is better than both colors processing.
         """
+        started_new = any(step.ok and step.name == _record_step(to_color) for step in result.steps)
         try:
-            if progress.started_new:
+            if started_new:
                 if strategy == "E":
                     self._connect_stop_and_copy(result, self.deployment.connector(to_color),
                                                 self.deployment.connector(from_color), prefix="rollback: ")
@@ -249,8 +238,7 @@ class SwitchController:
                         with self._step(result, f"rollback: copy offsets {to_color} -> {from_color}"):
                             self._copy_group_offsets(self.deployment.groups[to_color],
                                                      self.deployment.groups[from_color])
-            if progress.recorded:
-                with self._step(result, f"rollback: record active color {from_color}"):
+                with self._step(result, f"rollback: {_record_step(from_color)}"):
                     self._writer.write(self.deployment.name, from_color, generation)
             self._start(strategy, result, from_color, generation, prefix="rollback: ")
             result.rolled_back = True
@@ -335,6 +323,11 @@ class SwitchController:
             _wait_connector(url, to_name, "STOPPED")
             if offsets and offsets.get("offsets"):
                 http_json("PATCH", f"{url}/connectors/{to_name}/offsets", offsets)
+
+
+def _record_step(color: str) -> str:
+    """Name of the step that records ``color`` as the active one; a rollback looks for it among the steps."""
+    return f"record active color {color}"
 
 
 def _status(url: str, token: str | None) -> dict[str, Any]:
