@@ -13,6 +13,7 @@ from pyrallel_consumer.execution.engine import (
     CompletionCallback,
     EngineError,
     ExecutionEngine,
+    HandlerTimeoutError,
     RetryPolicy,
     WorkItem,
     describe_error,
@@ -22,10 +23,6 @@ from pyrallel_consumer.record import Record
 log = logging.getLogger(__name__)
 
 AsyncHandler = Callable[[Record], Awaitable[None]]
-
-
-class HandlerTimeoutError(TimeoutError):
-    """One handler attempt ran longer than task_timeout_ms."""
 
 
 class AsyncExecutionEngine(ExecutionEngine):
@@ -96,7 +93,7 @@ class AsyncExecutionEngine(ExecutionEngine):
                     self._timed_out.discard(item_id)
                     if current is not None:
                         current.uncancel()
-                    error: BaseException = HandlerTimeoutError(f"handler exceeded {self._retry.timeout_s:g}s")
+                    error: BaseException = HandlerTimeoutError(self._retry.timeout_s)
                 elif current is not None and current.cancelling() == 0:
                     error = exc  # raised by the handler itself, not a cancellation of this task
                 else:

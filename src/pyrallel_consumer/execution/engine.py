@@ -58,6 +58,18 @@ class EngineError(RuntimeError):
     """The engine could not start or was used outside its life cycle."""
 
 
+class HandlerTimeoutError(TimeoutError):
+    """An attempt ran longer than ``task_timeout_ms``. Every engine reports such an attempt as this type
+    (``Completion.error_type == "HandlerTimeoutError"``), whatever it had to do to stop the handler."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(timeout_s)
+        self.timeout_s = timeout_s
+
+    def __str__(self) -> str:
+        return f"handler exceeded {self.timeout_s:g}s"
+
+
 class ExecutionEngine(abc.ABC):
     """Runs handlers; knows nothing about Kafka, offsets or ordering."""
 

@@ -55,12 +55,12 @@ from typing import Any, Final
 import msgpack
 
 from pyrallel_consumer.config import ConsumerConfig
-from pyrallel_consumer.execution.async_engine import HandlerTimeoutError
 from pyrallel_consumer.execution.engine import (
     Completion,
     CompletionCallback,
     EngineError,
     ExecutionEngine,
+    HandlerTimeoutError,
     RetryPolicy,
     WorkItem,
     describe_error,
@@ -685,7 +685,7 @@ class ProcessExecutionEngine(ExecutionEngine):
         """Charge an attempt to the item that was running when the worker died; re-queue the rest for free."""
         if worker.timed_out is not None:
             culprit: int | None = worker.timed_out
-            error = (HandlerTimeoutError.__name__, f"handler exceeded {self._retry.timeout_s:g}s")
+            error = describe_error(HandlerTimeoutError(self._retry.timeout_s))
         else:
             running = worker.running()
             if running is not None:
