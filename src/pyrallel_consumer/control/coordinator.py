@@ -324,11 +324,13 @@ class Coordinator:
         for a in assignments:
             tp = (a.topic, a.partition)
             start = a.committed_offset if a.committed_offset >= 0 else None
-            restored = restore_map(tp, a.committed_offset, a.committed_metadata)
+            window = self._config.max_pending_offsets
+            restored = restore_map(tp, a.committed_offset, a.committed_metadata, a.partition_end, window)
             if restored is not None:
                 log.info("Restored offset map of %s[%d]: %d record(s) above offset %d are done already",
                          a.topic, a.partition, restored.completed_count, a.committed_offset)
-            self._partitions[tp] = PartitionOffsets(tp, a.epoch, start, restored)
+            self._partitions[tp] = PartitionOffsets(tp, a.epoch, start, restored, max_window=window,
+                                                    end_at_assignment=a.partition_end)
             self._revoking.discard(tp)  # a revocation still settling on the loop belongs to the older assignment
             self._rebalances["assign"] += 1
         self._observer.rebalanced("assign", len(assignments))

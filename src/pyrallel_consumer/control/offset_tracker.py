@@ -43,12 +43,14 @@ class PartitionOffsets:
     """Offsets of one partition during one assignment (``epoch``)."""
 
     __slots__ = (
+        "_ceiling",
         "_done",
         "_head_since",
         "_last_committed",
         "_last_metadata",
         "_last_received",
         "_last_state",
+        "_max_window",
         "_pending",
         "_restored",
         "epoch",
@@ -59,8 +61,13 @@ class PartitionOffsets:
     )
 
     def __init__(self, topic_partition: TopicPartitionKey, epoch: int, start: int | None,
-                 restored: OffsetMap | None = None) -> None:
+                 restored: OffsetMap | None = None, *, max_window: int, end_at_assignment: int | None = None) -> None:
         self.topic_partition = topic_partition
+        self._max_window = max_window
+        """Longest offset map window written (max_pending_offsets): the next owner trusts no longer one."""
+        self._ceiling = end_at_assignment if end_at_assignment is not None else -1
+        """The partition's end (high watermark) at assignment: no commit goes beyond it or past the last received
+        offset, whichever is higher."""
         self.epoch = epoch
         self.start = start
         self._pending: deque[int] = deque()
@@ -182,6 +189,11 @@ class PartitionOffsets:
             self._last_state, self._last_metadata = state, metadata
         if self._last_committed == (offset, metadata):
             return None
+        ceiling = max(self._ceiling, self._last_received + 1)
+        if offset > ceiling:  # cannot happen with a trusted map; a commit past the log end would skip records
+            log.error("Not committing %s[%d] at offset %d: beyond the partition's end (%d) as far as this consumer "
+                      "knows", self.topic_partition[0], self.topic_partition[1], offset, ceiling)
+            return None
         return CommitPoint(self.topic_partition[0], self.topic_partition[1], self.epoch, offset, metadata)
 
     def _encode_map(self, offset: int, limit: int = MAX_METADATA_CHARS) -> str:
@@ -189,9 +201,13 @@ class PartitionOffsets:
         window_end = self._last_received + 1
         if self._restored is not None:
             window_end = max(window_end, self._restored.base + self._restored.length)
+        # The next owner distrusts a window longer than max_pending_offsets: leave the done offsets beyond it
+        # out (handled again after a restart) rather than have the whole map ignored.
+        window_end = min(window_end, offset + self._max_window)
         metadata = ""
         if window_end > offset and (self._done or self._restored is not None):
-            encoded = encode_offset_ranges(offset, self._completed_ranges(offset), window_end, limit)
+            ranges = _clipped(self._completed_ranges(offset), window_end)
+            encoded = encode_offset_ranges(offset, ranges, window_end, limit)
             if encoded is None:
                 log.warning(
                     "Offset map of %s[%d] above offset %d exceeds %d characters; committing without it "
@@ -211,15 +227,47 @@ class PartitionOffsets:
         return self._last_committed[0] if self._last_committed else None
 
 
-def restore_map(topic_partition: TopicPartitionKey, offset: int, metadata: str | None) -> OffsetMap | None:
-    """Decode the offset map of a committed offset; a broken or foreign map is ignored (fail closed)."""
+def _clipped(ranges: Iterator[tuple[int, int]], window_end: int) -> Iterator[tuple[int, int]]:
+    """``ranges`` (ascending) cut off at ``window_end``."""
+    for start, end in ranges:
+        if start >= window_end:
+            return
+        yield start, min(end, window_end)
+
+
+def restore_map(topic_partition: TopicPartitionKey, offset: int, metadata: str | None,
+                partition_end: int | None, max_window: int) -> OffsetMap | None:
+    """The offset map committed with ``offset``, when it can be trusted; else None with one WARNING (fail closed).
+
+    A map only says which records to skip, so a map that is wrong makes records go unhandled. It is trusted
+    only when it could have been written by this library for this partition as it is: it decodes, it belongs
+    to the committed offset, its window is no longer than ``max_window`` (max_pending_offsets: the writer
+    never writes a longer one) and it ends at or before ``partition_end``, the partition's high watermark read
+    at assignment (a map reaching beyond it would skip records that do not exist yet). Called on the event
+    loop for each newly assigned partition.
+    """
     if not metadata or offset < 0:
         return None
+    reason = None
+    restored = None
     try:
-        return decode_offset_map(metadata, offset)
+        restored = decode_offset_map(metadata, offset)
     except OffsetMapError as exc:
-        log.warning(
-            "Ignoring the offset map committed for %s[%d] at offset %d (%s); records above it are handled again",
-            topic_partition[0], topic_partition[1], offset, exc,
-        )
-        return None
+        reason = str(exc)
+    if restored is None and reason is None:
+        reason = "the metadata is not an offset map of this library (written by another client)"
+    elif restored is not None:
+        window_end = restored.base + restored.length
+        if restored.length > max_window:
+            reason = f"its window of {restored.length} offsets is longer than max_pending_offsets ({max_window})"
+        elif partition_end is None:
+            reason = "the partition's end could not be read to check the map against"
+        elif window_end > partition_end:
+            reason = f"it reaches offset {window_end - 1}, beyond the partition's end (high watermark {partition_end})"
+    if reason is None:
+        return restored
+    log.warning(
+        "Ignoring the offset map committed for %s[%d] at offset %d: %s; records above it are handled again",
+        topic_partition[0], topic_partition[1], offset, reason,
+    )
+    return None

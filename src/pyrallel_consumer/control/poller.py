@@ -53,6 +53,8 @@ class Assignment:
     epoch: int
     committed_offset: int
     committed_metadata: str | None
+    partition_end: int | None = None
+    """The high watermark read at assignment when an offset map was committed (to judge the map); else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +437,8 @@ class BrokerPoller:
             self._epoch += 1
             key = (tp.topic, tp.partition)
             self._assigned[key] = self._epoch
-            assignments.append(Assignment(tp.topic, tp.partition, self._epoch, tp.offset, tp.metadata))
+            end = self._partition_end(consumer, tp) if tp.metadata and tp.offset >= 0 else None
+            assignments.append(Assignment(tp.topic, tp.partition, self._epoch, tp.offset, tp.metadata, end))
             to_assign.append(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_INVALID))
         log.info("Assigned %s", ", ".join(f"{a.topic}[{a.partition}]@{a.committed_offset}" for a in assignments))
         self._post(self._sink.on_assigned, assignments)
@@ -458,6 +461,16 @@ class BrokerPoller:
                 last = exc
                 log.warning("Reading committed offsets failed (%s); retrying", exc)
         raise RuntimeError(f"could not read committed offsets for the new assignment: {last}")
+
+    def _partition_end(self, consumer: Consumer, tp: TopicPartition) -> int | None:
+        """The partition's high watermark from the broker, to judge a committed offset map; None if unreadable."""
+        try:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                        timeout=_COMMITTED_TIMEOUT_S, cached=False)
+        except KafkaException as exc:
+            log.warning("Reading the end of %s[%d] failed: %s", tp.topic, tp.partition, exc)
+            return None
+        return int(high) if high is not None and high >= 0 else None
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
