@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -44,6 +45,37 @@ class ConfigError(ValueError):
 
 def is_secret_property(name: str) -> bool:
     return any(hint in name.lower() for hint in _SECRET_HINTS)
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or the name localhost: an address only this machine can reach.
+
+    Called by ConsumerConfig's validation and by HttpServer.start() (event-loop thread) to decide whether a
+    server without a bearer token needs the explicit opt-out / a WARNING. Other names are not resolved: a name
+    that resolves to loopback today may not tomorrow.
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_problem(token: str) -> str | None:
+    """Why a bearer token could never match an ``Authorization`` header, or None when it is usable.
+
+    The control server reads header values as latin-1 and strips surrounding whitespace, so a token that is
+    blank, padded (e.g. a trailing newline from a secret file) or not printable ASCII would refuse every request.
+    Called at construction of ConsumerConfig and HttpServer, so the mistake shows at start, not at the first switch.
+    """
+    if not token.strip():
+        return "the bearer token must not be empty or whitespace only"
+    if token != token.strip():
+        return "the bearer token must not start or end with whitespace (a trailing newline from a secret file?)"
+    if not (token.isascii() and token.isprintable()):
+        return "the bearer token must be printable ASCII"
+    return None
 
 
 class ConsumerConfig(BaseSettings):
@@ -133,7 +165,23 @@ class ConsumerConfig(BaseSettings):
     )
     control_host: str = Field(default="127.0.0.1", min_length=1, description="Address the control server binds to.")
     control_token: SecretStr | None = Field(
-        default=None, min_length=1, description="Bearer token the control server requires, when set."
+        default=None, min_length=1,
+        description="Bearer token the control server requires, when set; printable ASCII without leading or "
+                    "trailing whitespace (any other token could never match an Authorization header).",
+    )
+    control_insecure: bool = Field(
+        default=False,
+        description="Allow a control server without control_token on a non-loopback control_host (logged as a "
+                    "WARNING): anyone who can reach the port can pause the consumer.",
+    )
+    control_max_connections: int = Field(
+        default=16, ge=1, le=10_000,
+        description="Connections the control server holds at once; more are closed at once, unanswered.",
+    )
+    control_max_generation_step: int = Field(
+        default=16, ge=1, le=1_000_000,
+        description="A lifecycle command's generation may be at most this far ahead of the consumer's; "
+                    "a larger jump is refused (HTTP 409), the generation does not change.",
     )
     dlq_enabled: bool = Field(
         default=False, description="Publish records that failed every attempt to a dead-letter topic."
@@ -211,6 +259,14 @@ class ConsumerConfig(BaseSettings):
             raise ValueError("a topic is listed twice")
         return value
 
+    @field_validator("control_token")
+    @classmethod
+    def _check_control_token(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = token_problem(value.get_secret_value()) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("dlq_topic")
     @classmethod
     def _check_dlq_topic(cls, value: str | None) -> str | None:
@@ -249,6 +305,11 @@ class ConsumerConfig(BaseSettings):
             for name in ("session.timeout.ms", "heartbeat.interval.ms"):
                 if name in self.kafka:
                     raise ValueError(f"'{name}' is set by the broker under group_protocol=consumer")
+        if (self.control_port is not None and self.control_token is None and not self.control_insecure
+                and not is_loopback_host(self.control_host)):
+            raise ValueError(f"control_host {self.control_host!r} is not a loopback address and control_token is "
+                             "not set: anyone who can reach the port could pause the consumer; set control_token, "
+                             "or control_insecure=True to serve without authentication")
         return self
 
     def __repr_args__(self) -> Any:
@@ -311,6 +372,10 @@ def reference_markdown() -> str:
             rule = "valid Kafka topic names (1-249 of a-z A-Z 0-9 . _ -)"
         if name == "kafka":
             rule = "library-owned properties refused; enum properties checked"
+        if name == "control_token":
+            rule = "printable ASCII, not blank, no leading/trailing whitespace"
+        if name == "control_host":
+            rule = "min length 1; beyond loopback (127.0.0.0/8, ::1, localhost) needs control_token or control_insecure"
         cells = [f"`{name}`", f"`PYRALLEL_{name.upper()}`", f"`{annotation}`", default, rule, info.description or ""]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows) + "\n"

@@ -29,8 +29,24 @@ class LifecycleState(StrEnum):
     STOPPED = "STOPPED"
 
 
-class StaleGenerationError(ValueError):
+class GenerationError(ValueError):
+    """A lifecycle command's generation was refused; the consumer's state and generation did not change.
+
+    Raised on the event-loop thread by ``Lifecycle.request_pause/request_resume/pause/resume``; the control
+    server answers it with HTTP 409.
+    """
+
+
+class StaleGenerationError(GenerationError):
     """A command carried an older generation than this consumer has seen: a fenced-off controller sent it."""
+
+
+class GenerationTooFarAheadError(GenerationError):
+    """A command's generation is more than ``control_max_generation_step`` ahead of the consumer's.
+
+    Accepting it would make every later command of the real controller look older, locking it out until the
+    consumer restarts (see docs/decisions.md, "Lifecycle generations move forward by a bounded step").
+    """
 
 
 class Lifecycle:
@@ -69,10 +85,19 @@ class Lifecycle:
         self._enter(LifecycleState.STOPPED, "stop")
 
     def _fence(self, generation: int | None) -> None:
+        """Accept ``generation`` if it is neither older than the current one nor too far ahead of it."""
         if generation is None:
             return
         if generation < self.generation:
             raise StaleGenerationError(f"generation {generation} is older than the current {self.generation}")
+        step = self._config.control_max_generation_step
+        if generation - self.generation > step:
+            raise GenerationTooFarAheadError(
+                f"generation {generation} is more than control_max_generation_step={step} ahead of the current "
+                f"generation {self.generation}: refused, nothing changed (a switch moves it by 1, a rollback by "
+                f"1 more; a consumer that missed more switches takes the generation of the active-color record "
+                f"when restarted with --deployment)"
+            )
         self.generation = generation
 
     def request_pause(self, generation: int | None = None, cause: str = "pause requested") -> LifecycleState:
