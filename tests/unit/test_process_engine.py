@@ -27,15 +27,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrallel_consumer.config import ConsumerConfig
-from pyrallel_consumer.execution import process_engine
 from pyrallel_consumer.execution.engine import Completion, EngineError, RetryPolicy, WorkItem
-from pyrallel_consumer.execution.process_engine import (
-    ProcessExecutionEngine,
-    RecordTooLargeError,
-    WorkerDiedError,
-    decode_record,
-    encode_record,
-)
+from pyrallel_consumer.execution.process import worker
+from pyrallel_consumer.execution.process.codec import decode_record, encode_record
+from pyrallel_consumer.execution.process.engine import ProcessExecutionEngine, RecordTooLargeError
+from pyrallel_consumer.execution.process.worker_handle import WorkerDiedError
 from pyrallel_consumer.record import Record
 
 pytestmark = pytest.mark.unit
@@ -110,7 +106,7 @@ def _exit_now(outbox: object) -> None:
 
 def dies_after_returning(record: Record) -> None:
     """The worker dies after the handler returned, when it would report the result: a crash outside the handler."""
-    process_engine._Outbox.flush = _exit_now  # in this worker process only
+    worker._Outbox.flush = _exit_now  # in this worker process only
 
 
 SURROGATE_MESSAGE = "cannot open " + b"\xff".decode(errors="surrogateescape")
@@ -315,7 +311,7 @@ async def test_unreadable_exit_is_still_handled(make_run: MakeRun, monkeypatch: 
     def unreadable(worker: object) -> None:
         raise msgpack.FormatError("corrupt stream")
 
-    monkeypatch.setattr(run.engine, "_read_all", unreadable)
+    monkeypatch.setattr(run.engine._supervisor, "_read_all", unreadable)
     run.submit(1)
     os.kill(int(await run.wait_for_file(run.directory / "1.pid1")), signal.SIGKILL)
     await run.wait_for(1)
@@ -429,7 +425,7 @@ PARENT = """
 import asyncio, pathlib, sys
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.execution.engine import RetryPolicy, WorkItem
-from pyrallel_consumer.execution.process_engine import ProcessExecutionEngine
+from pyrallel_consumer.execution.process.engine import ProcessExecutionEngine
 from pyrallel_consumer.record import Record
 
 async def main():
@@ -490,6 +486,18 @@ def test_parent_that_never_shuts_down_the_engine_still_exits(tmp_path: Path) -> 
     # workers ignore SIGTERM, which multiprocessing's exit hook sends before it joins them
     command, env = _parent_command(tmp_path, "return")
     assert subprocess.run(command, env=env, stdout=subprocess.DEVNULL, timeout=WAIT_S).returncode == 0
+
+
+PARENT_SIDE = ["engine", "ledger", "log_relay", "supervisor", "timeout_watch", "worker_handle"]
+
+
+def test_worker_module_leaves_the_parent_side_out() -> None:
+    # a spawned worker unpickles its entry point, importing the worker module by name
+    code = "import sys, pyrallel_consumer.execution.process.worker as w; print(w.worker_main.__module__, *sys.modules)"
+    entry_module, *modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                            check=True, timeout=WAIT_S).stdout.split()
+    assert entry_module == worker.__name__
+    assert not {f"pyrallel_consumer.execution.process.{name}" for name in PARENT_SIDE} & set(modules)
 
 
 def test_pool_size_defaults_to_the_cpu_count() -> None:

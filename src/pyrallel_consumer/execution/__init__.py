@@ -23,6 +23,6 @@ def create_engine(config: ConsumerConfig, handler: Any) -> ExecutionEngine:
         from pyrallel_consumer.execution.async_engine import AsyncExecutionEngine
 
         return AsyncExecutionEngine(handler, retry_policy(config))
-    from pyrallel_consumer.execution.process_engine import ProcessExecutionEngine
+    from pyrallel_consumer.execution.process.engine import ProcessExecutionEngine
 
     return ProcessExecutionEngine(handler, retry_policy(config), config)

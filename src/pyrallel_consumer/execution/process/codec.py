@@ -1,0 +1,101 @@
+"""The messages between the process engine's parent and its workers: msgpack on one pipe each way per worker.
+
+Both sides import it: the supervisor, the worker handle and the engine in the parent (on the event loop's
+thread), and the worker process (its main thread, its result flusher and any thread that logs).
+
+Parent to worker: ``(WORK, (item, ...))``, each item an :func:`encode_record` payload spliced in as it was
+encoded at submit, and ``(STOP,)``. Worker to parent: ``(READY,)``, ``(FATAL, reason)``, ``(DONE, (result,
+...))`` with results made by :func:`success` and :func:`failure`, and ``(LOG, fields)`` made by
+:func:`encode_log`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import msgpack
+
+from pyrallel_consumer.record import Record
+
+# parent -> worker messages
+WORK: Final = 0
+STOP: Final = 1
+# worker -> parent messages
+READY: Final = 0
+FATAL: Final = 1
+DONE: Final = 2
+LOG: Final = 3
+
+READ_CHUNK: Final = 1 << 18
+"""Bytes read from a pipe at a time, on both sides."""
+STOP_MESSAGE: Final[bytes] = msgpack.packb((STOP,))
+
+_UNICODE_ERRORS: Final = "backslashreplace"
+"""Lone surrogates (an undecodable file name in an error message) are escaped, not a reason to lose a message."""
+_MAX_LOG_CHARS: Final = 1 << 20
+_LOG_FIELDS: Final = (
+    "name", "msg", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+    "created", "msecs", "relativeCreated", "thread", "threadName", "processName", "process",
+)
+_packer = msgpack.Packer()
+
+Result = tuple[Any, ...]
+"""One completed attempt: ``(item_id,)`` on success, ``(item_id, error_type, message)`` on failure."""
+
+
+def encode_record(item_id: int, record: Record) -> bytes:
+    """The msgpack form of one work item: what crosses the pipe and what ``max_item_bytes`` limits."""
+    payload: bytes = msgpack.packb(
+        (item_id, record.topic, record.partition, record.offset, record.key, record.value, record.headers,
+         record.timestamp)
+    )
+    return payload
+
+
+def decode_record(fields: tuple[Any, ...]) -> Record:
+    """The record of an :func:`encode_record` payload read by an :func:`unpacker`."""
+    return Record(*fields[1:])
+
+
+def encode_work(payloads: list[bytes]) -> bytes:
+    """A WORK message carrying already encoded items, without packing them again."""
+    header = _packer.pack_array_header(2) + _packer.pack(WORK) + _packer.pack_array_header(len(payloads))
+    return b"".join([header, *payloads])
+
+
+def encode_message(message: object) -> bytes:
+    """Any other message."""
+    data: bytes = msgpack.packb(message, unicode_errors=_UNICODE_ERRORS)
+    return data
+
+
+def unpacker(**limits: int) -> Any:
+    """A stream reader of messages (arrays as tuples, strings as str); ``limits`` as for ``msgpack.Unpacker``."""
+    return msgpack.Unpacker(use_list=False, raw=False, **limits)
+
+
+def success(item_id: int) -> Result:
+    return (item_id,)
+
+
+def failure(item_id: int, error_type: str, message: str) -> Result:
+    return (item_id, error_type, message)
+
+
+def decode_result(result: Result) -> tuple[int, tuple[str, str] | None]:
+    """The item id of a result and, for a failed attempt, its (error type, message)."""
+    if len(result) == 1:
+        return result[0], None
+    return result[0], (result[1], result[2])
+
+
+def encode_log(record: logging.LogRecord) -> tuple[int, dict[str, Any]]:
+    """The LOG message of a record that ``QueueHandler.prepare()`` flattened (message formatted, no args)."""
+    fields = {name: getattr(record, name, None) for name in _LOG_FIELDS}
+    fields["msg"] = str(fields["msg"])[:_MAX_LOG_CHARS]
+    return (LOG, fields)
+
+
+def decode_log(fields: dict[str, Any]) -> logging.LogRecord:
+    return logging.makeLogRecord(fields)

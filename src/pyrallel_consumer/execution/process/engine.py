@@ -1,0 +1,115 @@
+"""ProcessExecutionEngine: the ExecutionEngine that runs synchronous handlers in supervised worker processes.
+
+``execution.create_engine`` builds it for ``engine="process"``; the control plane calls it on its event loop,
+the loop ``start()`` runs on, where completions are delivered too. It checks the handler, encodes each record
+once at submit and keeps the engine's life cycle; the ledger keeps the items, the supervisor the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.execution.engine import (
+    CompletionCallback,
+    EngineError,
+    ExecutionEngine,
+    RetryPolicy,
+    WorkItem,
+)
+from pyrallel_consumer.execution.process.codec import encode_record
+from pyrallel_consumer.execution.process.handler_ref import handler_reference
+from pyrallel_consumer.execution.process.ledger import Item, ItemLedger
+from pyrallel_consumer.execution.process.supervisor import Supervisor
+from pyrallel_consumer.record import Record
+
+log = logging.getLogger(__name__)
+
+SyncHandler = Callable[[Record], None]
+
+
+class RecordTooLargeError(ValueError):
+    """A record's msgpack form is larger than ``max_item_bytes``; it is failed without reaching a worker."""
+
+
+class ProcessExecutionEngine(ExecutionEngine):
+    """Runs a synchronous ``def handle(record) -> None`` in a pool of supervised worker processes."""
+
+    def __init__(self, handler: SyncHandler | str, retry: RetryPolicy, config: ConsumerConfig) -> None:
+        self._handler: object = handler
+        self._max_item_bytes = config.max_item_bytes
+        self._ledger = ItemLedger(retry)
+        self._supervisor = Supervisor(config, retry.timeout_s, self._ledger)
+        self._started = False
+        self._closed = False
+        self._accepting = False
+
+    @property
+    def workers_started(self) -> int:
+        """Worker processes started so far, replacements included."""
+        return self._supervisor.workers_started
+
+    @property
+    def pool_size(self) -> int:
+        """Worker processes kept running: ``process_workers``, or one per CPU core."""
+        return self._supervisor.size
+
+    async def start(self, on_complete: CompletionCallback) -> None:
+        if self._started:
+            raise EngineError("start() may be called once")
+        ref = handler_reference(self._handler)
+        self._started = True
+        try:
+            await self._supervisor.start(ref)
+        except BaseException:
+            self._closed = True
+            await self._supervisor.terminate()  # also when start() is cancelled: no worker may outlive a failed start
+            raise
+        self._ledger.open(on_complete, self._supervisor.schedule_dispatch)
+        self._accepting = True
+        log.debug("Process engine started %d worker(s) for %s", self._supervisor.size, ref)
+
+    def submit(self, item: WorkItem) -> None:
+        if not self._accepting or self._closed:
+            raise EngineError("submit() before start() or after shutdown()")
+        payload = encode_record(item.item_id, item.record)
+        entry = self._ledger.add(item.item_id, payload)
+        if len(payload) > self._max_item_bytes:
+            asyncio.get_running_loop().call_soon(self._reject_too_large, entry, item.record)
+            return
+        self._ledger.enqueue(entry)
+        self._supervisor.schedule_dispatch()
+
+    def _reject_too_large(self, item: Item, record: Record) -> None:
+        self._ledger.reject(
+            item, RecordTooLargeError.__name__,
+            f"record {record.topic}[{record.partition}]@{record.offset} is {len(item.payload)} bytes as msgpack, "
+            f"more than max_item_bytes={self._max_item_bytes}",
+        )
+
+    def cancel(self, item_ids: Iterable[int]) -> None:
+        self._ledger.cancel(item_ids)
+
+    def in_flight(self) -> int:
+        return len(self._ledger)
+
+    async def shutdown(self, drain: bool, timeout_s: float) -> None:
+        if self._closed:
+            if self._started:
+                await self._supervisor.wait_terminated()
+            return
+        self._closed = True
+        if not self._started:
+            return
+        self._supervisor.abort_start(EngineError("shutdown() was called while start() waited for the workers"))
+        if drain and len(self._ledger):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ledger.idle.wait(), timeout_s)
+        leftover = self._ledger.ids()
+        if leftover:
+            log.info("Cancelling %d in-flight record(s) at shutdown", len(leftover))
+        self.cancel(leftover)
+        await self._supervisor.terminate()
