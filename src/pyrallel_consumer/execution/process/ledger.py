@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False, slots=True)
 class Item:
+    """One work item as the parent keeps it: its record encoded once at submit, and its attempts so far."""
+
     item_id: int
     payload: bytes
     submitted: float
