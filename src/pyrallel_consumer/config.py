@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
+import operator
 import os
 import re
 import socket
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from pyrallel_consumer.observability.logging import LogFormat
@@ -37,6 +44,21 @@ _ENUM_PROPERTIES: dict[str, tuple[str, ...]] = {
     "security.protocol": ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
 }
 _SECRET_HINTS = ("password", "secret", "sasl.oauthbearer.config", "key.pem", "token")
+_DECIMAL_RE = re.compile(r"[+-]?[0-9]+")
+TOOLING_VARIABLES = frozenset({
+    "PYRALLEL_CONNECT_URL", "PYRALLEL_KAFKA_RUN_DIR", "PYRALLEL_CACHE_DIR", "PYRALLEL_BENCH_HARNESS_DIR",
+    "PYRALLEL_CONSUME_STATE", "PYRALLEL_LOAD_RATE", "PYRALLEL_LOAD_SIZE", "PYRALLEL_FAULT_DELAY_MS",
+    "PYRALLEL_FAULT_FAILURE_RATE", "PYRALLEL_FAULT_COMMIT_DELAY_MS", "PYRALLEL_FAULT_STALL_MS",
+    "PYRALLEL_FAULT_STALL_AFTER_S", "PYRALLEL_TEST_DIR", "PYRALLEL_TEST_BLOCK_OFFSET",
+})
+"""``PYRALLEL_*`` variables read by the project's CLI, test fixtures and benchmark harness, not config fields:
+ConsumerConfig does not warn about them."""
+_CHECK_LOGGER = logging.getLogger("pyrallel_consumer.config.librdkafka_check")
+"""Takes the notes of the throwaway clients that check properties; the real client logs them again at start."""
+_CHECK_LOGGER.addHandler(logging.NullHandler())
+_CHECK_LOGGER.propagate = False
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -233,12 +255,22 @@ class ConsumerConfig(BaseSettings):
         unknown = sorted(set(values) - set(type(self).model_fields))
         if unknown:
             raise ConfigError(f"Invalid ConsumerConfig: unknown field(s) {', '.join(unknown)}")
+        _warn_unknown_environment(type(self).model_fields)
         try:
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
         except SettingsError as exc:  # e.g. PYRALLEL_KAFKA that is not a JSON object
             raise ConfigError(f"Invalid ConsumerConfig from the environment: {exc}") from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_ints(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every int field (int or int | None) takes whole numbers only; see ``strict_int``."""
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if annotation is int or (isinstance(annotation, types.UnionType) and int in typing.get_args(annotation)):
+            return strict_int(value)
+        return value
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -276,13 +308,28 @@ class ConsumerConfig(BaseSettings):
 
     @field_validator("kafka")
     @classmethod
-    def _check_kafka(cls, value: dict[str, str]) -> dict[str, str]:
+    def _check_kafka(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         for name, setting in value.items():
             if name in OWNED_KAFKA_PROPERTIES:
                 raise ValueError(f"'{name}' is set by the library: {OWNED_KAFKA_PROPERTIES[name]}")
             allowed = _ENUM_PROPERTIES.get(name)
             if allowed and str(setting).lower() not in allowed:
                 raise ValueError(f"'{name}' must be one of {', '.join(allowed)}, not {setting!r}")
+        protocol = info.data.get("group_protocol", "classic")
+        if protocol == "consumer":
+            for name in ("session.timeout.ms", "heartbeat.interval.ms"):
+                if name in value:
+                    raise ValueError(f"'{name}' is set by the broker under group_protocol=consumer")
+        if value:  # the library's own settings too: librdkafka refuses some combinations with them
+            conf: dict[str, Any] = {"group.id": "pyrallel-config-check", "group.protocol": protocol,
+                                    "enable.auto.commit": False, "enable.auto.offset.store": False}
+            if protocol == "classic":
+                conf["partition.assignment.strategy"] = "cooperative-sticky"
+            if info.data.get("group_instance_id"):
+                conf["group.instance.id"] = info.data["group_instance_id"]
+            reason = librdkafka_refusal("consumer", {**conf, **value})
+            if reason is not None:
+                raise ValueError(describe_refusal(value, reason))
         return value
 
     @field_validator("dlq_kafka")
@@ -292,6 +339,10 @@ class ConsumerConfig(BaseSettings):
             if name in DLQ_OWNED_PROPERTIES:
                 raise ValueError(f"'{name}' is set by the library: a record's offset is committed only once the "
                                  "broker acknowledged its dead-letter copy (acks=all, idempotent producer)")
+        if value:
+            reason = librdkafka_refusal("producer", {"enable.idempotence": True, "acks": "all", **value})
+            if reason is not None:
+                raise ValueError(describe_refusal(value, reason))
         return value
 
     @model_validator(mode="after")
@@ -301,10 +352,6 @@ class ConsumerConfig(BaseSettings):
         if self.dlq_topic is not None and self.dlq_topic in self.topics:
             raise ValueError(f"dlq_topic {self.dlq_topic!r} is a consumed topic: failed records would come back "
                              "for ever")
-        if self.group_protocol == "consumer":
-            for name in ("session.timeout.ms", "heartbeat.interval.ms"):
-                if name in self.kafka:
-                    raise ValueError(f"'{name}' is set by the broker under group_protocol=consumer")
         if (self.control_port is not None and self.control_token is None and not self.control_insecure
                 and not is_loopback_host(self.control_host)):
             raise ValueError(f"control_host {self.control_host!r} is not a loopback address and control_token is "
@@ -318,6 +365,88 @@ class ConsumerConfig(BaseSettings):
                 yield name, {k: ("***" if is_secret_property(k) else v) for k, v in value.items()}
             else:
                 yield name, value
+
+
+def strict_int(value: Any) -> Any:
+    """An int field's input as an int: ints (never bools), and decimal digits as an env var gives them.
+
+    pydantic's lax mode would take True as 1, 100.0 as 100 and "100.0" as 100; a config that says
+    max_in_flight=True is a mistake, not a request for one record at a time. None passes (optional fields).
+    Called by ConsumerConfig's validation, on the constructing thread.
+    """
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and _DECIMAL_RE.fullmatch(value.strip()):
+        return int(value.strip())
+    if not isinstance(value, (bool, str, float)):
+        try:
+            return operator.index(value)  # e.g. a numpy integer
+        except TypeError:
+            pass
+    raise ValueError("must be a whole number: an int, or decimal digits in an environment variable")
+
+
+def librdkafka_refusal(kind: Literal["consumer", "producer"], conf: Mapping[str, Any]) -> str | None:
+    """What librdkafka says about ``conf``, or None when it takes it.
+
+    Creates a client without bootstrap servers (it never connects; about a millisecond) and closes it again:
+    librdkafka itself judges property names, values and combinations, which no list kept here could. Called
+    by ConsumerConfig's validation, on the constructing thread.
+    """
+    try:
+        if kind == "consumer":
+            Consumer({**conf, "logger": _CHECK_LOGGER}).close()
+        else:
+            Producer({**conf, "logger": _CHECK_LOGGER})  # destroyed at once: nothing references it
+    except (KafkaException, TypeError, ValueError) as exc:
+        err = exc.args[0] if exc.args else None
+        return err.str() if isinstance(err, KafkaError) else str(exc)
+    return None
+
+
+def describe_refusal(properties: Mapping[str, str], reason: str) -> str:
+    """librdkafka's ``reason`` to refuse ``properties``, naming the ones it mentions, with secret values masked.
+
+    Used by ConsumerConfig's validation and by ``librdkafka_config_error``.
+    """
+    reason = reason.strip()
+    for name, value in properties.items():
+        if is_secret_property(name) and value:
+            reason = reason.replace(value, "***")
+    named = [name for name in properties if name in reason]
+    which = ", ".join(repr(name) for name in named) if named else "these properties"
+    return f"librdkafka refuses {which}: {reason}"
+
+
+def librdkafka_config_error(field: str, properties: Mapping[str, str], exc: BaseException) -> ConfigError:
+    """The ConfigError for a client that librdkafka refused to create from the ``field`` properties.
+
+    Raised on the event-loop thread by start() (the Kafka consumer) and by PyrallelConsumer() (the dead-letter
+    producer) for a config that skipped validation (``model_copy(update=...)``, ``model_construct``) or a
+    combination only the full client configuration shows.
+    """
+    err = exc.args[0] if exc.args else None
+    reason = err.str() if isinstance(err, KafkaError) else str(exc)
+    return ConfigError(f"Invalid ConsumerConfig: {field}: {describe_refusal(properties, reason)}")
+
+
+def _warn_unknown_environment(fields: Iterable[str]) -> None:
+    """Log one WARNING naming every ``PYRALLEL_*`` env var that is neither a field nor the tooling's.
+
+    pydantic-settings ignores them silently, so a misspelt PYRALLEL_MAX_INFLIGHT would leave the default in
+    force unnoticed. Called at every ConsumerConfig construction, before validation (a misspelt required
+    field then shows next to the 'Field required' error).
+    """
+    known = {f"PYRALLEL_{name.upper()}" for name in fields}
+    unknown = sorted(name for name in os.environ
+                     if name.upper().startswith("PYRALLEL_") and name.upper() not in known | TOOLING_VARIABLES)
+    if not unknown:
+        return
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+        described.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    log.warning("Ignoring environment variable(s) that name no ConsumerConfig field: %s", ", ".join(described))
 
 
 def _describe(exc: ValidationError) -> str:
