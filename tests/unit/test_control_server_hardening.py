@@ -20,6 +20,7 @@ import pytest
 from tests.support import wait_for
 from tests.unit.test_control_server import TOKEN, Reply, call
 
+from pyrallel_consumer.bluegreen import control_server
 from pyrallel_consumer.bluegreen.control_server import HttpServer, add_lifecycle_routes
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.control.lifecycle import Lifecycle, LifecycleState
@@ -324,13 +325,11 @@ async def test_the_insecure_opt_out_binds_and_warns(caplog: pytest.LogCaptureFix
     monkeypatch.setenv("PYRALLEL_CONTROL_INSECURE", "true")
     config = ConsumerConfig(**BASE, control_port=0, control_host="0.0.0.0")
     assert config.control_insecure is True
-    from pyrallel_consumer.bluegreen.control_server import create_control_server
-
-    srv = create_control_server(config, running_lifecycle())
+    srv = control_server.create_control_server(config, running_lifecycle())
     caplog.set_level(logging.INFO)
     await srv.start()
     try:
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == control_server.log.name]
         assert warnings, "serving without a token beyond loopback is logged as a WARNING"
         assert "0.0.0.0" in warnings[0].getMessage()
         assert "token" in warnings[0].getMessage()
@@ -424,7 +423,7 @@ async def test_the_whole_flood_is_logged_once_not_per_connection(caplog: pytest.
         held.extend(writer for _, writer in refused)
         for reader, _ in refused:
             await asyncio.wait_for(_closed_by_server(reader), 10)
-        over = [r for r in caplog.records if "limit" in r.getMessage()]
+        over = [r for r in caplog.records if r.name == control_server.log.name and "limit" in r.getMessage()]
         assert 1 <= len(over) <= 2, [r.getMessage() for r in over]
         assert over[0].levelno == logging.WARNING
     finally:
