@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -159,6 +160,46 @@ async def test_missing_topic_fails_clearly_or_waits(
         create_topic(kafka_bootstrap, topic, 1)
         produce_keyed(kafka_bootstrap, topic, 5, keys=1)
         await wait_for(lambda: len(seen) == 5, what="records once the topic exists")
+
+
+
+async def _readyz(port: int) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /readyz HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return int(raw.split(b" ", 2)[1]), raw.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("start_paused", [False, True])
+async def test_ready_once_the_broker_answers(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], start_paused: bool
+) -> None:
+    """Readiness waits for the broker (an unreachable one keeps /readyz at 503: tests/unit/test_consumer_start.py);
+    a reachable one makes it ready, also when started paused (then not even subscribed)."""
+    topic = new_topic(1)
+
+    async def handle(record: Record) -> None:
+        """Nothing to handle: the topic stays empty."""
+
+    config = _config(kafka_bootstrap, unique_name("g"), topic, missing_topic="wait", control_port=0,
+                     start_paused=start_paused)
+    async with PyrallelConsumer(config, handle) as consumer:
+        assert consumer.control_server is not None
+        port = consumer.control_server.port
+        statuses: list[int] = []
+
+        async def ready() -> bool:
+            statuses.append((await _readyz(port))[0])
+            return statuses[-1] == 200
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await ready():
+            assert asyncio.get_running_loop().time() < deadline, f"/readyz still {statuses[-1]} after 30 s"
+            await asyncio.sleep(0.05)
+        state = "PAUSED" if start_paused else "ACTIVE"
+        assert json.loads((await _readyz(port))[1]) == {"ready": True, "state": state}
 
 
 async def test_broker_outage_mid_run_loses_nothing(tmp_path: Any, unique_name: Callable[[str], str]) -> None:

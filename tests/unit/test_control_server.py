@@ -65,6 +65,10 @@ class FakeLifecycle:
     def status(self) -> dict[str, Any]:
         return {"state": self.state.value, "generation": self.generation, "color": "blue"}
 
+    @property
+    def ready(self) -> bool:
+        return self.state in (LifecycleState.ACTIVE, LifecycleState.PAUSED)
+
 
 class Reply:
     def __init__(self, raw: bytes) -> None:

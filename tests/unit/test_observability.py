@@ -7,7 +7,9 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pyrallel_consumer import ConfigError, ConsumerConfig, MetricsSnapshot, PartitionMetrics, PyrallelConsumer
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.observability import metrics
-from pyrallel_consumer.observability.logging import JsonFormatter, configure_logging
+from pyrallel_consumer.observability.logging import JsonFormatter, RepeatFilter, configure_logging
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 
 pytestmark = pytest.mark.unit
@@ -141,6 +143,42 @@ def test_configure_logging_replaces_the_console_handler_and_keeps_the_others(roo
 def test_configure_logging_rejects_an_unknown_format(root_logger: logging.Logger) -> None:
     with pytest.raises(ValueError, match="log_format"):
         configure_logging("xml")  # type: ignore[arg-type]
+
+
+def test_repeated_lines_are_held_back_and_counted_in_the_next_one() -> None:
+    """A broker that refuses connections makes librdkafka report the same failure every 50 ms."""
+    logger = logging.getLogger("tests.repeats")
+    stream = io.StringIO()
+    handler, repeats = logging.StreamHandler(stream), RepeatFilter(interval_s=1.0)
+    logger.addHandler(handler)
+    logger.addFilter(repeats)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        lines = _log_repeats(logger, stream)
+    finally:
+        logger.removeHandler(handler)
+        logger.removeFilter(repeats)
+    failures = [line for line in lines if line.startswith("FAIL")]
+    assert failures[0].endswith("(after 0ms in state CONNECT)")
+    assert re.search(r"\(after 7ms in state CONNECT\) \(49 more like it in the last 1\.\ds\)$", failures[1])
+    assert len(failures) == 2
+    assert "another failure" in lines
+    assert len([line for line in lines if line.startswith("debug")]) == 50
+
+
+def _log_repeats(logger: logging.Logger, stream: io.StringIO) -> list[str]:
+    started = time.monotonic()
+    for attempt in range(50):
+        logger.error("FAIL 127.0.0.1:1/bootstrap: Connect failed: Connection refused (after %dms in state CONNECT)",
+                     attempt % 3)
+        logger.debug("debug lines always pass %d", attempt)
+    logger.error("another failure")
+    assert time.monotonic() - started < 1.0, "the machine was too slow for this test's window"
+    while time.monotonic() - started < 1.05:
+        time.sleep(0.01)  # the window has to pass: what is measured is time
+    logger.error("FAIL 127.0.0.1:1/bootstrap: Connect failed: Connection refused (after 7ms in state CONNECT)")
+    return stream.getvalue().splitlines()
 
 
 def test_config_fields_of_metrics_and_logs_are_validated() -> None:

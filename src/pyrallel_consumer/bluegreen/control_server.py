@@ -482,6 +482,9 @@ class LifecycleControl(Protocol):
     state: LifecycleState
     generation: int
 
+    @property
+    def ready(self) -> bool: ...
+
     def request_pause(self, generation: int | None = None, cause: str = ...) -> LifecycleState: ...
 
     def request_resume(self, generation: int | None = None, cause: str = ...) -> LifecycleState: ...
@@ -512,8 +515,11 @@ def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl) -> Non
 
     async def readyz(request: Request) -> Response:
         request.allow_query()
-        ready = lifecycle.state in (LifecycleState.ACTIVE, LifecycleState.PAUSED)
-        return Response(200 if ready else 503, {"ready": ready, "state": lifecycle.state.value})
+        ready = lifecycle.ready
+        body: dict[str, Any] = {"ready": ready, "state": lifecycle.state.value}
+        if not ready and lifecycle.state in (LifecycleState.ACTIVE, LifecycleState.PAUSED):
+            body["waiting_for"] = "broker"  # started, but no broker has answered yet
+        return Response(200 if ready else 503, body)
 
     server.add_route("POST", "/lifecycle/pause", pause)
     server.add_route("POST", "/lifecycle/resume", resume)

@@ -14,21 +14,29 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig
+from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig, librdkafka_config_error
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets, TopicPartitionKey, restore_map
 from pyrallel_consumer.control.poller import Assignment, BrokerPoller, CommitResult, partition_names
 from pyrallel_consumer.control.work_manager import QueuedRecord, WorkManager
 from pyrallel_consumer.execution.engine import Completion, ExecutionEngine
+from pyrallel_consumer.observability.logging import librdkafka_logger
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
 
+TOPIC_CHECK_TIMEOUT_S = 15.0
+"""missing_topic='fail': how long start() waits for a broker to list the topics before BrokerUnreachableError."""
+
 class MissingTopicError(RuntimeError):
     """A subscribed topic does not exist and missing_topic is 'fail'."""
+
+
+class BrokerUnreachableError(RuntimeError):
+    """No broker of bootstrap_servers answered at start (missing_topic='fail' asks for the topics first)."""
 
 
 class ExhaustionPolicy(Protocol):
@@ -114,7 +122,7 @@ def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "auto.offset.reset": config.auto_offset_reset,
         "group.protocol": config.group_protocol,
-        "logger": logging.getLogger("pyrallel_consumer.librdkafka"),
+        "logger": librdkafka_logger(),
     }
     if config.group_protocol == "classic":
         conf["partition.assignment.strategy"] = "cooperative-sticky"
@@ -191,19 +199,38 @@ class Coordinator:
             subscribe=not self._released,
         )
         poller.commit_delay = self._commit_delay
-        poller.start()
+        try:
+            poller.start()
+        except (KafkaException, TypeError, ValueError) as exc:  # e.g. after model_copy(update=...): not validated
+            raise librdkafka_config_error("kafka", self._config.kafka, exc) from exc
         self._poller = poller  # only once its thread runs: stop() sends it commands
         self._commit_task = loop.create_task(self._commit_periodically(), name="pyrallel-commit")
         if self._config.max_blocking_ms:
             self._guard_task = loop.create_task(self._guard_stuck_records(), name="pyrallel-stuck-guard")
 
     def _check_topics_exist(self) -> None:
+        """missing_topic='fail': ask the broker for the topics; runs on an executor thread during start().
+
+        A broker that does not answer is reported as BrokerUnreachableError with librdkafka's reason
+        (connection refused, name not resolved, authentication failed), not as a missing topic.
+        """
+        errors: list[KafkaError] = []
         conf = {k: v for k, v in kafka_conf(self._config).items() if k in ("bootstrap.servers", "logger")}
         conf.update({k: v for k, v in self._config.kafka.items() if k.startswith(("security.", "sasl.", "ssl."))})
+        conf["error_cb"] = errors.append
         try:
-            topics = AdminClient(conf).list_topics(timeout=15).topics
+            admin = AdminClient(conf)
+        except (KafkaException, TypeError, ValueError) as exc:
+            raise librdkafka_config_error("kafka", self._config.kafka, exc) from exc
+        try:
+            topics = admin.list_topics(timeout=TOPIC_CHECK_TIMEOUT_S).topics
         except KafkaException as exc:
-            raise MissingTopicError(f"could not list topics at {self._config.bootstrap_servers}: {exc}") from exc
+            admin.poll(0)  # serves error_cb: what librdkafka met while it tried
+            reasons = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            reason = reasons[-1] if reasons else exc.args[0].str()
+            raise BrokerUnreachableError(
+                f"no broker at {self._config.bootstrap_servers} answered within {TOPIC_CHECK_TIMEOUT_S:g} s: {reason}"
+            ) from exc
         missing = [t for t in self._config.topics if t not in topics]
         if missing:
             raise MissingTopicError(
@@ -285,6 +312,11 @@ class Coordinator:
     @property
     def assigned(self) -> list[TopicPartitionKey]:
         return sorted(self._partitions)
+
+    @property
+    def broker_answered(self) -> bool:
+        """Whether a broker has answered this consumer's client since start(); Lifecycle.ready (/readyz) needs it."""
+        return self._poller is not None and self._poller.broker_answered
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

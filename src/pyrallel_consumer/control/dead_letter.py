@@ -15,9 +15,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.config import ConsumerConfig, librdkafka_config_error
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution.engine import Completion
+from pyrallel_consumer.observability.logging import LIBRDKAFKA_LOGGER, librdkafka_logger
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,13 @@ class DeadLetterPublisher:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
-            "logger": logging.getLogger("pyrallel_consumer.librdkafka.dlq"),
+            "logger": librdkafka_logger(f"{LIBRDKAFKA_LOGGER}.dlq"),
         })
         conf.update(config.dlq_kafka)
-        self._producer = Producer(conf)
+        try:
+            self._producer = Producer(conf)
+        except (KafkaException, TypeError, ValueError) as exc:  # e.g. after model_copy(update=...): not validated
+            raise librdkafka_config_error("dlq_kafka", config.dlq_kafka, exc) from exc
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_callbacks, name="pyrallel-dlq", daemon=True)
         self._poller.start()

@@ -128,6 +128,16 @@ class Lifecycle:
                 await self._coordinator.activate()
                 self._enter(LifecycleState.ACTIVE, cause)
 
+    @property
+    def ready(self) -> bool:
+        """For /readyz: running (ACTIVE or PAUSED) and a broker has answered since start.
+
+        With missing_topic='wait', start() does not wait for the broker, so the state alone would call a consumer
+        whose bootstrap servers are unreachable ready. Read on the event loop (the control server's handlers).
+        """
+        running = self.state in (LifecycleState.ACTIVE, LifecycleState.PAUSED)
+        return running and self._coordinator.broker_answered
+
     async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool:
         """Wait until the consumer is in ``state``; False when the timeout passed first."""
         deadline = time.monotonic() + timeout_s

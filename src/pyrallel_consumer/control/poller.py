@@ -37,6 +37,9 @@ _CONVERT_SLICE = 100
 """Messages converted per loop callback: about half a millisecond of loop time."""
 _GATE_PAUSE_AFTER_S = 1.0
 """How long fetching may stay gated before every partition is paused so consume() can run again."""
+_PROBE_TIMEOUT_S = 0.5
+_PROBE_PERIOD_S = 1.0
+"""Until a broker has answered: how long one metadata request may wait, and how often one is sent."""
 
 
 def partition_names(partitions: Sequence[TopicPartitionKey]) -> str:
@@ -154,6 +157,9 @@ class BrokerPoller:
         self.high_watermarks: dict[TopicPartitionKey, int] = {}
         self._last_watermark_poll = 0.0
         self.commit_delay: Callable[[], float] | None = None
+        self.broker_answered = False
+        """Set by the poller thread once a broker answered; read on the loop for readiness (/readyz)."""
+        self._next_probe = 0.0
         """Fault injection: seconds to hold back each commit, counted in its latency (async ones do not block)."""
 
     # ---- loop side -------------------------------------------------------------------------------------
@@ -247,6 +253,8 @@ class BrokerPoller:
                 self._subscribe(consumer)
             while not self._stopping.is_set():
                 self._run_commands(consumer)
+                if not self.broker_answered:
+                    self._probe_broker(consumer)
                 wanted = self._fetch_size(consumer)
                 if not wanted:
                     # No consume() here: every call hands out records, and a dropped record is a gap
@@ -271,6 +279,24 @@ class BrokerPoller:
             except (KafkaException, RuntimeError) as exc:
                 log.warning("Closing the Kafka consumer failed: %s", exc)
             self._post(self._finish, error)
+
+    def _probe_broker(self, consumer: Consumer) -> None:
+        """Ask for the first topic's metadata, at most once per ``_PROBE_PERIOD_S``, until a broker answers.
+
+        librdkafka connects (and reconnects) on its own and reports failures only, so without asking, a consumer
+        whose bootstrap servers are unreachable would look ready. A topic that does not exist still gets an
+        answer (and is not created). While no broker answers this blocks the thread for up to
+        ``_PROBE_TIMEOUT_S``, when there is nothing to fetch anyway.
+        """
+        if time.monotonic() < self._next_probe:
+            return
+        try:
+            consumer.list_topics(self._topics[0], timeout=_PROBE_TIMEOUT_S)
+        except KafkaException:
+            self._next_probe = time.monotonic() + _PROBE_PERIOD_S
+            return
+        self.broker_answered = True
+        log.info("A broker at %s answered", self._conf.get("bootstrap.servers"))
 
     def _subscribe(self, consumer: Consumer) -> None:
         consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
