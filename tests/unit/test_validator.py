@@ -10,20 +10,22 @@ from typing import Any
 
 import pytest
 
-from pyrallel_consumer.bluegreen.validator import (
+from pyrallel_consumer.bluegreen.validation.findings import (
     SAMPLE_LIMIT,
-    ConsumedRecord,
     DualActiveWindow,
-    LoadStats,
     OrderViolation,
-    ProducedRecord,
     RecordRef,
     ValidationReport,
+)
+from pyrallel_consumer.bluegreen.validation.from_logs import validate_files
+from pyrallel_consumer.bluegreen.validation.judge import validate
+from pyrallel_consumer.bluegreen.validation.load import (
+    ConsumedRecord,
+    LoadStats,
+    ProducedRecord,
     load_consumer_log,
     load_producer_log,
     load_sink_file,
-    validate,
-    validate_files,
 )
 
 pytestmark = pytest.mark.unit

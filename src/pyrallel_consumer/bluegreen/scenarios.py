@@ -37,7 +37,8 @@ from pyrallel_consumer.bluegreen.controller import (
     http_json,
 )
 from pyrallel_consumer.bluegreen.drain import DrainError, read_pending
-from pyrallel_consumer.bluegreen.validator import ValidationReport, validate_files
+from pyrallel_consumer.bluegreen.validation.findings import ValidationReport
+from pyrallel_consumer.bluegreen.validation.from_logs import validate_files
 from pyrallel_consumer.localkafka.cluster import free_port
 from pyrallel_consumer.localkafka.topics import create_topic
 

@@ -25,7 +25,7 @@ from pyrallel_consumer.bluegreen.consume_app import ConsumeApp, Faults, RunLimit
 from pyrallel_consumer.bluegreen.control_server import describe_validation_error
 from pyrallel_consumer.bluegreen.drain import DrainError, DrainResult, read_pending
 from pyrallel_consumer.bluegreen.load_producer import LoadPlan, LoadProducer, LoadSettings
-from pyrallel_consumer.bluegreen.validator import validate_files
+from pyrallel_consumer.bluegreen.validation.from_logs import validate_files
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.record import Ordering
 

@@ -1,0 +1,6 @@
+"""The offline judge of a blue/green run, from the producer's and the consumers' logs to a verdict.
+
+``load`` reads the logs into records, ``judge`` turns records into a ``ValidationReport`` (its docstring
+defines every count), ``findings`` holds that report and its JSON and text forms, and ``from_logs`` runs
+load and judge in one streaming pass for ``pyrallel validate`` and the scenario runner.
+"""
