@@ -12,16 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
-from pyrallel_consumer.bluegreen.report import (
-    REPORT_NAME,
-    ReportError,
-    Sample,
-    _rates,
-    _series_per_color,
-    build_report,
-    rollback_seconds,
-    switch_seconds,
-)
+from pyrallel_consumer.bluegreen.reporting.build import REPORT_NAME, build_report
+from pyrallel_consumer.bluegreen.reporting.load import ReportError
+from pyrallel_consumer.bluegreen.reporting.plots import _rates, _series_per_color
+from pyrallel_consumer.bluegreen.reporting.summary import rollback_seconds, switch_seconds
+from pyrallel_consumer.bluegreen.run_record import Sample
 from pyrallel_consumer.cli.report_cmd import report
 
 pytestmark = pytest.mark.unit

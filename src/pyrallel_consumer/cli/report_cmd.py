@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from pyrallel_consumer.bluegreen.report import ReportError, build_report
+from pyrallel_consumer.bluegreen.reporting.build import build_report
+from pyrallel_consumer.bluegreen.reporting.load import ReportError
 
 
 @click.command("report")

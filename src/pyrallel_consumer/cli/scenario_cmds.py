@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from pyrallel_consumer.bluegreen.report import ReportError, build_report
+from pyrallel_consumer.bluegreen.reporting.build import build_report
+from pyrallel_consumer.bluegreen.reporting.load import ReportError
 from pyrallel_consumer.bluegreen.scenarios import SCENARIOS, VARIANTS, RunOptions, ScenarioError, ScenarioRun
 
 log = logging.getLogger(__name__)

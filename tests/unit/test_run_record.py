@@ -1,0 +1,122 @@
+"""The run file model shared by the scenario runner (writer) and the report (reader): round trip and bad files."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
+from pyrallel_consumer.bluegreen.run_record import (
+    Criterion,
+    Event,
+    RunRecord,
+    Sample,
+    ValidationSummary,
+    read_run_record,
+    write_run_record,
+)
+from pyrallel_consumer.bluegreen.validation.judge import validate
+from pyrallel_consumer.bluegreen.validation.load import ConsumedRecord, ProducedRecord
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_700_000_000.0
+
+
+def record() -> RunRecord:
+    """A run as the scenario runner builds it, with the judge's real JSON as its validation section."""
+    produced = [ProducedRecord(i, "k", i, 0, i, T0 + i) for i in range(4)]
+    consumed = [ConsumedRecord(i, "k", i, 0, i, "blue", "blue-1", T0 + i) for i in range(3)]
+    switch = SwitchResult("C", "switch", "blue", "green", 2, T0 + 1, 0.3, True, False, None,
+                          [Step("pause blue", T0 + 1, 0.2, True), Step("resume green", T0 + 1.2, 0.1, True)])
+    return RunRecord(
+        verdict="FAIL", cause="lost records: 1 (target 0)", strategy="C", scenario=1, variant=None,
+        title="Normal blue -> green switch", run_id="C1-abc123", started_at=T0, ended_at=T0 + 9.5,
+        environment={"kafka": "4.1.1", "partitions": 8, "rate_per_s": 100.0},
+        conditions={"groups": {"blue": "g", "green": "g"}, "lag_at_switch": None},
+        switches=[switch],
+        validation=ValidationSummary.model_validate(validate(produced, consumed).to_dict()),
+        samples=[Sample(T0 + 0.5, "blue", "blue-1", "ACTIVE", 0, 1, 0, 8),
+                 Sample(T0 + 1.0, "green", "green-1", "DOWN", None, 0)],
+        events=[Event(T0 + 1, "switch_start", "C -> green"), Event(T0 + 1.3, "switch_end", "ok=True 0.300s")],
+        rebalances={"blue": 1, "green": 2},
+        criteria=[Criterion("lost records", "0", "1", False)],
+    )
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> dict[str, Any]:
+    """The JSON of :func:`record` as the runner writes it."""
+    path = tmp_path / "run.json"
+    write_run_record(record(), path)
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def write(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_written_run_reads_back_equal(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    write_run_record(record(), path)
+    back = read_run_record(path)
+    assert back == record()
+    assert back.validation.dual_active_count == 0
+    assert back.validation.lost == 1
+    assert back.switches[0].steps[1] == Step("resume green", T0 + 1.2, 0.1, True)
+
+
+def test_the_file_keeps_the_judges_whole_json_and_the_json_names(written: dict[str, Any]) -> None:
+    produced = [ProducedRecord(i, "k", i, 0, i, T0 + i) for i in range(4)]
+    consumed = [ConsumedRecord(i, "k", i, 0, i, "blue", "blue-1", T0 + i) for i in range(3)]
+    assert written["validation"] == validate(produced, consumed).to_dict()
+    assert written["criteria"] == [{"name": "lost records", "target": "0", "measured": "1", "pass": False}]
+    assert written["switches"][0] == record().switches[0].to_dict()
+    assert written["samples"][1] == {"t": T0 + 1.0, "color": "green", "instance": "green-1", "state": "DOWN",
+                                     "lag": None, "handled": 0, "rebalances": None, "assigned": None}
+
+
+def test_samples_and_events_are_read_in_time_order(tmp_path: Path, written: dict[str, Any]) -> None:
+    written["samples"].reverse()
+    written["events"].reverse()
+    back = read_run_record(write(tmp_path, written))
+    assert [s.t for s in back.samples] == [T0 + 0.5, T0 + 1.0]
+    assert [e.kind for e in back.events] == ["switch_start", "switch_end"]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["validation"].pop("dual_active_count"),
+     "validation.dual_active_count: expected an integer, got None"),
+    (lambda d: d["validation"].update(dual_active=d["validation"].pop("dual_active_count")),
+     "validation.dual_active_count: expected an integer, got None"),
+    (lambda d: d.update(outcome=d.pop("verdict")), "verdict: expected a string, got None"),
+    (lambda d: d.pop("cause"), "cause: missing"),
+    (lambda d: d.update(note="x"), "note: unknown field"),
+    (lambda d: d["switches"][0]["steps"][1].update(ok=1), "switches[0].steps[1].ok: expected true or false, got 1"),
+    (lambda d: d["samples"][0].update(lag=2.0), "samples[0].lag: expected an integer, got 2.0"),
+    (lambda d: d["criteria"][0].update(passed=d["criteria"][0].pop("pass")),
+     "criteria[0].pass: expected true or false, got None"),
+    (lambda d: d.update(verdict="OK"), "verdict: expected PASS or FAIL, got 'OK'"),
+    (lambda d: d.update(switches={}), "switches: expected a list"),
+])
+def test_a_bad_field_is_a_value_error_naming_it(tmp_path: Path, written: dict[str, Any], edit: Any,
+                                                 message: str) -> None:
+    edit(written)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        read_run_record(write(tmp_path, written))
+
+
+def test_not_an_object_and_not_json(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^run: expected an object$"):
+        read_run_record(write(tmp_path, [1]))
+    path = tmp_path / "broken.json"
+    path.write_text('{"verdict": ')
+    with pytest.raises(json.JSONDecodeError):
+        read_run_record(path)
