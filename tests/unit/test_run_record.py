@@ -19,6 +19,7 @@ from pyrallel_consumer.bluegreen.run_record import (
     read_run_record,
     write_run_record,
 )
+from pyrallel_consumer.bluegreen.scenarios import RunOptions, ScenarioRun
 from pyrallel_consumer.bluegreen.validation.judge import validate
 from pyrallel_consumer.bluegreen.validation.load import ConsumedRecord, ProducedRecord
 
@@ -81,6 +82,28 @@ def test_the_file_keeps_the_judges_whole_json_and_the_json_names(written: dict[s
     assert written["switches"][0] == record().switches[0].to_dict()
     assert written["samples"][1] == {"t": T0 + 1.0, "color": "green", "instance": "green-1", "state": "DOWN",
                                      "lag": None, "handled": 0, "rebalances": None, "assigned": None}
+
+
+def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path) -> None:
+    run = ScenarioRun("C", 2, None, RunOptions(bootstrap="127.0.0.1:1", out_dir=tmp_path / "run",
+                                                work_dir=tmp_path / "work"))
+    original = record()
+    run.switches = [*original.switches, SwitchResult("C", "rollback", "green", "blue", 3, T0 + 4, 0.5, True)]
+    for sample in original.samples:
+        run.recorder.add(sample)
+    run.recorder.event("switch_start", "C -> green")
+    produced = [ProducedRecord(i, "k", i, 0, i, T0 + i) for i in range(4)]
+    consumed = [ConsumedRecord(i, "k", i, 0, i, "blue", "blue-1", T0 + i) for i in range(3)]
+
+    result = run._result(T0, validate(produced, consumed), 1, None, "blue")
+
+    back = read_run_record(tmp_path / "run" / f"{run.run_id}.json")
+    assert back.model_dump(mode="json", by_alias=True) == result
+    assert (back.verdict, back.cause) == ("FAIL", "lost records: 1 (target 0)")
+    assert back.validation.dual_active_count == result["validation"]["dual_active_count"] == 0
+    assert [c.name for c in back.criteria] == ["lost records", "dual-active windows", "switch to green time",
+                                               "switch to green succeeded", "rollback time"]
+    assert back.conditions["pending_after_drain"] == 1
 
 
 def test_samples_and_events_are_read_in_time_order(tmp_path: Path, written: dict[str, Any]) -> None:

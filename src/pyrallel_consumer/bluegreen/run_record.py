@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 from pydantic_core import ErrorDetails
 
@@ -108,8 +108,10 @@ class RunRecord(BaseModel):
     """The runner's id of the run, also the file's name; None in files written by hand."""
     started_at: float
     ended_at: float
-    environment: dict[str, JsonValue]
-    conditions: dict[str, JsonValue]
+    environment: dict[str, Any]
+    """Versions and sizes (Kafka, Python, partitions, rate, ...): JSON values."""
+    conditions: dict[str, Any]
+    """What the scenario set up or measured on the way (topic, groups, lag at the switch, ...): JSON values."""
     switches: list[SwitchResult]
     validation: ValidationSummary
     samples: list[Sample]

@@ -8,7 +8,6 @@ per run, the input of ``pyrallel report``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -37,6 +36,14 @@ from pyrallel_consumer.bluegreen.controller import (
     http_json,
 )
 from pyrallel_consumer.bluegreen.drain import DrainError, read_pending
+from pyrallel_consumer.bluegreen.run_record import (
+    Criterion,
+    Event,
+    RunRecord,
+    Sample,
+    ValidationSummary,
+    write_run_record,
+)
 from pyrallel_consumer.bluegreen.validation.findings import ValidationReport
 from pyrallel_consumer.bluegreen.validation.from_logs import validate_files
 from pyrallel_consumer.localkafka.cluster import free_port
@@ -145,25 +152,25 @@ class Instance:
 class Recorder:
     """Samples and events of one run, collected from a background thread and the scenario itself."""
 
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def event(self, kind: str, detail: str = "") -> None:
         with self.lock:
-            self.events.append({"t": time.time(), "kind": kind, "detail": detail})
+            self.events.append(Event(time.time(), kind, detail))
         log.info("event %s %s", kind, detail)
 
-    def add(self, sample: dict[str, Any]) -> None:
+    def add(self, sample: Sample) -> None:
         with self.lock:
             self.samples.append(sample)
 
-    def latest(self, color: str) -> list[dict[str, Any]]:
+    def latest(self, color: str) -> list[Sample]:
         with self.lock:
-            newest: dict[str, dict[str, Any]] = {}
+            newest: dict[str, Sample] = {}
             for sample in self.samples:
-                if sample["color"] == color:
-                    newest[sample["instance"]] = sample
+                if sample.color == color:
+                    newest[sample.instance] = sample
             return list(newest.values())
 
 
@@ -275,7 +282,7 @@ class ScenarioRun:
                         if probe["handled"] is None:  # down: its count stays where it was last seen
                             probe["handled"] = last_handled.get(instance.name, 0)
                         last_handled[instance.name] = probe["handled"]
-                        self.recorder.add({"t": now, "color": color, "instance": instance.name, **probe})
+                        self.recorder.add(Sample(t=now, color=color, instance=instance.name, **probe))
                 self._sampling.wait(0.5)
         finally:
             watermarks.close()
@@ -315,7 +322,7 @@ class ScenarioRun:
 
     def _lag(self, color: str) -> int | None:
         latest = self.recorder.latest(color)
-        values = [s["lag"] for s in latest if s.get("state") == "ACTIVE" and s.get("lag") is not None]
+        values = [s.lag for s in latest if s.state == "ACTIVE" and s.lag is not None]
         return sum(values) if values else None
 
     def _wait(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -333,9 +340,9 @@ class ScenarioRun:
         limit = max(10, int(self.options.rate / 2))
 
         def serving() -> bool:
-            latest = [s for s in self.recorder.latest(color) if s.get("state") == "ACTIVE"]
-            handled = sum(s.get("handled") or 0 for s in latest)
-            assigned = [s["assigned"] for s in latest if s.get("assigned") is not None]
+            latest = [s for s in self.recorder.latest(color) if s.state == "ACTIVE"]
+            handled = sum(s.handled for s in latest)
+            assigned = [s.assigned for s in latest if s.assigned is not None]
             covered = not assigned or sum(assigned) >= self.options.partitions  # connectors report no assignment
             lag = self._lag(color)
             return handled > 0 and covered and lag is not None and lag <= limit
@@ -519,23 +526,45 @@ class ScenarioRun:
         """Samples in which instances of both colors were ACTIVE at once (the only measure for sink files)."""
         by_time: dict[float, set[str]] = {}
         for sample in self.recorder.samples:
-            if sample.get("state") == "ACTIVE":
-                by_time.setdefault(sample["t"], set()).add(sample["color"])
+            if sample.state == "ACTIVE":
+                by_time.setdefault(sample.t, set()).add(sample.color)
         return sum(1 for colors in by_time.values() if len(colors) > 1)
 
     def _result(self, started: float, validation: ValidationReport, pending: int, cause: str | None,
                 active_color: str) -> dict[str, Any]:
+        """Judge the run by its criteria, write its run file and return the file's content."""
+        criteria = self._criteria(validation, cause, active_color)
+        failed = [f"{c.name}: {c.measured} (target {c.target})" for c in criteria if not c.passed]
+        samples = self.recorder.samples
+        rebalances = {c: sum(max((s.rebalances or 0) for s in samples if s.instance == i.name) if samples else 0
+                             for i in self.instances[c]) for c in COLORS}
+        record = RunRecord(
+            verdict="FAIL" if failed else "PASS", cause="; ".join(failed) if failed else None,
+            strategy=self.strategy, scenario=self.scenario, variant=self.variant, title=SCENARIOS[self.scenario],
+            run_id=self.run_id, started_at=started, ended_at=time.time(), environment=environment(self.options),
+            conditions={"topic": self.topic, "groups": self._groups(), "workload": self.options.workload,
+                        "instances_per_color": self.options.instances, "pending_after_drain": pending,
+                        **self.conditions},
+            switches=self.switches, validation=ValidationSummary.model_validate(validation.to_dict()),
+            samples=samples, events=self.recorder.events, rebalances=rebalances, criteria=criteria,
+        )
+        self.options.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.options.out_dir / f"{self.run_id}.json"
+        write_run_record(record, path)
+        log.info("Run %s: %s -> %s", self.run_id, record.verdict, path)
+        return record.model_dump(mode="json", by_alias=True)
+
+    def _criteria(self, validation: ValidationReport, cause: str | None, active_color: str) -> list[Criterion]:
         switches = [s for s in self.switches if s.action == "switch"]
         rollbacks = [s for s in self.switches if s.action == "rollback" or s.rolled_back]
         criteria = [
-            {"name": "lost records", "target": "0", "measured": str(validation.lost), "pass": validation.lost == 0},
-            {"name": "dual-active windows", "target": "0", "measured": str(validation.dual_active_count),
-             "pass": validation.dual_active_count == 0},
+            Criterion("lost records", "0", str(validation.lost), validation.lost == 0),
+            Criterion("dual-active windows", "0", str(validation.dual_active_count),
+                      validation.dual_active_count == 0),
         ]
         if self.strategy == "E":
             dual = self._sampled_dual_active()
-            criteria.append({"name": "samples with both connectors running", "target": "0", "measured": str(dual),
-                             "pass": dual == 0})
+            criteria.append(Criterion("samples with both connectors running", "0", str(dual), dual == 0))
         expect_ok = self.scenario != 5
         for s in switches:
             seconds = sum(step.seconds for step in s.steps if not step.name.startswith(("health", "rollback")))
@@ -543,52 +572,29 @@ class ScenarioRun:
                 self.conditions["switch_s_including_restart"] = round(seconds, 3)
                 continue
             target = (LAGGING_TARGET_SWITCH_S if self.scenario == 3 else TARGET_SWITCH_S)[self.strategy]
-            criteria.append({"name": f"switch to {s.to_color} time", "target": f"< {target:g} s",
-                             "measured": f"{seconds:.3f} s", "pass": seconds < target})
+            criteria.append(Criterion(f"switch to {s.to_color} time", f"< {target:g} s", f"{seconds:.3f} s",
+                                      seconds < target))
             if expect_ok:
-                criteria.append({"name": f"switch to {s.to_color} succeeded", "target": "ok",
-                                 "measured": "ok" if s.ok else str(s.error), "pass": s.ok})
+                criteria.append(Criterion(f"switch to {s.to_color} succeeded", "ok", "ok" if s.ok else str(s.error),
+                                          s.ok))
         if self.scenario == 4:
-            final = {s["instance"]: s["state"] for s in self.recorder.samples if s["state"] != "DOWN"}
+            final = {s.instance: s.state for s in self.recorder.samples if s.state != "DOWN"}
             wrong = sorted(name for name, state in final.items()
                            if (state == "ACTIVE") != name.startswith(f"{active_color}-"))
-            criteria.append({"name": f"only {active_color} active after the restart", "target": "yes",
-                             "measured": "yes" if not wrong else f"wrong state: {', '.join(wrong)}",
-                             "pass": not wrong})
+            criteria.append(Criterion(f"only {active_color} active after the restart", "yes",
+                                      "yes" if not wrong else f"wrong state: {', '.join(wrong)}", not wrong))
         if self.scenario == 5:
             rolled = any(s.rolled_back for s in self.switches)
-            criteria.append({"name": "automatic rollback", "target": "rolled back",
-                             "measured": "rolled back" if rolled else "not rolled back", "pass": rolled})
+            criteria.append(Criterion("automatic rollback", "rolled back",
+                                      "rolled back" if rolled else "not rolled back", rolled))
         for s in rollbacks:
             steps = [st for st in s.steps if st.name.startswith("rollback")] if s.rolled_back else s.steps
             seconds = sum(st.seconds for st in steps if not st.name.startswith("health"))
-            criteria.append({"name": "rollback time", "target": f"< {TARGET_ROLLBACK_S[self.strategy]:g} s",
-                             "measured": f"{seconds:.3f} s", "pass": seconds < TARGET_ROLLBACK_S[self.strategy]})
+            target = TARGET_ROLLBACK_S[self.strategy]
+            criteria.append(Criterion("rollback time", f"< {target:g} s", f"{seconds:.3f} s", seconds < target))
         if cause is not None:
-            criteria.append({"name": "run completed", "target": "yes", "measured": cause, "pass": False})
-        verdict = "PASS" if all(c["pass"] for c in criteria) else "FAIL"
-        failed = [f"{c['name']}: {c['measured']} (target {c['target']})" for c in criteria if not c["pass"]]
-        rebalances = {c: sum(max((s.get("rebalances") or 0) for s in self.recorder.samples
-                                 if s["instance"] == i.name) if self.recorder.samples else 0
-                             for i in self.instances[c]) for c in COLORS}
-        result = {
-            "strategy": self.strategy, "scenario": self.scenario, "variant": self.variant,
-            "title": SCENARIOS[self.scenario], "run_id": self.run_id, "started_at": started, "ended_at": time.time(),
-            "environment": environment(self.options),
-            "conditions": {"topic": self.topic, "groups": self._groups(), "workload": self.options.workload,
-                           "instances_per_color": self.options.instances, "pending_after_drain": pending,
-                           **self.conditions},
-            "switches": [s.to_dict() for s in self.switches],
-            "validation": validation.to_dict(),
-            "samples": self.recorder.samples, "events": self.recorder.events,
-            "rebalances": rebalances, "criteria": criteria, "verdict": verdict,
-            "cause": "; ".join(failed) if failed else None,
-        }
-        self.options.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.options.out_dir / f"{self.run_id}.json"
-        path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        log.info("Run %s: %s -> %s", self.run_id, verdict, path)
-        return result
+            criteria.append(Criterion("run completed", "yes", cause, False))
+        return criteria
 
 
 def environment(options: RunOptions) -> dict[str, Any]:
