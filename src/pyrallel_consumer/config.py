@@ -414,7 +414,10 @@ def describe_refusal(properties: Mapping[str, str], reason: str) -> str:
         if is_secret_property(name) and value:
             reason = reason.replace(value, "***")
     named = [name for name in properties if name in reason]
-    which = ", ".join(repr(name) for name in named) if named else "these properties"
+    if named or len(properties) == 1:
+        which = ", ".join(repr(name) for name in named or properties)
+    else:  # e.g. a plugin that does not load: the reason names the plugin, not the property
+        which = "one of " + ", ".join(repr(name) for name in properties)
     return f"librdkafka refuses {which}: {reason}"
 
 

@@ -93,6 +93,7 @@ def test_only_config_fields_and_tooling_variables_in_the_environment_warn_nothin
         ("kafka", {"session.timeout.ms": "soon"}, "session.timeout.ms"),
         ("kafka", {"fetch.wait.max.ms": "600000"}, "fetch.wait.max.ms"),
         ("kafka", {"max.poll.interval.ms": "1000"}, "max.poll.interval.ms"),  # below session.timeout.ms
+        ("kafka", {"plugin.library.paths": "no_such_plugin"}, "'plugin.library.paths'"),  # reason names the plugin
         ("dlq_kafka", {"lingerr.ms": "5"}, "lingerr.ms"),
         ("dlq_kafka", {"max.in.flight.requests.per.connection": "10"}, "max.in.flight"),  # idempotence: <= 5
     ],
