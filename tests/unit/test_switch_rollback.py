@@ -21,6 +21,8 @@ class Recorder:
     def __init__(self, fail: set[str]) -> None:
         self.fail = fail
         self.calls: list[str] = []
+        self.generations: list[tuple[str, int]] = []
+        """(call, generation) of every lifecycle command and record write, in order."""
 
     def _do(self, call: str) -> None:
         self.calls.append(call)
@@ -28,12 +30,14 @@ class Recorder:
             raise SwitchError(f"{call} failed")
 
     def lifecycle(self, color: str, command: str, generation: int, wait_s: float = 60.0) -> None:
+        self.generations.append((f"{command} {color}", generation))
         self._do(f"{command} {color}")
 
     def copy(self, source: str, target: str) -> None:
         self._do(f"copy {source}->{target}")
 
     def write(self, deployment: str, color: str, generation: int) -> None:
+        self.generations.append((f"write {color}", generation))
         self.calls.append(f"write {color}")
         if f"write {color}" in self.fail:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "transaction coordinator unavailable"))
@@ -82,3 +86,17 @@ def test_old_color_stays_stopped_when_the_new_one_cannot_be_stopped(monkeypatch:
     assert "resume blue" not in recorder.calls
     assert not result.rolled_back and not result.ok
     assert result.error is not None and "rollback failed" in result.error
+
+
+@pytest.mark.parametrize("failing", ["pause blue", "write green", "resume green"])
+def test_the_next_switch_after_a_rollback_is_not_refused_as_older(
+    monkeypatch: pytest.MonkeyPatch, failing: str,
+) -> None:
+    """Consumers refuse a generation older than the last they saw; the next switch takes the record's plus one."""
+    controller, recorder = _controller(monkeypatch, {failing})
+    result = controller.switch("C", "green")
+    assert result.rolled_back
+    written = [g for call, g in recorder.generations if call.startswith("write") and call not in recorder.fail]
+    record = max(written, default=0)  # what the control topic holds now (0: never written)
+    highest_sent = max(g for call, g in recorder.generations if not call.startswith("write"))
+    assert highest_sent <= record + 1, f"consumers saw {highest_sent}; the next switch sends {record + 1}"

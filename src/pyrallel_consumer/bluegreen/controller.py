@@ -158,7 +158,7 @@ class SwitchController:
         except SwitchError as exc:
             result.error = str(exc)
             log.error("%s to %s failed: %s; rolling back to %s", action, to_color, exc, from_color)
-            self._roll_back(strategy, result, from_color, to_color, generation + 1)
+            self._roll_back(strategy, result, from_color, to_color, generation)
         result.seconds = time.monotonic() - started
         hist = self._rollback_hist if action == "rollback" else self._switch_hist
         hist.labels(strategy).observe(result.seconds)
@@ -216,7 +216,7 @@ class SwitchController:
                 self._lifecycle_all(color, "resume", generation)
 
     def _roll_back(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
-                   generation: int) -> None:
+                   switch_generation: int) -> None:
         """Give processing back to ``from_color`` after a failed switch, undoing only what the switch did.
 
         Only a switch that recorded the new color went on to start it (some of its instances may run even if
@@ -224,8 +224,14 @@ class SwitchController:
         back. Before that, the new color never ran, and copying its stale offsets back would rewind the old
         color. If the new color cannot be stopped, or the record cannot be set back, the old color stays
         stopped too: a stall an operator sees is better than both colors processing.
+
+        The rollback's commands carry a generation one past the switch's only when it writes the record (with
+        that generation) too; otherwise they reuse the switch's. Consumers accept a command no older than the
+        last one they saw, and the next switch takes the record's generation plus one: a rollback that moved
+        the consumers past the record would have them refuse every later switch as older.
         """
         started_new = any(step.ok and step.name == _record_step(to_color) for step in result.steps)
+        generation = switch_generation + 1 if started_new else switch_generation
         try:
             if started_new:
                 if strategy == "E":
