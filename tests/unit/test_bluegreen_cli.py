@@ -28,6 +28,7 @@ pytestmark = pytest.mark.unit
         (["switch", "--strategy", "X", "--to", "green", "--deployment", "d"], "'X' is not one of 'B', 'C', 'E'"),
         (["scenario", "run", "--strategy", "B", "--scenario", "4"], "no run applies"),
         (["scenario", "run", "--strategy", "E", "--scenario", "1"], "strategy E needs --connect-url"),
+        (["controller", "serve", "--deployment", "d", "--token", " "], "must not be empty or whitespace only"),
     ],
 )
 def test_bad_switch_and_scenario_input(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:

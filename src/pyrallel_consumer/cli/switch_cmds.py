@@ -21,6 +21,7 @@ from pyrallel_consumer.bluegreen.controller import (
     SwitchController,
     SwitchError,
 )
+from pyrallel_consumer.config import token_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,7 +45,8 @@ def _deployment_options(fn: F) -> F:
         click.option("--connect-url", envvar="PYRALLEL_CONNECT_URL", help="Strategy E: Kafka Connect REST URL."),
         click.option("--blue-connector", help="Strategy E: blue's connector name (default: blue)."),
         click.option("--green-connector", help="Strategy E: green's connector name (default: green)."),
-        click.option("--token", envvar="PYRALLEL_CONTROL_TOKEN", help="Bearer token of the consumers' control APIs."),
+        click.option("--token", envvar="PYRALLEL_CONTROL_TOKEN", callback=_check_token,
+                     help="Bearer token of the consumers' control APIs."),
         click.option("--health-window", type=click.FloatRange(0, 600), default=5.0, show_default=True,
                      help="Seconds the new color is watched after the switch (0 = no health check)."),
         click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.2, show_default=True,
@@ -53,6 +55,14 @@ def _deployment_options(fn: F) -> F:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _check_token(_ctx: click.Context, _param: click.Parameter, token: str | None) -> str | None:
+    """A token that could never match is refused here, not as a traceback when the server starts."""
+    problem = token_problem(token) if token is not None else None
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return token
 
 
 def _controller(options: dict[str, Any]) -> tuple[SwitchController, HealthCheck | None]:
