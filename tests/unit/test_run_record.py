@@ -20,6 +20,7 @@ from pyrallel_consumer.bluegreen.run_record import (
     write_run_record,
 )
 from pyrallel_consumer.bluegreen.scenarios import RunOptions, ScenarioRun
+from pyrallel_consumer.bluegreen.validation.findings import ValidationReport
 from pyrallel_consumer.bluegreen.validation.judge import validate
 from pyrallel_consumer.bluegreen.validation.load import ConsumedRecord, ProducedRecord
 
@@ -28,10 +29,15 @@ pytestmark = pytest.mark.unit
 T0 = 1_700_000_000.0
 
 
-def record() -> RunRecord:
-    """A run as the scenario runner builds it, with the judge's real JSON as its validation section."""
+def judged() -> ValidationReport:
+    """Four records produced, three handled by blue: one lost."""
     produced = [ProducedRecord(i, "k", i, 0, i, T0 + i) for i in range(4)]
     consumed = [ConsumedRecord(i, "k", i, 0, i, "blue", "blue-1", T0 + i) for i in range(3)]
+    return validate(produced, consumed)
+
+
+def record() -> RunRecord:
+    """A run as the scenario runner builds it, with the judge's real JSON as its validation section."""
     switch = SwitchResult("C", "switch", "blue", "green", 2, T0 + 1, 0.3, True, False, None,
                           [Step("pause blue", T0 + 1, 0.2, True), Step("resume green", T0 + 1.2, 0.1, True)])
     return RunRecord(
@@ -40,7 +46,7 @@ def record() -> RunRecord:
         environment={"kafka": "4.1.1", "partitions": 8, "rate_per_s": 100.0},
         conditions={"groups": {"blue": "g", "green": "g"}, "lag_at_switch": None},
         switches=[switch],
-        validation=ValidationSummary.model_validate(validate(produced, consumed).to_dict()),
+        validation=ValidationSummary.model_validate(judged().to_dict()),
         samples=[Sample(T0 + 0.5, "blue", "blue-1", "ACTIVE", 0, 1, 0, 8),
                  Sample(T0 + 1.0, "green", "green-1", "DOWN", None, 0)],
         events=[Event(T0 + 1, "switch_start", "C -> green"), Event(T0 + 1.3, "switch_end", "ok=True 0.300s")],
@@ -75,9 +81,7 @@ def test_a_written_run_reads_back_equal(tmp_path: Path) -> None:
 
 
 def test_the_file_keeps_the_judges_whole_json_and_the_json_names(written: dict[str, Any]) -> None:
-    produced = [ProducedRecord(i, "k", i, 0, i, T0 + i) for i in range(4)]
-    consumed = [ConsumedRecord(i, "k", i, 0, i, "blue", "blue-1", T0 + i) for i in range(3)]
-    assert written["validation"] == validate(produced, consumed).to_dict()
+    assert written["validation"] == judged().to_dict()
     assert written["criteria"] == [{"name": "lost records", "target": "0", "measured": "1", "pass": False}]
     assert written["switches"][0] == record().switches[0].to_dict()
     assert written["samples"][1] == {"t": T0 + 1.0, "color": "green", "instance": "green-1", "state": "DOWN",
@@ -92,10 +96,8 @@ def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path
     for sample in original.samples:
         run.recorder.add(sample)
     run.recorder.event("switch_start", "C -> green")
-    produced = [ProducedRecord(i, "k", i, 0, i, T0 + i) for i in range(4)]
-    consumed = [ConsumedRecord(i, "k", i, 0, i, "blue", "blue-1", T0 + i) for i in range(3)]
 
-    result = run._result(T0, validate(produced, consumed), 1, None, "blue")
+    result = run._result(T0, judged(), 1, None, "blue")
 
     back = read_run_record(tmp_path / "run" / f"{run.run_id}.json")
     assert back.model_dump(mode="json", by_alias=True) == result

@@ -1,11 +1,13 @@
 """The run file: one JSON document per scenario run, written by the scenario runner, read by the report.
 
 Both sides go through the models below (:func:`write_run_record`, :func:`read_run_record`), so the file has
-one description and the writer and the reader cannot drift apart: a field the writer renames is a field the
-reader's model misses.  Reading is strict, like JSON typing: a number for a float field, an integer (not
-``2.0``, not ``true``) for an int field, a string for a string; an unknown field is an error too.  A file that
-does not fit raises ``ValueError`` with the first problem and the path to the field that has it, e.g.
-``switches[0].steps[1].ok: expected true or false, got 1``, which the report lists next to the file's name.
+one description and the writer and the reader cannot drift apart: a field renamed here is renamed for both,
+and a file that still has the old name fails to read, naming the field.  Reading is strict, like JSON typing:
+a number for a float field, an integer (not ``2.0``, not ``true``) for an int field, a string for a string;
+every field without a default must be there (null where it may be null), and an unknown field is an error
+too.  A file that does not fit raises ``ValueError`` with the first problem and the path to the field that
+has it, e.g. ``switches[0].steps[1].ok: expected true or false, got 1``, ``verdict: expected a string, got
+None`` (absent) or ``cause: missing``; the report lists it next to the file's name.
 
 Switches are the controller's own :class:`~pyrallel_consumer.bluegreen.controller.SwitchResult` records; the
 ``validation`` section is the judge's JSON (``ValidationReport.to_dict``), of which the model types the counts
@@ -14,6 +16,7 @@ the report reads and keeps the rest as it is.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -167,12 +170,12 @@ class _SchemaError(ValueError):
 
 def _with_null(data: Any, loc: tuple[int | str, ...]) -> Any:
     """A copy of ``data`` with null at ``loc``, which is the place of a missing field (so its parent is there)."""
-    copy = json.loads(json.dumps(data))
-    parent = copy
+    edited = copy.deepcopy(data)
+    parent = edited
     for part in loc[:-1]:
         parent = parent[part]
     parent[loc[-1]] = None
-    return copy
+    return edited
 
 
 _EXPECTED: dict[str, str] = {
