@@ -555,6 +555,7 @@ class ScenarioRun:
         return record.model_dump(mode="json", by_alias=True)
 
     def _criteria(self, validation: ValidationReport, cause: str | None, active_color: str) -> list[Criterion]:
+        """The run's checks; scenario 4's switch waits for the restart, so its time goes into the conditions."""
         switches = [s for s in self.switches if s.action == "switch"]
         rollbacks = [s for s in self.switches if s.action == "rollback" or s.rolled_back]
         criteria = [
