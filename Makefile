@@ -16,17 +16,17 @@ help:
 	@echo "make test   - set up, lint, type-check, run every test against a real local Kafka"
 	@echo "make bench  - benchmarks (results under benchmarks/results/)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,report]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e './tools[report]'
 	touch $@
 
 install: $(STAMP)
 
 jars: install
-	@$(BIN)/python -c 'from pyrallel_consumer.localkafka.jars import ensure_jars; print("Kafka jars:", ensure_jars())'
+	@$(BIN)/python -c 'from pyrallel_tools.localkafka.jars import ensure_jars; print("Kafka jars:", ensure_jars())'
 
 kafka-up: jars
 	$(BIN)/pyrallel kafka up --connect --run-dir $(DEMO_RUN)
@@ -56,7 +56,8 @@ bench: jars
 	$(call with_kafka,$(DEMO_RUN),$(BIN)/pyrallel bench)
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tools tests
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from pyrallel_consumer.bluegreen.control_server import HttpServer, create_control_server
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.coordinator import Coordinator, ExhaustionPolicy, MetricsSnapshot
 from pyrallel_consumer.control.dead_letter import DeadLetterPublisher
 from pyrallel_consumer.control.lifecycle import Lifecycle
 from pyrallel_consumer.control.observer import ConsumerObserver
+from pyrallel_consumer.control_server import HttpServer, create_control_server
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
 from pyrallel_consumer.observability.metrics import PrometheusExporter

@@ -23,10 +23,10 @@ from confluent_kafka import Consumer, TopicPartition
 from tests.support import wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
-from pyrallel_consumer.bluegreen.consume_app import ConsumeApp, Faults, RunLimits
-from pyrallel_consumer.bluegreen.load_producer import LoadPlan, LoadProducer, LoadSettings, parse_identity
-from pyrallel_consumer.cli.main import cli
 from pyrallel_consumer.control.lifecycle import LifecycleState
+from pyrallel_tools.bluegreen.consume_app import ConsumeApp, Faults, RunLimits
+from pyrallel_tools.bluegreen.load_producer import LoadPlan, LoadProducer, LoadSettings, parse_identity
+from pyrallel_tools.cli.main import cli
 
 pytestmark = pytest.mark.integration
 

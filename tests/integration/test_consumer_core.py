@@ -18,7 +18,7 @@ from tests.integration.process_handlers import SpanLog, key_order_violations, sp
 from tests.support import committed, committed_map, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, Ordering, PyrallelConsumer, Record
-from pyrallel_consumer.localkafka.topics import produce_keyed
+from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 

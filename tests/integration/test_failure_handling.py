@@ -13,7 +13,7 @@ from tests.support import committed, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_consumer.control.coordinator import MissingTopicError
-from pyrallel_consumer.localkafka.topics import create_topic, produce_keyed
+from pyrallel_tools.localkafka.topics import create_topic, produce_keyed
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +203,7 @@ async def test_ready_once_the_broker_answers(
 
 
 async def test_broker_outage_mid_run_loses_nothing(tmp_path: Any, unique_name: Callable[[str], str]) -> None:
-    from pyrallel_consumer.localkafka.cluster import LocalKafka
+    from pyrallel_tools.localkafka.cluster import LocalKafka
 
     cluster = LocalKafka(tmp_path / "outage")
     state, _ = cluster.up(port=19092)

@@ -11,7 +11,7 @@ from tests.support import seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_consumer.control.lifecycle import LifecycleState, StaleGenerationError
-from pyrallel_consumer.localkafka.topics import produce_keyed
+from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 

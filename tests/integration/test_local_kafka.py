@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pyrallel_consumer.localkafka import cluster
-from pyrallel_consumer.localkafka.topics import produce_keyed
+from pyrallel_tools.localkafka import cluster
+from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def _java_pids_under(run_dir: Path) -> list[int]:
 
 def test_cli_up_then_down_leaves_no_java_process(tmp_path: Path) -> None:
     run_dir = tmp_path / "second-broker"
-    cli = [sys.executable, "-m", "pyrallel_consumer.cli", "kafka"]
+    cli = [sys.executable, "-m", "pyrallel_tools.cli", "kafka"]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

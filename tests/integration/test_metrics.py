@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PartitionMetrics, PyrallelConsumer, Record
-from pyrallel_consumer.localkafka.topics import produce_keyed
+from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 

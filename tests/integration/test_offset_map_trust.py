@@ -12,7 +12,7 @@ from tests.support import committed, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_consumer.control.offset_codec import encode_offset_ranges
-from pyrallel_consumer.localkafka.topics import produce_keyed
+from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 

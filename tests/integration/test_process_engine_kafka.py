@@ -14,7 +14,7 @@ from tests.integration.process_handlers import SpanLog, attempt_pids
 from tests.support import committed_map, wait_for
 
 from pyrallel_consumer import ConsumerConfig, Ordering, PyrallelConsumer
-from pyrallel_consumer.localkafka.topics import produce_keyed
+from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrallel_consumer.localkafka.topics import produce_keyed
+from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrallel_consumer.bluegreen.scenarios import RunOptions, ScenarioRun
+from pyrallel_tools.bluegreen.scenarios import RunOptions, ScenarioRun
 
 pytestmark = pytest.mark.integration
 

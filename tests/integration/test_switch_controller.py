@@ -16,7 +16,7 @@ from tests.support import seq_of, wait_for
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_consumer.bluegreen.active_color import ActiveColorWriter, ControllerFencedError, read_active_color
 from pyrallel_consumer.bluegreen.controller import Deployment, HealthCheck, SwitchController, http_json
-from pyrallel_consumer.localkafka.topics import produce_keyed
+from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
 

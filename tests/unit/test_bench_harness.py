@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pyrallel_consumer.benchmark import harness
-from pyrallel_consumer.benchmark.results import parse_log, parse_result_line
+from pyrallel_tools.benchmark import harness
+from pyrallel_tools.benchmark.results import parse_log, parse_result_line
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pyrallel_consumer.benchmark import peers
-from pyrallel_consumer.benchmark.peers import Environment, catalog, command, java_environment, venv_environment
-from pyrallel_consumer.benchmark.runner import (
+from pyrallel_tools.benchmark import peers
+from pyrallel_tools.benchmark.peers import Environment, catalog, command, java_environment, venv_environment
+from pyrallel_tools.benchmark.runner import (
     CPU_CONTENDERS,
     CPU_RATE_CONTENDERS,
     IO_CONTENDERS,
@@ -44,7 +44,7 @@ def test_command_puts_scripts_under_the_peers_directory(tmp_path: Path) -> None:
     env = Environment("main", ("/venv/bin/python",), "v")
     assert command(specs["aio-gather"], env, tmp_path) == ["/venv/bin/python", str(tmp_path / "aio_gather.py")]
     assert command(specs["async-key"], env, tmp_path) == [
-        "/venv/bin/python", "-m", "pyrallel_consumer.benchmark.contenders", "async"]
+        "/venv/bin/python", "-m", "pyrallel_tools.benchmark.contenders", "async"]
     java = Environment("java", ("java", "-cp", "x", "bench.PcPeer"), "v")
     assert command(specs["java-pc-unordered"], java, tmp_path) == ["java", "-cp", "x", "bench.PcPeer"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pyrallel_consumer.benchmark import harness
-from pyrallel_consumer.benchmark.results import (
+from pyrallel_tools.benchmark import harness
+from pyrallel_tools.benchmark.results import (
     BenchReport,
     ContenderInfo,
     Guarantees,
@@ -26,7 +26,7 @@ from pyrallel_consumer.benchmark.results import (
     report_from_json,
     restart_stats,
 )
-from pyrallel_consumer.benchmark.runner import README_END, README_START, update_readme
+from pyrallel_tools.benchmark.runner import README_END, README_START, update_readme
 
 pytestmark = pytest.mark.unit
 

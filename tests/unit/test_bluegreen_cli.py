@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pyrallel_consumer.bluegreen import scenarios
 from pyrallel_consumer.bluegreen.controller import other_color
-from pyrallel_consumer.bluegreen.scenarios import RunOptions, ScenarioError, ScenarioRun
-from pyrallel_consumer.cli.main import cli
-from pyrallel_consumer.cli.scenario_cmds import plan
+from pyrallel_tools.bluegreen import scenarios
+from pyrallel_tools.bluegreen.scenarios import RunOptions, ScenarioError, ScenarioRun
+from pyrallel_tools.cli.main import cli
+from pyrallel_tools.cli.scenario_cmds import plan
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.unit
 def test_bad_switch_and_scenario_input(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYRALLEL_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.delenv("PYRALLEL_CONNECT_URL", raising=False)
-    monkeypatch.setattr("pyrallel_consumer.cli.switch_cmds.SwitchController",
+    monkeypatch.setattr("pyrallel_tools.cli.switch_cmds.SwitchController",
                         lambda deployment, controller_id: type("Fake", (), {"deployment": deployment})())
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2

@@ -12,16 +12,16 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 from tests.support import wait_for
 
-from pyrallel_consumer.bluegreen.control_server import (
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.control.lifecycle import LifecycleState, StaleGenerationError
+from pyrallel_consumer.control_server import (
     HttpServer,
     Request,
     Response,
     add_lifecycle_routes,
-    add_settings_routes,
     create_control_server,
 )
-from pyrallel_consumer.config import ConsumerConfig
-from pyrallel_consumer.control.lifecycle import LifecycleState, StaleGenerationError
+from pyrallel_tools.bluegreen.settings_routes import add_settings_routes
 
 pytestmark = pytest.mark.unit
 
@@ -394,7 +394,7 @@ async def test_create_control_server_from_config(lifecycle: FakeLifecycle) -> No
 
 
 async def test_a_request_that_never_completes_gets_408(server: HttpServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pyrallel_consumer.bluegreen.control_server.READ_TIMEOUT_S", 0.1)
+    monkeypatch.setattr("pyrallel_consumer.control_server.server.READ_TIMEOUT_S", 0.1)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET /healthz HTTP/1.1\r\n")  # and then nothing: the headers never end
     await writer.drain()

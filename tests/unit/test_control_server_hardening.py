@@ -20,10 +20,10 @@ import pytest
 from tests.support import wait_for
 from tests.unit.test_control_server import TOKEN, Reply, call
 
-from pyrallel_consumer.bluegreen import control_server
-from pyrallel_consumer.bluegreen.control_server import HttpServer, add_lifecycle_routes
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.control.lifecycle import Lifecycle, LifecycleState
+from pyrallel_consumer.control_server import HttpServer, add_lifecycle_routes, create_control_server
+from pyrallel_consumer.control_server import server as server_module
 
 pytestmark = pytest.mark.unit
 
@@ -149,7 +149,7 @@ def test_control_max_connections_is_a_config_field(monkeypatch: pytest.MonkeyPat
 
 _FD_SERVER = textwrap.dedent("""
     import asyncio, logging, os, resource, sys
-    from pyrallel_consumer.bluegreen.control_server import HttpServer, Response
+    from pyrallel_consumer.control_server import HttpServer, Response
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 
@@ -325,11 +325,11 @@ async def test_the_insecure_opt_out_binds_and_warns(caplog: pytest.LogCaptureFix
     monkeypatch.setenv("PYRALLEL_CONTROL_INSECURE", "true")
     config = ConsumerConfig(**BASE, control_port=0, control_host="0.0.0.0")
     assert config.control_insecure is True
-    srv = control_server.create_control_server(config, running_lifecycle())
+    srv = create_control_server(config, running_lifecycle())
     caplog.set_level(logging.INFO)
     await srv.start()
     try:
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == control_server.log.name]
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == server_module.log.name]
         assert warnings, "serving without a token beyond loopback is logged as a WARNING"
         assert "0.0.0.0" in warnings[0].getMessage()
         assert "token" in warnings[0].getMessage()
@@ -423,7 +423,7 @@ async def test_the_whole_flood_is_logged_once_not_per_connection(caplog: pytest.
         held.extend(writer for _, writer in refused)
         for reader, _ in refused:
             await asyncio.wait_for(_closed_by_server(reader), 10)
-        over = [r for r in caplog.records if r.name == control_server.log.name and "limit" in r.getMessage()]
+        over = [r for r in caplog.records if r.name == server_module.log.name and "limit" in r.getMessage()]
         assert 1 <= len(over) <= 2, [r.getMessage() for r in over]
         assert over[0].levelno == logging.WARNING
     finally:

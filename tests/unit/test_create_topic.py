@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pyrallel_consumer.localkafka import topics
-from pyrallel_consumer.localkafka.errors import LocalKafkaError
+from pyrallel_tools.localkafka import topics
+from pyrallel_tools.localkafka.errors import LocalKafkaError
 
 pytestmark = pytest.mark.unit
 

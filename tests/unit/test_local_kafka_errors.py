@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pyrallel_consumer.localkafka import jars
-from pyrallel_consumer.localkafka.cluster import ClusterState, LocalKafka, pick_port
-from pyrallel_consumer.localkafka.errors import LocalKafkaError
+from pyrallel_tools.localkafka import jars
+from pyrallel_tools.localkafka.cluster import ClusterState, LocalKafka, pick_port
+from pyrallel_tools.localkafka.errors import LocalKafkaError
 
 pytestmark = pytest.mark.unit
 
-CLI = [sys.executable, "-m", "pyrallel_consumer.cli", "kafka"]
+CLI = [sys.executable, "-m", "pyrallel_tools.cli", "kafka"]
 
 
 def test_missing_java_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

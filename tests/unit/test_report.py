@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
-from pyrallel_consumer.bluegreen.reporting.build import REPORT_NAME, build_report
-from pyrallel_consumer.bluegreen.reporting.load import ReportError
-from pyrallel_consumer.bluegreen.reporting.plots import _rates, _series_per_color
-from pyrallel_consumer.bluegreen.reporting.summary import rollback_seconds, switch_seconds
-from pyrallel_consumer.bluegreen.run_record import Sample
-from pyrallel_consumer.cli.report_cmd import report
+from pyrallel_tools.bluegreen.reporting.build import REPORT_NAME, build_report
+from pyrallel_tools.bluegreen.reporting.load import ReportError
+from pyrallel_tools.bluegreen.reporting.plots import _rates, _series_per_color
+from pyrallel_tools.bluegreen.reporting.summary import rollback_seconds, switch_seconds
+from pyrallel_tools.bluegreen.run_record import Sample
+from pyrallel_tools.cli.report_cmd import report
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
-from pyrallel_consumer.bluegreen.run_record import (
+from pyrallel_tools.bluegreen.run_record import (
     Criterion,
     Event,
     RunRecord,
@@ -19,10 +19,10 @@ from pyrallel_consumer.bluegreen.run_record import (
     read_run_record,
     write_run_record,
 )
-from pyrallel_consumer.bluegreen.scenarios import RunOptions, ScenarioRun
-from pyrallel_consumer.bluegreen.validation.findings import ValidationReport
-from pyrallel_consumer.bluegreen.validation.judge import validate
-from pyrallel_consumer.bluegreen.validation.load import ConsumedRecord, ProducedRecord
+from pyrallel_tools.bluegreen.scenarios import RunOptions, ScenarioRun
+from pyrallel_tools.bluegreen.validation.findings import ValidationReport
+from pyrallel_tools.bluegreen.validation.judge import validate
+from pyrallel_tools.bluegreen.validation.load import ConsumedRecord, ProducedRecord
 
 pytestmark = pytest.mark.unit
 

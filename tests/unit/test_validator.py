@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from pyrallel_consumer.bluegreen.validation.findings import (
+from pyrallel_tools.bluegreen.validation.findings import (
     SAMPLE_LIMIT,
     DualActiveWindow,
     OrderViolation,
     RecordRef,
     ValidationReport,
 )
-from pyrallel_consumer.bluegreen.validation.from_logs import validate_files
-from pyrallel_consumer.bluegreen.validation.judge import validate
-from pyrallel_consumer.bluegreen.validation.load import (
+from pyrallel_tools.bluegreen.validation.from_logs import validate_files
+from pyrallel_tools.bluegreen.validation.judge import validate
+from pyrallel_tools.bluegreen.validation.load import (
     ConsumedRecord,
     LoadStats,
     ProducedRecord,

@@ -1,6 +1,0 @@
-"""``python -m pyrallel_consumer.cli`` is the same as the ``pyrallel`` command."""
-
-from pyrallel_consumer.cli.main import main
-
-if __name__ == "__main__":  # worker processes of engine=process import this module without running the CLI
-    main()

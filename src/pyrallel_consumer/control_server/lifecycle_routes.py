@@ -1,0 +1,116 @@
+"""The lifecycle routes of the control server: POST /lifecycle/pause|resume, GET /lifecycle/status, and the public
+health probes /healthz and /readyz. Routes run on the consumer's event loop and call ``control.lifecycle.Lifecycle``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pyrallel_consumer.control.lifecycle import GenerationError, LifecycleState
+from pyrallel_consumer.control_server.messages import HttpError, Request, Response
+from pyrallel_consumer.control_server.server import HttpServer
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.config import ConsumerConfig
+
+MAX_WAIT_S = 3600.0
+"""Upper bound of ``?wait=``: a request must not be able to hold a connection forever."""
+
+
+class LifecycleControl(Protocol):
+    """What the lifecycle routes need from ``control.lifecycle.Lifecycle`` (a fake in unit tests)."""
+
+    state: LifecycleState
+    generation: int
+
+    @property
+    def ready(self) -> bool: ...
+
+    def request_pause(self, generation: int | None = None, cause: str = ...) -> LifecycleState: ...
+
+    def request_resume(self, generation: int | None = None, cause: str = ...) -> LifecycleState: ...
+
+    async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl) -> None:
+    """POST /lifecycle/pause|resume, GET /lifecycle/status, GET /healthz and /readyz (public)."""
+
+    async def pause(request: Request) -> Response:
+        return await _transition(request, lifecycle, LifecycleState.PAUSED)
+
+    async def resume(request: Request) -> Response:
+        return await _transition(request, lifecycle, LifecycleState.ACTIVE)
+
+    async def status(request: Request) -> Response:
+        request.allow_query()
+        return Response(200, lifecycle.status())
+
+    async def healthz(request: Request) -> Response:
+        request.allow_query()
+        alive = lifecycle.state is not LifecycleState.STOPPED
+        return Response(200 if alive else 503, {"status": "ok" if alive else "stopped",
+                                                "state": lifecycle.state.value})
+
+    async def readyz(request: Request) -> Response:
+        request.allow_query()
+        ready = lifecycle.ready
+        body: dict[str, Any] = {"ready": ready, "state": lifecycle.state.value}
+        if not ready and lifecycle.state in (LifecycleState.ACTIVE, LifecycleState.PAUSED):
+            body["waiting_for"] = "broker"  # started, but no broker has answered yet
+        return Response(200 if ready else 503, body)
+
+    server.add_route("POST", "/lifecycle/pause", pause)
+    server.add_route("POST", "/lifecycle/resume", resume)
+    server.add_route("GET", "/lifecycle/status", status)
+    server.add_route("GET", "/healthz", healthz, public=True)
+    server.add_route("GET", "/readyz", readyz, public=True)
+
+
+async def _transition(request: Request, lifecycle: LifecycleControl, target: LifecycleState) -> Response:
+    """202 with the state the request leads to; with ``?wait=S`` 200 once ``target`` is reached, else 504."""
+    request.allow_query("wait", "generation")
+    _refuse_body(request)
+    wait_s = request.query_float("wait", 0.0, MAX_WAIT_S)
+    generation = request.query_int("generation", 0, 2**63 - 1)
+    ask = lifecycle.request_pause if target is LifecycleState.PAUSED else lifecycle.request_resume
+    try:
+        heading = ask(generation, cause=f"{'pause' if target is LifecycleState.PAUSED else 'resume'} over HTTP")
+    except GenerationError as exc:  # older than the current one, or too far ahead of it: nothing changed
+        raise HttpError(409, str(exc), generation=lifecycle.generation, state=lifecycle.state.value) from None
+    except RuntimeError as exc:  # STARTING or STOPPED: retry later
+        raise HttpError(503, str(exc), state=lifecycle.state.value) from None
+    if wait_s is None:
+        return Response(202, {"state": heading.value, "target": target.value, "generation": lifecycle.generation})
+    if await lifecycle.wait_for(target, wait_s):
+        return Response(200, {"state": target.value, "target": target.value, "generation": lifecycle.generation})
+    raise HttpError(504, f"not {target.value} after {wait_s:g}s", state=lifecycle.state.value,
+                    target=target.value, generation=lifecycle.generation)
+
+
+def _refuse_body(request: Request) -> None:
+    """Lifecycle commands take their parameters from the query string only.
+
+    A body that is not JSON is a 400, and so is JSON with content (e.g. ``{"generation": 9}``): a parameter
+    put in the body would otherwise be ignored silently, and a command the caller believes fenced would not
+    be. No body, a blank one, ``{}`` and ``null`` are accepted, as HTTP clients send them by habit.
+    """
+    if not request.body.strip():
+        return
+    content = request.json()
+    if content is not None and content != {}:
+        raise HttpError(400, "lifecycle commands take no body: give generation and wait in the query string "
+                             "(?generation=N&wait=S)")
+
+
+def create_control_server(config: ConsumerConfig, lifecycle: LifecycleControl) -> HttpServer:
+    """The lifecycle control server a PyrallelConsumer runs when ``config.control_port`` is set."""
+    if config.control_port is None:
+        raise ValueError("control_port is not set")
+    token = config.control_token.get_secret_value() if config.control_token is not None else None
+    server = HttpServer(config.control_host, config.control_port, token=token, name="control",
+                        max_connections=config.control_max_connections)
+    add_lifecycle_routes(server, lifecycle)
+    return server

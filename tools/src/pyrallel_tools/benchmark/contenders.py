@@ -1,0 +1,84 @@
+"""This library's contenders of ``pyrallel bench``, one per process: ``python -m
+pyrallel_tools.benchmark.contenders {async|process} --name ... --topic ...`` (see :func:`harness.parse_args`).
+
+* ``async``: the async engine; the handler awaits the workload and counts in the same task.
+* ``process``: the process engine with ``--concurrency`` worker processes; the handler
+  (:func:`process_handler`) runs in the workers, where nothing can be counted for this process, so the
+  consumer's own completion counter, ``metrics().records_succeeded``, is read every 5 ms.
+
+Both print one JSON result line (:func:`harness.emit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.consumer import PyrallelConsumer
+from pyrallel_consumer.record import Ordering, Record
+from pyrallel_tools.benchmark import harness
+
+PROCESS_HANDLER = "pyrallel_tools.benchmark.contenders:process_handler"
+_POLL_S = 0.005
+
+
+def process_handler(record: Record) -> None:
+    """The process engine's handler: the workload, and the log line when the runner asked for one."""
+    harness.handle_in_worker(record.value)
+
+
+def consumer_config(args: harness.ContenderArgs, engine: str) -> ConsumerConfig:
+    kafka = {"session.timeout.ms": str(args.session_timeout_ms), **dict(args.kafka)}
+    if engine == "process":
+        return ConsumerConfig(bootstrap_servers=args.bootstrap, group_id=args.group, topics=[args.topic],
+                              ordering=Ordering(args.ordering), engine="process",
+                              process_workers=args.concurrency, kafka=kafka)
+    return ConsumerConfig(bootstrap_servers=args.bootstrap, group_id=args.group, topics=[args.topic],
+                          ordering=Ordering(args.ordering), max_in_flight=args.concurrency, kafka=kafka)
+
+
+async def run(engine: str, args: harness.ContenderArgs) -> dict[str, Any]:
+    tracker = harness.new_tracker(args)
+    handler: Any
+    if engine == "process":
+        harness.export_worker_env(args)
+        handler = PROCESS_HANDLER
+    else:
+        workload = args.workload
+
+        async def handler(record: Record) -> None:
+            await harness.run_async(workload)
+            tracker.done(record.value)
+
+    consumer = PyrallelConsumer(consumer_config(args, engine), handler)
+    await consumer.start()
+    poller = asyncio.create_task(_poll_completions(consumer, tracker)) if engine == "process" else None
+    try:
+        await harness.wait_finished_async(tracker)
+    finally:
+        if poller is not None:
+            poller.cancel()
+        await consumer.stop(drain=False)
+        tracker.close()
+    return tracker.result(args.name)
+
+
+async def _poll_completions(consumer: PyrallelConsumer, tracker: harness.Tracker) -> None:
+    while not tracker.finished.is_set():
+        tracker.observe(consumer.metrics().records_succeeded)
+        await asyncio.sleep(_POLL_S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("async", "process"):
+        sys.stderr.write("usage: python -m pyrallel_tools.benchmark.contenders {async|process} ARGS...\n")
+        return 2
+    engine = argv[0]
+    return harness.run_contender(lambda args: asyncio.run(run(engine, args)), argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""The blue/green test report, from the scenario runs' files to ``test-report.md`` with plots.
+
+``load`` reads the run files through the shared model (:mod:`pyrallel_tools.bluegreen.run_record`),
+``summary`` measures switch and rollback times per strategy, ``plots`` draws with matplotlib (imported only
+there), ``markdown`` writes the text, and ``build`` puts them together for ``pyrallel report``.
+"""

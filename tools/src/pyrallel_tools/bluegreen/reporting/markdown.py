@@ -1,0 +1,245 @@
+"""The report's text: the Markdown of ``test-report.md``, from the runs, their figures and the per-strategy summary.
+
+Called by :func:`pyrallel_tools.bluegreen.reporting.build.build_report`, which writes the text and the
+figures it links to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyrallel_tools.bluegreen.reporting.load import RunFile
+from pyrallel_tools.bluegreen.reporting.summary import StrategySummary, summarize
+
+__all__ = ["render_report"]
+
+
+SCENARIOS: dict[int, str] = {
+    1: "Normal switch blue → green, then blue scaled down",
+    2: "Switch, then immediate rollback",
+    3: "Switch while blue has lag > 500",
+    4: "Consumer process killed and restarted during the switch",
+    5: "Green with a high failure rate: automatic rollback",
+}
+"""Section headings per scenario number; each run's own title (the runner's wording) is in its section."""
+
+COMPLEXITY: dict[str, tuple[str, str]] = {
+    "B": (
+        "two consumer groups; the controller copies committed offsets (with offset maps) with the admin API",
+        "consumers leave and re-join their group on every switch; both groups must be kept and watched",
+    ),
+    "C": (
+        "the lifecycle API (pause/resume over HTTP) in every consumer",
+        "low; one consumer group, no extra infrastructure, the controller only calls the instances",
+    ),
+    "E": (
+        "sink connectors only; offsets moved through the Connect REST API",
+        "a Kafka Connect cluster to run and secure; only fits sink-style workloads",
+    ),
+}
+"""Fixed qualitative notes per strategy: (implementation complexity, operational complexity)."""
+
+
+def _secs(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f} s"
+
+
+def _times(values: Sequence[float]) -> str:
+    if not values:
+        return "—"
+    return f"{_secs(statistics.median(values))} (max {_secs(max(values))}, n={len(values)})"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.3f}"
+    elif isinstance(value, dict | list):
+        text = json.dumps(value, sort_keys=True)
+    else:
+        text = "—" if value is None or value == "" else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)
+    return [*lines, ""]
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _anchor(run: RunFile) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", run.label.lower()).strip("-")
+
+
+def _by_color(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{c} {n}" for c, n in sorted(counts.items()))
+
+
+def _summary(runs: Sequence[RunFile], summaries: Sequence[StrategySummary], skipped: Sequence[tuple[Path, str]]
+             ) -> list[str]:
+    failed = [r for r in runs if not r.record.passed]
+    overall = "PASS" if not failed else "FAIL"
+    lines = ["## Executive summary", "",
+             f"**Overall: {overall}** — {len(runs) - len(failed)} of {len(runs)} runs passed "
+             "(targets per run: loss 0, dual-active 0, switch and rollback times as listed in each run's criteria).",
+             ""]
+    lines += _table(["strategy", "runs", "passed", "verdict"],
+                    [(s.strategy, s.runs, s.passed, "PASS" if s.ok else "FAIL") for s in summaries])
+    if skipped:
+        lines += [f"**{len(skipped)} run file(s) could not be read and are not in this report:**", ""]
+        lines += [f"- `{p.name}`: {why}" for p, why in skipped] + [""]
+    return lines
+
+
+_ENV_KEYS = ("kafka", "python", "confluent_kafka", "librdkafka", "partitions", "replicas", "rate_per_s",
+             "instances_per_color", "machine")
+
+
+def _environment(runs: Sequence[RunFile]) -> list[str]:
+    keys = list(_ENV_KEYS) + sorted({k for r in runs for k in r.record.environment} - set(_ENV_KEYS))
+    rows = []
+    for key in keys:
+        values = list(dict.fromkeys(_cell(r.record.environment[key]) for r in runs if key in r.record.environment))
+        if values:
+            rows.append((key, ", ".join(values)))
+    return ["## Environment", "", *(_table(["item", "value"], rows) if rows else ["Not recorded.", ""])]
+
+
+def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Path) -> list[str]:
+    record = run.record
+    lines = [f"### {run.label}: {record.verdict}", "", f"{record.title}. File `{run.path.name}`, started "
+             f"{_when(record.started_at)}, {record.ended_at - record.started_at:.3f} s.", ""]
+    if record.conditions:
+        lines += ["**Conditions**", "", *_table(["condition", "value"], sorted(record.conditions.items()))]
+    if record.switches:
+        lines += ["**Switches**", ""]
+        lines += _table(
+            ["action", "colors", "generation", "seconds", "result", "steps"],
+            [(r.action, f"{r.from_color} → {r.to_color}", r.generation, _secs(r.seconds),
+              "ok" if r.ok else ("rolled back" if r.rolled_back else "failed") + (f": {r.error}" if r.error else ""),
+              "; ".join(f"{s.name} {_secs(s.seconds)}{'' if s.ok else ' FAILED'}" for s in r.steps))
+             for r in record.switches])
+    t = record.validation
+    lines += ["**Validation**", "", *_table(["produced", "consumed", "lost", "pending", "duplicates",
+                                             "cross-color duplicates", "dual-active windows", "order violations",
+                                             "rebalances"],
+                                            [(t.produced, t.consumed, t.lost, t.pending, t.duplicates,
+                                              t.cross_color_duplicates, t.dual_active_count, t.order_violations,
+                                              _by_color(record.rebalances) or 0)])]
+    if record.criteria:
+        lines += ["**Criteria**", "", *_table(["criterion", "target", "measured", "result"],
+                                              [(c.name, c.target, c.measured, "pass" if c.passed else "FAIL")
+                                               for c in record.criteria])]
+    if record.events:
+        lines += ["**Events** (seconds since the run started): " + "; ".join(
+            f"{e.kind.replace('_', ' ')} +{e.t - record.started_at:.3f}" + (f" ({e.detail})" if e.detail else "")
+            for e in record.events), ""]
+    lines += [f"**Verdict: {record.verdict}**" + (f" — cause: {record.cause}" if record.cause else ""), ""]
+    if figures:
+        for caption, path in figures:
+            lines += [f"![{run.label}: {caption}]({path.relative_to(out_dir).as_posix()})", ""]
+    else:
+        lines += ["No samples were recorded, so there are no plots for this run.", ""]
+    return lines
+
+
+def _scenarios(runs: Sequence[RunFile], figures: Mapping[Path, Sequence[tuple[str, Path]]], out_dir: Path) -> list[str]:
+    lines: list[str] = []
+    for scenario in sorted({r.record.scenario for r in runs}):
+        lines += [f"## Scenario {scenario}: {SCENARIOS.get(scenario, 'not a standard scenario')}", ""]
+        for run in (r for r in runs if r.record.scenario == scenario):
+            lines += _run_section(run, figures[run.path], out_dir)
+    return lines
+
+
+def _comparison(summaries: Sequence[StrategySummary]) -> list[str]:
+    rows = [(s.strategy, f"{s.passed}/{s.runs}", _times(s.switch_times), _times(s.rollback_times), s.lost,
+             s.duplicates, s.rebalances, *COMPLEXITY.get(s.strategy, ("—", "—"))) for s in summaries]
+    return ["## Strategy comparison", "",
+            "Times are medians over all runs of the strategy (max, count). A switch or rollback is timed by the "
+            "controller without its health-check window; an automatic rollback is timed from its first rollback "
+            "step to its last. Lost, duplicates and rebalances are totals over the runs.", "",
+            *_table(["strategy", "runs passed", "switch time", "rollback time", "lost", "duplicates", "rebalances",
+                     "implementation complexity", "operational complexity"], rows)]
+
+
+def _duplicate_explanation(run: RunFile) -> str:
+    record = run.record
+    notes = [f"{c.name}: {c.measured}" for c in record.criteria if "duplicate" in c.name.lower()]
+    if record.cause:
+        notes.append(record.cause)
+    return "; ".join(notes) if notes else "no explanation recorded by the runner"
+
+
+def _problems(runs: Sequence[RunFile]) -> list[str]:
+    items: list[str] = []
+    for run in runs:
+        record = run.record
+        link = f"[{run.label}](#{_anchor(run)}-{record.verdict.lower()})"
+        failed = [c for c in record.criteria if not c.passed]
+        items += [f"- {link}: criterion **{c.name}** failed — target {c.target}, measured {c.measured}. "
+                  f"Cause: {record.cause or 'not recorded'}." for c in failed]
+        if not record.passed and not failed:
+            items.append(f"- {link}: run FAIL. Cause: {record.cause or 'not recorded'}.")
+        t = record.validation
+        if t.duplicates > 0:
+            split = _by_color(t.duplicates_by_color)
+            items.append(f"- {link}: {t.duplicates} duplicates" + (f" ({split})" if split else "")
+                         + f", {t.cross_color_duplicates} handled by both colors. "
+                         f"Explanation: {_duplicate_explanation(run)}.")
+    return ["## Found problems", "", *(items or ["None: every criterion passed and no run had duplicates."]), ""]
+
+
+def _recommendation(summaries: Sequence[StrategySummary]) -> list[str]:
+    passing = [s for s in summaries if s.ok]
+    failing = [s for s in summaries if not s.ok]
+    lines = ["## Recommendation", ""]
+    if not passing:
+        lines.append("No strategy passed all of its runs, so none is recommended until the problems above are "
+                     "fixed: " + "; ".join(f"{s.strategy} {s.runs - s.passed} of {s.runs} runs failed"
+                                           for s in failing) + ".")
+        return [*lines, ""]
+    ranked = sorted(passing, key=lambda s: (s.median_switch is None, s.median_switch or 0.0,
+                                            s.median_rollback or 0.0, s.strategy))
+    best = ranked[0]
+    text = f"**{best.strategy}**: all {best.runs} of its runs passed (lost {best.lost}, no dual-active window)"
+    if best.median_switch is None:
+        text += ", but none of them measured a switch, so the choice is not backed by a switch time"
+    else:
+        text += f", and its median switch time {_secs(best.median_switch)} is the lowest"
+        others = [f"{s.strategy} {_secs(s.median_switch)}" for s in ranked[1:] if s.median_switch is not None]
+        text += f" among the passing strategies ({', '.join(others)})" if others else " (the only passing strategy)"
+    text += f"; median rollback {_secs(best.median_rollback)}, {best.duplicates} duplicates over its runs."
+    if best.strategy in COMPLEXITY:
+        impl, ops = COMPLEXITY[best.strategy]
+        text += f" Implementation: {impl}. Operations: {ops}."
+    if failing:
+        text += " Not eligible: " + "; ".join(f"{s.strategy} ({s.runs - s.passed} of {s.runs} runs failed)"
+                                             for s in failing) + "."
+    return [*lines, text, ""]
+
+
+def render_report(runs: Sequence[RunFile], skipped: Sequence[tuple[Path, str]],
+                  figures: Mapping[Path, Sequence[tuple[str, Path]]], runs_dir: Path, out_dir: Path) -> str:
+    """The whole report; ``figures`` maps each run's path to its (caption, file) pairs, linked from ``out_dir``."""
+    summaries = summarize(runs)
+    first, last = min(r.record.started_at for r in runs), max(r.record.ended_at for r in runs)
+    lines = ["# Blue/green switching: test report", "",
+             f"{len(runs)} run(s) from `{runs_dir}`, {_when(first)} to {_when(last)}. "
+             "Generated by `pyrallel report`.", ""]
+    lines += _summary(runs, summaries, skipped)
+    lines += _environment(runs)
+    lines += _scenarios(runs, figures, out_dir)
+    lines += _comparison(summaries)
+    lines += _problems(runs)
+    lines += _recommendation(summaries)
+    return "\n".join(lines)

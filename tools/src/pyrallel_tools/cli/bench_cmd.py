@@ -1,0 +1,87 @@
+"""``pyrallel bench``: benchmarks against the local real broker, side by side with the baseline and with peers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pyrallel_tools.benchmark.harness import WORKLOADS
+from pyrallel_tools.benchmark.results import ResultError, markdown
+from pyrallel_tools.localkafka.errors import LocalKafkaError
+
+_PATH = click.Path(path_type=Path)
+
+
+@click.command()
+@click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS",
+              help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS); not needed with --rebuild.")
+@click.option("--suite", type=click.Choice(["all", "core", "cpu"]), default="all", show_default=True,
+              help="all: every workload and contender, latency and restart checks, peers included. core: no-op and "
+                   "I/O-bound, this library and the baseline. cpu: CPU-bound and no-op, process vs async engine.")
+@click.option("--noop-records", type=click.IntRange(1000), help="Records per no-op run (default 200,000).")
+@click.option("--io-records", type=click.IntRange(1000), help="Records per I/O-bound run (default 100,000).")
+@click.option("--cpu-records", type=click.IntRange(100), help="Records per CPU-bound run (default 6,000).")
+@click.option("--topic-records", type=click.IntRange(1000), help="Records pre-produced per topic (default 200,000).")
+@click.option("--max-seconds", type=click.FloatRange(0.5), help="A run also ends this long after its first record.")
+@click.option("--workers", type=click.IntRange(1), help="Processes of the CPU-bound contenders (default 2).")
+@click.option("--no-peers", is_flag=True, help="Only this library and the references.")
+@click.option("--no-latency", is_flag=True, help="Skip the rate-limited latency runs.")
+@click.option("--no-restart", is_flag=True, help="Skip the SIGKILL/restart duplicate check.")
+@click.option("--out", type=_PATH, default=Path("benchmarks/results"), show_default=True,
+              help="Results directory (JSON, markdown, PNG).")
+@click.option("--readme", type=_PATH, default=Path("benchmarks/README.md"), show_default=True,
+              help="README whose results section is replaced (suite all only).")
+@click.option("--peers-dir", type=_PATH, default=Path("benchmarks/peers"), show_default=True,
+              help="Peer scripts and the Java harness.")
+@click.option("--venv-root", type=_PATH, default=Path("benchmarks"), show_default=True,
+              help="Where the peers' virtualenvs (.venv-peer-*) are created on first use.")
+@click.option("--run-dir", type=_PATH, default=Path(".run/bench"), show_default=True,
+              help="Contenders' stderr and record logs.")
+@click.option("--profile", "profile", metavar="CONTENDER",
+              help="Instead of the benchmark: profile one contender (cProfile pstats, py-spy flame graph), e.g. "
+                   "async-key, process-key, baseline, aio-gather, pyrallel-1.0.0-async-key.")
+@click.option("--profile-workload", type=click.Choice(sorted(WORKLOADS)), default="noop", show_default=True)
+@click.option("--profile-keys", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--rebuild", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Rebuild tables, plots and the README section from a results JSON file (no broker).")
+def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, io_records: int | None,
+          cpu_records: int | None, topic_records: int | None, max_seconds: float | None, workers: int | None,
+          no_peers: bool, no_latency: bool, no_restart: bool, out: Path, readme: Path, peers_dir: Path,
+          venv_root: Path, run_dir: Path, profile: str | None, profile_workload: str, profile_keys: int,
+          rebuild: Path | None) -> None:
+    """Every contender consumes the same pre-produced topics (8 partitions; 100, 1,000 and 10,000 keys), each in
+    its own process: the sequential baseline, this library's async and process engines, hand-rolled peers
+    (AIOConsumer + gather, a thread pool), pyrallel-consumer 1.0.0, arroyo and Java parallel-consumer.
+    Throughput, latency on a rate-limited run, peak RSS, CPU per 1,000 records and duplicates after a SIGKILL;
+    results under benchmarks/results/, tables and plots in benchmarks/README.md."""
+    from pyrallel_tools.benchmark.runner import plan_for, rebuild_outputs, run_bench
+
+    name = "bench" if suite == "all" else suite
+    readme_path = readme if suite == "all" else None
+    try:
+        if rebuild is not None:
+            click.echo(markdown(rebuild_outputs(rebuild, out, name, readme_path)))
+            return
+        if not bootstrap_servers:
+            raise click.UsageError("--bootstrap-servers (or PYRALLEL_BOOTSTRAP_SERVERS) is required")
+        records = {k: v for k, v in (("noop", noop_records), ("sleep5ms", io_records), ("cpu2ms", cpu_records))
+                   if v is not None}
+        plan = plan_for(suite, records=records or None, topic_records=topic_records, max_seconds=max_seconds,
+                        workers=workers, with_peers=False if no_peers else None,
+                        latency=False if no_latency else None, restart=False if no_restart else None)
+        if profile:
+            from pyrallel_tools.benchmark.profiling import ProfileError, profile_contender
+
+            try:
+                written = profile_contender(bootstrap_servers, profile, profile_workload, profile_keys, plan, out,
+                                            peers_dir, venv_root, run_dir)
+            except ProfileError as exc:
+                raise click.ClickException(str(exc)) from exc
+            click.echo("\n".join(str(p) for p in written))
+            return
+        report = run_bench(bootstrap_servers, plan, out, peers_dir, venv_root, run_dir, name, readme_path)
+    except (LocalKafkaError, ResultError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(markdown(report))
+    click.echo(f"Results written to {out.resolve()} in {report.duration_s:.0f} s")

@@ -1,0 +1,82 @@
+"""``pyrallel scenario run``: blue/green scenario runs against a real Kafka (and Kafka Connect for E)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from pyrallel_tools.bluegreen.reporting.build import build_report
+from pyrallel_tools.bluegreen.reporting.load import ReportError
+from pyrallel_tools.bluegreen.scenarios import SCENARIOS, VARIANTS, RunOptions, ScenarioError, ScenarioRun
+
+log = logging.getLogger(__name__)
+
+
+def plan(strategies: list[str], scenarios: list[int]) -> list[tuple[str, int, str | None]]:
+    """Every (strategy, scenario, variant) that applies: scenario 4 is C only; E has no fault injection (3, 5)."""
+    runs: list[tuple[str, int, str | None]] = []
+    for strategy in strategies:
+        for scenario in scenarios:
+            if (scenario == 4 and strategy != "C") or (strategy == "E" and scenario in (3, 5)):
+                continue
+            runs.extend((strategy, scenario, variant) for variant in VARIANTS[scenario])
+    return runs
+
+
+def run_plan(runs: list[tuple[str, int, str | None]], options: RunOptions, report_dir: Path) -> tuple[int, Path]:
+    """Run each planned scenario, then build the report; return (failed runs, report path)."""
+    failed = 0
+    for strategy, scenario, variant in runs:
+        click.echo(f"== strategy {strategy}, scenario {scenario}{' (' + variant + ')' if variant else ''}: "
+                   f"{SCENARIOS[scenario]}")
+        try:
+            result = ScenarioRun(strategy, scenario, variant, options).execute()
+        except ScenarioError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"   {result['verdict']}" + (f": {result['cause']}" if result["cause"] else ""))
+        failed += result["verdict"] != "PASS"
+    try:
+        path = build_report(options.out_dir, report_dir)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return failed, path
+
+
+@click.group()
+def scenario() -> None:
+    """Blue/green scenario runs (see docs/tutorial/README.md)."""
+
+
+@scenario.command()
+@click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS", required=True,
+              help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS).")
+@click.option("--connect-url", envvar="PYRALLEL_CONNECT_URL", default=None,
+              help="Kafka Connect REST URL, for strategy E (env PYRALLEL_CONNECT_URL).")
+@click.option("--strategy", "strategies", type=click.Choice(["B", "C", "E"]), multiple=True,
+              help="Strategy to run (repeatable; default all three).")
+@click.option("--scenario", "scenarios", type=click.IntRange(1, 5), multiple=True,
+              help="Scenario 1..5 (repeatable; default all).")
+@click.option("--instances", type=click.IntRange(1, 10), default=3, show_default=True, help="Consumers per color.")
+@click.option("--rate", type=click.FloatRange(1, 10_000), default=100.0, show_default=True, help="Records per second.")
+@click.option("--settle", type=click.FloatRange(0, 600), default=5.0, show_default=True,
+              help="Seconds of production after each switch.")
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report/run"),
+              show_default=True, help="Where each run's JSON goes (the input of pyrallel report).")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
+              show_default=True)
+def run(bootstrap_servers: str, connect_url: str | None, strategies: tuple[str, ...], scenarios: tuple[int, ...],
+        instances: int, rate: float, settle: float, runs_dir: Path, report_dir: Path) -> None:
+    """Run scenarios, validate each with the loss/duplicate validator, and write the report."""
+    chosen = plan(list(strategies or ("B", "C", "E")), list(scenarios or SCENARIOS))
+    if not chosen:
+        raise click.UsageError("no run applies: scenario 4 is C only, and E has no scenarios 3 and 5")
+    if any(s == "E" for s, _, _ in chosen) and not connect_url:
+        raise click.UsageError("strategy E needs --connect-url (start Connect with: pyrallel kafka up --connect)")
+    options = RunOptions(bootstrap=bootstrap_servers, connect_url=connect_url, out_dir=runs_dir,
+                         work_dir=report_dir / "work", instances=instances, rate=rate, settle_s=settle)
+    failed, path = run_plan(chosen, options, report_dir)
+    click.echo(f"{len(chosen) - failed} of {len(chosen)} runs passed. Report: {path.resolve()}")
+    if failed:
+        raise SystemExit(1)

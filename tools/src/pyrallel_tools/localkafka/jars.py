@@ -1,0 +1,104 @@
+"""Resolve the Apache Kafka jars from Maven Central into a per-user cache.
+
+The broker is only a test and demo fixture; Maven resolves it so that no download site or Docker is
+needed. A marker file makes the second call a no-op that touches neither Maven nor the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+from pyrallel_tools.localkafka.errors import LocalKafkaError
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+MIN_JAVA_MAJOR = 17
+_MARKER = ".complete"
+
+
+def cache_root() -> Path:
+    """Per-user cache, overridable with PYRALLEL_CACHE_DIR (CI and tests may point it elsewhere)."""
+    override = os.environ.get("PYRALLEL_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "pyrallel"
+
+
+def libs_dir() -> Path:
+    return cache_root() / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def java_executable() -> str:
+    """Return the java binary, refusing a missing or too old one with a message that says what to do."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not candidate or not Path(candidate).exists():
+        raise LocalKafkaError(
+            "Java was not found. The local Kafka broker needs Java 17 or newer "
+            "(for example: apt-get install openjdk-17-jre-headless), or set JAVA_HOME."
+        )
+    try:
+        out = subprocess.run(
+            [candidate, "-version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LocalKafkaError(f"Could not run {candidate} -version: {exc}") from exc
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        raise LocalKafkaError(f"Could not read the Java version from: {out.stderr.strip()[:200]}")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8" style
+        major = int(match.group(2))
+    if major < MIN_JAVA_MAJOR:
+        raise LocalKafkaError(
+            f"Java {major} found at {candidate}; Kafka {KAFKA_VERSION} needs Java {MIN_JAVA_MAJOR} or newer."
+        )
+    return candidate
+
+
+def ensure_jars(quiet: bool = True) -> Path:
+    """Make sure every jar of the local Kafka is in the cache; download with Maven only the first time."""
+    target = libs_dir()
+    if (target / _MARKER).exists():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalKafkaError(
+            "Maven (mvn) was not found. It resolves the Kafka jars from Maven Central "
+            "(for example: apt-get install maven)."
+        )
+    java_executable()
+    target.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(resources.files("pyrallel_tools.localkafka") / "pom.xml") as pom:
+        cmd = [
+            mvn,
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={target}",
+        ]
+        if quiet:
+            cmd.insert(1, "-q")
+        log.info("Resolving Kafka %s jars with Maven into %s", KAFKA_VERSION, target)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise LocalKafkaError(
+            f"Maven could not resolve the Kafka {KAFKA_VERSION} jars (exit {proc.returncode}). "
+            f"Is Maven Central reachable?\n{tail}"
+        )
+    if not any(target.glob("kafka_2.13-*.jar")):
+        raise LocalKafkaError(f"Maven finished but no Kafka jar is in {target}")
+    (target / _MARKER).write_text(KAFKA_VERSION + "\n")
+    return target

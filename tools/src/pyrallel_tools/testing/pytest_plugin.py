@@ -1,0 +1,75 @@
+"""Pytest fixtures for tests against a real Kafka broker.
+
+``PYRALLEL_BOOTSTRAP_SERVERS`` (and ``PYRALLEL_CONNECT_URL``) point at a running cluster when set; otherwise
+the local broker is started once per test session in a temporary run directory and stopped at the end.
+Each test gets its own topics and group ids, so tests never see each other's records.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pyrallel_tools.localkafka.cluster import LocalKafka
+from pyrallel_tools.localkafka.topics import create_topic
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unit: pure tests without a broker")
+    config.addinivalue_line("markers", "integration: tests against the real local Kafka broker")
+
+
+@pytest.fixture(scope="session")
+def _local_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str | None]]:
+    bootstrap = os.environ.get("PYRALLEL_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        yield bootstrap, os.environ.get("PYRALLEL_CONNECT_URL")
+        return
+    cluster = LocalKafka(Path(tmp_path_factory.mktemp("kafka")) / "run")
+    state, _notes = cluster.up(with_connect=True)
+    try:
+        yield state.bootstrap, state.connect_url
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_local_kafka: tuple[str, str | None]) -> str:
+    """Bootstrap address of the real broker."""
+    return _local_kafka[0]
+
+
+@pytest.fixture(scope="session")
+def kafka_connect_url(_local_kafka: tuple[str, str | None]) -> str:
+    """REST URL of the real Kafka Connect worker."""
+    url = _local_kafka[1]
+    if not url:
+        pytest.fail("PYRALLEL_BOOTSTRAP_SERVERS is set but PYRALLEL_CONNECT_URL is not")
+    return url
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Names unique to this test: ``unique_name("orders")`` -> ``orders-test_x-1a2b3c4d``."""
+    test = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:60]
+
+    def make(prefix: str) -> str:
+        return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Callable[[int], str]:
+    """Create a fresh topic with the given number of partitions and return its name."""
+
+    def make(partitions: int = 1) -> str:
+        name = unique_name("t")
+        create_topic(kafka_bootstrap, name, partitions)
+        return name
+
+    return make
