@@ -1,28 +1,72 @@
-"""Pyrallel Consumer: parallel Kafka processing that never commits past an unfinished record."""
+"""Pyrallel Consumer: parallel Kafka processing that never commits past an unfinished record.
 
-from pyrallel_consumer.config import ConfigError, ConsumerConfig
-from pyrallel_consumer.consumer import PyrallelConsumer
-from pyrallel_consumer.control.coordinator import (
-    BrokerUnreachableError,
-    MetricsSnapshot,
-    MissingTopicError,
-    PartitionMetrics,
-)
-from pyrallel_consumer.execution.engine import Completion
-from pyrallel_consumer.record import Ordering, Record
+The public API is the names below. They are imported on first use (PEP 562), so ``import pyrallel_consumer``
+costs nothing until one is touched: a worker process of the process engine, or a CLI that only prints its help,
+does not load the control plane, confluent-kafka or prometheus-client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.config import ConfigError, ConsumerConfig
+    from pyrallel_consumer.consumer import PyrallelConsumer
+    from pyrallel_consumer.control.coordinator import (
+        BrokerUnreachableError,
+        ExhaustionPolicy,
+        LogAndSkip,
+        MetricsSnapshot,
+        MissingTopicError,
+        PartitionMetrics,
+    )
+    from pyrallel_consumer.control.lifecycle import LifecycleState
+    from pyrallel_consumer.control.observer import ConsumerObserver
+    from pyrallel_consumer.execution.engine import (
+        Completion,
+        CompletionCallback,
+        ExecutionEngine,
+        HandlerTimeoutError,
+        WorkItem,
+    )
+    from pyrallel_consumer.record import Ordering, Record
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BrokerUnreachableError",
-    "Completion",
-    "ConfigError",
-    "ConsumerConfig",
-    "MetricsSnapshot",
-    "MissingTopicError",
-    "Ordering",
-    "PartitionMetrics",
-    "PyrallelConsumer",
-    "Record",
-    "__version__",
-]
+_PUBLIC: dict[str, str] = {
+    "BrokerUnreachableError": "pyrallel_consumer.control.coordinator",
+    "Completion": "pyrallel_consumer.execution.engine",
+    "CompletionCallback": "pyrallel_consumer.execution.engine",
+    "ConfigError": "pyrallel_consumer.config",
+    "ConsumerConfig": "pyrallel_consumer.config",
+    "ConsumerObserver": "pyrallel_consumer.control.observer",
+    "ExecutionEngine": "pyrallel_consumer.execution.engine",
+    "ExhaustionPolicy": "pyrallel_consumer.control.coordinator",
+    "HandlerTimeoutError": "pyrallel_consumer.execution.engine",
+    "LifecycleState": "pyrallel_consumer.control.lifecycle",
+    "LogAndSkip": "pyrallel_consumer.control.coordinator",
+    "MetricsSnapshot": "pyrallel_consumer.control.coordinator",
+    "MissingTopicError": "pyrallel_consumer.control.coordinator",
+    "Ordering": "pyrallel_consumer.record",
+    "PartitionMetrics": "pyrallel_consumer.control.coordinator",
+    "PyrallelConsumer": "pyrallel_consumer.consumer",
+    "Record": "pyrallel_consumer.record",
+    "WorkItem": "pyrallel_consumer.execution.engine",
+}
+"""Public name -> the module that defines it."""
+
+__all__ = [*sorted(_PUBLIC), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pyrallel_consumer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
