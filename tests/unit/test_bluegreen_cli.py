@@ -92,3 +92,29 @@ def test_a_run_whose_set_up_fails_stops_the_consumers_it_started(
     with pytest.raises(ScenarioError, match="green-1 exited"):
         run.execute()
     assert stopped == ["blue-1"]
+
+
+def test_the_lazy_command_table_matches_the_commands() -> None:
+    """`pyrallel --help` shows the table's summaries without importing the commands: they must say the same."""
+    import click
+
+    from pyrallel_tools.cli.main import COMMANDS, LazyGroup
+
+    group = LazyGroup()
+    ctx = click.Context(cli)
+    for name, (_module, summary) in COMMANDS.items():
+        command = group.get_command(ctx, name)
+        assert command is not None and command.name == name
+        assert command.get_short_help_str(limit=1000) == summary
+
+
+def test_help_imports_no_sub_command() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from pyrallel_tools.cli.main import cli; "
+            "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0 and 'validate' in r.output; "
+            "print(sorted(m for m in sys.modules if m.startswith(('pyrallel_tools.', 'confluent_kafka', "
+            "'pyrallel_consumer.')) and m != 'pyrallel_tools.cli.main' and m != 'pyrallel_tools.cli'))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -50,7 +50,9 @@ def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, i
           no_peers: bool, no_latency: bool, no_restart: bool, out: Path, readme: Path, peers_dir: Path,
           venv_root: Path, run_dir: Path, profile: str | None, profile_workload: str, profile_keys: int,
           rebuild: Path | None) -> None:
-    """Every contender consumes the same pre-produced topics (8 partitions; 100, 1,000 and 10,000 keys), each in
+    """Run the benchmark: this library against its baseline and its peers.
+
+    Every contender consumes the same pre-produced topics (8 partitions; 100, 1,000 and 10,000 keys), each in
     its own process: the sequential baseline, this library's async and process engines, hand-rolled peers
     (AIOConsumer + gather, a thread pool), pyrallel-consumer 1.0.0, arroyo and Java parallel-consumer.
     Throughput, latency on a rate-limited run, peak RSS, CPU per 1,000 records and duplicates after a SIGKILL;
