@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pyrallel_consumer import ConfigError, ConsumerConfig, Ordering
-from pyrallel_consumer.config import reference_markdown
+from pyrallel_consumer.config_reference import reference_markdown
 
 pytestmark = pytest.mark.unit
 

@@ -77,7 +77,7 @@ def cli(verbose: bool, log_format: str) -> None:
 @cli.command("config-reference")
 def config_reference() -> None:
     """Print the ConsumerConfig reference table (the one in docs/configuration.md)."""
-    from pyrallel_consumer.config import reference_markdown
+    from pyrallel_consumer.config_reference import reference_markdown
 
     click.echo(reference_markdown(), nl=False)
 
