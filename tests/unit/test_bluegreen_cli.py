@@ -118,3 +118,20 @@ def test_help_imports_no_sub_command() -> None:
             "'pyrallel_consumer.')) and m != 'pyrallel_tools.cli.main' and m != 'pyrallel_tools.cli'))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--readme benchmarks/README.md does not exist"),
+        (["--suite", "core"], "--peers-dir benchmarks/peers does not exist"),
+    ],
+)
+def test_bench_outside_a_checkout_says_which_path_is_missing(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["bench", "--bootstrap-servers", "127.0.0.1:1", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output

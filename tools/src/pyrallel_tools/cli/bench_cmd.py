@@ -61,6 +61,13 @@ def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, i
 
     name = "bench" if suite == "all" else suite
     readme_path = readme if suite == "all" else None
+    # The defaults are paths of a checkout of the repository, where the peers' harnesses and the README live.
+    if readme_path is not None and not readme_path.is_file():
+        raise click.UsageError(f"--readme {readme} does not exist: run from a checkout of the repository, or pass "
+                               "--readme (a Markdown file to write the results section into) or --suite core|cpu")
+    if not no_peers and rebuild is None and not peers_dir.is_dir():
+        raise click.UsageError(f"--peers-dir {peers_dir} does not exist: run from a checkout of the repository, "
+                               "or pass --peers-dir, or --no-peers")
     try:
         if rebuild is not None:
             click.echo(markdown(rebuild_outputs(rebuild, out, name, readme_path)))
