@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pyrallel_tools.bluegreen.scenarios import RunOptions, ScenarioRun
+from pyrallel_tools.bluegreen.run_spec import RunOptions
+from pyrallel_tools.bluegreen.scenarios import ScenarioRun
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from pyrallel_consumer.bluegreen.controller import other_color
 from pyrallel_tools.bluegreen import scenarios
-from pyrallel_tools.bluegreen.scenarios import RunOptions, ScenarioError, ScenarioRun
+from pyrallel_tools.bluegreen.run_spec import RunOptions, ScenarioError
+from pyrallel_tools.bluegreen.scenarios import ScenarioRun
 from pyrallel_tools.cli.main import cli
 from pyrallel_tools.cli.scenario_cmds import plan
 
@@ -83,12 +84,12 @@ def test_a_run_whose_set_up_fails_stops_the_consumers_it_started(
             stopped.append(self.name)
 
     def start_consumers() -> None:
-        run.instances["blue"].append(Started("blue-1"))  # type: ignore[arg-type]
+        run.fleet.instances["blue"].append(Started("blue-1"))  # type: ignore[arg-type]
         raise ScenarioError("green-1 exited with 1")
 
     monkeypatch.setattr(scenarios, "create_topic", lambda *_args: None)
     monkeypatch.setattr(scenarios, "ActiveColorWriter", lambda *_args: type("W", (), {"write": lambda *_a: None})())
-    monkeypatch.setattr(run, "_start_consumers", start_consumers)
+    monkeypatch.setattr(run.fleet, "start_consumers", start_consumers)
     with pytest.raises(ScenarioError, match="green-1 exited"):
         run.execute()
     assert stopped == ["blue-1"]

@@ -19,7 +19,8 @@ from pyrallel_tools.bluegreen.run_record import (
     read_run_record,
     write_run_record,
 )
-from pyrallel_tools.bluegreen.scenarios import RunOptions, ScenarioRun
+from pyrallel_tools.bluegreen.run_spec import RunOptions
+from pyrallel_tools.bluegreen.scenarios import ScenarioRun
 from pyrallel_tools.bluegreen.validation.findings import ValidationReport
 from pyrallel_tools.bluegreen.validation.judge import validate
 from pyrallel_tools.bluegreen.validation.load import ConsumedRecord, ProducedRecord
@@ -99,7 +100,7 @@ def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path
 
     result = run._result(T0, judged(), 1, None, "blue")
 
-    back = read_run_record(tmp_path / "run" / f"{run.run_id}.json")
+    back = read_run_record(tmp_path / "run" / f"{run.spec.run_id}.json")
     assert back.model_dump(mode="json", by_alias=True) == result
     assert (back.verdict, back.cause) == ("FAIL", "lost records: 1 (target 0)")
     assert back.validation.dual_active_count == result["validation"]["dual_active_count"] == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pyrallel_tools.bluegreen.scenarios import RunOptions
+from pyrallel_tools.bluegreen.run_spec import RunOptions
 from pyrallel_tools.cli.scenario_cmds import plan, run_plan
 
 

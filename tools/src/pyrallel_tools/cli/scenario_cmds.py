@@ -9,7 +9,8 @@ import click
 
 from pyrallel_tools.bluegreen.reporting.build import build_report
 from pyrallel_tools.bluegreen.reporting.load import ReportError
-from pyrallel_tools.bluegreen.scenarios import SCENARIOS, VARIANTS, RunOptions, ScenarioError, ScenarioRun
+from pyrallel_tools.bluegreen.run_spec import SCENARIOS, VARIANTS, RunOptions, ScenarioError
+from pyrallel_tools.bluegreen.scenarios import ScenarioRun
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,162 @@
+"""The status sampler of a scenario run: every instance's state, handled count and lag, twice a second.
+
+Its daemon thread (``scenario-sampler``) reads the topic's high watermarks and probes each instance's control
+server (``/lifecycle/status``), or for strategy E the connector's status and offsets on Kafka Connect, and adds
+one :class:`Sample` per instance to the run's :class:`Recorder`. The scenario runner's thread records its
+events in the same recorder and paces the scenario on the samples (:meth:`StatusSampler.wait_serving`,
+:meth:`StatusSampler.wait_caught_up`, :meth:`Recorder.lag`); samples and events go into the run file, for the
+report's plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pyrallel_consumer.bluegreen.controller import COLORS, SwitchError, http_json
+from pyrallel_tools.bluegreen.processes import Instance
+from pyrallel_tools.bluegreen.run_record import Event, Sample
+from pyrallel_tools.bluegreen.run_spec import RunSpec, ScenarioError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Samples and events of one run, collected from the sampler's thread and the scenario itself."""
+
+    samples: list[Sample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def event(self, kind: str, detail: str = "") -> None:
+        with self.lock:
+            self.events.append(Event(time.time(), kind, detail))
+        log.info("event %s %s", kind, detail)
+
+    def add(self, sample: Sample) -> None:
+        with self.lock:
+            self.samples.append(sample)
+
+    def latest(self, color: str) -> list[Sample]:
+        with self.lock:
+            newest: dict[str, Sample] = {}
+            for sample in self.samples:
+                if sample.color == color:
+                    newest[sample.instance] = sample
+            return list(newest.values())
+
+    def lag(self, color: str) -> int | None:
+        """The color's lag over its ACTIVE instances as last sampled; None while none is ACTIVE."""
+        values = [s.lag for s in self.latest(color) if s.state == "ACTIVE" and s.lag is not None]
+        return sum(values) if values else None
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` four times a second; :class:`ScenarioError` naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(0.25)
+
+
+class StatusSampler:
+    """Samples the run's instances into the recorder from :meth:`start` until :meth:`stop`."""
+
+    def __init__(self, spec: RunSpec, instances: dict[str, list[Instance]], recorder: Recorder) -> None:
+        self.spec = spec
+        self.instances = instances
+        self.recorder = recorder
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._sample_forever, name="scenario-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
+
+    def wait_serving(self, color: str, timeout_s: float = 90.0) -> None:
+        """The color's group has formed and works: every partition assigned, records handled, lag about 0.
+
+        Lag alone is 0 before any partition is assigned; switching then would find nothing committed to copy.
+        """
+        limit = max(10, int(self.spec.options.rate / 2))
+
+        def serving() -> bool:
+            latest = [s for s in self.recorder.latest(color) if s.state == "ACTIVE"]
+            handled = sum(s.handled for s in latest)
+            assigned = [s.assigned for s in latest if s.assigned is not None]
+            covered = not assigned or sum(assigned) >= self.spec.options.partitions  # connectors: no assignment
+            lag = self.recorder.lag(color)
+            return handled > 0 and covered and lag is not None and lag <= limit
+
+        wait_for(serving, timeout_s, f"{color} serving every partition with lag ~0")
+
+    def wait_caught_up(self, color: str, timeout_s: float = 90.0) -> None:
+        """Lag of the active color at most half a second of production (the producer keeps going)."""
+        limit = max(10, int(self.spec.options.rate / 2))
+        wait_for(lambda: (lag := self.recorder.lag(color)) is not None and lag <= limit, timeout_s,
+                 f"{color} lag ~0")
+
+    def _sample_forever(self) -> None:
+        conf: dict[str, Any] = {"bootstrap.servers": self.spec.options.bootstrap,
+                                "group.id": f"sampler-{self.spec.run_id}"}
+        watermarks = Consumer(conf)
+        last_handled: dict[str, int] = {}
+        try:
+            while not self._stopping.is_set():
+                highs = {p: watermarks.get_watermark_offsets(TopicPartition(self.spec.topic, p), timeout=5)[1]
+                         for p in range(self.spec.options.partitions)}
+                now = time.time()
+                for color in COLORS:
+                    for instance in self.instances[color]:
+                        probe = self._probe(instance, highs)
+                        if probe["handled"] is None:  # down: its count stays where it was last seen
+                            probe["handled"] = last_handled.get(instance.name, 0)
+                        last_handled[instance.name] = probe["handled"]
+                        self.recorder.add(Sample(t=now, color=color, instance=instance.name, **probe))
+                self._stopping.wait(0.5)
+        finally:
+            watermarks.close()
+
+    def _probe(self, instance: Instance, highs: dict[int, int]) -> dict[str, Any]:
+        if self.spec.strategy == "E":
+            return self._probe_connector(instance, highs)
+        try:
+            status = http_json("GET", f"{instance.url}/lifecycle/status", timeout_s=2)
+        except SwitchError:
+            return {"state": "DOWN", "lag": None, "handled": None, "rebalances": None}
+        committed = status.get("committed_offsets", {})
+        lag = 0
+        for name in status.get("assigned_partitions", []):
+            partition = int(name.rsplit("[", 1)[1].rstrip("]"))
+            offset = committed.get(name)
+            lag += max(0, highs.get(partition, 0) - (offset if offset is not None else 0))
+        rebalances = status.get("rebalances", {})
+        return {"state": status.get("state"), "lag": lag, "handled": status.get("records_succeeded"),
+                "rebalances": sum(rebalances.values()) if isinstance(rebalances, dict) else None,
+                "assigned": len(status.get("assigned_partitions", []))}
+
+    def _probe_connector(self, instance: Instance, highs: dict[int, int]) -> dict[str, Any]:
+        url = self.spec.options.connect_url
+        try:
+            status = http_json("GET", f"{url}/connectors/{instance.name}/status", timeout_s=2)
+            offsets = http_json("GET", f"{url}/connectors/{instance.name}/offsets", timeout_s=2)
+        except SwitchError:
+            return {"state": "DOWN", "lag": None, "handled": None}
+        state = {"RUNNING": "ACTIVE", "STOPPED": "PAUSED", "PAUSED": "PAUSED"}.get(
+            status.get("connector", {}).get("state"), "DOWN")
+        done = {int(o["partition"]["kafka_partition"]): int(o["offset"]["kafka_offset"])
+                for o in offsets.get("offsets", [])}
+        lag = sum(max(0, high - done.get(p, 0)) for p, high in highs.items()) if state == "ACTIVE" else 0
+        handled = sum(1 for _ in instance.log_path.open()) if instance.log_path.exists() else 0
+        return {"state": state, "lag": lag, "handled": handled}
