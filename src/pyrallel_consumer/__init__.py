@@ -13,14 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyrallel_consumer.config import ConfigError, ConsumerConfig
     from pyrallel_consumer.consumer import PyrallelConsumer
-    from pyrallel_consumer.control.coordinator import (
-        BrokerUnreachableError,
-        ExhaustionPolicy,
-        LogAndSkip,
-        MetricsSnapshot,
-        MissingTopicError,
-        PartitionMetrics,
-    )
+    from pyrallel_consumer.control.exhaustion import ExhaustionPolicy, LogAndSkip
     from pyrallel_consumer.control.lifecycle import LifecycleState
     from pyrallel_consumer.control.observer import ConsumerObserver
     from pyrallel_consumer.execution.engine import (
@@ -30,26 +23,30 @@ if TYPE_CHECKING:
         HandlerTimeoutError,
         WorkItem,
     )
+    from pyrallel_consumer.kafka.clients import KafkaClients
+    from pyrallel_consumer.kafka.topic_check import BrokerUnreachableError, MissingTopicError
+    from pyrallel_consumer.observability.snapshot import MetricsSnapshot, PartitionMetrics
     from pyrallel_consumer.record import Ordering, Record
 
 __version__ = "0.1.0"
 
 _PUBLIC: dict[str, str] = {
-    "BrokerUnreachableError": "pyrallel_consumer.control.coordinator",
+    "BrokerUnreachableError": "pyrallel_consumer.kafka.topic_check",
     "Completion": "pyrallel_consumer.execution.engine",
     "CompletionCallback": "pyrallel_consumer.execution.engine",
     "ConfigError": "pyrallel_consumer.config",
     "ConsumerConfig": "pyrallel_consumer.config",
     "ConsumerObserver": "pyrallel_consumer.control.observer",
     "ExecutionEngine": "pyrallel_consumer.execution.engine",
-    "ExhaustionPolicy": "pyrallel_consumer.control.coordinator",
+    "ExhaustionPolicy": "pyrallel_consumer.control.exhaustion",
     "HandlerTimeoutError": "pyrallel_consumer.execution.engine",
+    "KafkaClients": "pyrallel_consumer.kafka.clients",
     "LifecycleState": "pyrallel_consumer.control.lifecycle",
-    "LogAndSkip": "pyrallel_consumer.control.coordinator",
-    "MetricsSnapshot": "pyrallel_consumer.control.coordinator",
-    "MissingTopicError": "pyrallel_consumer.control.coordinator",
+    "LogAndSkip": "pyrallel_consumer.control.exhaustion",
+    "MetricsSnapshot": "pyrallel_consumer.observability.snapshot",
+    "MissingTopicError": "pyrallel_consumer.kafka.topic_check",
     "Ordering": "pyrallel_consumer.record",
-    "PartitionMetrics": "pyrallel_consumer.control.coordinator",
+    "PartitionMetrics": "pyrallel_consumer.observability.snapshot",
     "PyrallelConsumer": "pyrallel_consumer.consumer",
     "Record": "pyrallel_consumer.record",
     "WorkItem": "pyrallel_consumer.execution.engine",

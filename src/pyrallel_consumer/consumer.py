@@ -8,14 +8,17 @@ from types import TracebackType
 from typing import Any
 
 from pyrallel_consumer.config import ConsumerConfig
-from pyrallel_consumer.control.coordinator import Coordinator, ExhaustionPolicy, MetricsSnapshot
+from pyrallel_consumer.control.coordinator import Coordinator
 from pyrallel_consumer.control.dead_letter import DeadLetterPublisher
+from pyrallel_consumer.control.exhaustion import ExhaustionPolicy
 from pyrallel_consumer.control.lifecycle import Lifecycle
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control_server import HttpServer, create_control_server
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
+from pyrallel_consumer.kafka.clients import KafkaClients
 from pyrallel_consumer.observability.metrics import PrometheusExporter
+from pyrallel_consumer.observability.snapshot import MetricsSnapshot
 
 
 class FaultInjection:
@@ -39,6 +42,9 @@ class PyrallelConsumer:
     ``async with PyrallelConsumer(config, handle) as consumer:`` starts on enter and stops with a drain on
     exit. The handler is ``async def handle(record)`` for the async engine, or an importable
     ``def handle(record)`` (or ``"module:function"``) for ``engine="process"``.
+
+    ``kafka_clients`` creates the confluent-kafka clients (consumer, dead-letter producer, admin); test tooling
+    passes a subclass of ``KafkaClients`` that injects faults, applications leave the default.
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class PyrallelConsumer:
         on_exhausted: ExhaustionPolicy | None = None,
         engine: ExecutionEngine | None = None,
         observer: ConsumerObserver | None = None,
+        kafka_clients: KafkaClients | None = None,
     ) -> None:
         if not isinstance(config, ConsumerConfig):
             raise TypeError("config must be a ConsumerConfig")
@@ -57,10 +64,11 @@ class PyrallelConsumer:
         self._observer = self.metrics_exporter = PrometheusExporter(config, self.metrics, chained=observer)
         self.metrics_registry = self.metrics_exporter.registry
         """This consumer's own Prometheus registry (never the global one); an app may serve it itself."""
+        clients = kafka_clients or KafkaClients()
         self._dead_letters: DeadLetterPublisher | None = None
         if on_exhausted is None and config.dlq_enabled:
-            self._dead_letters = on_exhausted = DeadLetterPublisher(config, self._observer)
-        self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped)
+            self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer)
+        self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped, clients)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
         self.faults = FaultInjection(self._coordinator)
         """Fault injection for test tooling: stall the poll loop, delay commits."""

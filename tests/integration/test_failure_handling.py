@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer
 from tests.support import committed, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
-from pyrallel_consumer.control.coordinator import MissingTopicError
+from pyrallel_consumer.kafka.topic_check import MissingTopicError
 from pyrallel_tools.localkafka.topics import create_topic, produce_keyed
 
 pytestmark = pytest.mark.integration

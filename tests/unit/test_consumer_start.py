@@ -11,9 +11,9 @@ import time
 import pytest
 
 from pyrallel_consumer import BrokerUnreachableError, ConfigError, ConsumerConfig, PyrallelConsumer, Record
-from pyrallel_consumer.control import coordinator
 from pyrallel_consumer.execution.async_engine import AsyncExecutionEngine
 from pyrallel_consumer.execution.engine import Completion, CompletionCallback, RetryPolicy
+from pyrallel_consumer.kafka import topic_check
 from pyrallel_consumer.observability.metrics import RecordStats
 
 pytestmark = pytest.mark.unit
@@ -147,7 +147,7 @@ def test_unreachable_broker_is_not_ready_and_its_connection_errors_are_not_a_flo
 
 def test_unreachable_bootstrap_is_named_for_what_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """missing_topic="fail" asks the broker for the topics first; nobody answering is not a missing topic."""
-    monkeypatch.setattr(coordinator, "TOPIC_CHECK_TIMEOUT_S", 2.0)  # 15 s in production
+    monkeypatch.setattr(topic_check, "TOPIC_CHECK_TIMEOUT_S", 2.0)  # 15 s in production
     bootstrap = f"127.0.0.1:{_closed_port()}"
     config = ConsumerConfig(bootstrap_servers=bootstrap, group_id="g", topics=["t"])
 
@@ -156,7 +156,7 @@ def test_unreachable_bootstrap_is_named_for_what_it_is(monkeypatch: pytest.Monke
 
     with pytest.raises(BrokerUnreachableError) as caught:
         asyncio.run(scenario())
-    assert not isinstance(caught.value, coordinator.MissingTopicError)
+    assert not isinstance(caught.value, topic_check.MissingTopicError)
     assert bootstrap in str(caught.value)
     assert "Connection refused" in str(caught.value)
     assert not [t for t in threading.enumerate() if t.name.startswith("pyrallel-")]

@@ -1,7 +1,8 @@
 """Coordinator bookkeeping in orders of events the broker produces only by chance.
 
-The poller is a recorder here (what it is told to hold or resume) and the engine keeps what it is given until
-the test completes it; the same paths against the real broker are in tests/integration/.
+No poller runs here: what backpressure holds is read from the fetch gate's published level, which the
+poller would pause; the engine keeps what it is given until the test completes it; the same paths against
+the real broker are in tests/integration/.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import pytest
 
 from pyrallel_consumer import ConsumerConfig, Ordering, Record
 from pyrallel_consumer.control.coordinator import Coordinator
-from pyrallel_consumer.control.poller import Assignment
 from pyrallel_consumer.execution.engine import Completion, ExecutionEngine, WorkItem
+from pyrallel_consumer.kafka.events import Assignment
 
 pytestmark = pytest.mark.unit
 
@@ -41,21 +42,22 @@ class HeldEngine(ExecutionEngine):
         return None
 
 
-class RecordingPoller:
-    def __init__(self) -> None:
-        self.held: set[tuple[str, int]] = set()
-        self.backpressure_paused = 0
+class PausedView:
+    """What the poller thread reads: the partitions the fetch gate's published level names as held."""
 
-    def hold(self, partitions: list[tuple[str, int]], held: bool) -> None:
-        self.held.update(partitions) if held else self.held.difference_update(partitions)
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._gate = coordinator._gate
+
+    @property
+    def held(self) -> frozenset[tuple[str, int]]:
+        return self._gate.level.held
 
 
-def _coordinator(**config: object) -> tuple[Coordinator, HeldEngine, RecordingPoller]:
-    engine, poller = HeldEngine(), RecordingPoller()
+def _coordinator(**config: object) -> tuple[Coordinator, HeldEngine, PausedView]:
+    engine = HeldEngine()
     coordinator = Coordinator(ConsumerConfig(bootstrap_servers="127.0.0.1:1", group_id="g", topics=["t"],
                                              **config), engine)  # type: ignore[arg-type]
-    coordinator._poller = poller  # type: ignore[assignment]
-    return coordinator, engine, poller
+    return coordinator, engine, PausedView(coordinator)
 
 
 def test_held_partition_resumes_after_the_other_partitions_were_revoked() -> None:

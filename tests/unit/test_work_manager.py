@@ -6,10 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pyrallel_consumer.control.offset_tracker import PartitionOffsets
 from pyrallel_consumer.control.work_manager import WorkManager
 from pyrallel_consumer.record import Ordering, Record
 
 pytestmark = pytest.mark.unit
+
+TRACKERS = {p: PartitionOffsets(("t", p), 1, None, max_window=1000) for p in range(3)}
+"""The assignment each record belongs to (the work manager only carries it)."""
 
 
 def rec(partition: int, offset: int, key: bytes | None) -> Record:
@@ -26,7 +30,7 @@ def drain_ready(wm: WorkManager) -> list[Record]:
 def test_key_ordering_runs_one_record_per_key_and_keyless_per_partition() -> None:
     wm = WorkManager(Ordering.KEY)
     for offset, key in enumerate([b"a", b"a", b"b", None, None, b"b"]):
-        wm.add(rec(0, offset, key), epoch=1)
+        wm.add(rec(0, offset, key), TRACKERS[0])
     first = drain_ready(wm)
     assert [r.offset for r in first] == [0, 2, 3]
     assert (wm.in_flight, wm.queued) == (3, 3)
@@ -35,12 +39,12 @@ def test_key_ordering_runs_one_record_per_key_and_keyless_per_partition() -> Non
 def test_partition_and_unordered_modes() -> None:
     wm = WorkManager(Ordering.PARTITION)
     for offset in range(3):
-        wm.add(rec(0, offset, b"k%d" % offset), 1)
-    wm.add(rec(1, 0, b"x"), 1)
+        wm.add(rec(0, offset, b"k%d" % offset), TRACKERS[0])
+    wm.add(rec(1, 0, b"x"), TRACKERS[1])
     assert [(r.partition, r.offset) for r in drain_ready(wm)] == [(0, 0), (1, 0)]
     wm = WorkManager(Ordering.UNORDERED)
     for offset in range(3):
-        wm.add(rec(0, offset, b"same"), 1)
+        wm.add(rec(0, offset, b"same"), TRACKERS[0])
     assert len(drain_ready(wm)) == 3
 
 
@@ -50,7 +54,7 @@ def test_every_record_runs_once_in_key_order(records: list[tuple[int, bytes | No
     wm = WorkManager(Ordering.KEY)
     offsets = [0, 0, 0]
     for partition, key in records:
-        wm.add(rec(partition, offsets[partition], key), 1)
+        wm.add(rec(partition, offsets[partition], key), TRACKERS[partition])
         offsets[partition] += 1
     in_flight = []
     ran: list[Record] = []
@@ -73,40 +77,35 @@ def test_every_record_runs_once_in_key_order(records: list[tuple[int, bytes | No
 def test_dropping_a_partition_forgets_its_queue_only() -> None:
     wm = WorkManager(Ordering.KEY)
     for offset in range(4):
-        wm.add(rec(0, offset, b"a"), 1)
-        wm.add(rec(1, offset, b"a"), 1)
+        wm.add(rec(0, offset, b"a"), TRACKERS[0])
+        wm.add(rec(1, offset, b"a"), TRACKERS[1])
     running = drain_ready(wm)
     assert wm.drop_partitions([("t", 0)]) == 3
     assert wm.queued_of(("t", 0)) == 0 and wm.queued_of(("t", 1)) == 3
     assert len(running) == 2
 
 
-def test_held_partitions_are_left_out_of_the_fetch_backlog() -> None:
-    """The fetch gate counts queued - held_queued: a held partition's records never block the others' fetch."""
+def test_a_record_is_in_flight_from_dispatch_until_finished_or_requeued() -> None:
     wm = WorkManager(Ordering.KEY)
-    for offset in range(5):
-        wm.add(rec(0, offset, b"a"), 1)
-        wm.add(rec(1, offset, b"b"), 1)
-    wm.hold(("t", 0))
-    wm.hold(("t", 0))  # idempotent
-    assert (wm.queued, wm.held_queued) == (10, 5)
-    wm.add(rec(0, 5, b"a"), 1)
-    assert wm.held_queued == 6
-    dispatched = drain_ready(wm)  # one per key: a@0 (held partition) and b@0
-    assert len(dispatched) == 2
-    assert (wm.queued, wm.held_queued) == (9, 5)
-    wm.release([("t", 0)])
-    assert wm.held_queued == 0 and not wm.held
-    wm.hold(("t", 1))
-    assert wm.drop_partitions([("t", 1)]) == 4
-    assert (wm.queued, wm.held_queued, wm.held) == (5, 0, set())
+    wm.add(rec(0, 0, b"a"), TRACKERS[0])
+    wm.add(rec(1, 0, b"b"), TRACKERS[1])
+    first, second = wm.next_ready(), wm.next_ready()
+    assert first is not None and second is not None
+    assert first.offsets is TRACKERS[0], "a record carries its assignment's tracker"
+    assert wm.running(first.item_id) is first and wm.in_flight_items() == [first, second]
+    assert (wm.in_flight, wm.in_flight_of(("t", 0)), wm.queued) == (2, 1, 0)
+    wm.finish(first)
+    wm.requeue(second)
+    assert wm.running(first.item_id) is None and wm.running(second.item_id) is None
+    assert (wm.in_flight, wm.queued) == (0, 1)
+    assert wm.next_ready() is second, "a requeued record runs again first"
 
 
 def test_unordered_runs_in_arrival_order_and_drops_only_the_revoked_partition() -> None:
     wm = WorkManager(Ordering.UNORDERED)
     for offset in range(3):
-        wm.add(rec(0, offset, b"a"), 1)
-        wm.add(rec(1, offset, b"a"), 1)
+        wm.add(rec(0, offset, b"a"), TRACKERS[0])
+        wm.add(rec(1, offset, b"a"), TRACKERS[1])
     first = wm.next_ready()
     assert first is not None and (first.record.partition, first.record.offset) == (0, 0)
     assert wm.drop_partitions([("t", 1)]) == 3
@@ -115,15 +114,13 @@ def test_unordered_runs_in_arrival_order_and_drops_only_the_revoked_partition() 
     assert (wm.queued, wm.in_flight) == (0, 2)
 
 
-def test_queued_bytes_follow_the_values_through_hold_dispatch_and_drop() -> None:
+def test_queued_bytes_follow_the_values_through_dispatch_and_drop() -> None:
     wm = WorkManager(Ordering.KEY)
-    wm.add(Record("t", 0, 0, b"a", b"x" * 100), 1)
-    wm.add(Record("t", 0, 1, b"a", b"x" * 50), 1)
-    wm.add(Record("t", 1, 0, b"b", None), 1)
+    wm.add(Record("t", 0, 0, b"a", b"x" * 100), TRACKERS[0])
+    wm.add(Record("t", 0, 1, b"a", b"x" * 50), TRACKERS[0])
+    wm.add(Record("t", 1, 0, b"b", None), TRACKERS[1])
     assert (wm.queued_bytes, wm.queued_bytes_of(("t", 0))) == (150, 150)
-    wm.hold(("t", 0))
-    assert wm.held_queued_bytes == 150
     assert len(drain_ready(wm)) == 2  # t0@0 and t1@0; t0@1 waits behind its key
-    assert (wm.queued_bytes, wm.held_queued_bytes) == (50, 50)
+    assert (wm.queued_bytes, wm.queued_bytes_of(("t", 0))) == (50, 50)
     wm.drop_partitions([("t", 0)])
-    assert (wm.queued_bytes, wm.held_queued_bytes) == (0, 0)
+    assert (wm.queued_bytes, wm.queued_bytes_of(("t", 0))) == (0, 0)

@@ -2,8 +2,10 @@
 after a copy of it is safely on the dead-letter topic.
 
 The producer is idempotent with acks=all; the policy answers True only on the broker's acknowledgement.
-When the write fails the record stays incomplete, the coordinator calls the policy again after a
-backoff, and the partition's commit waits: it stalls rather than loses the record.
+When the write fails the record stays incomplete, Exhaustion calls the policy again after a
+backoff, and the partition's commit waits: it stalls rather than loses the record. PyrallelConsumer creates it
+(the producer comes from KafkaClients); it is awaited on the event loop, and its own thread serves the
+producer's delivery callbacks.
 """
 
 from __future__ import annotations
@@ -13,19 +15,17 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
-from pyrallel_consumer.config import ConsumerConfig, librdkafka_config_error
+from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution.engine import Completion
-from pyrallel_consumer.observability.logging import LIBRDKAFKA_LOGGER, librdkafka_logger
+from pyrallel_consumer.kafka.clients import KafkaClients
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
 
 ERROR_MESSAGE_LIMIT = 1000
-# Client settings a producer shares with the consumer (security, identity); consumer-only ones are left out.
-_SHARED_PREFIXES = ("security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "reconnect.", "metadata.")
 
 
 def dead_letter_headers(
@@ -53,24 +53,10 @@ class DeadLetterPublisher:
 
     outcome = "dlq"
 
-    def __init__(self, config: ConsumerConfig, observer: ConsumerObserver | None = None) -> None:
+    def __init__(self, config: ConsumerConfig, clients: KafkaClients, observer: ConsumerObserver | None = None) -> None:
         self._config = config
         self._observer = observer or ConsumerObserver()
-        conf: dict[str, Any] = {
-            k: v for k, v in config.kafka.items() if k.startswith(_SHARED_PREFIXES)
-        }
-        conf.update({
-            "bootstrap.servers": config.bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "logger": librdkafka_logger(f"{LIBRDKAFKA_LOGGER}.dlq"),
-        })
-        conf.update(config.dlq_kafka)
-        try:
-            self._producer = Producer(conf)
-        except (KafkaException, TypeError, ValueError) as exc:  # e.g. after model_copy(update=...): not validated
-            raise librdkafka_config_error("dlq_kafka", config.dlq_kafka, exc) from exc
+        self._producer = clients.dead_letter_producer(config)
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_callbacks, name="pyrallel-dlq", daemon=True)
         self._poller.start()

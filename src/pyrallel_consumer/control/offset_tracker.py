@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyrallel_consumer.control.offset_codec import (
     MAX_METADATA_CHARS,
@@ -37,10 +37,18 @@ class CommitPoint:
     epoch: int
     offset: int
     metadata: str
+    tracker: PartitionOffsets = field(compare=False, repr=False)
+    """The tracker that computed it: marked committed when the broker acknowledges it, current or not."""
 
 
 class PartitionOffsets:
-    """Offsets of one partition during one assignment (``epoch``)."""
+    """Offsets of one partition during one assignment (``epoch``).
+
+    ``current`` answers whether this assignment is still the partition's live one on the event loop (False once
+    revoked, lost or replaced by a newer assignment); ``revoking`` is set while a revocation settles. Both are
+    set by ``control.assignments.Assignments`` only; every record queued or in flight refers to its tracker,
+    so "is this record's assignment still current" is ``item.offsets.current``.
+    """
 
     __slots__ = (
         "_ceiling",
@@ -53,9 +61,11 @@ class PartitionOffsets:
         "_max_window",
         "_pending",
         "_restored",
+        "current",
         "epoch",
         "gap_offsets",
         "metadata_bytes",
+        "revoking",
         "start",
         "topic_partition",
     )
@@ -69,6 +79,8 @@ class PartitionOffsets:
         """The partition's end (high watermark) at assignment: no commit goes beyond it or past the last received
         offset, whichever is higher."""
         self.epoch = epoch
+        self.current = True
+        self.revoking = False
         self.start = start
         self._pending: deque[int] = deque()
         self._done: set[int] = set()
@@ -194,7 +206,7 @@ class PartitionOffsets:
             log.error("Not committing %s[%d] at offset %d: beyond the partition's end (%d) as far as this consumer "
                       "knows", self.topic_partition[0], self.topic_partition[1], offset, ceiling)
             return None
-        return CommitPoint(self.topic_partition[0], self.topic_partition[1], self.epoch, offset, metadata)
+        return CommitPoint(self.topic_partition[0], self.topic_partition[1], self.epoch, offset, metadata, self)
 
     def _encode_map(self, offset: int, limit: int = MAX_METADATA_CHARS) -> str:
         """The offset map of the records done above ``offset``; empty when there are none or it is too long."""

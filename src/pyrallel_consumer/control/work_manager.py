@@ -4,6 +4,10 @@ A slot holds at most one record in flight; the records behind it wait in the slo
 head may run sit in a heap ordered by arrival, so the oldest fetched record (and with it the lowest
 blocking offset of its partition) is dispatched first. Every operation is O(log n) at most. UNORDERED
 needs no slots: its records wait in one FIFO, which is arrival order too.
+
+It is the one owner of "in flight": a record is in flight from ``next_ready`` until ``finish`` or ``requeue``,
+and ``running(item_id)`` finds it. Used by the Coordinator (and read by Backpressure, the StuckGuard and the
+metrics) on the event loop only.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
-from pyrallel_consumer.control.offset_tracker import TopicPartitionKey
+from pyrallel_consumer.control.offset_tracker import PartitionOffsets, TopicPartitionKey
 from pyrallel_consumer.execution.engine import WorkItem
 from pyrallel_consumer.record import Ordering, Record
 
@@ -22,12 +26,13 @@ Slot = Hashable
 
 @dataclass(slots=True)
 class QueuedRecord(WorkItem):
-    """A record waiting for or holding its slot, tagged with the assignment epoch it was fetched in.
+    """A record waiting for or holding its slot, with the offset tracker of the assignment it was fetched in.
 
     It is the engine's work item itself (``item_id`` is its arrival number), so dispatch allocates nothing.
     """
 
-    epoch: int = 0
+    offsets: PartitionOffsets = field(repr=False)
+    """Its assignment's tracker: ``offsets.current`` says whether that assignment is still this partition's."""
     slot: Slot = field(default=None)
     size: int = 0
     """What it weighs for queue_max_bytes: its value's length (what librdkafka's len(message) counts too)."""
@@ -41,7 +46,7 @@ def slot_of(record: Record, ordering: Ordering) -> Slot:
 
 
 class WorkManager:
-    """Holds fetched records until they may run; counts what is queued and in flight per partition."""
+    """Holds fetched records until they may run and the records in flight; counts both per partition."""
 
     def __init__(self, ordering: Ordering) -> None:
         self._ordering = ordering
@@ -53,26 +58,21 @@ class WorkManager:
         self._ready: list[tuple[int, Slot]] = []
         self._seq = 0
         self.queued = 0
-        self.in_flight = 0
+        self._in_flight: dict[int, QueuedRecord] = {}
         self._queued_by_tp: dict[TopicPartitionKey, int] = {}
         self._in_flight_by_tp: dict[TopicPartitionKey, int] = {}
-        self.held: set[TopicPartitionKey] = set()
-        """Partitions whose fetching backpressure has paused (see ``hold``)."""
-        self.held_queued = 0
-        """Queued records of held partitions: ``queued - held_queued`` is what the fetch gate counts."""
         self.queued_bytes = 0
-        """Bytes of the queued records' values; ``held_queued_bytes`` of them in held partitions."""
-        self.held_queued_bytes = 0
+        """Bytes of the queued records' values."""
         self._queued_bytes_by_tp: dict[TopicPartitionKey, int] = {}
 
-    def add(self, record: Record, epoch: int) -> None:
+    def add(self, record: Record, offsets: PartitionOffsets) -> None:
         self._seq += 1
         size = len(record.value) if record.value else 0
         if self._unordered:
-            self._fifo.append(QueuedRecord(self._seq, record, epoch, size=size))
+            self._fifo.append(QueuedRecord(self._seq, record, offsets, size=size))
         else:
             slot = slot_of(record, self._ordering)
-            item = QueuedRecord(self._seq, record, epoch, slot, size)
+            item = QueuedRecord(self._seq, record, offsets, slot, size)
             queue = self._queues.get(slot)
             if queue is None:
                 queue = self._queues[slot] = deque()
@@ -87,9 +87,6 @@ class WorkManager:
         self.queued_bytes += size
         self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + records
         self._queued_bytes_by_tp[tp] = self._queued_bytes_by_tp.get(tp, 0) + size
-        if tp in self.held:
-            self.held_queued += records
-            self.held_queued_bytes += size
 
     def next_ready(self) -> QueuedRecord | None:
         """The oldest record whose slot is free, now marked in flight; None when nothing may run."""
@@ -98,7 +95,7 @@ class WorkManager:
             return None
         tp = (item.record.topic, item.record.partition)
         self._count_queued(tp, -1, -item.size)
-        self.in_flight += 1
+        self._in_flight[item.item_id] = item
         self._in_flight_by_tp[tp] = self._in_flight_by_tp.get(tp, 0) + 1
         return item
 
@@ -118,9 +115,20 @@ class WorkManager:
             return item
         return None
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def running(self, item_id: int) -> QueuedRecord | None:
+        """The record with this id if it is in flight; None once finished, requeued or never dispatched."""
+        return self._in_flight.get(item_id)
+
+    def in_flight_items(self) -> list[QueuedRecord]:
+        return list(self._in_flight.values())
+
     def finish(self, item: QueuedRecord) -> None:
-        """Free the slot of a record that is no longer in flight; its successor becomes ready."""
-        self.in_flight -= 1
+        """Take an in-flight record out of flight and free its slot; its successor becomes ready."""
+        del self._in_flight[item.item_id]
         tp = (item.record.topic, item.record.partition)
         self._in_flight_by_tp[tp] -= 1
         if self._unordered:
@@ -150,7 +158,6 @@ class WorkManager:
     def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
         """Forget queued (not in-flight) records of these partitions; return how many were dropped."""
         targets = set(partitions)
-        self.release(targets)
         dropped = 0
         doomed = [s for s, q in self._queues.items() if (q[0].record.topic, q[0].record.partition) in targets]
         for slot in doomed:
@@ -164,20 +171,6 @@ class WorkManager:
             self.queued_bytes -= self._queued_bytes_by_tp.pop(tp, 0)
         self.queued -= dropped
         return dropped
-
-    def hold(self, tp: TopicPartitionKey) -> None:
-        """Mark a partition paused by backpressure: its queued records no longer count for the fetch gate."""
-        if tp not in self.held:
-            self.held.add(tp)
-            self.held_queued += self._queued_by_tp.get(tp, 0)
-            self.held_queued_bytes += self._queued_bytes_by_tp.get(tp, 0)
-
-    def release(self, partitions: Iterable[TopicPartitionKey]) -> None:
-        for tp in partitions:
-            if tp in self.held:
-                self.held.discard(tp)
-                self.held_queued -= self._queued_by_tp.get(tp, 0)
-                self.held_queued_bytes -= self._queued_bytes_by_tp.get(tp, 0)
 
     def in_flight_of(self, tp: TopicPartitionKey) -> int:
         return self._in_flight_by_tp.get(tp, 0)

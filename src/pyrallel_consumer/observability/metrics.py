@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from pyrallel_consumer.config import ConsumerConfig
-    from pyrallel_consumer.control.coordinator import MetricsSnapshot
+    from pyrallel_consumer.observability.snapshot import MetricsSnapshot
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pyrallel_consumer.control.coordinator import FETCH_DEFAULTS
+from pyrallel_consumer.kafka.settings import FETCH_DEFAULTS
 from pyrallel_tools.benchmark.results import ContenderInfo, Guarantees
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,53 @@
+"""CommitSchedule: what to commit and when, and what the broker acknowledged.
+
+The Coordinator starts ``run`` as a task at start() and cancels it when stopping; it asks ``points()`` for the
+commits of a suspension, a revocation and the stop, and hands the poller's results to ``on_committed``. All
+of it runs on the event loop; the commits themselves are sent by the BrokerPoller on its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.control.assignments import Assignments
+from pyrallel_consumer.control.observer import ConsumerObserver
+from pyrallel_consumer.control.offset_tracker import CommitPoint
+from pyrallel_consumer.kafka.events import CommitResult
+from pyrallel_consumer.kafka.poller import BrokerPoller
+
+log = logging.getLogger(__name__)
+
+
+class CommitSchedule:
+    """Commits every assigned partition's commit point each ``commit_interval_ms``; counts the results."""
+
+    def __init__(self, config: ConsumerConfig, assignments: Assignments, observer: ConsumerObserver) -> None:
+        self._interval_s = config.commit_interval_ms / 1000
+        self._assignments = assignments
+        self._observer = observer
+        self.commits = 0
+        self.failures = 0
+
+    def points(self) -> list[CommitPoint]:
+        """The commit point of each current assignment that changed since its last acknowledged commit."""
+        return [p for offsets in self._assignments.trackers() if (p := offsets.commit_point()) is not None]
+
+    async def run(self, poller: BrokerPoller) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            poller.commit(self.points())
+
+    def on_committed(self, results: list[CommitResult]) -> None:
+        for result in results:
+            point = result.point
+            self._observer.commit_finished(result.latency_s, result.error is None)
+            if result.error is not None:
+                self.failures += 1
+                self._observer.error("commit")
+                log.warning("Commit of %s[%d]@%d failed: %s", point.topic, point.partition, point.offset,
+                            result.error)
+                continue
+            self.commits += 1
+            point.tracker.mark_committed(point)

@@ -1,0 +1,79 @@
+"""CommitSender: sends commit points to Kafka from the poller thread and reports each result to the loop.
+
+Everything here runs on the poller thread (BrokerPoller's commands, its revoke callback, and librdkafka's
+``on_commit`` callback, which ``consume()`` serves). Commits carry the assignment epoch they were computed for
+and are dropped here when the partition has since been revoked, so a stale commit never reaches the broker.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
+from pyrallel_consumer.kafka.events import CommitResult
+
+Command = Callable[[Consumer], None]
+
+
+class CommitSender:
+    """Sends commits of the partitions the poller has assigned; results go to ``report`` (posted to the loop)."""
+
+    def __init__(self, assigned: dict[TopicPartitionKey, int], report: Callable[[list[CommitResult]], None],
+                 run_later: Callable[[Command], None]) -> None:
+        self._assigned = assigned
+        """The poller's assignment table (partition -> epoch), read here: the same thread changes it."""
+        self._report = report
+        self._run_later = run_later
+        self._pending_async: dict[tuple[str, int, int], tuple[float, CommitPoint]] = {}
+        self.commit_delay: Callable[[], float] | None = None
+        """Fault injection: seconds to hold back each commit, counted in its latency (async ones do not block)."""
+
+    def send(self, consumer: Consumer, points: list[CommitPoint], sync: bool, started: float | None = None) -> None:
+        valid = [p for p in points if self._assigned.get((p.topic, p.partition)) == p.epoch]
+        if not valid:
+            return
+        offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in valid]
+        if started is None:
+            started = time.monotonic()
+            delay = self.commit_delay() if self.commit_delay is not None else 0.0
+            if delay > 0 and not sync:  # resent by a timer (epochs checked again then); polling goes on meanwhile
+                resend = functools.partial(self.send, points=points, sync=False, started=started)
+                timer = threading.Timer(delay, self._run_later, [resend])
+                timer.daemon = True
+                timer.start()
+                return
+            if delay > 0:
+                time.sleep(delay)  # a synchronous commit blocks this thread anyway
+        if not sync:
+            for p in valid:
+                self._pending_async[(p.topic, p.partition, p.offset)] = (started, p)
+            consumer.commit(offsets=offsets, asynchronous=True)
+            return
+        error: str | None = None
+        try:
+            results = consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = str(exc)
+            results = None
+        errors = {(tp.topic, tp.partition): str(tp.error) for tp in results or [] if tp.error is not None}
+        latency = time.monotonic() - started
+        self._report([CommitResult(p, error or errors.get((p.topic, p.partition)), latency) for p in valid])
+
+    def on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's result of a commit; synchronous commits were reported already and match nothing."""
+        now = time.monotonic()
+        results = []
+        for tp in partitions:
+            entry = self._pending_async.pop((tp.topic, tp.partition, tp.offset), None)
+            if entry is None:
+                continue
+            started, point = entry
+            error = err if err is not None else tp.error
+            results.append(CommitResult(point, str(error) if error is not None else None, now - started))
+        if results:
+            self._report(results)

@@ -1,0 +1,313 @@
+"""BrokerPoller: the one thread that owns the confluent-kafka Consumer.
+
+librdkafka calls the rebalance callbacks from inside ``consume()``, so fetching, pausing, committing and
+the callbacks all run on this thread, in one order. Everything else (bookkeeping, dispatch) runs on the
+asyncio loop; the two sides talk through ``call_soon_threadsafe`` (thread -> loop, FIFO, so an
+assignment always reaches the loop before its records), a command queue (loop -> thread) and the FetchGate
+(the loop publishes its queue level and the partitions backpressure holds; the thread reads them).
+
+The Coordinator creates the poller and calls its public methods on the event loop; everything prefixed
+``_`` runs on the poller thread. Each assignment of a partition gets a new epoch; records carry it to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
+from pyrallel_consumer.kafka.assignment_table import AssignmentTable
+from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer.kafka.commits import Command, CommitSender
+from pyrallel_consumer.kafka.events import PollerSink, partition_names
+from pyrallel_consumer.kafka.fetch_gate import FetchGate
+from pyrallel_consumer.kafka.inbox import Inbox
+
+log = logging.getLogger(__name__)
+
+_WATERMARK_PERIOD_S = 1.0
+_GATE_WAIT_S = 0.002
+_PROBE_TIMEOUT_S = 0.5
+_PROBE_PERIOD_S = 1.0
+"""Until a broker has answered: how long one metadata request may wait, and how often one is sent."""
+
+
+class BrokerPoller:
+    """Fetches while the FetchGate allows, serves the rebalance callbacks, pauses and commits on request."""
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        clients: KafkaClients,
+        sink: PollerSink,
+        loop: asyncio.AbstractEventLoop,
+        gate: FetchGate,
+        revoke_timeout_s: float,
+        start_paused: bool = False,
+        subscribe: bool = True,
+    ) -> None:
+        self._config = config
+        self._clients = clients
+        self._topics = list(config.topics)
+        self._sink = sink
+        self._loop = loop
+        self._gate = gate
+        self._revoke_timeout_s = revoke_timeout_s
+        self._inbox = Inbox(sink, gate, loop, on_fatal=self._stop_thread)
+        self.backpressure_paused = 0
+        """Assigned partitions paused by backpressure (gate or hold), not by pause_all; read by metrics."""
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._table = AssignmentTable()
+        self._assigned = self._table.epochs
+        self._commits = CommitSender(self._assigned, lambda results: self._post(sink.on_committed, results),
+                                     self._commands.put)
+        self._paused: set[TopicPartitionKey] | frozenset[TopicPartitionKey] = set()  # what librdkafka has paused now
+        self._held: frozenset[TopicPartitionKey] = frozenset()  # the gate's level.held last applied to librdkafka
+        self._pause_all = start_paused
+        self._subscribe_at_start = subscribe
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished: asyncio.Future[None] = loop.create_future()
+        self.high_watermarks: dict[TopicPartitionKey, int] = {}
+        self._last_watermark_poll = 0.0
+        self.broker_answered = False
+        """Set by the poller thread once a broker answered; read on the loop for readiness (/readyz)."""
+        self._next_probe = 0.0
+
+    # ---- loop side -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the Kafka consumer here, so a bad property fails the caller, then hand it to the poller thread."""
+        consumer = self._clients.consumer(self._config, self._commits.on_commit)
+        self._thread = threading.Thread(target=self._run, args=(consumer,), name="pyrallel-poller", daemon=True)
+        self._thread.start()
+
+    def commit(self, points: list[CommitPoint]) -> None:
+        """Asynchronous commit; results come back through ``on_committed``."""
+        if points:
+            self._commands.put(lambda consumer: self._commits.send(consumer, points, sync=False))
+
+    async def commit_sync(self, points: list[CommitPoint]) -> None:
+        if points:
+            await self._call(lambda consumer: self._commits.send(consumer, points, sync=True))
+
+    def pause_all(self) -> None:
+        """Stop fetching every assigned partition, and any assigned later, until ``resume_all``."""
+        self._commands.put(lambda consumer: self._set_pause_all(consumer, True))
+
+    def resume_all(self) -> None:
+        """Undo ``pause_all``; partitions held by backpressure stay paused."""
+        self._commands.put(lambda consumer: self._set_pause_all(consumer, False))
+
+    def stall(self, seconds: float) -> None:
+        """Fault injection: block the poll loop (past max.poll.interval.ms the group evicts this member)."""
+        self._commands.put(lambda _consumer: time.sleep(seconds))
+
+    def set_commit_delay(self, delay_s: Callable[[], float] | None) -> None:
+        """Fault injection: seconds to hold back each commit, counted in its latency (async ones do not block)."""
+        self._commits.commit_delay = delay_s
+
+    async def set_subscribed(self, subscribed: bool) -> None:
+        """Join the group (subscribe) or leave it so that other members take every partition (unsubscribe).
+
+        Leaving hands the partitions over through the usual revoke callback, so in-flight records settle
+        and their offsets are committed first.
+        """
+        await self._call(self._subscribe if subscribed else self._unsubscribe)
+
+    async def close(self) -> None:
+        """Leave the group (the revoke callback commits) and end the thread."""
+        self._stopping.set()
+        await asyncio.shield(self._finished)
+
+    @property
+    def finished(self) -> asyncio.Future[None]:
+        return self._finished
+
+    async def _call(self, command: Command) -> None:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run(consumer: Consumer) -> None:
+            try:
+                command(consumer)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        self._commands.put(run)
+        await asyncio.wrap_future(done)
+
+    # ---- poller thread ---------------------------------------------------------------------------------
+
+    def _stop_thread(self) -> None:
+        self._stopping.set()
+
+    def _post(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            log.debug("Event loop closed; dropping %s", getattr(fn, "__name__", fn))
+
+    def _run(self, consumer: Consumer) -> None:
+        error: BaseException | None = None
+        try:
+            if self._subscribe_at_start:
+                self._subscribe(consumer)
+            while not self._stopping.is_set():
+                self._run_commands(consumer)
+                if not self.broker_answered:
+                    self._probe_broker(consumer)
+                wanted = self._fetch_size(consumer)
+                if not wanted:
+                    # No consume() here: every call hands out records, and a dropped record is a gap
+                    # that the tracker would commit past. Callbacks wait until the gate opens.
+                    time.sleep(_GATE_WAIT_S)
+                    continue
+                # Wait for the first record only, then take what is already there: consume(n, timeout) alone
+                # would hold every record until n are there or the timeout passes (100 ms of latency at low rates).
+                first = consumer.poll(0.1)
+                if first is not None:
+                    fetched_under = dict(self._assigned)  # rebalance callbacks may run again inside consume()
+                    rest = consumer.consume(num_messages=wanted - 1, timeout=0) if wanted > 1 else []
+                    self._deliver([first, *rest], self._table.epochs_of(rest, fetched_under))
+                self._refresh_watermarks(consumer)
+            self._run_commands(consumer)
+        except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
+            error = exc
+            log.error("Kafka poller failed: %r", exc)
+        finally:
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("Closing the Kafka consumer failed: %s", exc)
+            self._post(self._finish, error)
+
+    def _fetch_size(self, consumer: Consumer) -> int:
+        """The gate's answer; librdkafka's paused set follows the gate's pause and the partitions held."""
+        gate = self._gate
+        was_paused = gate.paused
+        wanted = gate.next_fetch()
+        if gate.paused != was_paused or gate.level.held is not self._held:
+            self._sync_paused(consumer)
+        return wanted
+
+    def _probe_broker(self, consumer: Consumer) -> None:
+        """Ask for the first topic's metadata, at most once per ``_PROBE_PERIOD_S``, until a broker answers.
+
+        librdkafka connects (and reconnects) on its own and reports failures only, so without asking, a consumer
+        whose bootstrap servers are unreachable would look ready. A topic that does not exist still gets an
+        answer (and is not created). While no broker answers this blocks the thread for up to
+        ``_PROBE_TIMEOUT_S``, when there is nothing to fetch anyway.
+        """
+        if time.monotonic() < self._next_probe:
+            return
+        try:
+            consumer.list_topics(self._topics[0], timeout=_PROBE_TIMEOUT_S)
+        except KafkaException:
+            self._next_probe = time.monotonic() + _PROBE_PERIOD_S
+            return
+        self.broker_answered = True
+        log.info("A broker at %s answered", self._config.bootstrap_servers)
+
+    def _subscribe(self, consumer: Consumer) -> None:
+        consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _unsubscribe(self, consumer: Consumer) -> None:
+        consumer.unsubscribe()
+
+    def _finish(self, error: BaseException | None) -> None:
+        if error is not None:
+            self._sink.on_poller_failed(error)
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    def _run_commands(self, consumer: Consumer) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command(consumer)
+
+    def _deliver(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
+        """Hand the raw batch to the loop's Inbox, which converts it there."""
+        self._gate.fetched(len(messages), sum(map(len, messages)))  # len(message) is its value's length
+        self._post(self._inbox.put, messages, epochs)
+
+    def _refresh_watermarks(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._last_watermark_poll < _WATERMARK_PERIOD_S:
+            return
+        self._last_watermark_poll = now
+        for topic, partition in list(self._assigned):
+            try:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                self.high_watermarks[(topic, partition)] = high
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assignments, to_assign = self._table.assign(consumer, partitions)
+        log.info("Assigned %s", ", ".join(f"{a.topic}[{a.partition}]@{a.committed_offset}" for a in assignments))
+        self._post(self._sink.on_assigned, assignments)
+        consumer.incremental_assign(to_assign)
+        if not to_assign:
+            return
+        # librdkafka keeps a partition's pause flag across assignments: set it explicitly either way.
+        consumer.resume(to_assign)
+        self._paused = self._paused - {(tp.topic, tp.partition) for tp in to_assign}
+        self._sync_paused(consumer)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("Revoking %s", partition_names(keys))
+        points: list[CommitPoint] = []
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._sink.on_revoked(keys), self._loop)
+            points = future.result(timeout=self._revoke_timeout_s)
+        except (concurrent.futures.TimeoutError, RuntimeError) as exc:
+            log.warning("Could not settle revoked partitions in time (%r); committing nothing for them", exc)
+        self._commits.send(consumer, points, sync=True)
+        self._forget(keys)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        log.warning("Lost %s (no commit: another member may own them already)", partition_names(keys))
+        self._forget(keys)
+        self._post(self._sink.on_lost, keys)
+
+    def _forget(self, keys: list[TopicPartitionKey]) -> None:
+        self._table.forget(keys)
+        self._paused = self._paused - set(keys)
+        for key in keys:
+            self.high_watermarks.pop(key, None)
+
+    def _set_pause_all(self, consumer: Consumer, value: bool) -> None:
+        self._pause_all = value
+        self._sync_paused(consumer)
+
+    def _sync_paused(self, consumer: Consumer) -> None:
+        """Make librdkafka's paused set match: everything under pause_all or a long-closed gate, else the
+        partitions backpressure holds (the gate's published ``level.held``)."""
+        self._held = self._gate.level.held
+        assigned = set(self._assigned)
+        backpressure = assigned if self._gate.paused else self._held & assigned
+        wanted = assigned if self._pause_all else backpressure
+        self.backpressure_paused = len(backpressure)
+        to_pause = [TopicPartition(t, p) for (t, p) in wanted - self._paused]
+        to_resume = [TopicPartition(t, p) for (t, p) in (self._paused - wanted) if (t, p) in self._assigned]
+        if to_pause:
+            consumer.pause(to_pause)
+        if to_resume:
+            consumer.resume(to_resume)
+        self._paused = wanted

@@ -1,0 +1,80 @@
+"""The librdkafka configuration of each client the library creates, from a ConsumerConfig.
+
+Called by ``clients.KafkaClients`` when it creates a client (on the event loop during start(), or in
+PyrallelConsumer() for the dead-letter producer, or on an executor thread for the topic check); the benchmark
+reads ``FETCH_DEFAULTS`` to give every contender the same fetch settings. Coordinator.start() also asks
+``warn_if_revocation_outlasts_poll_interval`` on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig
+from pyrallel_consumer.observability.logging import LIBRDKAFKA_LOGGER, librdkafka_logger
+
+log = logging.getLogger(__name__)
+
+FETCH_DEFAULTS: dict[str, str] = {
+    "fetch.queue.backoff.ms": "10",
+    "fetch.wait.max.ms": "100",
+}
+"""librdkafka defaults the library changes (``kafka`` overrides them). A partition that backpressure paused
+drops its pre-fetched records and is fetched again after the resume; with librdkafka's defaults that next
+fetch can wait up to 1 s (queue backoff) or 500 ms (a long-poll of other partitions) while handlers idle."""
+
+_SHARED_PREFIXES = ("security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "reconnect.", "metadata.")
+"""Client settings the dead-letter producer shares with the consumer (security, identity); consumer-only ones
+are left out."""
+_SECURITY_PREFIXES = ("security.", "sasl.", "ssl.")
+
+
+def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
+    """The consumer's configuration: the library's settings and fetch defaults, then the user's passthrough."""
+    conf: dict[str, Any] = {
+        **FETCH_DEFAULTS,
+        "bootstrap.servers": config.bootstrap_servers,
+        "group.id": config.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": config.auto_offset_reset,
+        "group.protocol": config.group_protocol,
+        "logger": librdkafka_logger(),
+    }
+    if config.group_protocol == "classic":
+        conf["partition.assignment.strategy"] = "cooperative-sticky"
+    if config.group_instance_id:
+        conf["group.instance.id"] = config.group_instance_id
+    conf.update(config.kafka)
+    return conf
+
+
+def dead_letter_conf(config: ConsumerConfig) -> dict[str, Any]:
+    """The dead-letter producer's configuration: idempotent, acks=all, then ``dlq_kafka``."""
+    conf: dict[str, Any] = {k: v for k, v in config.kafka.items() if k.startswith(_SHARED_PREFIXES)}
+    conf.update({
+        "bootstrap.servers": config.bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "logger": librdkafka_logger(f"{LIBRDKAFKA_LOGGER}.dlq"),
+    })
+    conf.update(config.dlq_kafka)
+    return conf
+
+
+def admin_conf(config: ConsumerConfig) -> dict[str, Any]:
+    """The topic check's admin client: the bootstrap servers, the logger and the consumer's security settings."""
+    conf: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers, "logger": librdkafka_logger()}
+    conf.update({k: v for k, v in config.kafka.items() if k.startswith(_SECURITY_PREFIXES)})
+    return conf
+
+
+def warn_if_revocation_outlasts_poll_interval(config: ConsumerConfig) -> None:
+    """One WARNING when a revocation may wait (rebalance_grace_ms + margin) past max.poll.interval.ms."""
+    poll_interval = config.kafka.get("max.poll.interval.ms", "300000")
+    if poll_interval.isdigit() and config.rebalance_grace_ms + REVOKE_MARGIN_MS >= int(poll_interval):
+        log.warning("rebalance_grace_ms (%d) + %d ms reaches max.poll.interval.ms (%s): a revocation that "
+                    "waits that long for in-flight records gets this member evicted from the group",
+                    config.rebalance_grace_ms, REVOKE_MARGIN_MS, poll_interval)
