@@ -16,8 +16,9 @@ from pathlib import Path
 
 from pyrallel_tools.benchmark.measure import run_to_result
 from pyrallel_tools.benchmark.peers import catalog, prepare, venv_environment
+from pyrallel_tools.benchmark.production import prepared_topic
 from pyrallel_tools.benchmark.results import BenchReport
-from pyrallel_tools.benchmark.runner import Bench, Plan, new_group, prepared_topic
+from pyrallel_tools.benchmark.runner import Bench, Plan, new_group
 
 log = logging.getLogger(__name__)
 

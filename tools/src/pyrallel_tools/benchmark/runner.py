@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,12 +26,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import confluent_kafka
-from confluent_kafka import Producer
 
 from pyrallel_consumer import __version__
 from pyrallel_tools.benchmark import harness
 from pyrallel_tools.benchmark.measure import ContenderProcess, run_to_result
 from pyrallel_tools.benchmark.peers import ContenderSpec, Environment, catalog, command, prepare
+from pyrallel_tools.benchmark.production import RateProducer, prepared_topic, produce_at_rate
 from pyrallel_tools.benchmark.results import (
     BenchReport,
     Latency,
@@ -46,8 +45,6 @@ from pyrallel_tools.benchmark.results import (
     parse_log,
     restart_stats,
 )
-from pyrallel_tools.localkafka.errors import LocalKafkaError
-from pyrallel_tools.localkafka.topics import create_topic, produce_keyed
 
 log = logging.getLogger(__name__)
 
@@ -264,15 +261,6 @@ def machine_info(envs: dict[str, Environment]) -> dict[str, Any]:
     }
 
 
-def prepared_topic(bootstrap: str, label: str, records: int, keys: int, partitions: int) -> str:
-    topic = f"bench-{label}-{uuid.uuid4().hex[:6]}"
-    create_topic(bootstrap, topic, partitions)
-    if records:
-        produce_keyed(bootstrap, topic, records, keys=keys)
-    log.info("Topic %s: %d records, %d keys, %d partitions", topic, records, keys, partitions)
-    return topic
-
-
 def new_group(contender_id: str) -> str:
     return f"bench-{contender_id}-{uuid.uuid4().hex[:8]}"
 
@@ -294,26 +282,6 @@ def _throughput(bench: Bench, contender_id: str, workload: str, keys: int) -> Th
         log.info("%-34s %-8s %6d keys: %10.0f rec/s  (%d records in %.2f s, peak RSS %s MB, CPU %s s/1k)",
                  contender_id, workload, keys, m.records_per_s, m.counted, m.seconds, m.peak_rss_mb, m.cpu_s_per_1k)
     return m
-
-
-def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, keys: int, start_seq: int) -> int:
-    """Produce ``rate`` records per second for ``seconds``, each value carrying its produce time (µs since the
-    epoch, see :func:`harness.parse_value`); return the number produced."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
-    count = int(rate * seconds)
-    pad = b"x" * 32
-    started = time.monotonic()
-    for i in range(count):
-        delay = started + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        seq = start_seq + i
-        value = f"{seq:0{harness.SEQ_DIGITS}d}|{time.time_ns() // 1000:0{harness.TS_DIGITS}d}|".encode() + pad
-        producer.produce(topic, value=value, key=f"k{seq % keys}".encode())
-        producer.poll(0)
-    if producer.flush(30):
-        raise LocalKafkaError(f"Producing to {topic!r} at {rate}/s: records left unflushed")
-    return count
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
@@ -400,7 +368,7 @@ def _restart(bench: Bench, run: RateRun, contender_id: str) -> Restart:
     topic = prepared_topic(bench.bootstrap, "restart", WARMUP_RECORDS, run.keys, bench.plan.partitions)
     group = new_group(contender_id)
     logs = [bench.run_dir / f"restart-{run.workload}-{contender_id}-{i}.log" for i in (1, 2)]
-    producer = _RateProducer(bench.bootstrap, topic, run.rate, run.seconds, run.keys, WARMUP_RECORDS)
+    producer = RateProducer(bench.bootstrap, topic, run.rate, run.seconds, run.keys, WARMUP_RECORDS)
     first, m.error = _start_when_joined(bench, run, contender_id, topic, group, logs[0], m.records, "first run",
                                         RESTART_SESSION_TIMEOUT_MS)
     try:
@@ -431,21 +399,6 @@ def _restart(bench: Bench, run: RateRun, contender_id: str) -> Restart:
     log.info("restart %-8s %-28s %d handled before the kill, %d after the restart, %d duplicates, missing %s",
              run.workload, contender_id, m.handled_before_kill, m.handled_after_restart, m.duplicates, m.missing)
     return m
-
-
-class _RateProducer(threading.Thread):
-    """:func:`produce_at_rate` in the background; ``error`` says what went wrong, if anything."""
-
-    def __init__(self, bootstrap: str, topic: str, rate: int, seconds: float, keys: int, start_seq: int) -> None:
-        super().__init__(name="rate-producer", daemon=True)
-        self.args = (bootstrap, topic, rate, seconds, keys, start_seq)
-        self.error = ""
-
-    def run(self) -> None:
-        try:
-            produce_at_rate(*self.args)
-        except (LocalKafkaError, confluent_kafka.KafkaException, BufferError) as exc:
-            self.error = f"producing at a fixed rate failed: {exc}"
 
 
 def _distinct(logs: Sequence[Path]) -> int:

@@ -1,0 +1,67 @@
+"""The records of a ``pyrallel bench`` run: pre-produced keyed topics, and production at a fixed rate.
+
+The runner (:mod:`pyrallel_tools.benchmark.runner`) and ``pyrallel bench --profile``
+(:mod:`pyrallel_tools.benchmark.profiling`) prepare their topics here from the main thread. The rate-limited
+runs produce at a fixed rate, each value carrying its produce time: the latency run from the main thread, the
+SIGKILL/restart run from a :class:`RateProducer` thread while the contender is killed and restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import confluent_kafka
+from confluent_kafka import Producer
+
+from pyrallel_tools.benchmark import harness
+from pyrallel_tools.localkafka.errors import LocalKafkaError
+from pyrallel_tools.localkafka.topics import create_topic, produce_keyed
+
+log = logging.getLogger(__name__)
+
+
+def prepared_topic(bootstrap: str, label: str, records: int, keys: int, partitions: int) -> str:
+    topic = f"bench-{label}-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, topic, partitions)
+    if records:
+        produce_keyed(bootstrap, topic, records, keys=keys)
+    log.info("Topic %s: %d records, %d keys, %d partitions", topic, records, keys, partitions)
+    return topic
+
+
+def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, keys: int, start_seq: int) -> int:
+    """Produce ``rate`` records per second for ``seconds``, each value carrying its produce time (µs since the
+    epoch, see :func:`harness.parse_value`); return the number produced."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
+    count = int(rate * seconds)
+    pad = b"x" * 32
+    started = time.monotonic()
+    for i in range(count):
+        delay = started + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        seq = start_seq + i
+        value = f"{seq:0{harness.SEQ_DIGITS}d}|{time.time_ns() // 1000:0{harness.TS_DIGITS}d}|".encode() + pad
+        producer.produce(topic, value=value, key=f"k{seq % keys}".encode())
+        producer.poll(0)
+    if producer.flush(30):
+        raise LocalKafkaError(f"Producing to {topic!r} at {rate}/s: records left unflushed")
+    return count
+
+
+class RateProducer(threading.Thread):
+    """:func:`produce_at_rate` in the background; ``error`` says what went wrong, if anything."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: int, seconds: float, keys: int, start_seq: int) -> None:
+        super().__init__(name="rate-producer", daemon=True)
+        self.args = (bootstrap, topic, rate, seconds, keys, start_seq)
+        self.error = ""
+
+    def run(self) -> None:
+        try:
+            produce_at_rate(*self.args)
+        except (LocalKafkaError, confluent_kafka.KafkaException, BufferError) as exc:
+            self.error = f"producing at a fixed rate failed: {exc}"
