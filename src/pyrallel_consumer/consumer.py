@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -19,21 +18,6 @@ from pyrallel_consumer.execution.engine import ExecutionEngine
 from pyrallel_consumer.kafka.clients import KafkaClients
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
-
-
-class FaultInjection:
-    """Chaos hooks for test tooling (the blue/green consume app, scenario runs); not for application code."""
-
-    def __init__(self, coordinator: Coordinator) -> None:
-        self._coordinator = coordinator
-
-    def stall_poll_loop(self, seconds: float) -> None:
-        """Block the poller thread once for ``seconds``; past ``max.poll.interval.ms`` the group evicts the member."""
-        self._coordinator.stall(seconds)
-
-    def delay_commits(self, delay_s: Callable[[], float] | None) -> None:
-        """Send every commit ``delay_s()`` seconds late (counted in its latency); None removes the delay."""
-        self._coordinator.set_commit_delay(delay_s)
 
 
 class PyrallelConsumer:
@@ -70,8 +54,6 @@ class PyrallelConsumer:
             self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer)
         self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped, clients)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
-        self.faults = FaultInjection(self._coordinator)
-        """Fault injection for test tooling: stall the poll loop, delay commits."""
         self.control_server: HttpServer | None = None
         """The HTTP lifecycle API when ``config.control_port`` is set; apps may add routes (``add_route``)."""
         if config.control_port is not None:

@@ -66,7 +66,6 @@ class Coordinator:
         self._poller: BrokerPoller | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._guard_task: asyncio.Task[None] | None = None
-        self._commit_delay: Callable[[], float] | None = None
         self._active = True
         self._released = False
         self._stopping = False
@@ -89,7 +88,6 @@ class Coordinator:
         poller = BrokerPoller(self._config, self._clients, self, loop, self._gate,
                               revoke_timeout_s=(self._config.rebalance_grace_ms + REVOKE_MARGIN_MS) / 1000,
                               start_paused=paused, subscribe=not self._released)
-        poller.set_commit_delay(self._commit_delay)
         poller.start()
         self._poller = poller  # only once its thread runs: stop() sends it commands
         self._commit_task = loop.create_task(self._commits.run(poller), name="pyrallel-commit")
@@ -161,17 +159,6 @@ class Coordinator:
             self._released = False
         self._active = True
         self._dispatch()
-
-    def stall(self, seconds: float) -> None:
-        """Fault injection: block the poll loop for ``seconds`` (see ``BrokerPoller.stall``)."""
-        if self._poller is not None:
-            self._poller.stall(seconds)
-
-    def set_commit_delay(self, delay_s: Callable[[], float] | None) -> None:
-        """Fault injection: hold back every commit by ``delay_s()`` seconds (see ``BrokerPoller.set_commit_delay``)."""
-        self._commit_delay = delay_s
-        if self._poller is not None:
-            self._poller.set_commit_delay(delay_s)
 
     @property
     def assigned(self) -> list[TopicPartitionKey]:

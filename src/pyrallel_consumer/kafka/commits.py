@@ -7,8 +7,6 @@ and are dropped here when the partition has since been revoked, so a stale commi
 
 from __future__ import annotations
 
-import functools
-import threading
 import time
 from collections.abc import Callable
 
@@ -17,38 +15,22 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
 from pyrallel_consumer.kafka.events import CommitResult
 
-Command = Callable[[Consumer], None]
-
 
 class CommitSender:
     """Sends commits of the partitions the poller has assigned; results go to ``report`` (posted to the loop)."""
 
-    def __init__(self, assigned: dict[TopicPartitionKey, int], report: Callable[[list[CommitResult]], None],
-                 run_later: Callable[[Command], None]) -> None:
+    def __init__(self, assigned: dict[TopicPartitionKey, int], report: Callable[[list[CommitResult]], None]) -> None:
         self._assigned = assigned
         """The poller's assignment table (partition -> epoch), read here: the same thread changes it."""
         self._report = report
-        self._run_later = run_later
         self._pending_async: dict[tuple[str, int, int], tuple[float, CommitPoint]] = {}
-        self.commit_delay: Callable[[], float] | None = None
-        """Fault injection: seconds to hold back each commit, counted in its latency (async ones do not block)."""
 
-    def send(self, consumer: Consumer, points: list[CommitPoint], sync: bool, started: float | None = None) -> None:
+    def send(self, consumer: Consumer, points: list[CommitPoint], sync: bool) -> None:
         valid = [p for p in points if self._assigned.get((p.topic, p.partition)) == p.epoch]
         if not valid:
             return
         offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in valid]
-        if started is None:
-            started = time.monotonic()
-            delay = self.commit_delay() if self.commit_delay is not None else 0.0
-            if delay > 0 and not sync:  # resent by a timer (epochs checked again then); polling goes on meanwhile
-                resend = functools.partial(self.send, points=points, sync=False, started=started)
-                timer = threading.Timer(delay, self._run_later, [resend])
-                timer.daemon = True
-                timer.start()
-                return
-            if delay > 0:
-                time.sleep(delay)  # a synchronous commit blocks this thread anyway
+        started = time.monotonic()
         if not sync:
             for p in valid:
                 self._pending_async[(p.topic, p.partition, p.offset)] = (started, p)

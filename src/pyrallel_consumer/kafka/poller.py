@@ -26,7 +26,7 @@ from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
 from pyrallel_consumer.kafka.assignment_table import AssignmentTable
 from pyrallel_consumer.kafka.clients import KafkaClients
-from pyrallel_consumer.kafka.commits import Command, CommitSender
+from pyrallel_consumer.kafka.commits import CommitSender
 from pyrallel_consumer.kafka.events import PollerSink, partition_names
 from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.kafka.inbox import Inbox
@@ -38,6 +38,9 @@ _GATE_WAIT_S = 0.002
 _PROBE_TIMEOUT_S = 0.5
 _PROBE_PERIOD_S = 1.0
 """Until a broker has answered: how long one metadata request may wait, and how often one is sent."""
+
+Command = Callable[[Consumer], None]
+"""A step the poller thread runs with its Consumer (the loop queues them)."""
 
 
 class BrokerPoller:
@@ -67,8 +70,7 @@ class BrokerPoller:
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._table = AssignmentTable()
         self._assigned = self._table.epochs
-        self._commits = CommitSender(self._assigned, lambda results: self._post(sink.on_committed, results),
-                                     self._commands.put)
+        self._commits = CommitSender(self._assigned, lambda results: self._post(sink.on_committed, results))
         self._paused: set[TopicPartitionKey] | frozenset[TopicPartitionKey] = set()  # what librdkafka has paused now
         self._held: frozenset[TopicPartitionKey] = frozenset()  # the gate's level.held last applied to librdkafka
         self._pause_all = start_paused
@@ -106,14 +108,6 @@ class BrokerPoller:
     def resume_all(self) -> None:
         """Undo ``pause_all``; partitions held by backpressure stay paused."""
         self._commands.put(lambda consumer: self._set_pause_all(consumer, False))
-
-    def stall(self, seconds: float) -> None:
-        """Fault injection: block the poll loop (past max.poll.interval.ms the group evicts this member)."""
-        self._commands.put(lambda _consumer: time.sleep(seconds))
-
-    def set_commit_delay(self, delay_s: Callable[[], float] | None) -> None:
-        """Fault injection: seconds to hold back each commit, counted in its latency (async ones do not block)."""
-        self._commits.commit_delay = delay_s
 
     async def set_subscribed(self, subscribed: bool) -> None:
         """Join the group (subscribe) or leave it so that other members take every partition (unsubscribe).

@@ -39,6 +39,7 @@ from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import Completion, CompletionCallback, ExecutionEngine, WorkItem
 from pyrallel_consumer.record import Record
 from pyrallel_tools.benchmark.workloads import Workload
+from pyrallel_tools.bluegreen.fault_clients import FaultInjectingClients
 from pyrallel_tools.bluegreen.load_producer import parse_identity
 from pyrallel_tools.bluegreen.settings_routes import add_settings_routes
 
@@ -194,6 +195,7 @@ class ConsumeApp:
         self.completed_failed = 0
         self.unparsed = 0
         self.stalls = 0
+        self._kafka_clients = FaultInjectingClients(lambda: self.faults.commit_delay_ms / 1000)
         self.consumer: PyrallelConsumer | None = None
         self._observer = _AppObserver()
         self._rng = random.Random()  # fault dice, not security
@@ -246,7 +248,7 @@ class ConsumeApp:
             return
         self.stalls += 1
         log.warning("Fault: stalling the poll loop for %.1fs", seconds)
-        self.consumer.faults.stall_poll_loop(seconds)
+        self._kafka_clients.stall(seconds)
 
     def _publish_worker_state(self) -> None:
         """Write the workload and handler faults where engine=process workers read them (atomically replaced)."""
@@ -289,9 +291,9 @@ class ConsumeApp:
             handler = HANDLER_REF
         engine = _LoggingEngine(create_engine(self.config, handler), self._on_done)
         consumer = self.consumer = PyrallelConsumer(self.config, None, engine=engine, observer=self._observer,
-                                                    on_exhausted=KeepIncomplete() if self.keep_failed else None)
+                                                    on_exhausted=KeepIncomplete() if self.keep_failed else None,
+                                                    kafka_clients=self._kafka_clients)
         consumer.lifecycle.generation = self.generation
-        consumer.faults.delay_commits(lambda: self.faults.commit_delay_ms / 1000)
         if consumer.control_server is not None:
             add_settings_routes(consumer.control_server, "/faults", lambda: self.faults, self.set_faults,
                                 lambda: {"stalls": self.stalls})
