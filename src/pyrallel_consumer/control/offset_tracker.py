@@ -5,6 +5,10 @@ whose head is the lowest incomplete offset: the only offset that may ever be com
 record and advancing the head are amortised O(1); nothing on the per-record path scans the window.
 Offsets that never arrive (transaction markers, compacted records) are not incomplete: the commit
 position is the head of the queue, or one past the last offset received.
+
+Assignments creates one PartitionOffsets per assignment; the Coordinator, CommitSchedule, Backpressure,
+StuckGuard and the metrics use it, all on the event loop. Only the CommitPoints it computes cross to the
+poller thread, which reads their fields and hands them back.
 """
 
 from __future__ import annotations
