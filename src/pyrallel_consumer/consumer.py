@@ -8,7 +8,6 @@ from typing import Any
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.coordinator import Coordinator
-from pyrallel_consumer.control.dead_letter import DeadLetterPublisher
 from pyrallel_consumer.control.exhaustion import ExhaustionPolicy
 from pyrallel_consumer.control.lifecycle import Lifecycle
 from pyrallel_consumer.control.observer import ConsumerObserver
@@ -16,6 +15,7 @@ from pyrallel_consumer.control_server import HttpServer, create_control_server
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
 from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer.kafka.dead_letter import DeadLetterPublisher
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
 
