@@ -33,7 +33,11 @@ class CommitSender:
         started = time.monotonic()
         if not sync:
             for p in valid:
-                self._pending_async[(p.topic, p.partition, p.offset)] = (started, p)
+                # A point sent again before its acknowledgement keeps its first send time: the latency is how
+                # long it waited to be acknowledged (a newer assignment's point replaces an older one's entry).
+                pending = self._pending_async.get((p.topic, p.partition, p.offset))
+                if pending is None or pending[1].epoch != p.epoch:
+                    self._pending_async[(p.topic, p.partition, p.offset)] = (started, p)
             consumer.commit(offsets=offsets, asynchronous=True)
             return
         error: str | None = None
