@@ -10,23 +10,36 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from pyrallel_consumer.config import ConfigError, ConsumerConfig
-    from pyrallel_consumer.consumer import PyrallelConsumer
-    from pyrallel_consumer.control.exhaustion import ExhaustionPolicy, LogAndSkip
-    from pyrallel_consumer.control.lifecycle import LifecycleState
-    from pyrallel_consumer.control.observer import ConsumerObserver
+if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters; a test keeps them equal to _PUBLIC
+    from pyrallel_consumer.config import ConfigError as ConfigError
+    from pyrallel_consumer.config import ConsumerConfig as ConsumerConfig
+    from pyrallel_consumer.consumer import PyrallelConsumer as PyrallelConsumer
+    from pyrallel_consumer.control.exhaustion import ExhaustionPolicy as ExhaustionPolicy
+    from pyrallel_consumer.control.exhaustion import LogAndSkip as LogAndSkip
+    from pyrallel_consumer.control.lifecycle import LifecycleState as LifecycleState
+    from pyrallel_consumer.control.observer import ConsumerObserver as ConsumerObserver
     from pyrallel_consumer.execution.engine import (
-        Completion,
-        CompletionCallback,
-        ExecutionEngine,
-        HandlerTimeoutError,
-        WorkItem,
+        Completion as Completion,
     )
-    from pyrallel_consumer.kafka.clients import KafkaClients
-    from pyrallel_consumer.kafka.topic_check import BrokerUnreachableError, MissingTopicError
-    from pyrallel_consumer.observability.snapshot import MetricsSnapshot, PartitionMetrics
-    from pyrallel_consumer.record import Ordering, Record
+    from pyrallel_consumer.execution.engine import (
+        CompletionCallback as CompletionCallback,
+    )
+    from pyrallel_consumer.execution.engine import (
+        ExecutionEngine as ExecutionEngine,
+    )
+    from pyrallel_consumer.execution.engine import (
+        HandlerTimeoutError as HandlerTimeoutError,
+    )
+    from pyrallel_consumer.execution.engine import (
+        WorkItem as WorkItem,
+    )
+    from pyrallel_consumer.kafka.clients import KafkaClients as KafkaClients
+    from pyrallel_consumer.kafka.topic_check import BrokerUnreachableError as BrokerUnreachableError
+    from pyrallel_consumer.kafka.topic_check import MissingTopicError as MissingTopicError
+    from pyrallel_consumer.observability.snapshot import MetricsSnapshot as MetricsSnapshot
+    from pyrallel_consumer.observability.snapshot import PartitionMetrics as PartitionMetrics
+    from pyrallel_consumer.record import Ordering as Ordering
+    from pyrallel_consumer.record import Record as Record
 
 __version__ = "0.1.0"
 

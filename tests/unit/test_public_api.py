@@ -30,3 +30,15 @@ def test_importing_the_package_loads_neither_tooling_nor_the_control_plane() -> 
             "'click', 'matplotlib', 'confluent_kafka', 'pyrallel_tools', 'pyrallel_consumer.'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_type_checking_imports_name_the_same_modules_as_the_lazy_table() -> None:
+    """Type checkers read the TYPE_CHECKING imports, the runtime reads _PUBLIC: one must not drift from the other."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(pyrallel_consumer))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    imported = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    assert imported == pyrallel_consumer._PUBLIC
