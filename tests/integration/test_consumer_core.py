@@ -335,3 +335,29 @@ async def test_a_full_queue_for_longer_than_max_poll_interval_keeps_the_group_me
         await wait_for(lambda: consumer.metrics().records_succeeded == 3_000, what="every record after the release")
         rebalances = consumer.metrics().rebalances
     assert rebalances["revoke"] == 0 and rebalances["lost"] == 0, rebalances
+
+
+async def test_an_observer_sees_every_record_outcome_once(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str],
+) -> None:
+    """The public per-record hook: each record once, with how its attempts ended (a failure after its retries)."""
+    from pyrallel_consumer import Completion, ConsumerObserver
+
+    topic, group = new_topic(2), unique_name("g")
+    assert produce_keyed(kafka_bootstrap, topic, 200, keys=20) == 200
+    seen: list[tuple[int, bool, int]] = []
+
+    class Recorder(ConsumerObserver):
+        def record_completed(self, record: Record, completion: Completion) -> None:
+            seen.append((seq_of(record.value), completion.ok, completion.attempts))
+
+    async def handle(record: Record) -> None:
+        if seq_of(record.value) % 50 == 7:
+            raise ValueError("poison")
+
+    config = _config(kafka_bootstrap, group, topic, max_retries=1, retry_backoff_ms=0)
+    async with PyrallelConsumer(config, handle, observer=Recorder()):
+        await wait_for(lambda: len(seen) >= 200, what="200 outcomes")
+    assert sorted(s for s, _, _ in seen) == list(range(200)), "each record once"
+    failed = sorted((s, attempts) for s, ok, attempts in seen if not ok)
+    assert failed == [(7, 2), (57, 2), (107, 2), (157, 2)]

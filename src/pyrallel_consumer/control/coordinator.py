@@ -272,6 +272,7 @@ class Coordinator:
         item = self._work.running(completion.item_id)
         if item is None:
             return  # cancelled (revoked or stopping): never counted, never committed
+        self._observer.record_completed(item.record, completion)
         if completion.attempts > 1:
             self._counts.retries += completion.attempts - 1
         if completion.ok or not item.offsets.current:

@@ -1,6 +1,16 @@
-"""Hooks the control plane calls on notable events, so metrics live outside it and cost nothing when off."""
+"""Hooks the control plane calls on notable events, so metrics live outside it and cost nothing when off.
+
+Public (``pyrallel_consumer.ConsumerObserver``): pass a subclass as ``PyrallelConsumer(..., observer=...)``; the
+consumer's Prometheus exporter forwards every hook to it.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.execution.engine import Completion
+    from pyrallel_consumer.record import Record
 
 
 class ConsumerObserver:
@@ -8,6 +18,11 @@ class ConsumerObserver:
 
     def records_received(self, count: int) -> None:
         """``count`` fetched records entered the work queues."""
+
+    def record_completed(self, record: Record, completion: Completion) -> None:
+        """The engine reported how ``record``'s attempts ended (ok, or failed after its retries), before the control
+        plane acts on it (exhaustion policy, commit). Not called for records cancelled by a revoke, a pause or a
+        stop: those run again. Keep it cheap: it runs once per record on the event loop."""
 
     def record_finished(self, outcome: str, duration_s: float, attempts: int) -> None:
         """A record left the in-flight set: outcome is success, retried (success after retries), failed or dlq."""

@@ -118,9 +118,13 @@ class BrokerPoller:
         await self._call(self._subscribe if subscribed else self._unsubscribe)
 
     async def close(self) -> None:
-        """Leave the group (the revoke callback commits) and end the thread."""
+        """Leave the group (the revoke callback commits) and end the thread; the thread is gone on return."""
         self._stopping.set()
         await asyncio.shield(self._finished)
+        if self._thread is not None:
+            # The thread's last act was posting the future's result: it ends within microseconds. Joining it keeps
+            # the promise that a stopped consumer leaves no thread behind (a test looks right after stop()).
+            self._thread.join(timeout=1.0)
 
     @property
     def finished(self) -> asyncio.Future[None]:

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from pyrallel_consumer.config import ConsumerConfig
+    from pyrallel_consumer.execution.engine import Completion
     from pyrallel_consumer.observability.snapshot import MetricsSnapshot
+    from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,9 @@ class PrometheusExporter(ConsumerObserver):
     def records_received(self, count: int) -> None:
         self._consumed.inc(count)
         self._next.records_received(count)
+
+    def record_completed(self, record: Record, completion: Completion) -> None:
+        self._next.record_completed(record, completion)
 
     def record_finished(self, outcome: str, duration_s: float, attempts: int) -> None:
         self._records.add(outcome, duration_s)

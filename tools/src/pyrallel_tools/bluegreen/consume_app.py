@@ -30,14 +30,8 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyrallel_consumer.config import ConsumerConfig
-from pyrallel_consumer.consumer import PyrallelConsumer
-from pyrallel_consumer.control.lifecycle import LifecycleState
-from pyrallel_consumer.control.observer import ConsumerObserver
+from pyrallel_consumer import Completion, ConsumerConfig, ConsumerObserver, LifecycleState, PyrallelConsumer, Record
 from pyrallel_consumer.control_server import Request, Response
-from pyrallel_consumer.execution import create_engine
-from pyrallel_consumer.execution.engine import Completion, CompletionCallback, ExecutionEngine, WorkItem
-from pyrallel_consumer.record import Record
 from pyrallel_tools.benchmark.workloads import Workload
 from pyrallel_tools.bluegreen.fault_clients import FaultInjectingClients
 from pyrallel_tools.bluegreen.load_producer import parse_identity
@@ -101,51 +95,19 @@ def parse_workload(spec: str) -> Workload:
     return Workload(text, sleep_s=seconds) if kind == "sleep" else Workload(text, cpu_ms=seconds * 1000)
 
 
-class _LoggingEngine(ExecutionEngine):
-    """Wraps the real engine so every completion is logged on the loop before the coordinator sees it."""
-
-    def __init__(self, inner: ExecutionEngine, on_done: Callable[[Record, Completion], None]) -> None:
-        self._inner = inner
-        self._on_done = on_done
-        self._records: dict[int, Record] = {}
-        self._forward: CompletionCallback | None = None
-
-    async def start(self, on_complete: CompletionCallback) -> None:
-        self._forward = on_complete
-        await self._inner.start(self._completed)
-
-    def submit(self, item: WorkItem) -> None:
-        self._records[item.item_id] = item.record
-        self._inner.submit(item)
-
-    def cancel(self, item_ids: Iterable[int]) -> None:
-        ids = list(item_ids)
-        for item_id in ids:
-            self._records.pop(item_id, None)
-        self._inner.cancel(ids)
-
-    def in_flight(self) -> int:
-        return self._inner.in_flight()
-
-    async def shutdown(self, drain: bool, timeout_s: float) -> None:
-        await self._inner.shutdown(drain, timeout_s)
-
-    def _completed(self, completion: Completion) -> None:
-        record = self._records.pop(completion.item_id, None)
-        if record is not None:
-            self._on_done(record, completion)
-        if self._forward is not None:
-            self._forward(completion)
-
-
 class _AppObserver(ConsumerObserver):
-    """Commit latencies as the library measures them (slow-commit fault included)."""
+    """Every record's outcome, for the run log; commit latencies as the library measures them (slow-commit fault
+    included). Called by the consumer on its event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_done: Callable[[Record, Completion], None]) -> None:
+        self._on_done = on_done
         self.commits = 0
         self.latency_sum_s = 0.0
         self.latency_max_s = 0.0
         self.latency_last_s: float | None = None
+
+    def record_completed(self, record: Record, completion: Completion) -> None:
+        self._on_done(record, completion)
 
     def commit_finished(self, latency_s: float, ok: bool) -> None:
         self.commits += 1
@@ -197,7 +159,7 @@ class ConsumeApp:
         self.stalls = 0
         self._kafka_clients = FaultInjectingClients(lambda: self.faults.commit_delay_ms / 1000)
         self.consumer: PyrallelConsumer | None = None
-        self._observer = _AppObserver()
+        self._observer = _AppObserver(self._on_done)
         self._rng = random.Random()  # fault dice, not security
         self._log: IO[str] | None = None
         self._state_path: Path | None = None
@@ -289,8 +251,7 @@ class ConsumeApp:
         if self.config.engine == "process":
             self._publish_worker_state()
             handler = HANDLER_REF
-        engine = _LoggingEngine(create_engine(self.config, handler), self._on_done)
-        consumer = self.consumer = PyrallelConsumer(self.config, None, engine=engine, observer=self._observer,
+        consumer = self.consumer = PyrallelConsumer(self.config, handler, observer=self._observer,
                                                     on_exhausted=KeepIncomplete() if self.keep_failed else None,
                                                     kafka_clients=self._kafka_clients)
         consumer.lifecycle.generation = self.generation

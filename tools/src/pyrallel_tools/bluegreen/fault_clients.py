@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer import KafkaClients
 
 RebalanceCallback = Callable[[Any, list[Any]], None]
 
