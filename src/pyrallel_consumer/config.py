@@ -11,13 +11,13 @@ import re
 import socket
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from pyrallel_consumer.kafka.property_check import describe_refusal, is_secret_property, librdkafka_refusal
 from pyrallel_consumer.observability.logging import LogFormat
 from pyrallel_consumer.record import Ordering
 
@@ -43,7 +43,6 @@ _ENUM_PROPERTIES: dict[str, tuple[str, ...]] = {
     "isolation.level": ("read_committed", "read_uncommitted"),
     "security.protocol": ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
 }
-_SECRET_HINTS = ("password", "secret", "sasl.oauthbearer.config", "key.pem", "token")
 _DECIMAL_RE = re.compile(r"[+-]?[0-9]+")
 TOOLING_VARIABLES = frozenset({
     "PYRALLEL_CONNECT_URL", "PYRALLEL_KAFKA_RUN_DIR", "PYRALLEL_CACHE_DIR", "PYRALLEL_BENCH_HARNESS_DIR",
@@ -53,20 +52,11 @@ TOOLING_VARIABLES = frozenset({
 })
 """``PYRALLEL_*`` variables read by the project's CLI, test fixtures and benchmark harness, not config fields:
 ConsumerConfig does not warn about them."""
-_CHECK_LOGGER = logging.getLogger("pyrallel_consumer.config.librdkafka_check")
-"""Takes the notes of the throwaway clients that check properties; the real client logs them again at start."""
-_CHECK_LOGGER.addHandler(logging.NullHandler())
-_CHECK_LOGGER.propagate = False
-
 log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
-
-
-def is_secret_property(name: str) -> bool:
-    return any(hint in name.lower() for hint in _SECRET_HINTS)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -384,53 +374,6 @@ def strict_int(value: Any) -> Any:
         except TypeError:
             pass
     raise ValueError("must be a whole number: an int, or decimal digits in an environment variable")
-
-
-def librdkafka_refusal(kind: Literal["consumer", "producer"], conf: Mapping[str, Any]) -> str | None:
-    """What librdkafka says about ``conf``, or None when it takes it.
-
-    Creates a client without bootstrap servers (it never connects; about a millisecond) and closes it again:
-    librdkafka itself judges property names, values and combinations, which no list kept here could. Called
-    by ConsumerConfig's validation, on the constructing thread.
-    """
-    try:
-        if kind == "consumer":
-            Consumer({**conf, "logger": _CHECK_LOGGER}).close()
-        else:
-            Producer({**conf, "logger": _CHECK_LOGGER})  # destroyed at once: nothing references it
-    except (KafkaException, TypeError, ValueError) as exc:
-        err = exc.args[0] if exc.args else None
-        return err.str() if isinstance(err, KafkaError) else str(exc)
-    return None
-
-
-def describe_refusal(properties: Mapping[str, str], reason: str) -> str:
-    """librdkafka's ``reason`` to refuse ``properties``, naming the ones it mentions, with secret values masked.
-
-    Used by ConsumerConfig's validation and by ``librdkafka_config_error``.
-    """
-    reason = reason.strip()
-    for name, value in properties.items():
-        if is_secret_property(name) and value:
-            reason = reason.replace(value, "***")
-    named = [name for name in properties if name in reason]
-    if named or len(properties) == 1:
-        which = ", ".join(repr(name) for name in named or properties)
-    else:  # e.g. a plugin that does not load: the reason names the plugin, not the property
-        which = "one of " + ", ".join(repr(name) for name in properties)
-    return f"librdkafka refuses {which}: {reason}"
-
-
-def librdkafka_config_error(field: str, properties: Mapping[str, str], exc: BaseException) -> ConfigError:
-    """The ConfigError for a client that librdkafka refused to create from the ``field`` properties.
-
-    Raised on the event-loop thread by start() (the Kafka consumer) and by PyrallelConsumer() (the dead-letter
-    producer) for a config that skipped validation (``model_copy(update=...)``, ``model_construct``) or a
-    combination only the full client configuration shows.
-    """
-    err = exc.args[0] if exc.args else None
-    reason = err.str() if isinstance(err, KafkaError) else str(exc)
-    return ConfigError(f"Invalid ConsumerConfig: {field}: {describe_refusal(properties, reason)}")
 
 
 def _warn_unknown_environment(fields: Iterable[str]) -> None:

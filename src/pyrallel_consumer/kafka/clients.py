@@ -10,13 +10,14 @@ PyrallelConsumer(), ``admin`` on an executor thread during start().
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from pyrallel_consumer.config import ConsumerConfig, librdkafka_config_error
+from pyrallel_consumer.config import ConfigError, ConsumerConfig
+from pyrallel_consumer.kafka.property_check import describe_refusal, reason_of
 from pyrallel_consumer.kafka.settings import admin_conf, dead_letter_conf, kafka_conf
 
 _Client = TypeVar("_Client")
@@ -54,3 +55,13 @@ class KafkaClients:
 
     def new_admin(self, conf: dict[str, Any]) -> AdminClient:
         return AdminClient(conf)
+
+
+def librdkafka_config_error(field: str, properties: Mapping[str, str], exc: BaseException) -> ConfigError:
+    """The ConfigError for a client that librdkafka refused to create from the ``field`` properties.
+
+    Raised on the event-loop thread by start() (the Kafka consumer) and by PyrallelConsumer() (the dead-letter
+    producer) for a config that skipped validation (``model_copy(update=...)``, ``model_construct``) or a
+    combination only the full client configuration shows.
+    """
+    return ConfigError(f"Invalid ConsumerConfig: {field}: {describe_refusal(properties, reason_of(exc))}")
