@@ -44,6 +44,17 @@ class RunOptions:
     """How long the producer keeps going after the switch (and between a switch and its rollback)."""
 
 
+def combination_problem(strategy: str, scenario: int) -> str | None:
+    """Why ``strategy`` cannot run ``scenario``, or None when it can: the one place these rules live (the CLI's
+    planner skips such pairs, a single run refuses them)."""
+    if scenario == 4 and strategy != "C":
+        return "scenario 4 is for strategy C only"
+    if strategy == "E" and scenario in (3, 5):
+        return ("scenarios 3 and 5 need fault injection in the consumer, which a FileStreamSink connector does not "
+                "have; run them with B or C")
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RunSpec:
     """One strategy x scenario (x variant) run, checked, with its unique id and the names derived from it."""
@@ -61,11 +72,9 @@ class RunSpec:
             raise ScenarioError(f"strategy must be B, C or E, not {strategy!r}")
         if scenario not in SCENARIOS:
             raise ScenarioError(f"scenario must be 1..5, not {scenario!r}")
-        if scenario == 4 and strategy != "C":
-            raise ScenarioError("scenario 4 is for strategy C only")
-        if strategy == "E" and scenario in (3, 5):
-            raise ScenarioError("scenarios 3 and 5 need fault injection in the consumer, which a FileStreamSink "
-                                "connector does not have; run them with B or C")
+        problem = combination_problem(strategy, scenario)
+        if problem is not None:
+            raise ScenarioError(problem)
         if variant not in VARIANTS[scenario]:
             raise ScenarioError(f"scenario {scenario} variants: {', '.join(str(v) for v in VARIANTS[scenario])}")
         if strategy == "E" and not options.connect_url:

@@ -9,18 +9,18 @@ import click
 
 from pyrallel_tools.bluegreen.reporting.build import build_report
 from pyrallel_tools.bluegreen.reporting.load import ReportError
-from pyrallel_tools.bluegreen.run_spec import SCENARIOS, VARIANTS, RunOptions, ScenarioError
+from pyrallel_tools.bluegreen.run_spec import SCENARIOS, VARIANTS, RunOptions, ScenarioError, combination_problem
 from pyrallel_tools.bluegreen.scenarios import ScenarioRun
 
 log = logging.getLogger(__name__)
 
 
 def plan(strategies: list[str], scenarios: list[int]) -> list[tuple[str, int, str | None]]:
-    """Every (strategy, scenario, variant) that applies: scenario 4 is C only; E has no fault injection (3, 5)."""
+    """Every (strategy, scenario, variant) that applies (see ``combination_problem``)."""
     runs: list[tuple[str, int, str | None]] = []
     for strategy in strategies:
         for scenario in scenarios:
-            if (scenario == 4 and strategy != "C") or (strategy == "E" and scenario in (3, 5)):
+            if combination_problem(strategy, scenario) is not None:
                 continue
             runs.extend((strategy, scenario, variant) for variant in VARIANTS[scenario])
     return runs
