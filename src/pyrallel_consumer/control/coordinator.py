@@ -218,7 +218,7 @@ class Coordinator:
         self._work.drop_partitions(tps)
         self._backpressure.publish()
         await self._progress.until(lambda: all(self._work.in_flight_of(tp) == 0 for tp in tps),
-                              self._config.rebalance_grace_ms / 1000)
+                                   self._config.rebalance_grace_ms / 1000)
         # The poller waits only so long for this; a loop blocked beyond that may find a partition lost or
         # assigned again by now, and leaves the newer assignment alone.
         ending = {offsets for offsets in revoking if offsets.current}
