@@ -28,6 +28,17 @@ def test_scenario_passes_with_no_loss_and_no_dual_activity(
     failed = [c for c in result["criteria"] if not c["pass"] and not c["name"].endswith("time")]
     assert failed == [], result["cause"]
     assert (tmp_path / "run" / f"{result['run_id']}.json").exists()
+    # What the records felt of each switch is measured (never judged: no timing bound), one entry per switch and
+    # per rollback; a sink file (E) has no handling time to measure it from.
+    impact = result["switch_impact"]
+    expected = {1: [(0, "switch")], 2: [(0, "switch"), (1, "rollback")], 5: [(0, "switch"), (0, "rollback")]}
+    assert [(i["index"], i["action"]) for i in impact] == expected[scenario]
+    for entry in impact:
+        figures = [entry["processing_gap_s"], entry["latency_p50_s"], entry["latency_p99_s"], entry["latency_max_s"]]
+        if strategy == "E":
+            assert figures == [None] * 4
+        else:
+            assert all(f is not None and f >= 0 for f in figures), entry
     actions = [(s["action"], s["to_color"], s["ok"]) for s in result["switches"]]
     if scenario == 1:
         assert actions == [("switch", "green", True)]

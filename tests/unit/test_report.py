@@ -117,6 +117,14 @@ C_AUTO_ROLLBACK = run("C", 5, "PASS", [switch("C", "switch", T0 + 8, 5.65, steps
             {"t": T0 + 13.65, "kind": "rollback_end", "detail": ""}])
 
 
+C_FELT = {**C_NORMAL,
+          "switch_impact": [{"index": 0, "action": "switch", "strategy": "C", "processing_gap_s": 3.011,
+                             "processing_gap_end": T0 + 11.08, "latency_p50_s": 0.0, "latency_p99_s": 0.141,
+                             "latency_max_s": 0.172, "records": 321}],
+          "latency": [{"t": T0 + t, "p50_s": 0.01, "max_s": 3.0 if t == 8 else 0.1, "records": 100}
+                      for t in range(20)]}
+
+
 def write_runs(tmp_path: Path, runs: dict[str, dict[str, Any]], extra: dict[str, str] | None = None) -> Path:
     runs_dir = tmp_path / "run"
     runs_dir.mkdir()
@@ -284,3 +292,23 @@ def test_throughput_sums_instance_rates_and_survives_a_counter_reset() -> None:
     times, values = _series_per_color(_rates(data))["blue"]
     assert times == [T0, T0 + 1, T0 + 2]
     assert values[1:] == [80.0, 70.0]
+
+
+def test_the_controllers_step_time_stands_next_to_what_the_records_felt(tmp_path: Path) -> None:
+    runs_dir = write_runs(tmp_path, {"c.json": C_FELT})
+    out = tmp_path / "out"
+    md = build_report(runs_dir, out).read_text()
+    assert ("| switch | action | controller step time | processing gap | gap ended | latency p50 | latency p99 "
+            "| latency max | records |") in md
+    assert table_row(md, "0") == ["0", "switch", "0.412 s", "3.011 s", "+11.080", "0.000 s", "0.141 s", "0.172 s",
+                                  "321"]
+    latency_plot = out / "figures" / "c-latency.png"
+    assert "](figures/c-latency.png)" in md
+    assert latency_plot.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_run_without_switch_impact_has_neither_the_table_nor_the_latency_plot(tmp_path: Path) -> None:
+    runs_dir = write_runs(tmp_path, {"c.json": C_NORMAL})
+    md = build_report(runs_dir, tmp_path / "out").read_text()
+    assert "As the records felt it" not in md
+    assert not (tmp_path / "out" / "figures" / "c-latency.png").exists()

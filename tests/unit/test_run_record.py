@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 
 from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
+from pyrallel_tools.bluegreen.processes import Instance
 from pyrallel_tools.bluegreen.run_record import (
     Criterion,
     Event,
+    LatencyPoint,
     RunRecord,
     Sample,
+    SwitchImpact,
     ValidationSummary,
     read_run_record,
     write_run_record,
@@ -47,6 +50,8 @@ def record() -> RunRecord:
         environment={"kafka": "4.1.1", "partitions": 8, "rate_per_s": 100.0},
         conditions={"groups": {"blue": "g", "green": "g"}, "lag_at_switch": None},
         switches=[switch],
+        switch_impact=[SwitchImpact(0, "switch", "C", 2.5, T0 + 3.5, 0.01, 2.4, 2.5, 30)],
+        latency=[LatencyPoint(T0, 0.01, 0.02, 10), LatencyPoint(T0 + 1, 0.5, 2.5, 10)],
         validation=ValidationSummary.model_validate(judged().to_dict()),
         samples=[Sample(T0 + 0.5, "blue", "blue-1", "ACTIVE", 0, 1, 0, 8),
                  Sample(T0 + 1.0, "green", "green-1", "DOWN", None, 0)],
@@ -89,9 +94,29 @@ def test_the_file_keeps_the_judges_whole_json_and_the_json_names(written: dict[s
                                      "lag": None, "handled": 0, "rebalances": None, "assigned": None}
 
 
+def write_logs(work: Path) -> Path:
+    """A record every 0.1 s for 6 s, handled 10 ms later, except that those sent from 1.0 to 3.0 s wait until 3.0 s.
+
+    Returns the consumers' log (one instance, blue then green in one file: the loader does not care).
+    """
+    work.mkdir(parents=True)
+    producer, consumer = [], []
+    for seq in range(60):
+        sent = T0 + seq / 10
+        handled = T0 + 3.0 if 1.0 <= seq / 10 < 3.0 else sent + 0.01
+        producer.append({"seq": seq, "key": "k", "key_seq": seq, "partition": 0, "offset": seq, "ts": sent})
+        consumer.append({"seq": seq, "key": "k", "key_seq": seq, "partition": 0, "offset": seq,
+                         "color": "blue" if handled < T0 + 1.0 else "green", "instance": "x", "ts": handled})
+    (work / "producer.jsonl").write_text("".join(json.dumps(p) + "\n" for p in producer))
+    (work / "consumer-blue-1.jsonl").write_text("".join(json.dumps(c) + "\n" for c in consumer))
+    return work / "consumer-blue-1.jsonl"
+
+
 def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path) -> None:
     run = ScenarioRun("C", 2, None, RunOptions(bootstrap="127.0.0.1:1", out_dir=tmp_path / "run",
-                                                work_dir=tmp_path / "work"))
+                                                work_dir=tmp_path / "work", settle_s=1.0))
+    log = write_logs(run.spec.work)
+    run.fleet.instances["blue"].append(Instance("blue", "blue-1", "g", 1, log, []))
     original = record()
     run.switches = [*original.switches, SwitchResult("C", "rollback", "green", "blue", 3, T0 + 4, 0.5, True)]
     for sample in original.samples:
@@ -107,6 +132,18 @@ def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path
     assert [c.name for c in back.criteria] == ["lost records", "dual-active windows", "switch to green time",
                                                "switch to green succeeded", "rollback time"]
     assert back.conditions["pending_after_drain"] == 1
+    # The switch (at 1.0 s) left partition 0 without a handler for 2 s; the rollback (at 4.0 s) for 10 ms.
+    gaps = [(i.index, i.action, i.processing_gap_s) for i in back.switch_impact]
+    assert gaps == [(0, "switch", pytest.approx(2.0)), (1, "rollback", pytest.approx(0.01, abs=1e-5))]
+    assert back.switch_impact[0].latency_max_s == pytest.approx(2.0)
+    assert back.switch_impact[0].processing_gap_end == T0 + 3.0
+    assert back.latency[0].t == T0 and back.latency[1].max_s == pytest.approx(2.0)
+
+
+def test_files_from_before_the_switch_impact_read_without_it(tmp_path: Path, written: dict[str, Any]) -> None:
+    del written["switch_impact"], written["latency"]
+    back = read_run_record(write(tmp_path, written))
+    assert (back.switch_impact, back.latency) == ([], [])
 
 
 def test_samples_and_events_are_read_in_time_order(tmp_path: Path, written: dict[str, Any]) -> None:
@@ -131,6 +168,8 @@ def test_samples_and_events_are_read_in_time_order(tmp_path: Path, written: dict
      "criteria[0].pass: expected true or false, got None"),
     (lambda d: d.update(verdict="OK"), "verdict: expected PASS or FAIL, got 'OK'"),
     (lambda d: d.update(switches={}), "switches: expected a list"),
+    (lambda d: d["switch_impact"][0].pop("processing_gap_s"),
+     "switch_impact[0].processing_gap_s: missing"),
 ])
 def test_a_bad_field_is_a_value_error_naming_it(tmp_path: Path, written: dict[str, Any], edit: Any,
                                                  message: str) -> None:

@@ -9,9 +9,11 @@ too.  A file that does not fit raises ``ValueError`` with the first problem and 
 has it, e.g. ``switches[0].steps[1].ok: expected true or false, got 1``, ``verdict: expected a string, got
 None`` (absent) or ``cause: missing``; the report lists it next to the file's name.
 
-Switches are the controller's own :class:`~pyrallel_consumer.bluegreen.controller.SwitchResult` records; the
-``validation`` section is the judge's JSON (``ValidationReport.to_dict``), of which the model types the counts
-the report reads and keeps the rest as it is.
+Switches are the controller's own :class:`~pyrallel_consumer.bluegreen.controller.SwitchResult` records, timed
+by the controller's steps; what the records felt of each switch (the processing gap and the end-to-end latency,
+measured from the logs by :mod:`pyrallel_tools.bluegreen.validation.switch_impact`) is in ``switch_impact`` and
+``latency``, which files written before them do without.  The ``validation`` section is the judge's JSON
+(``ValidationReport.to_dict``), of which the model types the counts the report reads and keeps the rest as it is.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from pyrallel_consumer.bluegreen.controller import SwitchResult
 __all__ = [
     "Criterion",
     "Event",
+    "LatencyPoint",
     "RunRecord",
     "Sample",
+    "SwitchImpact",
     "ValidationSummary",
     "read_run_record",
     "write_run_record",
@@ -78,6 +82,38 @@ class Criterion:
     passed: bool = Field(alias="pass")
 
 
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class SwitchImpact:
+    """What the records felt of one switch or rollback, from the logs; None where no record tells (sink files)."""
+
+    index: int
+    """The switch's place in ``switches`` (0 first), where its controller step time is."""
+    action: str
+    strategy: str
+    processing_gap_s: float | None
+    """The longest time a record handled from the switch's start until the next switch (or the run's end) waited
+    on its partition with no one handling it: ``h(r) - max(produced(r), h(previous record of the partition))``."""
+    processing_gap_end: float | None
+    """When the record that waited longest was handled: the gap's end, which places it among the run's events."""
+    latency_p50_s: float | None
+    """Produced (acked) to first handled, over the records produced from the switch's start to its end plus the
+    run's settle time; nearest-rank percentiles."""
+    latency_p99_s: float | None
+    latency_max_s: float | None
+    records: int
+    """Records the latency figures are taken over."""
+
+
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class LatencyPoint:
+    """End-to-end latency of the records produced in one second from ``t`` on; the report plots these."""
+
+    t: float
+    p50_s: float
+    max_s: float
+    records: int
+
+
 class ValidationSummary(BaseModel):
     """The judge's JSON of the run: the counts the report reads are typed, the rest is kept as written."""
 
@@ -116,6 +152,10 @@ class RunRecord(BaseModel):
     conditions: dict[str, Any]
     """What the scenario set up or measured on the way (topic, groups, lag at the switch, ...): JSON values."""
     switches: list[SwitchResult]
+    switch_impact: list[SwitchImpact] = Field(default_factory=list)
+    """One entry per switch, in ``switches`` order; empty in files written before it was measured."""
+    latency: list[LatencyPoint] = Field(default_factory=list)
+    """End-to-end latency over the run, per second of production, in time order."""
     validation: ValidationSummary
     samples: list[Sample]
     """In time order."""
@@ -132,7 +172,7 @@ class RunRecord(BaseModel):
             raise ValueError(f"expected PASS or FAIL, got {verdict!r}")
         return verdict
 
-    @field_validator("samples", "events")
+    @field_validator("samples", "events", "latency")
     @classmethod
     def _in_time_order(cls, items: list[Any]) -> list[Any]:
         return sorted(items, key=lambda item: item.t)

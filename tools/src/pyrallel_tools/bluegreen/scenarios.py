@@ -16,6 +16,7 @@ import platform
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import confluent_kafka
@@ -34,11 +35,18 @@ from pyrallel_consumer.bluegreen.controller import (
 from pyrallel_tools.bluegreen.criteria import judge
 from pyrallel_tools.bluegreen.drain import DrainError, read_pending
 from pyrallel_tools.bluegreen.processes import Fleet
-from pyrallel_tools.bluegreen.run_record import RunRecord, ValidationSummary, write_run_record
+from pyrallel_tools.bluegreen.run_record import (
+    LatencyPoint,
+    RunRecord,
+    SwitchImpact,
+    ValidationSummary,
+    write_run_record,
+)
 from pyrallel_tools.bluegreen.run_spec import SCENARIOS, RunOptions, RunSpec, ScenarioError
 from pyrallel_tools.bluegreen.sampler import Recorder, StatusSampler, wait_for
 from pyrallel_tools.bluegreen.validation.findings import ValidationReport
 from pyrallel_tools.bluegreen.validation.from_logs import validate_files
+from pyrallel_tools.bluegreen.validation.switch_impact import measure_switch_impact_files, switch_windows
 from pyrallel_tools.localkafka.topics import create_topic
 
 log = logging.getLogger(__name__)
@@ -197,10 +205,25 @@ class ScenarioRun:
             sinks = [(i.log_path, c) for c in COLORS for i in instances[c] if i.log_path.exists()]
             report = validate_files([spec.work / "producer.jsonl"], sink_files=sinks, pending_seqs=pending)
         else:
-            logs = [i.log_path for c in COLORS for i in instances[c] if i.log_path.exists()]
-            report = validate_files([spec.work / "producer.jsonl"], logs, pending_seqs=pending,
+            report = validate_files([spec.work / "producer.jsonl"], self._consumer_logs(), pending_seqs=pending,
                                     activity_gap_s=self._activity_gap_s())
         return report, len(pending)
+
+    def _consumer_logs(self) -> list[Path]:
+        """The per-record logs of both colors' consumers (strategy E has sink files instead)."""
+        return [i.log_path for c in COLORS for i in self.fleet.instances[c] if i.log_path.exists()]
+
+    def _switch_impact(self) -> tuple[list[SwitchImpact], list[LatencyPoint]]:
+        """What the records felt of each switch, from the logs (measured, not judged); sinks log no handling time."""
+        spec = self.spec
+        logs = [] if spec.strategy == "E" else self._consumer_logs()
+        producer = [path] if (path := spec.work / "producer.jsonl").exists() else []
+        figures, buckets = measure_switch_impact_files(producer, logs,
+                                                       switch_windows(self.switches), spec.options.settle_s)
+        impact = [SwitchImpact(f.window.index, f.window.action, f.window.strategy, f.processing_gap_s,
+                               f.processing_gap_end, f.latency_p50_s, f.latency_p99_s, f.latency_max_s, f.records)
+                  for f in figures]
+        return impact, [LatencyPoint(b.t, b.p50_s, b.max_s, b.records) for b in buckets]
 
     def _activity_gap_s(self) -> float:
         """How long a color may handle nothing and still count as active: 25 records' time at the producer's rate.
@@ -219,6 +242,7 @@ class ScenarioRun:
         criteria, measured = judge(spec, self.switches, samples, validation, cause, active_color)
         self.conditions.update(measured)
         failed = [f"{c.name}: {c.measured} (target {c.target})" for c in criteria if not c.passed]
+        impact, latency = self._switch_impact()
         rebalances = {c: sum(max((s.rebalances or 0) for s in samples if s.instance == i.name) if samples else 0
                              for i in self.fleet.instances[c]) for c in COLORS}
         record = RunRecord(
@@ -228,7 +252,8 @@ class ScenarioRun:
             conditions={"topic": spec.topic, "groups": spec.groups(), "workload": options.workload,
                         "instances_per_color": options.instances, "pending_after_drain": pending,
                         **self.conditions},
-            switches=self.switches, validation=ValidationSummary.model_validate(validation.to_dict()),
+            switches=self.switches, switch_impact=impact, latency=latency,
+            validation=ValidationSummary.model_validate(validation.to_dict()),
             samples=samples, events=self.recorder.events, rebalances=rebalances, criteria=criteria,
         )
         options.out_dir.mkdir(parents=True, exist_ok=True)

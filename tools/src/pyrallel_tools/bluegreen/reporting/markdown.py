@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pyrallel_tools.bluegreen.reporting.load import RunFile
-from pyrallel_tools.bluegreen.reporting.summary import StrategySummary, summarize
+from pyrallel_tools.bluegreen.reporting.summary import StrategySummary, rollback_seconds, summarize, switch_seconds
+from pyrallel_tools.bluegreen.run_record import RunRecord
 
 __all__ = ["render_report"]
 
@@ -128,6 +129,7 @@ def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Pat
               "ok" if r.ok else ("rolled back" if r.rolled_back else "failed") + (f": {r.error}" if r.error else ""),
               "; ".join(f"{s.name} {_secs(s.seconds)}{'' if s.ok else ' FAILED'}" for s in r.steps))
              for r in record.switches])
+    lines += _felt(record)
     t = record.validation
     lines += ["**Validation**", "", *_table(["produced", "consumed", "lost", "pending", "duplicates",
                                              "cross-color duplicates", "dual-active windows", "order violations",
@@ -150,6 +152,26 @@ def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Pat
     else:
         lines += ["No samples were recorded, so there are no plots for this run.", ""]
     return lines
+
+
+def _felt(record: RunRecord) -> list[str]:
+    """Per switch, the controller's step time next to what the records felt: the processing gap and the latency."""
+    if not record.switch_impact:
+        return []
+    rows = []
+    for i in record.switch_impact:
+        result = record.switches[i.index] if i.index < len(record.switches) else None
+        step = None if result is None else switch_seconds(result) if i.action == "switch" else rollback_seconds(result)
+        ended = None if i.processing_gap_end is None else f"+{i.processing_gap_end - record.started_at:.3f}"
+        rows.append((i.index, i.action, _secs(step), _secs(i.processing_gap_s), ended, _secs(i.latency_p50_s),
+                     _secs(i.latency_p99_s), _secs(i.latency_max_s), i.records))
+    return ["**As the records felt it** (the processing gap is the longest time a record waited on its partition "
+            "with no one handling it, among the records handled from the switch's start to the next switch or the "
+            "run's end, and when that wait ended in seconds since the run started; latency is produced (acked) to "
+            "handled, over the records produced from the switch's start to its end plus the settle time; — where "
+            "the logs do not tell, e.g. sink files)", "",
+            *_table(["switch", "action", "controller step time", "processing gap", "gap ended", "latency p50",
+                     "latency p99", "latency max", "records"], rows)]
 
 
 def _scenarios(runs: Sequence[RunFile], figures: Mapping[Path, Sequence[tuple[str, Path]]], out_dir: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""The report's plots: lag, throughput and lifecycle states of one run over time, as PNG files.
+"""The report's plots: lag, throughput, lifecycle states and end-to-end latency of one run over time, as PNG files.
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no display), and matplotlib is imported here only,
 inside the functions that draw, so the ``pyrallel`` command works without the ``report`` extra.  Called by
@@ -174,8 +174,24 @@ def _plot_states(run: RunFile, path: Path) -> None:
     _finish(fig, ax, run, "lifecycle state per instance", "instance", path, states)
 
 
+def _plot_latency(run: RunFile, path: Path) -> None:
+    """Produced-to-handled latency per second of production: how long the records waited around each switch."""
+    fig, ax = _new_figure(3.6)
+    points = run.record.latency
+    times = [p.t - run.record.started_at for p in points] + [points[-1].t - run.record.started_at + 1.0]
+    ax.step(times, [p.max_s for p in points] + [points[-1].max_s], where="post", label="max", color="tab:red",
+            linewidth=1.6)  # each point holds for its second: the last one is repeated at its end
+    ax.step(times, [p.p50_s for p in points] + [points[-1].p50_s], where="post", label="median",
+            color="tab:gray", linewidth=1.2)
+    ax.set_ylim(bottom=0)
+    _finish(fig, ax, run, "end-to-end latency (produced to handled) by time of production", "latency (s)", path)
+
+
 def plot_run(run: RunFile, figures_dir: Path) -> list[tuple[str, Path]]:
-    """Lag, throughput and state timeline of one run; returns (caption, file) pairs, none without samples."""
+    """Lag, throughput, state timeline and latency of one run; (caption, file) pairs, none without samples.
+
+    The latency plot is left out when the run file has no latency (sink runs, files written before it).
+    """
     if not run.record.samples:
         return []
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", run.path.stem)
@@ -188,4 +204,7 @@ def plot_run(run: RunFile, figures_dir: Path) -> list[tuple[str, Path]]:
                 "lag (records)", figures[0][1], "post")
     _plot_lines(run, _rates(run.record.samples), "throughput per color", "records/s", figures[1][1], "pre")
     _plot_states(run, figures[2][1])
+    if run.record.latency:
+        figures.append(("End-to-end latency", figures_dir / f"{stem}-latency.png"))
+        _plot_latency(run, figures[3][1])
     return figures

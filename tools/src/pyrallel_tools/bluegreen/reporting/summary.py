@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pyrallel_consumer.bluegreen.controller import SwitchResult
 from pyrallel_tools.bluegreen.reporting.load import RunFile
+from pyrallel_tools.bluegreen.validation.switch_impact import automatic_rollback_steps
 
 __all__ = ["StrategySummary", "rollback_seconds", "summarize", "switch_seconds"]
 
@@ -33,10 +34,7 @@ def rollback_seconds(result: SwitchResult) -> float | None:
     """Duration of a rollback: a requested one, or the steps after the failed step of an automatic one."""
     if result.action == "rollback":
         return _handover_seconds(result) if result.ok else None
-    if not result.rolled_back:
-        return None
-    failed = next((i for i, s in enumerate(result.steps) if not s.ok), None)
-    after = result.steps[failed + 1:] if failed is not None else []
+    after = automatic_rollback_steps(result)
     if not after:
         return None
     return after[-1].started_at + after[-1].seconds - after[0].started_at
