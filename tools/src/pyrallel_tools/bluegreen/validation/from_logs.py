@@ -5,19 +5,11 @@ Called by ``pyrallel validate`` and by the scenario runner; neither ever holds t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 
 from pyrallel_tools.bluegreen.validation.findings import ValidationReport
 from pyrallel_tools.bluegreen.validation.judge import validate
-from pyrallel_tools.bluegreen.validation.load import (
-    ConsumedRecord,
-    LoadStats,
-    PathLike,
-    ProducedRecord,
-    load_consumer_log,
-    load_producer_log,
-    load_sink_file,
-)
+from pyrallel_tools.bluegreen.validation.load import LoadStats, PathLike, records_of_files
 
 __all__ = ["validate_files"]
 
@@ -33,21 +25,11 @@ def validate_files(
 ) -> ValidationReport:
     """Load and validate in one streaming pass so the CLI never holds the raw records in memory."""
     stats = LoadStats()
-
-    def produced() -> Iterator[ProducedRecord]:
-        for path in producer_logs:
-            yield from load_producer_log(path, stats)
-
-    def consumed() -> Iterator[ConsumedRecord]:
-        for path in consumer_logs:
-            yield from load_consumer_log(path, stats)
-        for path, color in sink_files:
-            yield from load_sink_file(path, color, stats)
-
-    # validate() drains produced() before consumed(), so stats is complete when it is read.
+    produced, consumed = records_of_files(producer_logs, consumer_logs, sink_files, stats)
+    # validate() drains produced before consumed, so stats is complete when it is read.
     return validate(
-        produced(),
-        consumed(),
+        produced,
+        consumed,
         pending_seqs,
         dual_active_gap_s,
         activity_gap_s=activity_gap_s,

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "load_consumer_log",
     "load_producer_log",
     "load_sink_file",
+    "records_of_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -192,3 +193,26 @@ def load_sink_file(path: PathLike, color: str, stats: LoadStats | None = None) -
         yield ConsumedRecord(seq, intern(key), key_seq, _UNKNOWN, _UNKNOWN, color, instance, None)
 
 
+def records_of_files(
+    producer_logs: Iterable[PathLike],
+    consumer_logs: Iterable[PathLike] = (),
+    sink_files: Iterable[tuple[PathLike, str]] = (),
+    stats: LoadStats | None = None,
+) -> tuple[Iterator[ProducedRecord], Iterator[ConsumedRecord]]:
+    """The produced and the consumed records of a run's files, lazily, counted in one ``stats``.
+
+    Used by ``validate_files`` (the judge) and the switch-impact measurement, which both start from files.
+    """
+    st = stats if stats is not None else LoadStats()
+
+    def produced() -> Iterator[ProducedRecord]:
+        for path in producer_logs:
+            yield from load_producer_log(path, st)
+
+    def consumed() -> Iterator[ConsumedRecord]:
+        for path in consumer_logs:
+            yield from load_consumer_log(path, st)
+        for path, color in sink_files:
+            yield from load_sink_file(path, color, st)
+
+    return produced(), consumed()

@@ -22,14 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
-from pyrallel_tools.bluegreen.validation.load import (
-    ConsumedRecord,
-    LoadStats,
-    PathLike,
-    ProducedRecord,
-    load_consumer_log,
-    load_producer_log,
-)
+from pyrallel_tools.bluegreen.validation.load import ConsumedRecord, PathLike, ProducedRecord, records_of_files
 
 __all__ = [
     "LatencyBucket",
@@ -179,7 +172,5 @@ def measure_switch_impact_files(
     settle_s: float,
 ) -> tuple[list[SwitchImpactFigures], list[LatencyBucket]]:
     """:func:`measure_switch_impact` over log files; malformed lines are skipped (the judge counts them)."""
-    stats = LoadStats()
-    produced = (p for path in producer_logs for p in load_producer_log(path, stats))
-    consumed = (c for path in consumer_logs for c in load_consumer_log(path, stats))
+    produced, consumed = records_of_files(producer_logs, consumer_logs)
     return measure_switch_impact(produced, consumed, windows, settle_s)
