@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests.support import wait_for
 
 from pyrallel_consumer import ConsumerConfig, Ordering, Record
 from pyrallel_consumer.control.assignments import Assignments
@@ -36,7 +37,7 @@ def test_the_blocking_record_is_failed_and_the_ones_behind_it_are_not() -> None:
         exhaustion = Exhaustion(None, config, lambda item, completion: None)
         guard = asyncio.create_task(StuckGuard(config, assignments, work, exhaustion,
                                                lambda item, completion: failed.append((item, completion))).run())
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: bool(failed), timeout_s=10, what="the guard to fail the blocking record")
         guard.cancel()
         assert failed and all(item is blocking for item, _ in failed)
         assert failed[0][1].error_type == "StuckRecordError" and not failed[0][1].ok

@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
@@ -85,8 +86,10 @@ class RepeatFilter(logging.Filter):
     poller thread, hence the lock.
     """
 
-    def __init__(self, interval_s: float = 10.0, max_kinds: int = 1000) -> None:
+    def __init__(self, interval_s: float = 10.0, max_kinds: int = 1000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        self._clock = clock
         self._interval_s = interval_s
         self._max_kinds = max_kinds
         self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}
@@ -98,7 +101,7 @@ class RepeatFilter(logging.Filter):
             return True
         message = record.getMessage()
         kind = (record.name, record.levelno, _VARYING.sub("#", message))
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             last = self._kinds.get(kind)
             if last is not None and now - last[0] < self._interval_s:
