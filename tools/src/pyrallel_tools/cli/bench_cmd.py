@@ -16,9 +16,11 @@ _PATH = click.Path(path_type=Path)
 @click.command()
 @click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS",
               help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS); not needed with --rebuild.")
-@click.option("--suite", type=click.Choice(["all", "core", "cpu"]), default="all", show_default=True,
+@click.option("--suite", type=click.Choice(["all", "core", "cpu", "rebalance"]), default="all", show_default=True,
               help="all: every workload and contender, latency and restart checks, peers included. core: no-op and "
-                   "I/O-bound, this library and the baseline. cpu: CPU-bound and no-op, process vs async engine.")
+                   "I/O-bound, this library and the baseline. cpu: CPU-bound and no-op, process vs async engine. "
+                   "rebalance: hand-over time when a member joins and leaves, a plain confluent-kafka group vs "
+                   "PyrallelConsumers (writes rebalance-*.json/md only).")
 @click.option("--noop-records", type=click.IntRange(1000), help="Records per no-op run (default 200,000).")
 @click.option("--io-records", type=click.IntRange(1000), help="Records per I/O-bound run (default 100,000).")
 @click.option("--cpu-records", type=click.IntRange(100), help="Records per CPU-bound run (default 6,000).")
@@ -28,6 +30,11 @@ _PATH = click.Path(path_type=Path)
 @click.option("--no-peers", is_flag=True, help="Only this library and the references.")
 @click.option("--no-latency", is_flag=True, help="Skip the rate-limited latency runs.")
 @click.option("--no-restart", is_flag=True, help="Skip the SIGKILL/restart duplicate check.")
+@click.option("--kafka", "kafka", multiple=True, metavar="KEY=VALUE",
+              help="Suite rebalance: an extra librdkafka property for both contenders (repeatable), e.g. "
+                   "heartbeat.interval.ms=500; recorded in the results.")
+@click.option("--repetitions", type=click.IntRange(1), default=3, show_default=True,
+              help="Suite rebalance: how many times each event (join, leave) is measured per contender.")
 @click.option("--out", type=_PATH, default=Path("benchmarks/results"), show_default=True,
               help="Results directory (JSON, markdown, PNG).")
 @click.option("--readme", type=_PATH, default=Path("benchmarks/README.md"), show_default=True,
@@ -47,16 +54,24 @@ _PATH = click.Path(path_type=Path)
               help="Rebuild tables, plots and the README section from a results JSON file (no broker).")
 def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, io_records: int | None,
           cpu_records: int | None, topic_records: int | None, max_seconds: float | None, workers: int | None,
-          no_peers: bool, no_latency: bool, no_restart: bool, out: Path, readme: Path, peers_dir: Path,
-          venv_root: Path, run_dir: Path, profile: str | None, profile_workload: str, profile_keys: int,
-          rebuild: Path | None) -> None:
+          no_peers: bool, no_latency: bool, no_restart: bool, kafka: tuple[str, ...], repetitions: int, out: Path,
+          readme: Path, peers_dir: Path, venv_root: Path, run_dir: Path, profile: str | None, profile_workload: str,
+          profile_keys: int, rebuild: Path | None) -> None:
     """Run the benchmark: this library against its baseline and its peers.
 
     Every contender consumes the same pre-produced topics (8 partitions; 100, 1,000 and 10,000 keys), each in
     its own process: the sequential baseline, this library's async and process engines, hand-rolled peers
     (AIOConsumer + gather, a thread pool), pyrallel-consumer 1.0.0, arroyo and Java parallel-consumer.
     Throughput, latency on a rate-limited run, peak RSS, CPU per 1,000 records and duplicates after a SIGKILL;
-    results under benchmarks/results/, tables and plots in benchmarks/README.md."""
+    results under benchmarks/results/, tables and plots in benchmarks/README.md.
+
+    ``--suite rebalance`` instead measures how long partitions go without an owner when a member joins and when
+    one leaves, for a plain confluent-kafka group and for PyrallelConsumers, one process per member."""
+    if suite == "rebalance":
+        _rebalance(bootstrap_servers, kafka, repetitions, out, run_dir, profile, rebuild)
+        return
+    if kafka:
+        raise click.UsageError("--kafka is only taken by --suite rebalance")
     from pyrallel_tools.benchmark.runner import plan_for, rebuild_outputs, run_bench
 
     name = "bench" if suite == "all" else suite
@@ -94,3 +109,28 @@ def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, i
         raise click.ClickException(str(exc)) from exc
     click.echo(markdown(report))
     click.echo(f"Results written to {out.resolve()} in {report.duration_s:.0f} s")
+
+
+def _rebalance(bootstrap_servers: str | None, kafka: tuple[str, ...], repetitions: int, out: Path, run_dir: Path,
+               profile: str | None, rebuild: Path | None) -> None:
+    """``--suite rebalance``: its own runner and result files (the other suites' options do not apply)."""
+    from pyrallel_tools.benchmark.rebalance import RebalancePlan, run_rebalance
+    from pyrallel_tools.benchmark.rebalance_member import parse_kafka
+    from pyrallel_tools.benchmark.rebalance_report import markdown as rebalance_markdown
+
+    if profile or rebuild is not None:
+        raise click.UsageError("--profile and --rebuild do not apply to --suite rebalance")
+    if not bootstrap_servers:
+        raise click.UsageError("--bootstrap-servers (or PYRALLEL_BOOTSTRAP_SERVERS) is required")
+    try:
+        properties = tuple(parse_kafka(kafka).items())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--kafka") from exc
+    plan = RebalancePlan(repetitions=repetitions, kafka=properties)
+    try:
+        report = run_rebalance(bootstrap_servers, plan, out, run_dir / "rebalance")
+    except (LocalKafkaError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(rebalance_markdown(report))
+    click.echo(f"Results written to {out.resolve()} (rebalance-latest.json, rebalance-latest.md) in "
+               f"{report.duration_s:.0f} s")
