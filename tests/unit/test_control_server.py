@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from tests.support import wait_for
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.lifecycle import LifecycleState, StaleGenerationError
+from pyrallel_consumer.control.positions import Position
 from pyrallel_consumer.control_server import (
     HttpServer,
     Request,
@@ -34,6 +35,7 @@ class FakeLifecycle:
     def __init__(self, state: LifecycleState = LifecycleState.ACTIVE, reachable: bool = True) -> None:
         self.state = state
         self.generation = 0
+        self.last_cause = "start"
         self.reachable = reachable
         self.calls: list[tuple[str, int | None, str]] = []
 
@@ -52,7 +54,8 @@ class FakeLifecycle:
     def request_pause(self, generation: int | None = None, cause: str = "") -> LifecycleState:
         return self._request("pause", LifecycleState.PAUSED, generation, cause)
 
-    def request_resume(self, generation: int | None = None, cause: str = "") -> LifecycleState:
+    def request_resume(self, generation: int | None = None, cause: str = "",
+                       positions: Sequence[Position] = ()) -> LifecycleState:
         return self._request("resume", LifecycleState.ACTIVE, generation, cause)
 
     async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool:

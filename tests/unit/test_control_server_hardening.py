@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from tests.unit.test_control_server import TOKEN, Reply, call
 
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.control.lifecycle import Lifecycle, LifecycleState
+from pyrallel_consumer.control.positions import Position
 from pyrallel_consumer.control_server import HttpServer, add_lifecycle_routes, create_control_server
 from pyrallel_consumer.control_server import server as server_module
 
@@ -36,12 +37,16 @@ class FakeCoordinator:
 
     def __init__(self) -> None:
         self.assigned: list[tuple[str, int]] = []
+        self.taken: list[list[Position]] = []
+        self.fail_with: Exception | None = None
 
     async def suspend(self, release: bool) -> None:
         return None
 
-    async def activate(self) -> None:
-        return None
+    async def activate(self, positions: Sequence[Position] = ()) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.taken.append(list(positions))
 
 
 class FakeObserver:
@@ -438,3 +443,75 @@ def test_loopback_detection_is_not_fooled_by_names() -> None:
     assert is_loopback_host("127.0.0.1") and is_loopback_host("::1") and is_loopback_host("localhost")
     assert not is_loopback_host("localhost.evil.example")
     assert not is_loopback_host("0.0.0.0")
+
+
+# ---- positions handed over on resume (blue/green strategy B) -------------------------------------------------
+
+POSITIONS = b'{"positions": [{"topic": "t", "partition": 0, "offset": 42, "metadata": "map"}, ' \
+            b'{"topic": "t", "partition": 1, "offset": 7}]}'
+
+
+async def paused_server(srv: HttpServer, lifecycle: Lifecycle) -> None:
+    assert (await call(srv, "POST", "/lifecycle/pause?wait=5")).status == 200
+    assert lifecycle.state is LifecycleState.PAUSED
+
+
+async def test_a_paused_consumer_takes_the_positions_of_a_resume(lifecycle_server: tuple[HttpServer, Lifecycle]
+                                                                 ) -> None:
+    srv, lifecycle = lifecycle_server
+    await paused_server(srv, lifecycle)
+    reply = await call(srv, "POST", "/lifecycle/resume?wait=5&generation=1", POSITIONS)
+    assert reply.status == 200, reply.body
+    coordinator = lifecycle._coordinator  # the fake
+    assert coordinator.taken[-1] == [Position("t", 0, 42, "map"), Position("t", 1, 7, None)]  # type: ignore[attr-defined]
+    # A later plain resume or pause/resume cycle does not take them again.
+    await paused_server(srv, lifecycle)
+    assert (await call(srv, "POST", "/lifecycle/resume?wait=5")).status == 200
+    assert coordinator.taken[-1] == []  # type: ignore[attr-defined]
+
+
+async def test_positions_are_refused_by_an_active_consumer(lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
+    srv, lifecycle = lifecycle_server
+    reply = await call(srv, "POST", "/lifecycle/resume?generation=3", POSITIONS)
+    assert reply.status == 409
+    assert "PAUSED" in reply.body["error"]
+    assert lifecycle.generation == 0, "a refused command does nothing"
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    (b'{"positions": [{"topic": "t", "partition": -1, "offset": 1}]}', "partition"),
+    (b'{"positions": [{"topic": "t", "partition": 0, "offset": "1"}]}', "offset"),
+    (b'{"positions": [{"partition": 0, "offset": 1}]}', "topic"),
+    (b'{"positions": [{"topic": "t", "partition": 0, "offset": 1, "epoch": 3}]}', "epoch"),
+    (b'{"positions": [{"topic": "t", "partition": 0, "offset": 1}, {"topic": "t", "partition": 0, "offset": 2}]}',
+     "two positions"),
+    (b'{"positions": {"t": 1}}', "list"),
+    (b'{"positions": [], "generation": 4}', "query"),
+])
+async def test_bad_positions_are_400_and_do_nothing(lifecycle_server: tuple[HttpServer, Lifecycle], body: bytes,
+                                                    fragment: str) -> None:
+    srv, lifecycle = lifecycle_server
+    await paused_server(srv, lifecycle)
+    reply = await call(srv, "POST", "/lifecycle/resume", body)
+    assert reply.status == 400
+    assert fragment in reply.body["error"]
+    assert lifecycle.state is LifecycleState.PAUSED
+
+
+async def test_a_pause_takes_no_positions(lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
+    srv, lifecycle = lifecycle_server
+    reply = await call(srv, "POST", "/lifecycle/pause", POSITIONS)
+    assert reply.status == 400
+    assert lifecycle.state is LifecycleState.ACTIVE
+
+
+async def test_a_resume_that_cannot_take_its_positions_stays_paused_and_says_why(
+        lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
+    srv, lifecycle = lifecycle_server
+    await paused_server(srv, lifecycle)
+    lifecycle._coordinator.fail_with = RuntimeError("commit refused")  # type: ignore[attr-defined]
+    reply = await call(srv, "POST", "/lifecycle/resume?wait=5", POSITIONS)
+    assert reply.status == 500
+    assert "commit refused" in reply.body["error"]
+    assert lifecycle.state is LifecycleState.PAUSED
+

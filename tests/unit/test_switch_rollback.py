@@ -29,12 +29,14 @@ class Recorder:
         if call in self.fail:
             raise SwitchError(f"{call} failed")
 
-    def lifecycle(self, color: str, command: str, generation: int, wait_s: float = 60.0) -> None:
+    def lifecycle(self, color: str, command: str, generation: int, wait_s: float = 60.0,
+                  body: object = None) -> None:
         self.generations.append((f"{command} {color}", generation))
         self._do(f"{command} {color}")
 
-    def copy(self, source: str, target: str) -> None:
+    def copy(self, source: str, target: str, write: bool) -> list[dict[str, object]]:
         self._do(f"copy {source}->{target}")
+        return []
 
     def write(self, deployment: str, color: str, generation: int) -> None:
         self.generations.append((f"write {color}", generation))
@@ -52,7 +54,8 @@ def _controller(monkeypatch: pytest.MonkeyPatch, fail: set[str]) -> tuple[Switch
     controller = SwitchController(deployment, "ctl")
     monkeypatch.setattr(controller, "current", lambda: None)
     monkeypatch.setattr(controller, "_lifecycle_all", recorder.lifecycle)
-    monkeypatch.setattr(controller, "_copy_group_offsets", recorder.copy)
+    monkeypatch.setattr(controller, "_group_positions", recorder.copy)
+    monkeypatch.setattr(controller_module, "_status", lambda url, token: {"pause_mode": "release"})
     return controller, recorder
 
 

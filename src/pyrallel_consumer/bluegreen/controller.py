@@ -195,17 +195,53 @@ class SwitchController:
         if strategy == "E":
             self._connect_stop_and_copy(result, self.deployment.connector(from_color),
                                         self.deployment.connector(to_color))
-        else:
+        positions: list[dict[str, Any]] = []
+        if strategy != "E":
             with self._step(result, f"pause {from_color}"):
                 self._lifecycle_all(from_color, "pause", generation)
             if strategy == "B":
-                with self._step(result, f"copy offsets {from_color} -> {to_color}"):
-                    self._copy_group_offsets(self.deployment.groups[from_color], self.deployment.groups[to_color])
+                positions = self._hand_over(result, from_color, to_color)
         with self._step(result, _record_step(to_color)):
             self._writer.write(self.deployment.name, to_color, generation)
-        self._start(strategy, result, to_color, generation)
+        self._start(strategy, result, to_color, generation, positions=positions)
 
-    def _start(self, strategy: str, result: SwitchResult, color: str, generation: int, prefix: str = "") -> None:
+    def _hand_over(self, result: SwitchResult, from_color: str, to_color: str,
+                   prefix: str = "") -> list[dict[str, Any]]:
+        """Strategy B: the old color's committed offsets, for the new color to start from.
+
+        Offsets can be written into a group from outside only while it has no members. A new color whose
+        instances stay in their group while paused (``pause_mode="hold"``, the fast way: no join, no rebalance
+        round) gets them with its resume command instead, and each instance commits them into its group itself
+        (see ``pyrallel_consumer.control.positions``): they are returned then. Instances that left their group
+        when paused (``"release"``) get them written into the group, once it is empty, and ``[]`` is returned.
+        """
+        source, target = self.deployment.groups[from_color], self.deployment.groups[to_color]
+        with self._step(result, f"{prefix}hand over offsets {from_color} -> {to_color}"):
+            holding = all(_status(url, self.deployment.token).get("pause_mode") == "hold"
+                          for url in self.deployment.instances[to_color])
+            return self._group_positions(source, target, write=not holding)
+
+    def _group_positions(self, source: str, target: str, write: bool) -> list[dict[str, Any]]:
+        """``source``'s committed offsets as resume positions for ``target``'s members, or (``write``) written
+        into ``target`` once it is empty (then ``[]``)."""
+        admin = AdminClient({"bootstrap.servers": self.deployment.bootstrap})
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(source)])[source]
+        offsets = [tp for tp in future.result(timeout=30).topic_partitions if tp.offset >= 0]
+        if not offsets:
+            raise SwitchError(f"group {source} has no committed offsets to hand over")
+        if not write:
+            log.info("Handing %d committed offsets of %s to the members of %s", len(offsets), source, target)
+            return [{"topic": tp.topic, "partition": tp.partition, "offset": tp.offset, "metadata": tp.metadata}
+                    for tp in offsets]
+        _wait_group_empty(admin, target)
+        copies = [TopicPartition(tp.topic, tp.partition, tp.offset, tp.metadata) for tp in offsets]
+        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(target, copies)])[
+            target].result(timeout=30)
+        log.info("Copied %d committed offsets from %s to %s", len(copies), source, target)
+        return []
+
+    def _start(self, strategy: str, result: SwitchResult, color: str, generation: int, prefix: str = "",
+               positions: list[dict[str, Any]] | None = None) -> None:
         if strategy == "E":
             name = self.deployment.connector(color)
             with self._step(result, f"{prefix}resume connector {name}"):
@@ -213,7 +249,7 @@ class SwitchController:
                 _wait_connector(str(self.deployment.connect_url), name, "RUNNING")
         else:
             with self._step(result, f"{prefix}resume {color}"):
-                self._lifecycle_all(color, "resume", generation)
+                self._lifecycle_all(color, "resume", generation, body={"positions": positions} if positions else None)
 
     def _roll_back(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
                    switch_generation: int) -> None:
@@ -232,6 +268,7 @@ class SwitchController:
         """
         started_new = any(step.ok and step.name == _record_step(to_color) for step in result.steps)
         generation = switch_generation + 1 if started_new else switch_generation
+        positions: list[dict[str, Any]] = []
         try:
             if started_new:
                 if strategy == "E":
@@ -241,18 +278,17 @@ class SwitchController:
                     with self._step(result, f"rollback: pause {to_color}"):
                         self._lifecycle_all(to_color, "pause", generation)
                     if strategy == "B":
-                        with self._step(result, f"rollback: copy offsets {to_color} -> {from_color}"):
-                            self._copy_group_offsets(self.deployment.groups[to_color],
-                                                     self.deployment.groups[from_color])
+                        positions = self._hand_over(result, to_color, from_color, prefix="rollback: ")
                 with self._step(result, f"rollback: {_record_step(from_color)}"):
                     self._writer.write(self.deployment.name, from_color, generation)
-            self._start(strategy, result, from_color, generation, prefix="rollback: ")
+            self._start(strategy, result, from_color, generation, prefix="rollback: ", positions=positions)
             result.rolled_back = True
         except SwitchError as exc:
             log.error("Rollback to %s failed: %s", from_color, exc)
             result.error = f"{result.error}; rollback failed: {exc}"
 
-    def _lifecycle_all(self, color: str, command: str, generation: int, wait_s: float = 60.0) -> None:
+    def _lifecycle_all(self, color: str, command: str, generation: int, wait_s: float = 60.0,
+                       body: dict[str, Any] | None = None) -> None:
         urls = self.deployment.instances.get(color, [])
         if not urls:
             raise SwitchError(f"no {color} instances are known")
@@ -265,7 +301,7 @@ class SwitchController:
             while True:
                 try:
                     return http_json("POST", f"{url}/lifecycle/{command}?wait={wait_s:g}&generation={generation}",
-                                     token=self.deployment.token, timeout_s=wait_s + 10)
+                                     body, token=self.deployment.token, timeout_s=wait_s + 10)
                 except UnreachableError:
                     if time.monotonic() > deadline:
                         raise
@@ -276,20 +312,6 @@ class SwitchController:
         wrong = [f"{u}: {a}" for u, a in zip(urls, answers, strict=True) if not a or a.get("state") != want]
         if wrong:
             raise SwitchError(f"not {want}: {'; '.join(wrong)}")
-
-    def _copy_group_offsets(self, source_group: str, target_group: str) -> None:
-        """Strategy B: write exactly the source group's committed offsets (and offset maps) into the target."""
-        admin = AdminClient({"bootstrap.servers": self.deployment.bootstrap})
-        _wait_group_empty(admin, source_group)
-        _wait_group_empty(admin, target_group)
-        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(source_group)])[source_group]
-        offsets = [tp for tp in future.result(timeout=30).topic_partitions if tp.offset >= 0]
-        if not offsets:
-            raise SwitchError(f"group {source_group} has no committed offsets to copy")
-        copies = [TopicPartition(tp.topic, tp.partition, tp.offset, tp.metadata) for tp in offsets]
-        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(target_group, copies)])[
-            target_group].result(timeout=30)
-        log.info("Copied %d committed offsets from %s to %s", len(copies), source_group, target_group)
 
     def _check_health(self, color: str, health: HealthCheck) -> None:
         """Ready in time, then an error rate under the threshold over the window (all instances together)."""
@@ -342,7 +364,7 @@ def _status(url: str, token: str | None) -> dict[str, Any]:
 
 
 def _wait_group_empty(admin: AdminClient, group: str, timeout_s: float = 60.0) -> None:
-    """Offsets may only be written into a group without members; wait for the old members to leave."""
+    """Offsets may only be written into a group without members; wait for its last members to leave."""
     deadline = time.monotonic() + timeout_s
     while True:
         description = admin.describe_consumer_groups([group])[group].result(timeout=30)

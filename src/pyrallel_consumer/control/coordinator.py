@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig
 from pyrallel_consumer.control.assignments import Assignments
@@ -22,6 +22,7 @@ from pyrallel_consumer.control.exhaustion import Exhaustion, ExhaustionPolicy
 from pyrallel_consumer.control.metrics_view import Counts, metrics_snapshot
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets, TopicPartitionKey
+from pyrallel_consumer.control.positions import Position
 from pyrallel_consumer.control.progress import Progress
 from pyrallel_consumer.control.stuck_guard import StuckGuard
 from pyrallel_consumer.control.work_manager import QueuedRecord, WorkManager
@@ -148,11 +149,14 @@ class Coordinator:
             self._released = True
             await self._progress.until(lambda: not self._assignments, self._config.rebalance_grace_ms / 1000 + 30)
 
-    async def activate(self) -> None:
-        """Process again: rejoin the group if it was left, resume fetching, dispatch what is queued."""
+    async def activate(self, positions: Sequence[Position] = ()) -> None:
+        """Process again: take handed-over ``positions`` first (see ``BrokerPoller.take_positions``), rejoin the
+        group if it was left, resume fetching, dispatch what is queued."""
         poller = self._poller
         if poller is None or self._stopping:
             return
+        if positions:
+            await poller.take_positions(positions)
         poller.resume_all()
         if self._released:
             await poller.set_subscribed(True)
@@ -234,6 +238,17 @@ class Coordinator:
     def on_lost(self, partitions: list[TopicPartitionKey]) -> None:
         self._counts.rebalances["lost"] += len(partitions)
         self._observer.rebalanced("lost", len(partitions))
+        self._forget_partitions(partitions)
+
+    def on_repositioned(self, assignments: list[Assignment]) -> None:
+        """Held partitions restarted from handed-over positions: what was queued for them is dropped (it was
+        fetched from the old position), and each gets a new tracker. Not a rebalance: nothing is counted."""
+        self._forget_partitions([(a.topic, a.partition) for a in assignments])
+        for a in assignments:
+            self._assignments.assign(a)
+
+    def _forget_partitions(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Drop everything of these partitions' current assignments without committing."""
         targets = set(partitions)
         self._work.drop_partitions(targets)
         self._cancel_in_flight([q for q in self._work.in_flight_items() if q.offsets.topic_partition in targets])

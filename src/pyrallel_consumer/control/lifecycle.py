@@ -10,8 +10,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from pyrallel_consumer.control.positions import Position, check_distinct
 
 if TYPE_CHECKING:
     from pyrallel_consumer.config import ConsumerConfig
@@ -35,6 +38,11 @@ class GenerationError(ValueError):
     Raised on the event-loop thread by ``Lifecycle.request_pause/request_resume/pause/resume``; the control
     server answers it with HTTP 409.
     """
+
+
+class PositionsRefusedError(ValueError):
+    """Positions came with a resume of a consumer that is not paused: taking them would move an active consumer
+    (or one about to be) back or forth under its own progress. Nothing changed; the control server answers 409."""
 
 
 class StaleGenerationError(GenerationError):
@@ -63,6 +71,8 @@ class Lifecycle:
         self.last_cause = "start"
         self._changed = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._positions: tuple[Position, ...] = ()
+        """Handed-over positions of the resume under way, taken on the way to ACTIVE (then cleared)."""
 
     def _enter(self, state: LifecycleState, cause: str) -> None:
         if state is self.state:
@@ -104,13 +114,25 @@ class Lifecycle:
         """Ask for PAUSED; returns the state the consumer is heading to (DRAINING while it drains)."""
         return self._request(LifecycleState.PAUSED, generation, cause)
 
-    def request_resume(self, generation: int | None = None, cause: str = "resume requested") -> LifecycleState:
-        return self._request(LifecycleState.ACTIVE, generation, cause)
+    def request_resume(self, generation: int | None = None, cause: str = "resume requested",
+                       positions: Sequence[Position] = ()) -> LifecycleState:
+        """Ask for ACTIVE; with ``positions`` (only while PAUSED), start from them (see ``control.positions``)."""
+        if positions:
+            check_distinct(positions)
+            if self.state is not LifecycleState.PAUSED or self._desired is not LifecycleState.PAUSED:
+                raise PositionsRefusedError(f"positions are taken only by a PAUSED consumer; this one is "
+                                            f"{self.state.value} (heading to {self._desired.value})")
+        heading = self._request(LifecycleState.ACTIVE, generation, cause)
+        if positions:
+            self._positions = tuple(positions)
+        return heading
 
     def _request(self, desired: LifecycleState, generation: int | None, cause: str) -> LifecycleState:
         if self.state in (LifecycleState.STOPPED, LifecycleState.STARTING):
             raise RuntimeError(f"the consumer is {self.state.value}; lifecycle commands need it running")
         self._fence(generation)
+        if desired is LifecycleState.PAUSED:
+            self._positions = ()  # a pause overtakes the resume that brought them
         self._desired = desired
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._apply(cause), name="pyrallel-lifecycle")
@@ -125,7 +147,16 @@ class Lifecycle:
                 await self._coordinator.suspend(release=self._config.pause_mode == "release")
                 self._enter(LifecycleState.PAUSED, cause)
             else:
-                await self._coordinator.activate()
+                positions, self._positions = self._positions, ()
+                try:
+                    await self._coordinator.activate(positions)
+                except Exception as exc:  # noqa: BLE001 - the consumer stays PAUSED; the cause says why
+                    log.error("Resume failed, staying PAUSED: %s", exc)
+                    self._desired = LifecycleState.PAUSED
+                    self.last_cause = f"resume failed: {exc}"
+                    self._changed.set()
+                    self._changed = asyncio.Event()
+                    return
                 self._enter(LifecycleState.ACTIVE, cause)
 
     @property
@@ -142,6 +173,8 @@ class Lifecycle:
         """Wait until the consumer is in ``state``; False when the timeout passed first."""
         deadline = time.monotonic() + timeout_s
         while self.state is not state:
+            if self._desired is not state and self.state is not LifecycleState.DRAINING:
+                return False  # another request (or a failed resume) turned it away from ``state``
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -153,8 +186,9 @@ class Lifecycle:
         self.request_pause(generation)
         return await self.wait_for(LifecycleState.PAUSED, timeout_s)
 
-    async def resume(self, timeout_s: float = 60.0, generation: int | None = None) -> bool:
-        self.request_resume(generation)
+    async def resume(self, timeout_s: float = 60.0, generation: int | None = None,
+                     positions: Sequence[Position] = ()) -> bool:
+        self.request_resume(generation, positions=positions)
         return await self.wait_for(LifecycleState.ACTIVE, timeout_s)
 
     def status(self) -> dict[str, Any]:

@@ -4,9 +4,11 @@ health probes /healthz and /readyz. Routes run on the consumer's event loop and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pyrallel_consumer.control.lifecycle import GenerationError, LifecycleState
+from pyrallel_consumer.control.lifecycle import GenerationError, LifecycleState, PositionsRefusedError
+from pyrallel_consumer.control.positions import Position, positions_from_json
 from pyrallel_consumer.control_server.messages import HttpError, Request, Response
 from pyrallel_consumer.control_server.server import HttpServer
 
@@ -22,13 +24,15 @@ class LifecycleControl(Protocol):
 
     state: LifecycleState
     generation: int
+    last_cause: str
 
     @property
     def ready(self) -> bool: ...
 
     def request_pause(self, generation: int | None = None, cause: str = ...) -> LifecycleState: ...
 
-    def request_resume(self, generation: int | None = None, cause: str = ...) -> LifecycleState: ...
+    def request_resume(self, generation: int | None = None, cause: str = ...,
+                       positions: Sequence[Position] = ()) -> LifecycleState: ...
 
     async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool: ...
 
@@ -72,13 +76,15 @@ def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl) -> Non
 async def _transition(request: Request, lifecycle: LifecycleControl, target: LifecycleState) -> Response:
     """202 with the state the request leads to; with ``?wait=S`` 200 once ``target`` is reached, else 504."""
     request.allow_query("wait", "generation")
-    _refuse_body(request)
+    positions = _positions(request) if target is LifecycleState.ACTIVE else _refuse_body(request)
     wait_s = request.query_float("wait", 0.0, MAX_WAIT_S)
     generation = request.query_int("generation", 0, 2**63 - 1)
-    ask = lifecycle.request_pause if target is LifecycleState.PAUSED else lifecycle.request_resume
     try:
-        heading = ask(generation, cause=f"{'pause' if target is LifecycleState.PAUSED else 'resume'} over HTTP")
-    except GenerationError as exc:  # older than the current one, or too far ahead of it: nothing changed
+        if target is LifecycleState.PAUSED:
+            heading = lifecycle.request_pause(generation, cause="pause over HTTP")
+        else:
+            heading = lifecycle.request_resume(generation, cause="resume over HTTP", positions=positions)
+    except (GenerationError, PositionsRefusedError) as exc:  # nothing changed
         raise HttpError(409, str(exc), generation=lifecycle.generation, state=lifecycle.state.value) from None
     except RuntimeError as exc:  # STARTING or STOPPED: retry later
         raise HttpError(503, str(exc), state=lifecycle.state.value) from None
@@ -86,23 +92,41 @@ async def _transition(request: Request, lifecycle: LifecycleControl, target: Lif
         return Response(202, {"state": heading.value, "target": target.value, "generation": lifecycle.generation})
     if await lifecycle.wait_for(target, wait_s):
         return Response(200, {"state": target.value, "target": target.value, "generation": lifecycle.generation})
+    if lifecycle.last_cause.startswith("resume failed"):
+        raise HttpError(500, lifecycle.last_cause, state=lifecycle.state.value, target=target.value,
+                        generation=lifecycle.generation)
     raise HttpError(504, f"not {target.value} after {wait_s:g}s", state=lifecycle.state.value,
                     target=target.value, generation=lifecycle.generation)
 
 
-def _refuse_body(request: Request) -> None:
-    """Lifecycle commands take their parameters from the query string only.
+def _refuse_body(request: Request) -> list[Position]:
+    """Lifecycle commands take their parameters from the query string only (a resume's positions aside).
 
     A body that is not JSON is a 400, and so is JSON with content (e.g. ``{"generation": 9}``): a parameter
     put in the body would otherwise be ignored silently, and a command the caller believes fenced would not
     be. No body, a blank one, ``{}`` and ``null`` are accepted, as HTTP clients send them by habit.
     """
     if not request.body.strip():
-        return
+        return []
     content = request.json()
     if content is not None and content != {}:
         raise HttpError(400, "lifecycle commands take no body: give generation and wait in the query string "
-                             "(?generation=N&wait=S)")
+                             "(?generation=N&wait=S); a resume may carry {\"positions\": [...]}")
+    return []
+
+
+def _positions(request: Request) -> list[Position]:
+    """A resume's body: nothing (as for a pause), or ``{"positions": [{"topic", "partition", "offset",
+    "metadata"}, ...]}`` handed over from another group (blue/green strategy B)."""
+    if not request.body.strip():
+        return []
+    content = request.json()
+    if not isinstance(content, dict) or set(content) - {"positions"}:
+        return _refuse_body(request)
+    try:
+        return positions_from_json(content.get("positions", []))
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 def create_control_server(config: ConsumerConfig, lifecycle: LifecycleControl) -> HttpServer:

@@ -18,12 +18,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
+from pyrallel_consumer.control.positions import Position
 from pyrallel_consumer.kafka.assignment_table import AssignmentTable
 from pyrallel_consumer.kafka.clients import KafkaClients
 from pyrallel_consumer.kafka.commits import CommitSender
@@ -38,6 +39,17 @@ _GATE_WAIT_S = 0.002
 _PROBE_TIMEOUT_S = 0.5
 _PROBE_PERIOD_S = 1.0
 """Until a broker has answered: how long one metadata request may wait, and how often one is sent."""
+
+_WAKE_TIMEOUT_S = 2.0
+_POSITIONS_TIMEOUT_S = 30.0
+_REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+                          KafkaError.UNKNOWN_MEMBER_ID})
+"""Commit errors of a group that is rebalancing (or of a member about to rejoin): worth another try."""
+
+
+class _RebalancingError(Exception):
+    """A commit of handed-over positions was refused while the group rebalanced."""
+
 
 Command = Callable[[Consumer], None]
 """A step the poller thread runs with its Consumer (the loop queues them)."""
@@ -116,6 +128,27 @@ class BrokerPoller:
         and their offsets are committed first.
         """
         await self._call(self._subscribe if subscribed else self._unsubscribe)
+
+    async def take_positions(self, positions: Sequence[Position]) -> None:
+        """Commit ``positions`` into this consumer's group, then restart the partitions it holds from them.
+
+        Called by the Coordinator on resume while fetching is paused. Every position is committed (not only
+        those of held partitions), so a partition assigned to any member later starts there too. The held ones
+        get a new assignment epoch (the loop drops what it queued under the old one) and a seek, which makes
+        librdkafka discard what it fetched before. A commit refused because the group is rebalancing is tried
+        again (the thread serves the rebalance in between) for up to ``_POSITIONS_TIMEOUT_S``; then, or on any
+        other failure, KafkaException.
+        """
+        deadline = time.monotonic() + _POSITIONS_TIMEOUT_S
+        while True:
+            try:
+                await self._call(lambda consumer: self._take_positions(consumer, positions))
+                return
+            except _RebalancingError as exc:
+                if time.monotonic() > deadline:
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
+                                                    f"{exc} (for {_POSITIONS_TIMEOUT_S:g}s)")) from None
+                await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         """Leave the group (the revoke callback commits) and end the thread; the thread is gone on return."""
@@ -254,6 +287,29 @@ class BrokerPoller:
             if high is not None and high >= 0:
                 self.high_watermarks[(topic, partition)] = high
 
+    def _take_positions(self, consumer: Consumer, positions: Sequence[Position]) -> None:
+        offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in positions]
+        try:
+            results = consumer.commit(offsets=offsets, asynchronous=False)
+            errors = [tp.error for tp in results or [] if tp.error is not None]
+        except KafkaException as exc:
+            errors = [exc.args[0]]
+        if errors:
+            message = "committing the handed-over positions failed: " + "; ".join(map(str, errors))
+            if all(isinstance(e, KafkaError) and e.code() in _REBALANCING for e in errors):
+                raise _RebalancingError(message)
+            raise KafkaException(KafkaError(KafkaError._STATE, message))
+        held = [TopicPartition(p.topic, p.partition) for p in positions if (p.topic, p.partition) in self._assigned]
+        log.info("Took %d handed-over position(s); restarting %s from them", len(positions),
+                 partition_names([(tp.topic, tp.partition) for tp in held]) or "no held partition")
+        if not held:
+            return
+        assignments, starts = self._table.assign(consumer, held)  # reads back what was just committed
+        self._post(self._sink.on_repositioned, assignments)
+        for tp in starts:
+            if tp.offset >= 0:
+                consumer.seek(tp)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assignments, to_assign = self._table.assign(consumer, partitions)
         log.info("Assigned %s", ", ".join(f"{a.topic}[{a.partition}]@{a.committed_offset}" for a in assignments))
@@ -293,6 +349,32 @@ class BrokerPoller:
     def _set_pause_all(self, consumer: Consumer, value: bool) -> None:
         self._pause_all = value
         self._sync_paused(consumer)
+        if not value:
+            self._wake_fetchers(consumer)
+
+    def _wake_fetchers(self, consumer: Consumer) -> None:
+        """Make each leader's fetcher notice the resumed partitions now, not up to a second later.
+
+        librdkafka's broker thread re-decides what to fetch when it wakes; with every partition paused it has
+        nothing to fetch and sleeps up to 1 s, and a resume does not wake it (measured: the first record came
+        1.0 s after the resume, with or without a seek). Any request to that broker does: one ListOffsets per
+        leader of the resumed partitions (1 ms on loopback), after one metadata request. Only the lifecycle
+        resume does this; a partition resumed by backpressure has busy fetchers beside it. Best effort.
+        """
+        fetchable = sorted(set(self._assigned) - self._paused)
+        if not fetchable:
+            return
+        try:
+            leaders: dict[int, TopicPartition] = {}
+            for topic in sorted({t for t, _ in fetchable}):
+                partitions = consumer.list_topics(topic, timeout=_WAKE_TIMEOUT_S).topics[topic].partitions
+                for t, p in fetchable:
+                    if t == topic and p in partitions:
+                        leaders.setdefault(partitions[p].leader, TopicPartition(t, p))
+            for tp in leaders.values():
+                consumer.get_watermark_offsets(tp, timeout=_WAKE_TIMEOUT_S, cached=False)
+        except (KafkaException, KeyError) as exc:
+            log.debug("Waking the fetchers after a resume failed (they wake within 1 s anyway): %s", exc)
 
     def _sync_paused(self, consumer: Consumer) -> None:
         """Make librdkafka's paused set match: everything under pause_all or a long-closed gate, else the
