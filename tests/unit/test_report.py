@@ -118,9 +118,9 @@ C_AUTO_ROLLBACK = run("C", 5, "PASS", [switch("C", "switch", T0 + 8, 5.65, steps
 
 
 C_FELT = {**C_NORMAL,
-          "switch_impact": [{"index": 0, "action": "switch", "strategy": "C", "processing_gap_s": 3.011,
-                             "processing_gap_end": T0 + 11.08, "latency_p50_s": 0.0, "latency_p99_s": 0.141,
-                             "latency_max_s": 0.172, "records": 321}],
+          "switches": [{**C_NORMAL["switches"][0], "processing_gap_s": 3.011, "processing_gap_end": T0 + 11.08,
+                        "latency_p50_s": 0.0, "latency_p99_s": 0.141, "latency_max_s": 0.172,
+                        "latency_records": 321}],
           "latency": [{"t": T0 + t, "p50_s": 0.01, "max_s": 3.0 if t == 8 else 0.1, "records": 100}
                       for t in range(20)]}
 

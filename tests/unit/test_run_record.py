@@ -16,8 +16,9 @@ from pyrallel_tools.bluegreen.run_record import (
     Event,
     LatencyPoint,
     RunRecord,
+    RunSwitch,
     Sample,
-    SwitchImpact,
+    SwitchFigures,
     ValidationSummary,
     read_run_record,
     write_run_record,
@@ -42,15 +43,15 @@ def judged() -> ValidationReport:
 
 def record() -> RunRecord:
     """A run as the scenario runner builds it, with the judge's real JSON as its validation section."""
-    switch = SwitchResult("C", "switch", "blue", "green", 2, T0 + 1, 0.3, True, False, None,
+    result = SwitchResult("C", "switch", "blue", "green", 2, T0 + 1, 0.3, True, False, None,
                           [Step("pause blue", T0 + 1, 0.2, True), Step("resume green", T0 + 1.2, 0.1, True)])
+    switch = RunSwitch.of(result, SwitchFigures(2.5, T0 + 3.5, 0.01, 2.4, 2.5, 30), None)
     return RunRecord(
         verdict="FAIL", cause="lost records: 1 (target 0)", strategy="C", scenario=1, variant=None,
         title="Normal blue -> green switch", run_id="C1-abc123", started_at=T0, ended_at=T0 + 9.5,
         environment={"kafka": "4.1.1", "partitions": 8, "rate_per_s": 100.0},
         conditions={"groups": {"blue": "g", "green": "g"}, "lag_at_switch": None},
         switches=[switch],
-        switch_impact=[SwitchImpact(0, "switch", "C", 2.5, T0 + 3.5, 0.01, 2.4, 2.5, 30)],
         latency=[LatencyPoint(T0, 0.01, 0.02, 10), LatencyPoint(T0 + 1, 0.5, 2.5, 10)],
         validation=ValidationSummary.model_validate(judged().to_dict()),
         samples=[Sample(T0 + 0.5, "blue", "blue-1", "ACTIVE", 0, 1, 0, 8),
@@ -118,7 +119,11 @@ def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path
     log = write_logs(run.spec.work)
     run.fleet.instances["blue"].append(Instance("blue", "blue-1", "g", 1, log, []))
     original = record()
-    run.switches = [*original.switches, SwitchResult("C", "rollback", "green", "blue", 3, T0 + 4, 0.5, True)]
+    first = original.switches[0]
+    run.switches = [SwitchResult(first.strategy, first.action, first.from_color, first.to_color, first.generation,
+                                 first.started_at, first.seconds, first.ok, first.rolled_back, first.error,
+                                 first.steps),
+                    SwitchResult("C", "rollback", "green", "blue", 3, T0 + 4, 0.5, True)]
     for sample in original.samples:
         run.recorder.add(sample)
     run.recorder.event("switch_start", "C -> green")
@@ -127,23 +132,30 @@ def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path
 
     back = read_run_record(tmp_path / "run" / f"{run.spec.run_id}.json")
     assert back.model_dump(mode="json", by_alias=True) == result
-    assert (back.verdict, back.cause) == ("FAIL", "lost records: 1 (target 0)")
+    assert (back.verdict, back.cause) == ("FAIL", "lost records: 1 (target 0); switch 0 processing gap: 2.000 s "
+                                                  "(target < 1 s)")
     assert back.validation.dual_active_count == result["validation"]["dual_active_count"] == 0
-    assert [c.name for c in back.criteria] == ["lost records", "dual-active windows", "switch to green time",
-                                               "switch to green succeeded", "rollback time"]
+    assert [c.name for c in back.criteria] == ["lost records", "dual-active windows", "order violations",
+                                               "longest an active instance owned no partition",
+                                               "switch 0 to green succeeded", "switch 0 processing gap",
+                                               "rollback 1 processing gap"]
     assert back.conditions["pending_after_drain"] == 1
     # The switch (at 1.0 s) left partition 0 without a handler for 2 s; the rollback (at 4.0 s) for 10 ms.
-    gaps = [(i.index, i.action, i.processing_gap_s) for i in back.switch_impact]
-    assert gaps == [(0, "switch", pytest.approx(2.0)), (1, "rollback", pytest.approx(0.01, abs=1e-5))]
-    assert back.switch_impact[0].latency_max_s == pytest.approx(2.0)
-    assert back.switch_impact[0].processing_gap_end == T0 + 3.0
+    gaps = [(s.action, s.processing_gap_s) for s in back.switches]
+    assert gaps == [("switch", pytest.approx(2.0)), ("rollback", pytest.approx(0.01, abs=1e-5))]
+    assert back.switches[0].latency_max_s == pytest.approx(2.0)
+    assert back.switches[0].processing_gap_end == T0 + 3.0
+    assert [c.passed for c in back.criteria if c.name.endswith("processing gap")] == [False, True]
     assert back.latency[0].t == T0 and back.latency[1].max_s == pytest.approx(2.0)
 
 
 def test_files_from_before_the_switch_impact_read_without_it(tmp_path: Path, written: dict[str, Any]) -> None:
-    del written["switch_impact"], written["latency"]
+    for name in ("processing_gap_s", "processing_gap_end", "latency_p50_s", "latency_p99_s", "latency_max_s",
+                 "latency_records", "automatic_rollback"):
+        del written["switches"][0][name]
+    del written["latency"]
     back = read_run_record(write(tmp_path, written))
-    assert (back.switch_impact, back.latency) == ([], [])
+    assert (back.switches[0].processing_gap_s, back.switches[0].latency_records, back.latency) == (None, 0, [])
 
 
 def test_samples_and_events_are_read_in_time_order(tmp_path: Path, written: dict[str, Any]) -> None:
@@ -168,8 +180,8 @@ def test_samples_and_events_are_read_in_time_order(tmp_path: Path, written: dict
      "criteria[0].pass: expected true or false, got None"),
     (lambda d: d.update(verdict="OK"), "verdict: expected PASS or FAIL, got 'OK'"),
     (lambda d: d.update(switches={}), "switches: expected a list"),
-    (lambda d: d["switch_impact"][0].pop("processing_gap_s"),
-     "switch_impact[0].processing_gap_s: missing"),
+    (lambda d: d["switches"][0].update(processing_gap_s="2"),
+     "switches[0].processing_gap_s: expected a number, got '2'"),
 ])
 def test_a_bad_field_is_a_value_error_naming_it(tmp_path: Path, written: dict[str, Any], edit: Any,
                                                  message: str) -> None:

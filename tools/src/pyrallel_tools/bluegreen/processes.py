@@ -109,10 +109,14 @@ class Fleet:
                 "--group", group, "--color", color, "--instance-id", f"{color}-{n}", "--workload",
                 options.workload, "--commit-interval-ms", "200", "--until-signal", "--max-retries", "1",
                 "--deployment", spec.deployment_name, "--on-exhausted", "keep"]
+        if spec.strategy == "B":  # each color in its own group: stay joined while paused, take positions on resume
+            args += ["--pause-mode", "hold"]
         if spec.scenario == 5 and color == "green":
             args += ["--fault-failure-rate", "0.9"]
         if spec.scenario == 4:  # a killed member is noticed after the session timeout: keep it short
             args += ["--kafka", "session.timeout.ms=10000"]
+        for pair in options.consumer_kafka:
+            args += ["--kafka", pair]
         if spec.variant == "static":
             args += ["--group-instance-id", f"{spec.run_id}-{color}-{n}"]
         return args

@@ -10,9 +10,9 @@ has it, e.g. ``switches[0].steps[1].ok: expected true or false, got 1``, ``verdi
 None`` (absent) or ``cause: missing``; the report lists it next to the file's name.
 
 Switches are the controller's own :class:`~pyrallel_consumer.bluegreen.controller.SwitchResult` records, timed
-by the controller's steps; what the records felt of each switch (the processing gap and the end-to-end latency,
-measured from the logs by :mod:`pyrallel_tools.bluegreen.validation.switch_impact`) is in ``switch_impact`` and
-``latency``, which files written before them do without.  The ``validation`` section is the judge's JSON
+by the controller's steps, each with what the records felt of it (the processing gap and the end-to-end latency,
+measured from the logs by :mod:`pyrallel_tools.bluegreen.validation.switch_impact`; see :class:`RunSwitch`),
+and the run's ``latency`` series; files written before them do without.  The ``validation`` section is the judge's JSON
 (``ValidationReport.to_dict``), of which the model types the counts the report reads and keeps the rest as it is.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ __all__ = [
     "Event",
     "LatencyPoint",
     "RunRecord",
+    "RunSwitch",
     "Sample",
-    "SwitchImpact",
+    "SwitchFigures",
     "ValidationSummary",
     "read_run_record",
     "write_run_record",
@@ -83,13 +85,9 @@ class Criterion:
 
 
 @dataclass(frozen=True, slots=True, config=_STRICT)
-class SwitchImpact:
-    """What the records felt of one switch or rollback, from the logs; None where no record tells (sink files)."""
+class SwitchFigures:
+    """What the records felt of one switch or rollback, from the logs; None where no record tells."""
 
-    index: int
-    """The switch's place in ``switches`` (0 first), where its controller step time is."""
-    action: str
-    strategy: str
     processing_gap_s: float | None
     """The longest time a record handled from the switch's start until the next switch (or the run's end) waited
     on its partition with no one handling it: ``h(r) - max(produced(r), h(previous record of the partition))``."""
@@ -102,6 +100,35 @@ class SwitchImpact:
     latency_max_s: float | None
     records: int
     """Records the latency figures are taken over."""
+
+
+@dataclass(config=_STRICT)
+class RunSwitch(SwitchResult):
+    """The controller's record of one switch (its steps timed by the controller: the controller step time), with
+    the figures of what the records felt of it; a switch rolled back automatically has its rollback's figures in
+    ``automatic_rollback``. The figures are null in files written before they were measured."""
+
+    processing_gap_s: float | None = None
+    processing_gap_end: float | None = None
+    latency_p50_s: float | None = None
+    latency_p99_s: float | None = None
+    latency_max_s: float | None = None
+    latency_records: int = 0
+    automatic_rollback: SwitchFigures | None = None
+
+    @classmethod
+    def of(cls, result: SwitchResult, felt: SwitchFigures | None, rollback: SwitchFigures | None) -> RunSwitch:
+        own = felt or SwitchFigures(None, None, None, None, None, 0)
+        base: dict[str, Any] = {f.name: getattr(result, f.name) for f in fields(SwitchResult)}
+        return cls(**base, processing_gap_s=own.processing_gap_s, processing_gap_end=own.processing_gap_end,
+                   latency_p50_s=own.latency_p50_s, latency_p99_s=own.latency_p99_s, latency_max_s=own.latency_max_s,
+                   latency_records=own.records, automatic_rollback=rollback)
+
+    def felt(self) -> list[tuple[str, SwitchFigures]]:
+        """(action, figures) of the switch and of its automatic rollback, if any."""
+        own = SwitchFigures(self.processing_gap_s, self.processing_gap_end, self.latency_p50_s, self.latency_p99_s,
+                            self.latency_max_s, self.latency_records)
+        return [(self.action, own)] + ([("rollback", self.automatic_rollback)] if self.automatic_rollback else [])
 
 
 @dataclass(frozen=True, slots=True, config=_STRICT)
@@ -151,9 +178,7 @@ class RunRecord(BaseModel):
     """Versions and sizes (Kafka, Python, partitions, rate, ...): JSON values."""
     conditions: dict[str, Any]
     """What the scenario set up or measured on the way (topic, groups, lag at the switch, ...): JSON values."""
-    switches: list[SwitchResult]
-    switch_impact: list[SwitchImpact] = Field(default_factory=list)
-    """One entry per switch, in ``switches`` order; empty in files written before it was measured."""
+    switches: list[RunSwitch]
     latency: list[LatencyPoint] = Field(default_factory=list)
     """End-to-end latency over the run, per second of production, in time order."""
     validation: ValidationSummary

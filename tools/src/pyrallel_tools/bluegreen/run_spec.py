@@ -20,9 +20,10 @@ SCENARIOS: dict[int, str] = {
     3: "Switch while blue has a lag above 500",
     4: "A consumer process killed and restarted during the switch",
     5: "Green deployed with a high failure rate: automatic rollback",
+    6: "Repeated switches and rollbacks at a steady load, each from a settled state",
 }
 VARIANTS: dict[int, tuple[str | None, ...]] = {1: (None,), 2: (None,), 3: ("wait-for-lag-0", "switch-now"),
-                                               4: ("dynamic", "static"), 5: (None,)}
+                                               4: ("dynamic", "static"), 5: (None,), 6: (None,)}
 
 
 class ScenarioError(RuntimeError):
@@ -42,6 +43,10 @@ class RunOptions:
     workload: str = "sleep:2ms"
     settle_s: float = 5.0
     """How long the producer keeps going after the switch (and between a switch and its rollback)."""
+    switches: int = 10
+    """Scenario 6: how many switches, alternately to green (a switch) and back to blue (a rollback)."""
+    consumer_kafka: tuple[str, ...] = ()
+    """Extra librdkafka properties (``KEY=VALUE``) for every consumer of the run, e.g. heartbeat settings."""
 
 
 def combination_problem(strategy: str, scenario: int) -> str | None:
@@ -71,7 +76,7 @@ class RunSpec:
         if strategy not in ("B", "C", "E"):
             raise ScenarioError(f"strategy must be B, C or E, not {strategy!r}")
         if scenario not in SCENARIOS:
-            raise ScenarioError(f"scenario must be 1..5, not {scenario!r}")
+            raise ScenarioError(f"scenario must be 1..{len(SCENARIOS)}, not {scenario!r}")
         problem = combination_problem(strategy, scenario)
         if problem is not None:
             raise ScenarioError(problem)

@@ -3,7 +3,7 @@
 Its daemon thread (``scenario-sampler``) reads the topic's high watermarks and probes each instance's control
 server (``/lifecycle/status``), or for strategy E the connector's status and offsets on Kafka Connect, and adds
 one :class:`Sample` per instance to the run's :class:`Recorder`. The scenario runner's thread records its
-events in the same recorder and paces the scenario on the samples (:meth:`StatusSampler.wait_serving`,
+events in the same recorder and paces the scenario on the samples (:meth:`StatusSampler.wait_settled`,
 :meth:`StatusSampler.wait_caught_up`, :meth:`Recorder.lag`); samples and events go into the run file, for the
 report's plots.
 """
@@ -84,22 +84,43 @@ class StatusSampler:
         self._stopping.set()
         self._thread.join(10)
 
-    def wait_serving(self, color: str, timeout_s: float = 90.0) -> None:
-        """The color's group has formed and works: every partition assigned, records handled, lag about 0.
+    def wait_settled(self, color: str, timeout_s: float = 120.0, steady_s: float = 1.0) -> None:
+        """Wait until ``color`` is settled, for ``steady_s`` on end: the state a switch is judged from.
 
-        Lag alone is 0 before any partition is assigned; switching then would find nothing committed to copy.
+        Every instance of the color ACTIVE and handling, lag about 0, every partition assigned and (with at least
+        as many partitions as instances) every instance owning one: a group that has not spread its partitions
+        yet (one member holding all of them for its first rebalance rounds) is not where a switch starts. With
+        strategy B the paused color stays in its own group, which must have spread too, so that the hand-over
+        reaches each partition's owner at once. Lag alone is 0 before any partition is assigned, and switching
+        then would find nothing committed to hand over.
         """
         limit = max(10, int(self.spec.options.rate / 2))
+        other = COLORS[1 - COLORS.index(color)]
+        steady_since: list[float] = []
 
-        def serving() -> bool:
+        def spread(c: str, state: str) -> bool:
+            latest = self.recorder.latest(c)
+            if self.spec.strategy == "E" or not latest:
+                return True  # connectors: no assignment to look at
+            owned = [s.assigned or 0 for s in latest if s.state == state]
+            if len(owned) != len(self.instances[c]):
+                return False
+            each = len(owned) > self.spec.options.partitions or all(n > 0 for n in owned)
+            return each and sum(owned) == self.spec.options.partitions
+
+        def settled() -> bool:
             latest = [s for s in self.recorder.latest(color) if s.state == "ACTIVE"]
-            handled = sum(s.handled for s in latest)
-            assigned = [s.assigned for s in latest if s.assigned is not None]
-            covered = not assigned or sum(assigned) >= self.spec.options.partitions  # connectors: no assignment
             lag = self.recorder.lag(color)
-            return handled > 0 and covered and lag is not None and lag <= limit
+            now = (sum(s.handled for s in latest) > 0 and lag is not None and lag <= limit
+                   and spread(color, "ACTIVE") and (self.spec.strategy != "B" or spread(other, "PAUSED")))
+            if not now:
+                steady_since.clear()
+                return False
+            if not steady_since:
+                steady_since.append(time.monotonic())
+            return time.monotonic() - steady_since[0] >= steady_s
 
-        wait_for(serving, timeout_s, f"{color} serving every partition with lag ~0")
+        wait_for(settled, timeout_s, f"{color} settled (every partition owned, every instance owning one, lag ~0)")
 
     def wait_caught_up(self, color: str, timeout_s: float = 90.0) -> None:
         """Lag of the active color at most half a second of production (the producer keeps going)."""

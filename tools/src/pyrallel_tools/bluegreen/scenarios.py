@@ -38,12 +38,14 @@ from pyrallel_tools.bluegreen.processes import Fleet
 from pyrallel_tools.bluegreen.run_record import (
     LatencyPoint,
     RunRecord,
-    SwitchImpact,
+    RunSwitch,
+    SwitchFigures,
     ValidationSummary,
     write_run_record,
 )
 from pyrallel_tools.bluegreen.run_spec import SCENARIOS, RunOptions, RunSpec, ScenarioError
 from pyrallel_tools.bluegreen.sampler import Recorder, StatusSampler, wait_for
+from pyrallel_tools.bluegreen.sink_watch import SinkWatcher
 from pyrallel_tools.bluegreen.validation.findings import ValidationReport
 from pyrallel_tools.bluegreen.validation.from_logs import validate_files
 from pyrallel_tools.bluegreen.validation.switch_impact import measure_switch_impact_files, switch_windows
@@ -62,6 +64,9 @@ class ScenarioRun:
         self.sampler = StatusSampler(self.spec, self.fleet.instances, self.recorder)
         self.switches: list[SwitchResult] = []
         self.conditions: dict[str, Any] = {}
+        self.sink_watch = (SinkWatcher(self.spec.work, {c: self.spec.connector(c) for c in COLORS})
+                           if self.spec.strategy == "E" else None)
+        """Strategy E: stamps the sink files' lines as they appear, the connectors' handling times."""
 
     # ---- the run ---------------------------------------------------------------------------------------
 
@@ -72,6 +77,7 @@ class ScenarioRun:
             controller = self._set_up()
         except Exception as exc:
             self.fleet.stop_all()  # consumers or connectors started before the failure must not outlive the run
+            self._stop_sink_watch()
             if isinstance(exc, ScenarioError):
                 raise
             raise ScenarioError(f"setting up run {self.spec.run_id}: {type(exc).__name__}: {exc}") from exc
@@ -79,7 +85,7 @@ class ScenarioRun:
         self.sampler.start()
         cause: str | None = None
         try:
-            self.sampler.wait_serving("blue")
+            self.sampler.wait_settled("blue")
             active = self._act(controller)
             self.fleet.stop_producer()
             self.recorder.event("producer_stopped")
@@ -92,6 +98,7 @@ class ScenarioRun:
             self.fleet.stop_producer()
             self.sampler.stop()
             self.fleet.stop_all()
+            self._stop_sink_watch()
         final_color = active if cause is None else "blue"
         validation, pending = self._validate(final_color)
         return self._result(started, validation, pending, cause, final_color)
@@ -102,7 +109,8 @@ class ScenarioRun:
         create_topic(spec.options.bootstrap, spec.topic, spec.options.partitions)
         controller_id = uuid.uuid4().hex[:12]
         ActiveColorWriter(spec.options.bootstrap, controller_id).write(spec.deployment_name, "blue", 1)
-        if spec.strategy == "E":
+        if self.sink_watch is not None:
+            self.sink_watch.start()
             self.fleet.start_connectors()
         else:
             self.fleet.start_consumers()
@@ -137,9 +145,28 @@ class ScenarioRun:
             return self._lagging_switch(controller)
         if self.spec.scenario == 4:
             return self._switch_with_a_crash(controller)
+        if self.spec.scenario == 6:
+            return self._repeated_switches(controller)
         result = self._switch(controller, "green", HealthCheck(window_s=3.0, max_error_rate=0.2, ready_timeout_s=30))
         time.sleep(settle)
         return "green" if result.ok else "blue"
+
+    def _repeated_switches(self, controller: SwitchController) -> str:
+        """Switch to green and back to blue, ``options.switches`` times in all, each from a settled state.
+
+        Each switch gets its own window of processing (settled, then ``settle_s`` more), so its processing gap
+        is the hand-over's own and not the next switch's. A failed switch ends the scenario: the criteria say why.
+        """
+        active = "blue"
+        for _ in range(self.spec.options.switches):
+            target = "green" if active == "blue" else "blue"
+            result = self._switch(controller, target)
+            if not result.ok:
+                return active
+            active = target
+            self.sampler.wait_settled(active)
+            time.sleep(self.spec.options.settle_s)
+        return active
 
     def _switch(self, controller: SwitchController, to_color: str, health: HealthCheck | None = None) -> SwitchResult:
         kind = "rollback" if to_color == "blue" else "switch"
@@ -209,21 +236,35 @@ class ScenarioRun:
                                     activity_gap_s=self._activity_gap_s())
         return report, len(pending)
 
+    def _stop_sink_watch(self) -> None:
+        """Stop stamping the sink files (strategy E); a line seen but not produced is counted in the conditions."""
+        if self.sink_watch is None:
+            return
+        stats = self.sink_watch.stop()
+        if stats.not_produced or stats.malformed:
+            self.conditions["sink_lines_not_measured"] = stats.not_produced + stats.malformed
+
     def _consumer_logs(self) -> list[Path]:
         """The per-record logs of both colors' consumers (strategy E has sink files instead)."""
         return [i.log_path for c in COLORS for i in self.fleet.instances[c] if i.log_path.exists()]
 
-    def _switch_impact(self) -> tuple[list[SwitchImpact], list[LatencyPoint]]:
-        """What the records felt of each switch, from the logs (measured, not judged); sinks log no handling time."""
+    def _felt_switches(self) -> tuple[list[RunSwitch], list[LatencyPoint]]:
+        """The controller's switches with what the records felt of each (measured from the logs, judged by the
+        criteria), and the run's latency series."""
         spec = self.spec
-        logs = [] if spec.strategy == "E" else self._consumer_logs()
+        logs = self.sink_watch.observed_logs if self.sink_watch is not None else self._consumer_logs()
         producer = [path] if (path := spec.work / "producer.jsonl").exists() else []
         figures, buckets = measure_switch_impact_files(producer, logs,
                                                        switch_windows(self.switches), spec.options.settle_s)
-        impact = [SwitchImpact(f.window.index, f.window.action, f.window.strategy, f.processing_gap_s,
-                               f.processing_gap_end, f.latency_p50_s, f.latency_p99_s, f.latency_max_s, f.records)
-                  for f in figures]
-        return impact, [LatencyPoint(b.t, b.p50_s, b.max_s, b.records) for b in buckets]
+        felt: dict[tuple[int, str], SwitchFigures] = {
+            (f.window.index, f.window.action): SwitchFigures(f.processing_gap_s, f.processing_gap_end,
+                                                             f.latency_p50_s, f.latency_p99_s, f.latency_max_s,
+                                                             f.records)
+            for f in figures}
+        switches = [RunSwitch.of(result, felt.get((i, result.action)),
+                                 felt.get((i, "rollback")) if result.action == "switch" else None)
+                    for i, result in enumerate(self.switches)]
+        return switches, [LatencyPoint(b.t, b.p50_s, b.max_s, b.records) for b in buckets]
 
     def _activity_gap_s(self) -> float:
         """How long a color may handle nothing and still count as active: 25 records' time at the producer's rate.
@@ -239,10 +280,10 @@ class ScenarioRun:
                 active_color: str) -> dict[str, Any]:
         """Judge the run by its criteria, write its run file and return the file's content."""
         spec, options, samples = self.spec, self.spec.options, self.recorder.samples
-        criteria, measured = judge(spec, self.switches, samples, validation, cause, active_color)
+        switches, latency = self._felt_switches()
+        criteria, measured = judge(spec, switches, samples, validation, cause, active_color)
         self.conditions.update(measured)
         failed = [f"{c.name}: {c.measured} (target {c.target})" for c in criteria if not c.passed]
-        impact, latency = self._switch_impact()
         rebalances = {c: sum(max((s.rebalances or 0) for s in samples if s.instance == i.name) if samples else 0
                              for i in self.fleet.instances[c]) for c in COLORS}
         record = RunRecord(
@@ -252,7 +293,7 @@ class ScenarioRun:
             conditions={"topic": spec.topic, "groups": spec.groups(), "workload": options.workload,
                         "instances_per_color": options.instances, "pending_after_drain": pending,
                         **self.conditions},
-            switches=self.switches, switch_impact=impact, latency=latency,
+            switches=switches, latency=latency,
             validation=ValidationSummary.model_validate(validation.to_dict()),
             samples=samples, events=self.recorder.events, rebalances=rebalances, criteria=criteria,
         )

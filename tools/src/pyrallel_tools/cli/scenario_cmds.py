@@ -45,6 +45,13 @@ def run_plan(runs: list[tuple[str, int, str | None]], options: RunOptions, repor
     return failed, path
 
 
+def _checked_pairs(values: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [v for v in values if "=" not in v or not v.split("=", 1)[0].strip()]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} is not KEY=VALUE", param_hint="--kafka")
+    return values
+
+
 @click.group()
 def scenario() -> None:
     """Blue/green scenario runs (see docs/tutorial/README.md)."""
@@ -57,9 +64,11 @@ def scenario() -> None:
               help="Kafka Connect REST URL, for strategy E (env PYRALLEL_CONNECT_URL).")
 @click.option("--strategy", "strategies", type=click.Choice(["B", "C", "E"]), multiple=True,
               help="Strategy to run (repeatable; default all three).")
-@click.option("--scenario", "scenarios", type=click.IntRange(1, 5), multiple=True,
-              help="Scenario 1..5 (repeatable; default all).")
+@click.option("--scenario", "scenarios", type=click.IntRange(1, len(SCENARIOS)), multiple=True,
+              help=f"Scenario 1..{len(SCENARIOS)} (repeatable; default all).")
 @click.option("--instances", type=click.IntRange(1, 10), default=3, show_default=True, help="Consumers per color.")
+@click.option("--partitions", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Partitions of the run's topic.")
 @click.option("--rate", type=click.FloatRange(1, 10_000), default=100.0, show_default=True, help="Records per second.")
 @click.option("--settle", type=click.FloatRange(0, 600), default=5.0, show_default=True,
               help="Seconds of production after each switch.")
@@ -67,8 +76,13 @@ def scenario() -> None:
               show_default=True, help="Where each run's JSON goes (the input of pyrallel report).")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
               show_default=True)
+@click.option("--switches", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Scenario 6: switches in all, alternately to green and back to blue.")
+@click.option("--kafka", "kafka", multiple=True, metavar="KEY=VALUE",
+              help="Extra librdkafka property for every consumer of the runs (repeatable).")
 def run(bootstrap_servers: str, connect_url: str | None, strategies: tuple[str, ...], scenarios: tuple[int, ...],
-        instances: int, rate: float, settle: float, runs_dir: Path, report_dir: Path) -> None:
+        instances: int, partitions: int, rate: float, settle: float, switches: int, runs_dir: Path, report_dir: Path,
+        kafka: tuple[str, ...]) -> None:
     """Run scenarios, validate each with the loss/duplicate validator, and write the report."""
     chosen = plan(list(strategies or ("B", "C", "E")), list(scenarios or SCENARIOS))
     if not chosen:
@@ -76,7 +90,8 @@ def run(bootstrap_servers: str, connect_url: str | None, strategies: tuple[str, 
     if any(s == "E" for s, _, _ in chosen) and not connect_url:
         raise click.UsageError("strategy E needs --connect-url (start Connect with: pyrallel kafka up --connect)")
     options = RunOptions(bootstrap=bootstrap_servers, connect_url=connect_url, out_dir=runs_dir,
-                         work_dir=report_dir / "work", instances=instances, rate=rate, settle_s=settle)
+                         work_dir=report_dir / "work", instances=instances, partitions=partitions, rate=rate,
+                         settle_s=settle, switches=switches, consumer_kafka=_checked_pairs(kafka))
     failed, path = run_plan(chosen, options, report_dir)
     click.echo(f"{len(chosen) - failed} of {len(chosen)} runs passed. Report: {path.resolve()}")
     if failed:

@@ -156,15 +156,15 @@ def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Pat
 
 def _felt(record: RunRecord) -> list[str]:
     """Per switch, the controller's step time next to what the records felt: the processing gap and the latency."""
-    if not record.switch_impact:
-        return []
     rows = []
-    for i in record.switch_impact:
-        result = record.switches[i.index] if i.index < len(record.switches) else None
-        step = None if result is None else switch_seconds(result) if i.action == "switch" else rollback_seconds(result)
-        ended = None if i.processing_gap_end is None else f"+{i.processing_gap_end - record.started_at:.3f}"
-        rows.append((i.index, i.action, _secs(step), _secs(i.processing_gap_s), ended, _secs(i.latency_p50_s),
-                     _secs(i.latency_p99_s), _secs(i.latency_max_s), i.records))
+    for index, result in enumerate(record.switches):
+        for action, i in result.felt():
+            step = switch_seconds(result) if action == "switch" else rollback_seconds(result)
+            ended = None if i.processing_gap_end is None else f"+{i.processing_gap_end - record.started_at:.3f}"
+            rows.append((index, action, _secs(step), _secs(i.processing_gap_s), ended, _secs(i.latency_p50_s),
+                         _secs(i.latency_p99_s), _secs(i.latency_max_s), i.records))
+    if all(row[3] == row[5] == "—" for row in rows):
+        return []  # files from before the figures were measured
     return ["**As the records felt it** (the processing gap is the longest time a record waited on its partition "
             "with no one handling it, among the records handled from the switch's start to the next switch or the "
             "run's end, and when that wait ended in seconds since the run started; latency is produced (acked) to "
