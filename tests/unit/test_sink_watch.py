@@ -136,7 +136,7 @@ def test_switch_impact_reads_the_observed_logs(tmp_path: Path, clock: list[float
     watcher.stop()
 
     window = SwitchWindow(0, "switch", "E", t0, t0 + 0.5)
-    figures, _ = measure_switch_impact_files([tmp_path / "producer.jsonl"], watcher.observed_logs, [window], 10.0)
+    figures, _ = measure_switch_impact_files([tmp_path / "producer.jsonl"], watcher.observed_logs, [window])
 
     assert figures[0].processing_gap_s == pytest.approx(3.0)
     assert figures[0].latency_max_s == pytest.approx(3.0)

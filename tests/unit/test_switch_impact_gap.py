@@ -43,7 +43,7 @@ def test_a_hand_over_with_a_3_s_hole_reads_3_s() -> None:
     consumed = [handled(p.seq, p.ts - T0 + 0.01) for p in produced if p.ts - T0 < 10.0]
     consumed += [handled(p.seq, max(13.0 + (p.ts - T0 - 10.0) * 0.01, p.ts - T0 + 0.01), "green")
                  for p in produced if p.ts - T0 >= 10.0]
-    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH], settle_s=3.0)
+    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH])
     assert figures.processing_gap_s == pytest.approx(3.0, abs=1e-6)  # the record sent at 10.0, handled at 13.0
     assert figures.processing_gap_end == T0 + 13.0
     assert figures.latency_max_s == pytest.approx(3.0, abs=0.02)
@@ -53,10 +53,10 @@ def test_a_hand_over_with_a_3_s_hole_reads_3_s() -> None:
 def test_a_steady_stream_handled_at_once_reads_its_latency() -> None:
     # Each record is handled 10 ms after its send, before the next is sent: it never waits longer than that.
     produced, consumed = steady(20.0)
-    (figures,), buckets = measure_switch_impact(produced, consumed, [SWITCH], settle_s=3.05)
+    (figures,), buckets = measure_switch_impact(produced, consumed, [SWITCH])
     assert figures.processing_gap_s == pytest.approx(0.01, abs=1e-6)
     assert figures.latency_p50_s == figures.latency_p99_s == figures.latency_max_s == pytest.approx(0.01)
-    assert figures.records == 33  # sent from 10.0 (the start) to 13.25 (the end plus the settle time)
+    assert figures.records == 100  # sent from 10.0 (the start) to the end of the run (no next switch)
     assert len(buckets) == 20 and all(b.max_s == pytest.approx(0.01) and b.records == 10 for b in buckets)
 
 
@@ -64,7 +64,7 @@ def test_a_steady_stream_handled_in_batches_reads_about_its_spacing() -> None:
     # One record every 0.1 s, handled in batches every 0.5 s: the first record of a batch waits about 0.5 s.
     produced, _ = steady(20.0)
     consumed = [handled(p.seq, 0.5 * (int((p.ts - T0) / 0.5 + 1e-9) + 1)) for p in produced]
-    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH], settle_s=3.0)
+    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH])
     assert figures.processing_gap_s == pytest.approx(0.5, abs=1e-6)
     assert figures.latency_max_s == pytest.approx(0.5, abs=1e-6)
 
@@ -74,7 +74,7 @@ def test_a_record_handled_twice_counts_its_first_handling() -> None:
     # Record 105 (sent at 10.5) is handled again by green 4 s later: no hole, no extra latency.
     consumed.append(handled(105, 14.5, "green"))
     consumed.insert(0, handled(106, 10.58, "green"))  # and 106 twice, the later one first in the logs
-    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH], settle_s=3.0)
+    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH])
     assert figures.processing_gap_s == pytest.approx(0.01, abs=1e-6)
     assert figures.latency_max_s == pytest.approx(0.01)
 
@@ -82,7 +82,7 @@ def test_a_record_handled_twice_counts_its_first_handling() -> None:
 def test_a_duplicate_send_counts_its_first_acknowledgement() -> None:
     produced, consumed = steady(20.0)
     produced.append(sent(105, 12.0))
-    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH], settle_s=3.0)
+    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH])
     assert figures.latency_max_s == pytest.approx(0.01)
 
 
@@ -92,7 +92,7 @@ def test_partitions_are_measured_apart() -> None:
     consumed = [handled(p.seq, p.ts - T0 + 0.01, partition=1) for p in produced]
     produced += [sent(1000, 10.5), sent(1001, 14.0)]
     consumed += [handled(1000, 12.5), handled(1001, 14.01)]
-    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH], settle_s=3.0)
+    (figures,), _ = measure_switch_impact(produced, consumed, [SWITCH])
     assert figures.processing_gap_s == pytest.approx(2.0)
 
 
@@ -103,7 +103,7 @@ def test_each_switch_is_measured_until_the_next_one_starts() -> None:
     for hole_start, hole in ((10.0, 1.0), (20.0, 2.0)):
         consumed = [c if not (hole_start <= (c.ts or 0) - T0 < hole_start + hole)
                     else handled(c.seq, hole_start + hole) for c in consumed]
-    switch_figures, rollback_figures = measure_switch_impact(produced, consumed, [SWITCH, rollback], 3.0)[0]
+    switch_figures, rollback_figures = measure_switch_impact(produced, consumed, [SWITCH, rollback])[0]
     assert switch_figures.processing_gap_s == pytest.approx(1.0, abs=0.02)
     assert rollback_figures.processing_gap_s == pytest.approx(2.0, abs=0.02)
     assert (switch_figures.window, rollback_figures.window) == (SWITCH, rollback)
@@ -112,7 +112,7 @@ def test_each_switch_is_measured_until_the_next_one_starts() -> None:
 def test_nothing_handled_with_a_time_gives_no_figures() -> None:
     produced, _ = steady(20.0)
     sink = [ConsumedRecord(p.seq, p.key, p.key_seq, -1, -1, "green", "sink", None) for p in produced]
-    (figures,), buckets = measure_switch_impact(produced, sink, [SWITCH], settle_s=3.0)
+    (figures,), buckets = measure_switch_impact(produced, sink, [SWITCH])
     assert (figures.processing_gap_s, figures.processing_gap_end, figures.latency_p99_s, figures.records) == (
         None, None, None, 0)
     assert buckets == []
@@ -128,5 +128,5 @@ def test_from_files(tmp_path: Path) -> None:
                     "offset": c.offset, "color": c.color, "instance": c.instance, "ts": c.ts}) + "\n"
         for c in consumed))
     (figures,), _ = measure_switch_impact_files([tmp_path / "producer.jsonl"], [tmp_path / "blue.jsonl"],
-                                                [SWITCH], settle_s=3.0)
+                                                [SWITCH])
     assert figures.processing_gap_s == pytest.approx(0.01, abs=1e-5)

@@ -94,8 +94,8 @@ class SwitchFigures:
     processing_gap_end: float | None
     """When the record that waited longest was handled: the gap's end, which places it among the run's events."""
     latency_p50_s: float | None
-    """Produced (acked) to first handled, over the records produced from the switch's start to its end plus the
-    run's settle time; nearest-rank percentiles."""
+    """Produced (acked) to first handled, over the records produced from the switch's start until the next switch
+    (or the run's end); nearest-rank percentiles."""
     latency_p99_s: float | None
     latency_max_s: float | None
     records: int

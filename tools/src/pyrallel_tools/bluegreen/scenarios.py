@@ -254,8 +254,7 @@ class ScenarioRun:
         spec = self.spec
         logs = self.sink_watch.observed_logs if self.sink_watch is not None else self._consumer_logs()
         producer = [path] if (path := spec.work / "producer.jsonl").exists() else []
-        figures, buckets = measure_switch_impact_files(producer, logs,
-                                                       switch_windows(self.switches), spec.options.settle_s)
+        figures, buckets = measure_switch_impact_files(producer, logs, switch_windows(self.switches))
         felt: dict[tuple[int, str], SwitchFigures] = {
             (f.window.index, f.window.action): SwitchFigures(f.processing_gap_s, f.processing_gap_end,
                                                              f.latency_p50_s, f.latency_p99_s, f.latency_max_s,

@@ -11,8 +11,10 @@ On each partition, in order of handling, record ``r`` waited without anyone hand
 ``h(r) - max(produced(r), h(previous record handled on the partition))`` (at least 0).  The **processing gap**
 of a switch is the longest such wait of a record handled from the switch's start until the next switch starts
 (or the run ends).  The **latency** of a record is ``h(r) - produced(r)``; a switch's latency figures are over
-the records produced from its start to its end plus the run's settle time.  Sink files (strategy E) have no
-handling time, so their figures are None.
+the records produced in the same window (from its start until the next switch starts, or the run ends): a
+group that spreads its partitions after the switch (a rebalance seconds later) is part of what the switch costs.
+Sink files (strategy E) have handling times only through the sink watcher (:mod:`..sink_watch`), which stamps
+their lines as it sees them.
 """
 
 from __future__ import annotations
@@ -104,7 +106,6 @@ def measure_switch_impact(
     produced: Iterable[ProducedRecord],
     consumed: Iterable[ConsumedRecord],
     windows: Sequence[SwitchWindow],
-    settle_s: float,
     bucket_s: float = 1.0,
 ) -> tuple[list[SwitchImpactFigures], list[LatencyBucket]]:
     """Per switch (in ``windows`` order) its figures, and the run's latency per ``bucket_s`` of production time."""
@@ -139,10 +140,10 @@ def measure_switch_impact(
     figures: list[SwitchImpactFigures] = []
     starts = sorted(w.started_at for w in windows)
     for window in windows:
-        settled = min((s for s in starts if s > window.started_at), default=math.inf)
-        gap = max(((wait, handled) for handled, wait in waits if window.started_at <= handled < settled), default=None)
-        until = window.ended_at + settle_s
-        mine = sorted(lat for sent, lat in latencies if window.started_at <= sent <= until)
+        following = min((s for s in starts if s > window.started_at), default=math.inf)
+        gap = max(((wait, handled) for handled, wait in waits if window.started_at <= handled < following),
+                  default=None)
+        mine = sorted(lat for sent, lat in latencies if window.started_at <= sent < following)
         figures.append(SwitchImpactFigures(
             window, None if gap is None else gap[0], None if gap is None else gap[1],
             _percentile(mine, 0.5) if mine else None, _percentile(mine, 0.99) if mine else None,
@@ -169,8 +170,7 @@ def measure_switch_impact_files(
     producer_logs: Iterable[PathLike],
     consumer_logs: Iterable[PathLike],
     windows: Sequence[SwitchWindow],
-    settle_s: float,
 ) -> tuple[list[SwitchImpactFigures], list[LatencyBucket]]:
     """:func:`measure_switch_impact` over log files; malformed lines are skipped (the judge counts them)."""
     produced, consumed = records_of_files(producer_logs, consumer_logs)
-    return measure_switch_impact(produced, consumed, windows, settle_s)
+    return measure_switch_impact(produced, consumed, windows)
