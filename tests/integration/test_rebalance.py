@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from tests.integration import process_handlers
 from tests.integration.process_handlers import SpanLog, key_order_violations, span_of
-from tests.support import committed, wait_for
+from tests.support import committed, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_tools.localkafka.topics import produce_keyed
@@ -73,3 +73,54 @@ async def test_member_joins_then_first_leaves_without_loss_or_reordering(
     assert len(spans) == RECORDS, f"{len(spans) - RECORDS} records were handled twice across the hand-over"
     assert key_order_violations(spans) == []
     assert {s.member for s in spans} == {"first", "second"}
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+async def test_a_settled_group_of_three_gives_every_member_a_partition(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], protocol: str,
+) -> None:
+    """Three members on eight partitions: once the group has settled, none of them sits idle, each partition has
+    exactly one owner, and each member handles the records of what it owns."""
+    partitions, records = 8, 800
+    topic, group = new_topic(partitions), unique_name("g")
+    handled: dict[str, list[tuple[int, int]]] = {f"m{n}": [] for n in range(3)}
+
+    def handler(name: str) -> Callable[[Record], Awaitable[None]]:
+        async def handle(record: Record) -> None:
+            handled[name].append((record.partition, seq_of(record.value)))
+
+        return handle
+
+    members = {name: PyrallelConsumer(ConsumerConfig(bootstrap_servers=kafka_bootstrap, group_id=group,
+                                                     topics=[topic], instance_id=name, group_protocol=protocol),
+                                      handler(name))
+               for name in handled}
+
+    def owned() -> dict[str, set[str]]:
+        return {name: set(m.lifecycle.status()["assigned_partitions"]) for name, m in members.items()}
+
+    def covered() -> bool:
+        return len(set().union(*owned().values())) == partitions
+
+    def spread() -> bool:
+        now = owned()
+        return (all(now.values()) and len(set().union(*now.values())) == partitions
+                and sum(len(p) for p in now.values()) == partitions)
+
+    try:
+        for member in members.values():
+            await member.start()
+        await wait_for(covered, what="the union of the members' assignments covering all 8 partitions")
+        try:
+            await wait_for(spread, what="every member owning a partition, each partition one owner")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; ownership at the deadline: {owned()}") from None
+        produce_keyed(kafka_bootstrap, topic, records, keys=64)
+        await wait_for(lambda: len({s for h in handled.values() for _, s in h}) == records,
+                       what="every record handled")
+    finally:
+        for member in members.values():
+            await member.stop()
+    assert sorted({s for h in handled.values() for _, s in h}) == list(range(records))
+    counts = {name: len(h) for name, h in handled.items()}
+    assert all(counts.values()), f"a member of a settled group handled nothing: {counts}"
