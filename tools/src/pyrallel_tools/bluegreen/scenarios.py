@@ -21,6 +21,7 @@ from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from pyrallel_consumer.bluegreen.active_color import ActiveColorWriter, ControllerFencedError
 from pyrallel_consumer.bluegreen.controller import (
@@ -304,9 +305,31 @@ class ScenarioRun:
 
 
 def environment(options: RunOptions) -> dict[str, Any]:
+    """Versions, sizes and the group settings a switch's gap depends on (the consumers' and the broker's)."""
     return {
         "kafka": "4.1.1", "python": platform.python_version(), "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0], "partitions": options.partitions, "replicas": 1,
         "rate_per_s": options.rate, "instances_per_color": options.instances,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "consumer_kafka": " ".join(options.consumer_kafka) or "library defaults",
+        "group_protocol": os.environ.get("PYRALLEL_GROUP_PROTOCOL", "classic"),
+        **broker_group_settings(options.bootstrap),
     }
+
+
+BROKER_GROUP_SETTINGS = ("group.initial.rebalance.delay.ms", "group.consumer.heartbeat.interval.ms",
+                         "group.consumer.session.timeout.ms")
+"""Broker settings that bound how fast a group hands partitions over (see docs/decisions.md)."""
+
+
+def broker_group_settings(bootstrap: str) -> dict[str, str]:
+    """The :data:`BROKER_GROUP_SETTINGS` of the first broker, prefixed ``broker ``; empty when unreadable."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        broker = min(admin.list_topics(timeout=10).brokers)
+        resource = ConfigResource(ConfigResource.Type.BROKER, str(broker))
+        entries = admin.describe_configs([resource])[resource].result(timeout=10)
+    except (KafkaException, ValueError) as exc:
+        log.warning("Reading the broker's group settings failed: %s", exc)
+        return {}
+    return {f"broker {name}": entries[name].value for name in BROKER_GROUP_SETTINGS if name in entries}
