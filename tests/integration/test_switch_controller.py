@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
-from tests.support import seq_of, wait_for
+from tests.support import committed, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_consumer.bluegreen.active_color import ActiveColorWriter, ControllerFencedError, read_active_color
@@ -38,10 +40,10 @@ class Handled:
 
 
 def _consumer(bootstrap: str, group: str, topic: str, color: str, n: int, handled: Handled, paused: bool,
-              fail: bool = False) -> PyrallelConsumer:
+              fail: bool = False, pause_mode: Literal["release", "hold"] = "release") -> PyrallelConsumer:
     config = ConsumerConfig(bootstrap_servers=bootstrap, group_id=group, topics=[topic], color=color,
                             instance_id=f"{color}-{n}", control_port=0, start_paused=paused,
-                            commit_interval_ms=100, max_retries=0)
+                            commit_interval_ms=100, max_retries=0, pause_mode=pause_mode)
     if fail:
         return PyrallelConsumer(config, handled.handler(color, fail=True), on_exhausted=KeepIncomplete())
     return PyrallelConsumer(config, handled.handler(color))
@@ -100,6 +102,105 @@ async def test_switch_and_roll_back_without_loss_or_dual_activity(
     blue_after = [t for t, c, s in handled.events if c == "blue" and s >= 2000]
     assert max(blue_before) < min(green) <= max(green) < min(blue_after), "the colors never overlapped"
     assert controller.registry.get_sample_value("bg_switch_duration_seconds_count", {"strategy": strategy}) == 1
+
+
+def _membership(members: list[PyrallelConsumer]) -> list[tuple[list[str], dict[str, int]]]:
+    """Each member's assigned partitions and rebalance counters: what moves when a member leaves or joins."""
+    return [(sorted(status["assigned_partitions"]), dict(status["rebalances"]))
+            for status in (m.lifecycle.status() for m in members)]
+
+
+def _spread(members: list[PyrallelConsumer], partitions: int) -> bool:
+    """Every member owns a partition and each partition has one owner among them."""
+    owned = [set(m.lifecycle.status()["assigned_partitions"]) for m in members]
+    return all(owned) and len(set().union(*owned)) == sum(len(o) for o in owned) == partitions
+
+
+async def test_strategy_b_hands_positions_to_a_color_that_stays_in_its_group(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    """pause_mode=hold: both colors stay joined in their own groups; the switch and the rollback hand the paused
+    color the active one's committed offsets with its resume. Nothing lost, nothing handled twice or by both
+    colors, no member leaves its group, and each group's commits go on from where the other color's stopped."""
+    partitions = 4
+    topic = new_topic(partitions)
+    groups = {c: unique_name(f"g-{c}") for c in ("blue", "green")}
+    handled = Handled()
+    consumers = {color: [_consumer(kafka_bootstrap, groups[color], topic, color, n, handled,
+                                   paused=(color == "green"), pause_mode="hold") for n in range(2)]
+                 for color in ("blue", "green")}
+    produced = 0
+
+    async def produce(count: int) -> None:
+        nonlocal produced
+        start, produced = produced, produced + count
+        acked = await asyncio.to_thread(produce_keyed, kafka_bootstrap, topic, count, 50, 64, start)
+        assert acked == count, f"the producer's delivery reports acknowledged {acked} of {count}"
+
+    async def keep_producing() -> None:
+        for _ in range(6):  # over the switch (each batch takes a few hundred ms): before, during and after it
+            await produce(40)
+
+    def offsets(color: str) -> list[int]:
+        return [o for o, _ in committed(kafka_bootstrap, groups[color], topic, partitions)]
+
+    async def switch(controller: SwitchController, to_color: str) -> dict[str, Any]:
+        """Switch (or roll back) while producing; what the user sees of the groups around it."""
+        from_color = "blue" if to_color == "green" else "green"
+        before = {c: _membership(consumers[c]) for c in consumers}
+        feeder = asyncio.create_task(keep_producing())
+        if to_color == "green":
+            result = await asyncio.to_thread(controller.switch, "B", "green")
+        else:
+            result = await asyncio.to_thread(controller.rollback, "B")
+        await feeder
+        assert result.ok, result.error
+        assert f"hand over offsets {from_color} -> {to_color}" in [s.name for s in result.steps]
+        old_offsets = offsets(from_color)  # the old color is paused: its commits stand still from here on
+        new_at_resume = offsets(to_color)
+        total = produced
+        await wait_for(lambda: len(handled.seqs()) >= total, what=f"{to_color} handles everything produced")
+        await wait_for(lambda: sum(offsets(to_color)) == total, what=f"{to_color}'s group commits everything")
+        return {"before": before, "after": {c: _membership(consumers[c]) for c in consumers},
+                "old": old_offsets, "new_at_resume": new_at_resume, "new": offsets(to_color)}
+
+    for member in consumers["blue"] + consumers["green"]:
+        await member.start()
+    try:
+        for color in ("blue", "green"):  # green joined too, paused: it holds its partitions without fetching
+            await wait_for(functools.partial(_spread, consumers[color], partitions),
+                           what=f"{color}'s members spread over the {partitions} partitions")
+        deployment = Deployment(
+            name=unique_name("dep"), bootstrap=kafka_bootstrap,
+            instances={c: [m.control_server.url for m in ms if m.control_server] for c, ms in consumers.items()},
+            groups=groups,
+        )
+        controller = SwitchController(deployment, controller_id=uuid.uuid4().hex[:8])
+        await produce(500)
+        await wait_for(lambda: len(handled.seqs()) == 500, what="blue handles the first 500")
+        forth = await switch(controller, "green")
+        back = await switch(controller, "blue")
+        await produce(200)
+        await wait_for(lambda: len(handled.seqs()) >= produced, what="blue handles the last 200")
+    finally:
+        for member in consumers["blue"] + consumers["green"]:
+            await member.stop()
+
+    seqs = handled.seqs()
+    assert sorted(set(seqs)) == list(range(produced)), "nothing lost (against the producer's acknowledgements)"
+    assert len(seqs) == produced, f"{len(seqs) - produced} records handled twice"
+    assert set(handled.seqs("blue")) & set(handled.seqs("green")) == set(), "a record handled by both colors"
+    assert handled.seqs("green"), "green handled nothing"
+    green_times = [t for t, c, _ in handled.events if c == "green"]
+    overlap = [s for t, c, s in handled.events if c == "blue" and min(green_times) <= t <= max(green_times)]
+    assert overlap == [], "blue handled records while green was active"
+    for name, step in (("switch", forth), ("rollback", back)):
+        # No member left or joined its group: the same partitions, no rebalance counted, on either color.
+        assert step["after"] == step["before"], f"{name}: group membership moved"
+        # The new color's group took the old one's positions with its resume, and went on from there.
+        assert all(n >= o for n, o in zip(step["new_at_resume"], step["old"], strict=True)), (name, step)
+        assert all(n >= o for n, o in zip(step["new"], step["old"], strict=True)), (name, step)
+        assert sum(step["new"]) > sum(step["old"]), (name, step)
 
 
 async def test_unhealthy_green_is_rolled_back_automatically_and_blue_loses_nothing(
