@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,36 @@ def test_not_an_object_and_not_json(tmp_path: Path) -> None:
     path.write_text('{"verdict": ')
     with pytest.raises(json.JSONDecodeError):
         read_run_record(path)
+
+
+def test_a_run_switch_is_the_controllers_result_with_what_the_records_felt() -> None:
+    result = SwitchResult("B", "switch", "blue", "green", 4, T0 + 1, 0.3, True, False, None,
+                          [Step("pause blue", T0 + 1, 0.1, True), Step("resume green", T0 + 1.1, 0.2, True)])
+    figures = SwitchFigures(0.4, T0 + 1.5, 0.01, 0.3, 0.4, 120)
+    switch = RunSwitch.of(result, figures, None)
+    assert {f.name: getattr(switch, f.name) for f in fields(SwitchResult)} == asdict(result) | {
+        "steps": result.steps}
+    assert (switch.processing_gap_s, switch.processing_gap_end, switch.latency_p50_s, switch.latency_p99_s,
+            switch.latency_max_s, switch.latency_records) == (0.4, T0 + 1.5, 0.01, 0.3, 0.4, 120)
+    assert switch.automatic_rollback is None
+    assert switch.felt() == [("switch", figures)]
+
+
+def test_a_switch_no_record_told_of_has_null_figures() -> None:
+    switch = RunSwitch.of(SwitchResult("E", "rollback", "green", "blue", 3, T0, 1.0, True), None, None)
+    assert switch.felt() == [("rollback", SwitchFigures(None, None, None, None, None, 0))]
+    assert switch.to_dict()["processing_gap_s"] is None
+
+
+def test_an_automatic_rollback_is_felt_after_its_switch_and_survives_the_file(tmp_path: Path) -> None:
+    result = SwitchResult("C", "switch", "blue", "green", 2, T0, 5.0, False, True, "error rate 0.9 > 0.2",
+                          [Step("resume green", T0, 0.1, True), Step("health green", T0 + 0.1, 3.0, False),
+                           Step("rollback: pause green", T0 + 3.1, 0.1, True)])
+    own, back = SwitchFigures(3.2, T0 + 3.3, 0.01, 3.0, 3.2, 80), SwitchFigures(0.2, T0 + 3.4, 0.01, 0.1, 0.2, 40)
+    switch = RunSwitch.of(result, own, back)
+    assert switch.felt() == [("switch", own), ("rollback", back)]
+    path = tmp_path / "run.json"
+    write_run_record(record().model_copy(update={"switches": [switch]}), path)
+    (read,) = read_run_record(path).switches
+    assert read.felt() == [("switch", own), ("rollback", back)]
+    assert (read.rolled_back, read.error) == (True, "error rate 0.9 > 0.2")
