@@ -37,12 +37,20 @@ def run_plan(runs: list[tuple[str, int, str | None]], options: RunOptions, repor
         except ScenarioError as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"   {result['verdict']}" + (f": {result['cause']}" if result["cause"] else ""))
+        for index, switch in enumerate(result["switches"]):
+            click.echo(f"   {switch['action']} {index} to {switch['to_color']}: processing gap "
+                       f"{_seconds(switch['processing_gap_s'])}, latency p99 {_seconds(switch['latency_p99_s'])}"
+                       f" (controller steps {switch['seconds']:.3f} s)")
         failed += result["verdict"] != "PASS"
     try:
         path = build_report(options.out_dir, report_dir)
     except ReportError as exc:
         raise click.ClickException(str(exc)) from exc
     return failed, path
+
+
+def _seconds(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.3f} s"
 
 
 def _checked_pairs(values: tuple[str, ...]) -> tuple[str, ...]:
