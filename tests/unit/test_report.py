@@ -15,7 +15,7 @@ from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
 from pyrallel_tools.bluegreen.reporting.build import REPORT_NAME, build_report
 from pyrallel_tools.bluegreen.reporting.load import ReportError
 from pyrallel_tools.bluegreen.reporting.plots import _rates, _series_per_color
-from pyrallel_tools.bluegreen.reporting.summary import rollback_seconds, switch_seconds
+from pyrallel_tools.bluegreen.reporting.summary import nearest_rank, rollback_seconds, switch_seconds
 from pyrallel_tools.bluegreen.run_record import Sample
 from pyrallel_tools.cli.report_cmd import report
 
@@ -125,6 +125,32 @@ C_FELT = {**C_NORMAL,
                       for t in range(20)]}
 
 
+def with_gaps(data: dict[str, Any], *gaps: float, rollback_gap: float | None = None) -> dict[str, Any]:
+    """``data`` with a processing gap per switch (and an automatic rollback's gap on the last one)."""
+    switches = [{**s, "processing_gap_s": g} for s, g in zip(data["switches"], gaps, strict=True)]
+    if rollback_gap is not None:
+        switches[-1]["automatic_rollback"] = {"processing_gap_s": rollback_gap, "processing_gap_end": None,
+                                              "latency_p50_s": None, "latency_p99_s": None, "latency_max_s": None,
+                                              "records": 0}
+    return {**data, "switches": switches}
+
+
+# C is the quicker by the controller's step time, B by the processing gap; C's worst gap is its automatic rollback's.
+C_NORMAL_GAP = with_gaps(C_NORMAL, 0.9)
+B_ROLLBACK_GAP = with_gaps(B_ROLLBACK, 0.3, 0.4)
+C_AUTO_ROLLBACK_GAP = with_gaps(C_AUTO_ROLLBACK, 0.5, rollback_gap=1.5)
+REBALANCE_RESULTS = {
+    "machine": {"date": "2026-12-06T10:36:17+0000", "librdkafka": "2.16.0", "kafka": "4.1.1"},
+    "config": {"partitions": 8, "members": 3, "repetitions": 3, "kafka": {"heartbeat.interval.ms": "500"}},
+    "measures": [],
+    "summaries": [{"contender": c, "event": e, "runs": 3, "max_unowned_median_s": m, "max_unowned_max_s": x,
+                   "settle_median_s": None, "settle_max_s": None}
+                  for c, e, m, x in [("plain", "join", 1.011, 1.013), ("plain", "leave", 0.477, 0.484),
+                                     ("pyrallel", "join", 0.582, 1.02), ("pyrallel", "leave", 0.319, 0.347)]],
+    "ratios": [], "errors": {}, "duration_s": 70.3,
+}
+
+
 def write_runs(tmp_path: Path, runs: dict[str, dict[str, Any]], extra: dict[str, str] | None = None) -> Path:
     runs_dir = tmp_path / "run"
     runs_dir.mkdir()
@@ -147,11 +173,11 @@ def section(markdown: str, title: str) -> str:
 
 @pytest.fixture
 def built(tmp_path: Path) -> tuple[Path, str]:
-    runs_dir = write_runs(tmp_path, {"c-1.json": C_NORMAL, "b-2.json": B_ROLLBACK, "e-1.json": E_LOSS,
-                                     "c-5.json": C_AUTO_ROLLBACK},
+    runs_dir = write_runs(tmp_path, {"c-1.json": C_NORMAL_GAP, "b-2.json": B_ROLLBACK_GAP, "e-1.json": E_LOSS,
+                                     "c-5.json": C_AUTO_ROLLBACK_GAP},
                           {"broken.json": '{"strategy": "C", "scenario": ', "no-verdict.json": '{"strategy": "B"}'})
     out = tmp_path / "report"
-    path = build_report(runs_dir, out)
+    path = build_report(runs_dir, out, rebalance_results=None)
     return out, path.read_text()
 
 
@@ -178,16 +204,23 @@ def test_environment_lists_versions_and_sizes(built: tuple[Path, str]) -> None:
 
 def test_comparison_table_numbers(built: tuple[Path, str]) -> None:
     comparison = section(built[1], "Strategy comparison")
+    assert ("| strategy | runs passed | processing gap median | processing gap p99 | processing gap max | n "
+            "| gap target | controller step time: switch | controller step time: rollback | lost | duplicates "
+            "| rebalances |") in comparison
     b = table_row(comparison, "B")
-    assert b[:7] == ["B", "1/1", "12.500 s (max 12.500 s, n=1)", "10.250 s (max 10.250 s, n=1)", "0", "7", "6"]
-    assert "re-join" in b[8]
+    assert b[:12] == ["B", "1/1", "0.350 s", "0.400 s", "0.400 s", "2", "< 1 s", "12.500 s (max 12.500 s, n=1)",
+                      "10.250 s (max 10.250 s, n=1)", "0", "7", "6"]
+    assert "re-join" in b[13]
     c = table_row(comparison, "C")
-    # The auto-rolled-back switch is no switch time; its rollback steps (0.15 + 0.05 + 0.1 s) are a rollback time.
-    assert c[:7] == ["C", "2/2", "0.412 s (max 0.412 s, n=1)", "0.300 s (max 0.300 s, n=1)", "0", "0", "7"]
-    assert "lifecycle API" in c[7]
+    # The automatic rollback's gap (1.5 s) is among C's gaps; its steps (0.15 + 0.05 + 0.1 s) are a rollback time,
+    # and the auto-rolled-back switch is no switch time.
+    assert c[:12] == ["C", "2/2", "0.900 s", "1.500 s", "1.500 s", "3", "< 1 s", "0.412 s (max 0.412 s, n=1)",
+                      "0.300 s (max 0.300 s, n=1)", "0", "0", "7"]
+    assert "lifecycle API" in c[12]
     e = table_row(comparison, "E")
-    assert e[:7] == ["E", "0/1", "20.000 s (max 20.000 s, n=1)", "—", "12", "0", "0"]
-    assert "sink-style" in e[8]
+    assert e[:12] == ["E", "0/1", "—", "—", "—", "0", "< 2 s", "20.000 s (max 20.000 s, n=1)", "—", "12", "0", "0"]
+    assert "sink-style" in e[13]
+    assert "Plain-group hand-over" not in comparison  # build_report(..., rebalance_results=None)
 
 
 def test_found_problems_list_failed_criteria_and_duplicates(built: tuple[Path, str]) -> None:
@@ -199,11 +232,26 @@ def test_found_problems_list_failed_criteria_and_duplicates(built: tuple[Path, s
     assert "C scenario" not in problems
 
 
-def test_recommendation_is_the_fastest_passing_strategy(built: tuple[Path, str]) -> None:
+def test_recommendation_is_the_passing_strategy_with_the_lowest_p99_gap(built: tuple[Path, str]) -> None:
+    # C's controller step time is far lower (0.412 s against 12.5 s), but the records waited longer across its
+    # switches: B is recommended.
     text = section(built[1], "Recommendation")
-    assert text.strip().startswith("**C**: all 2 of its runs passed")
-    assert "median switch time 0.412 s is the lowest among the passing strategies (B 12.500 s)" in text
+    assert text.strip().startswith("**B**: all 1 of its runs passed")
+    assert ("its p99 processing gap 0.400 s (median 0.350 s, max 0.400 s, n=2) is the lowest among the passing "
+            "strategies (C 1.500 s); within its target of 1 s") in text
+    assert "controller step time: median switch 12.500 s, median rollback 10.250 s" in text
     assert "Not eligible: E (1 of 1 runs failed)" in text
+
+
+def test_without_any_gap_the_recommendation_says_it_is_not_backed_by_one(tmp_path: Path) -> None:
+    md = build_report(write_runs(tmp_path, {"c.json": C_NORMAL}), tmp_path / "out", None).read_text()
+    assert "none of them measured a processing gap, so the choice is not backed by what the records felt" in md
+
+
+def test_nearest_rank_p99() -> None:
+    assert nearest_rank([], 0.99) is None
+    assert nearest_rank([0.3, 2.0, 0.1], 0.99) == 2.0  # fewer than 100 values: the max
+    assert nearest_rank([float(v) for v in range(1, 201)], 0.99) == 198.0
 
 
 def test_unreadable_files_are_reported_not_fatal(built: tuple[Path, str]) -> None:
@@ -310,5 +358,93 @@ def test_the_controllers_step_time_stands_next_to_what_the_records_felt(tmp_path
 def test_a_run_without_switch_impact_has_neither_the_table_nor_the_latency_plot(tmp_path: Path) -> None:
     runs_dir = write_runs(tmp_path, {"c.json": C_NORMAL})
     md = build_report(runs_dir, tmp_path / "out").read_text()
-    assert "As the records felt it" not in md
+    assert "**As the records felt it**" not in md
     assert not (tmp_path / "out" / "figures" / "c-latency.png").exists()
+
+
+def test_balance_table_per_instance_and_partitions_plot(tmp_path: Path) -> None:
+    def s(t: float, instance: str, state: str, handled: int, assigned: int | None) -> dict[str, Any]:
+        return {"t": T0 + t, "color": instance.split("-")[0], "instance": instance, "state": state, "lag": 0,
+                "handled": handled, "assigned": assigned}
+
+    # blue-0 owns all 8 partitions at first, goes DOWN (the sampler keeps its count) and restarts from 0;
+    # blue-1 is ACTIVE with no partition for its first 0.5 s; green takes over at +3.
+    data = [s(0, "blue-0", "ACTIVE", 0, 8), s(0, "blue-1", "ACTIVE", 0, 0), s(0, "green-0", "PAUSED", 0, 0),
+            s(0.5, "blue-0", "ACTIVE", 100, 8), s(0.5, "blue-1", "ACTIVE", 0, 0), s(0.5, "green-0", "PAUSED", 0, 0),
+            s(1, "blue-0", "ACTIVE", 150, 4), s(1, "blue-1", "ACTIVE", 30, 4), s(1, "green-0", "PAUSED", 0, 0),
+            s(1.5, "blue-0", "DOWN", 150, None), s(1.5, "blue-1", "ACTIVE", 60, 8), s(1.5, "green-0", "PAUSED", 0, 0),
+            s(2, "blue-0", "STARTING", 0, 0), s(2, "blue-1", "ACTIVE", 90, 8), s(2, "green-0", "PAUSED", 0, 0),
+            s(2.5, "blue-0", "ACTIVE", 20, 4), s(2.5, "blue-1", "ACTIVE", 100, 4), s(2.5, "green-0", "PAUSED", 0, 0),
+            s(3, "blue-0", "PAUSED", 25, 4), s(3, "blue-1", "PAUSED", 100, 4), s(3, "green-0", "ACTIVE", 10, 8)]
+    runs_dir = write_runs(tmp_path, {"c.json": {**C_NORMAL, "samples": data}})
+    out = tmp_path / "out"
+    md = build_report(runs_dir, out, None).read_text()
+    assert ("| instance | color | records handled | most partitions at once | partitions at the end "
+            "| longest ACTIVE with no partition |") in md
+    assert table_row(md, "blue-0") == ["blue-0", "blue", "175 (2 lives)", "8", "4", "0.0 s"]
+    assert table_row(md, "blue-1") == ["blue-1", "blue", "100", "8", "4", "0.5 s"]
+    assert table_row(md, "green-0") == ["green-0", "green", "10", "8", "8", "0.0 s"]
+    assert "](figures/c-partitions.png)" in md
+    assert (out / "figures" / "c-partitions.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_connectors_without_partitions_have_only_records_handled(tmp_path: Path) -> None:
+    runs_dir = write_runs(tmp_path, {"e.json": E_LOSS})
+    out = tmp_path / "out"
+    md = build_report(runs_dir, out, None).read_text()
+    assert "| instance | color | records handled |\n" in md
+    assert "The instances report no partitions." in md
+    assert table_row(md, "blue-0")[:2] == ["blue-0", "blue"]
+    assert "most partitions at once" not in md
+    assert not (out / "figures" / "e-partitions.png").exists()
+
+
+def test_plain_group_handover_beside_the_strategies(tmp_path: Path) -> None:
+    results = tmp_path / "rebalance-latest.json"
+    results.write_text(json.dumps(REBALANCE_RESULTS))
+    md = build_report(write_runs(tmp_path, {"c.json": C_NORMAL_GAP}), tmp_path / "out", results).read_text()
+    comparison = section(md, "Strategy comparison")
+    assert "### Plain-group hand-over: what Kafka's group protocol itself costs a same-group hand-over" in comparison
+    assert ("2026-12-06T10:36:17+0000; librdkafka 2.16.0; extra librdkafka properties: `heartbeat.interval.ms=500`"
+            in comparison)
+    rows = [line for line in comparison.splitlines() if line.startswith("| a member")]
+    assert [[c.strip() for c in row.strip("|").split(" | ")] for row in rows] == [
+        ["a member joins (3 -> 4)", "plain confluent-kafka group (cooperative-sticky, subscribe + poll)", "3",
+         "1.011 s", "1.013 s"],
+        ["a member joins (3 -> 4)", "PyrallelConsumer (this library, async engine, no-op handler)", "3", "0.582 s",
+         "1.020 s"],
+        ["a member leaves cleanly (4 -> 3)", "plain confluent-kafka group (cooperative-sticky, subscribe + poll)",
+         "3", "0.477 s", "0.484 s"],
+        ["a member leaves cleanly (4 -> 3)", "PyrallelConsumer (this library, async engine, no-op handler)", "3",
+         "0.319 s", "0.347 s"]]
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (None, "no rebalance benchmark results at"),
+    ("<a directory>", "could not be read (IsADirectoryError"),
+    ("{not json", "are not usable (file: Invalid JSON"),
+    (json.dumps({**REBALANCE_RESULTS, "summaries": "x"}), "are not usable (summaries: Input should be a valid array)"),
+    (json.dumps({**REBALANCE_RESULTS, "summaries": []}), "hold no measurements"),
+])
+def test_a_missing_or_unreadable_rebalance_file_is_one_line(tmp_path: Path, content: str | None, why: str) -> None:
+    results = tmp_path / "rebalance-latest.json"
+    if content == "<a directory>":
+        results.mkdir()
+    elif content is not None:
+        results.write_text(content)
+    md = build_report(write_runs(tmp_path, {"c.json": C_NORMAL_GAP}), tmp_path / "out", results).read_text()
+    handover = md.split("### Plain-group hand-over", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in handover.splitlines()[1:] if line]
+    assert len(lines) == 1
+    assert lines[0].startswith("Not shown: ")
+    assert why in lines[0]
+
+
+def test_cli_takes_the_rebalance_results(tmp_path: Path) -> None:
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(REBALANCE_RESULTS))
+    runs_dir = write_runs(tmp_path, {"c.json": C_NORMAL_GAP})
+    ok = CliRunner().invoke(report, ["--runs", str(runs_dir), "--out", str(tmp_path / "out"),
+                                     "--rebalance-results", str(results)])
+    assert ok.exit_code == 0, ok.output
+    assert "| a member joins (3 -> 4) |" in (tmp_path / "out" / REPORT_NAME).read_text()

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pyrallel_tools.bluegreen.reporting.build import build_report
+from pyrallel_tools.bluegreen.reporting.handover import DEFAULT_REBALANCE_RESULTS
 from pyrallel_tools.bluegreen.reporting.load import ReportError
 
 
@@ -15,10 +16,14 @@ from pyrallel_tools.bluegreen.reporting.load import ReportError
               show_default=True, help="Directory with one JSON file per scenario run.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
               show_default=True, help="Where test-report.md and figures/ are written.")
-def report(runs_dir: Path, out_dir: Path) -> None:
+@click.option("--rebalance-results", "rebalance_results", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_REBALANCE_RESULTS, show_default=True,
+              help="Results of `pyrallel bench --suite rebalance`, shown as the plain-group hand-over beside the "
+                   "strategies; a missing or unreadable file is noted in the report, not an error.")
+def report(runs_dir: Path, out_dir: Path, rebalance_results: Path) -> None:
     """Write OUT/test-report.md and OUT/figures/*.png; unreadable run files are listed in the report."""
     try:
-        path = build_report(runs_dir, out_dir)
+        path = build_report(runs_dir, out_dir, rebalance_results)
     except ReportError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Report written to {path.resolve()}")

@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pyrallel_tools.bluegreen.criteria import LAGGING_EXTRA_GAP_S, TARGET_GAP_S, UNJUDGED_GAP
+from pyrallel_tools.bluegreen.reporting.balance import balance
+from pyrallel_tools.bluegreen.reporting.handover import Handover
 from pyrallel_tools.bluegreen.reporting.load import RunFile
 from pyrallel_tools.bluegreen.reporting.summary import StrategySummary, rollback_seconds, summarize, switch_seconds
 from pyrallel_tools.bluegreen.run_record import RunRecord
@@ -27,6 +30,7 @@ SCENARIOS: dict[int, str] = {
     3: "Switch while blue has lag > 500",
     4: "Consumer process killed and restarted during the switch",
     5: "Green with a high failure rate: automatic rollback",
+    6: "Repeated switches and rollbacks at a steady load",
 }
 """Section headings per scenario number; each run's own title (the runner's wording) is in its section."""
 
@@ -91,7 +95,8 @@ def _summary(runs: Sequence[RunFile], summaries: Sequence[StrategySummary], skip
     overall = "PASS" if not failed else "FAIL"
     lines = ["## Executive summary", "",
              f"**Overall: {overall}** — {len(runs) - len(failed)} of {len(runs)} runs passed "
-             "(targets per run: loss 0, dual-active 0, switch and rollback times as listed in each run's criteria).",
+             "(targets per run: loss 0, dual-active 0, order kept, balance and the processing gap of each switch "
+             "and rollback as listed in each run's criteria).",
              ""]
     lines += _table(["strategy", "runs", "passed", "verdict"],
                     [(s.strategy, s.runs, s.passed, "PASS" if s.ok else "FAIL") for s in summaries])
@@ -137,6 +142,7 @@ def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Pat
                                             [(t.produced, t.consumed, t.lost, t.pending, t.duplicates,
                                               t.cross_color_duplicates, t.dual_active_count, t.order_violations,
                                               _by_color(record.rebalances) or 0)])]
+    lines += _balance(record)
     if record.criteria:
         lines += ["**Criteria**", "", *_table(["criterion", "target", "measured", "result"],
                                               [(c.name, c.target, c.measured, "pass" if c.passed else "FAIL")
@@ -174,6 +180,31 @@ def _felt(record: RunRecord) -> list[str]:
                      "latency p99", "latency max", "records"], rows)]
 
 
+def _balance(record: RunRecord) -> list[str]:
+    """Per instance: records handled and, where the instances report them, the partitions it owned."""
+    rows = balance(record.samples, record.environment)
+    if not rows:
+        return []
+    handled = ("**Balance** per instance. *Records handled*: each process life's highest sampled counter, summed "
+               "over the lives (a restart starts again from 0; \"(n lives)\" marks an instance restarted during the "
+               "run).")
+    if all(r.most_owned is None for r in rows):
+        return [f"{handled} The instances report no partitions.", "",
+                *_table(["instance", "color", "records handled"],
+                        [(r.instance, r.color, _handled(r.handled, r.lives)) for r in rows])]
+    return [f"{handled} *Partitions at the end*: at its last ACTIVE sample (— never ACTIVE). *Longest ACTIVE with "
+            "no partition*: consecutive samples, first to last, counted as the balance criterion counts (only while "
+            "its color had no more ACTIVE instances than partitions).", "",
+            *_table(["instance", "color", "records handled", "most partitions at once", "partitions at the end",
+                     "longest ACTIVE with no partition"],
+                    [(r.instance, r.color, _handled(r.handled, r.lives), r.most_owned, r.owned_at_end,
+                      None if r.longest_idle_s is None else f"{r.longest_idle_s:.1f} s") for r in rows])]
+
+
+def _handled(records: int, lives: int) -> str:
+    return str(records) + (f" ({lives} lives)" if lives > 1 else "")
+
+
 def _scenarios(runs: Sequence[RunFile], figures: Mapping[Path, Sequence[tuple[str, Path]]], out_dir: Path) -> list[str]:
     lines: list[str] = []
     for scenario in sorted({r.record.scenario for r in runs}):
@@ -183,15 +214,51 @@ def _scenarios(runs: Sequence[RunFile], figures: Mapping[Path, Sequence[tuple[st
     return lines
 
 
-def _comparison(summaries: Sequence[StrategySummary]) -> list[str]:
-    rows = [(s.strategy, f"{s.passed}/{s.runs}", _times(s.switch_times), _times(s.rollback_times), s.lost,
+def _target(strategy: str) -> str:
+    return f"< {TARGET_GAP_S[strategy]:g} s" if strategy in TARGET_GAP_S else "—"
+
+
+def _comparison(summaries: Sequence[StrategySummary], handover: Handover | str | None) -> list[str]:
+    rows = [(s.strategy, f"{s.passed}/{s.runs}", _secs(s.median_gap), _secs(s.p99_gap), _secs(s.max_gap),
+             len(s.gaps), _target(s.strategy), _times(s.switch_times), _times(s.rollback_times), s.lost,
              s.duplicates, s.rebalances, *COMPLEXITY.get(s.strategy, ("—", "—"))) for s in summaries]
-    return ["## Strategy comparison", "",
-            "Times are medians over all runs of the strategy (max, count). A switch or rollback is timed by the "
-            "controller without its health-check window; an automatic rollback is timed from its first rollback "
-            "step to its last. Lost, duplicates and rebalances are totals over the runs.", "",
-            *_table(["strategy", "runs passed", "switch time", "rollback time", "lost", "duplicates", "rebalances",
-                     "implementation complexity", "operational complexity"], rows)]
+    unjudged = ", ".join(str(n) for n in sorted(UNJUDGED_GAP))
+    lines = ["## Strategy comparison", "",
+             "The processing gap is the longest time a record waited on its partition with no one handling it "
+             "across a switch or a rollback (see each run's *As the records felt it*): median, p99 (nearest rank; "
+             "with fewer than 100 values the max) and max over every switch and rollback of the strategy's runs, "
+             "an automatic rollback's included, with their number n; — where the logs do not tell. The target is "
+             f"the run criteria's, per switch (scenario 3 allows {LAGGING_EXTRA_GAP_S:g} s more for the record in "
+             f"flight; scenarios {unjudged} measure the gap without judging it). The controller step time is how "
+             "long the controller's steps took, median (max, count): a switch without its health-check window, an "
+             "automatic rollback from its first rollback step to its last. Lost, duplicates and rebalances are "
+             "totals over the runs.", "",
+             *_table(["strategy", "runs passed", "processing gap median", "processing gap p99",
+                      "processing gap max", "n", "gap target", "controller step time: switch",
+                      "controller step time: rollback", "lost", "duplicates", "rebalances",
+                      "implementation complexity", "operational complexity"], rows)]
+    return lines + _handover(handover)
+
+
+def _handover(handover: Handover | str | None) -> list[str]:
+    """The plain group's and the library's join/leave figures from the rebalance benchmark, or why there are none."""
+    if handover is None:
+        return []
+    title = "### Plain-group hand-over: what Kafka's group protocol itself costs a same-group hand-over"
+    if isinstance(handover, str):
+        return [title, "", f"Not shown: {handover}.", ""]
+    settings = ", ".join(f"`{k}={v}`" for k, v in sorted(handover.kafka.items())) or "none (librdkafka defaults)"
+    version = f"librdkafka {handover.librdkafka}" if handover.librdkafka else "librdkafka version not recorded"
+    return [title, "",
+            f"From `{handover.path}` ({handover.date}; {version}; extra librdkafka properties: {settings}), "
+            "measured by `pyrallel bench --suite rebalance`: the longest a partition went without an owner when a "
+            "member joined or left one group, for a plain confluent-kafka group and for a group of "
+            "PyrallelConsumers, median and max over the repetitions. This is the group protocol's own price for "
+            "moving partitions between members of one group, whoever consumes; compare a strategy's processing "
+            "gap with it, on the same librdkafka settings.", "",
+            *_table(["event", "contender", "runs", "longest unowned partition: median", "max"],
+                    [(r.event, r.contender, r.runs, _secs(r.unowned_median_s), _secs(r.unowned_max_s))
+                     for r in handover.rows])]
 
 
 def _duplicate_explanation(run: RunFile) -> str:
@@ -222,6 +289,8 @@ def _problems(runs: Sequence[RunFile]) -> list[str]:
 
 
 def _recommendation(summaries: Sequence[StrategySummary]) -> list[str]:
+    """The strategy whose runs all passed with the lowest p99 processing gap: what the records feel, not how fast the
+    controller's steps were (a quick pause/resume can still leave partitions unowned for seconds)."""
     passing = [s for s in summaries if s.ok]
     failing = [s for s in summaries if not s.ok]
     lines = ["## Recommendation", ""]
@@ -230,17 +299,23 @@ def _recommendation(summaries: Sequence[StrategySummary]) -> list[str]:
                      "fixed: " + "; ".join(f"{s.strategy} {s.runs - s.passed} of {s.runs} runs failed"
                                            for s in failing) + ".")
         return [*lines, ""]
-    ranked = sorted(passing, key=lambda s: (s.median_switch is None, s.median_switch or 0.0,
-                                            s.median_rollback or 0.0, s.strategy))
+    ranked = sorted(passing, key=lambda s: (s.p99_gap is None, s.p99_gap or 0.0, s.median_gap or 0.0,
+                                            s.median_switch or 0.0, s.strategy))
     best = ranked[0]
     text = f"**{best.strategy}**: all {best.runs} of its runs passed (lost {best.lost}, no dual-active window)"
-    if best.median_switch is None:
-        text += ", but none of them measured a switch, so the choice is not backed by a switch time"
+    if best.p99_gap is None:
+        text += (", but none of them measured a processing gap, so the choice is not backed by what the records "
+                 "felt")
     else:
-        text += f", and its median switch time {_secs(best.median_switch)} is the lowest"
-        others = [f"{s.strategy} {_secs(s.median_switch)}" for s in ranked[1:] if s.median_switch is not None]
+        text += (f", and its p99 processing gap {_secs(best.p99_gap)} (median {_secs(best.median_gap)}, max "
+                 f"{_secs(best.max_gap)}, n={len(best.gaps)}) is the lowest")
+        others = [f"{s.strategy} {_secs(s.p99_gap)}" for s in ranked[1:] if s.p99_gap is not None]
         text += f" among the passing strategies ({', '.join(others)})" if others else " (the only passing strategy)"
-    text += f"; median rollback {_secs(best.median_rollback)}, {best.duplicates} duplicates over its runs."
+        if best.strategy in TARGET_GAP_S:
+            target = TARGET_GAP_S[best.strategy]
+            text += f"; {'within' if best.p99_gap < target else 'not within'} its target of {target:g} s"
+    text += (f"; controller step time: median switch {_secs(best.median_switch)}, median rollback "
+             f"{_secs(best.median_rollback)}; {best.duplicates} duplicates over its runs.")
     if best.strategy in COMPLEXITY:
         impl, ops = COMPLEXITY[best.strategy]
         text += f" Implementation: {impl}. Operations: {ops}."
@@ -251,8 +326,10 @@ def _recommendation(summaries: Sequence[StrategySummary]) -> list[str]:
 
 
 def render_report(runs: Sequence[RunFile], skipped: Sequence[tuple[Path, str]],
-                  figures: Mapping[Path, Sequence[tuple[str, Path]]], runs_dir: Path, out_dir: Path) -> str:
-    """The whole report; ``figures`` maps each run's path to its (caption, file) pairs, linked from ``out_dir``."""
+                  figures: Mapping[Path, Sequence[tuple[str, Path]]], runs_dir: Path, out_dir: Path,
+                  handover: Handover | str | None = None) -> str:
+    """The whole report; ``figures`` maps each run's path to its (caption, file) pairs, linked from ``out_dir``;
+    ``handover`` is the rebalance benchmark's results, or why there are none (None: not looked for)."""
     summaries = summarize(runs)
     first, last = min(r.record.started_at for r in runs), max(r.record.ended_at for r in runs)
     lines = ["# Blue/green switching: test report", "",
@@ -261,7 +338,7 @@ def render_report(runs: Sequence[RunFile], skipped: Sequence[tuple[Path, str]],
     lines += _summary(runs, summaries, skipped)
     lines += _environment(runs)
     lines += _scenarios(runs, figures, out_dir)
-    lines += _comparison(summaries)
+    lines += _comparison(summaries, handover)
     lines += _problems(runs)
     lines += _recommendation(summaries)
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The report's plots: lag, throughput, lifecycle states and end-to-end latency of one run over time, as PNG files.
+"""The report's plots: lag, throughput, lifecycle states, partitions per instance and end-to-end latency of one run
+over time, as PNG files.
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no display), and matplotlib is imported here only,
 inside the functions that draw, so the ``pyrallel`` command works without the ``report`` extra.  Called by
@@ -117,18 +118,23 @@ def _new_figure(height: float) -> tuple[Figure, Axes]:
 def _finish(fig: Figure, ax: Axes, run: RunFile, what: str, ylabel: str, path: Path,
             extra_handles: Sequence[Artist] = ()) -> None:
     """Event markers, labels and a legend outside the plot area (it never hides data), then save."""
+    _frame(ax, run, ylabel, extra_handles)
+    ax.set_title(f"{run.label}: {what}")
+    fig.savefig(path, bbox_inches="tight")
+
+
+def _frame(ax: Axes, run: RunFile, ylabel: str, extra_handles: Sequence[Artist] = ()) -> None:
+    """Event markers, the run's time axis, labels, grid and a legend outside the plot area of one panel."""
     _mark_events(ax, run.record.events, run.record.started_at)
     times = [run.record.ended_at] + [x.t for x in run.record.samples[-1:]] + [e.t for e in run.record.events[-1:]]
     lo, hi = min(0.0, run.record.samples[0].t - run.record.started_at), max(times) - run.record.started_at
     ax.set_xlim(lo, hi + 0.02 * max(hi - lo, 1.0))  # a margin, so a marker at the very end stays visible
     ax.set_xlabel("time since run start (s)")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{run.label}: {what}")
     ax.grid(True, alpha=0.3)
     handles = [*extra_handles, *ax.get_legend_handles_labels()[0]]
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    fig.savefig(path, bbox_inches="tight")
 
 
 def _plot_lines(run: RunFile, points: Iterable[_Point], what: str, ylabel: str, path: Path,
@@ -174,6 +180,34 @@ def _plot_states(run: RunFile, path: Path) -> None:
     _finish(fig, ax, run, "lifecycle state per instance", "instance", path, states)
 
 
+_INSTANCE_STYLES = ("-", "--", ":", "-.")
+
+
+def _plot_partitions(run: RunFile, path: Path) -> None:
+    """Partitions owned per instance, a step line each, one panel per color (a dash per instance): shows a group
+    that leaves an ACTIVE instance without a partition, or one instance with all of them, after a switch."""
+    per = _instances(run.record.samples)
+    colors = list(dict.fromkeys(color for color, _ in per))
+    fig, top = _new_figure(0.6 + 2.4 * len(colors))
+    from matplotlib.ticker import MaxNLocator  # after _new_figure: it reports a missing matplotlib
+
+    grid = fig.add_gridspec(len(colors), 1, hspace=0.35)
+    top.set_subplotspec(grid[0])
+    axes = [top] + [fig.add_subplot(grid[i], sharex=top) for i in range(1, len(colors))]
+    for ax, color in zip(axes, colors, strict=True):
+        mine = [(instance, samples) for (c, instance), samples in per.items() if c == color]
+        for index, (instance, samples) in enumerate(mine):
+            ax.step([s.t - run.record.started_at for s in samples],
+                    [math.nan if s.assigned is None else float(s.assigned) for s in samples], where="post",
+                    label=instance, color=_LINE_COLORS.get(color),
+                    linestyle=_INSTANCE_STYLES[index % len(_INSTANCE_STYLES)], linewidth=1.4)
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        _frame(ax, run, f"{color}: partitions")
+    top.set_title(f"{run.label}: partitions owned per instance")
+    fig.savefig(path, bbox_inches="tight")
+
+
 def _plot_latency(run: RunFile, path: Path) -> None:
     """Produced-to-handled latency per second of production: how long the records waited around each switch."""
     fig, ax = _new_figure(3.6)
@@ -188,9 +222,11 @@ def _plot_latency(run: RunFile, path: Path) -> None:
 
 
 def plot_run(run: RunFile, figures_dir: Path) -> list[tuple[str, Path]]:
-    """Lag, throughput, state timeline and latency of one run; (caption, file) pairs, none without samples.
+    """Lag, throughput, state timeline, partitions per instance and latency of one run; (caption, file) pairs,
+    none without samples.
 
-    The latency plot is left out when the run file has no latency (sink runs, files written before it).
+    The partitions plot is left out when no sample has an assignment (connectors, files written before it), the
+    latency plot when the run file has no latency (sink runs, files written before it).
     """
     if not run.record.samples:
         return []
@@ -204,7 +240,10 @@ def plot_run(run: RunFile, figures_dir: Path) -> list[tuple[str, Path]]:
                 "lag (records)", figures[0][1], "post")
     _plot_lines(run, _rates(run.record.samples), "throughput per color", "records/s", figures[1][1], "pre")
     _plot_states(run, figures[2][1])
+    if any(s.assigned is not None for s in run.record.samples):
+        figures.append(("Partitions per instance", figures_dir / f"{stem}-partitions.png"))
+        _plot_partitions(run, figures[-1][1])
     if run.record.latency:
         figures.append(("End-to-end latency", figures_dir / f"{stem}-latency.png"))
-        _plot_latency(run, figures[3][1])
+        _plot_latency(run, figures[-1][1])
     return figures

@@ -1,4 +1,5 @@
-"""The report's measurements: how long a switch or a rollback took, and the per-strategy totals.
+"""The report's measurements: how long a switch or a rollback took, and the per-strategy totals, among them the
+processing gap over every switch and rollback, by which the recommendation ranks the strategies.
 
 Kept apart from the Markdown so the numbers can be tested on their own; called by
 :mod:`pyrallel_tools.bluegreen.reporting.markdown` and :mod:`~pyrallel_tools.bluegreen.reporting.build`.
@@ -6,6 +7,7 @@ Kept apart from the Markdown so the numbers can be tested on their own; called b
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +16,16 @@ from pyrallel_consumer.bluegreen.controller import SwitchResult
 from pyrallel_tools.bluegreen.reporting.load import RunFile
 from pyrallel_tools.bluegreen.validation.switch_impact import automatic_rollback_steps
 
-__all__ = ["StrategySummary", "rollback_seconds", "summarize", "switch_seconds"]
+__all__ = ["StrategySummary", "nearest_rank", "rollback_seconds", "summarize", "switch_seconds"]
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q`` quantile (0 < q <= 1) of ``values``, as the run files' latency percentiles are taken;
+    None for no values. With fewer than 100 values the p99 is the maximum."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def _handover_seconds(result: SwitchResult) -> float:
@@ -47,6 +58,9 @@ class StrategySummary:
     passed: int
     switch_times: list[float]
     rollback_times: list[float]
+    gaps: list[float]
+    """The processing gap of every switch and rollback of the strategy's runs (an automatic rollback's too), where
+    measured."""
     lost: int
     duplicates: int
     rebalances: int
@@ -63,8 +77,21 @@ class StrategySummary:
     def median_rollback(self) -> float | None:
         return statistics.median(self.rollback_times) if self.rollback_times else None
 
+    @property
+    def median_gap(self) -> float | None:
+        return statistics.median(self.gaps) if self.gaps else None
+
+    @property
+    def p99_gap(self) -> float | None:
+        return nearest_rank(self.gaps, 0.99)
+
+    @property
+    def max_gap(self) -> float | None:
+        return max(self.gaps) if self.gaps else None
+
 
 def summarize(runs: Sequence[RunFile]) -> list[StrategySummary]:
+    """One summary per strategy, sorted by strategy; the markdown's summary, comparison and recommendation use it."""
     out: list[StrategySummary] = []
     for strategy in sorted({r.record.strategy for r in runs}):
         mine = [r.record for r in runs if r.record.strategy == strategy]
@@ -75,6 +102,7 @@ def summarize(runs: Sequence[RunFile]) -> list[StrategySummary]:
             passed=sum(r.passed for r in mine),
             switch_times=[t for s in switches if (t := switch_seconds(s)) is not None],
             rollback_times=[t for s in switches if (t := rollback_seconds(s)) is not None],
+            gaps=[g for s in switches for _, figures in s.felt() if (g := figures.processing_gap_s) is not None],
             lost=sum(r.validation.lost for r in mine),
             duplicates=sum(r.validation.duplicates for r in mine),
             rebalances=sum(sum(r.rebalances.values()) for r in mine),
