@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
     from pyrallel_consumer.control.exhaustion import LogAndSkip as LogAndSkip
     from pyrallel_consumer.control.lifecycle import LifecycleState as LifecycleState
     from pyrallel_consumer.control.observer import ConsumerObserver as ConsumerObserver
+    from pyrallel_consumer.control.positions import Position as Position
     from pyrallel_consumer.execution.engine import (
         Completion as Completion,
     )
@@ -60,6 +61,7 @@ _PUBLIC: dict[str, str] = {
     "MissingTopicError": "pyrallel_consumer.kafka.topic_check",
     "Ordering": "pyrallel_consumer.record",
     "PartitionMetrics": "pyrallel_consumer.observability.snapshot",
+    "Position": "pyrallel_consumer.control.positions",
     "PyrallelConsumer": "pyrallel_consumer.consumer",
     "Record": "pyrallel_consumer.record",
     "WorkItem": "pyrallel_consumer.execution.engine",
