@@ -162,7 +162,9 @@ class ConsumerConfig(BaseSettings):
     )
     pause_mode: Literal["release", "hold"] = Field(
         default="release",
-        description="Lifecycle pause: release the partitions to other members (safe), or hold them (comparison).",
+        description="Lifecycle pause: release the partitions to the group's other members (one group for both "
+                    "colors, strategy C), or hold them without fetching (each color its own group, strategy B: no "
+                    "rejoin at the next resume).",
     )
     start_paused: bool = Field(
         default=False, description="Come up PAUSED (e.g. this color is not the active one) without processing."
