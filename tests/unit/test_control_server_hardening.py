@@ -470,6 +470,16 @@ async def test_a_paused_consumer_takes_the_positions_of_a_resume(lifecycle_serve
     assert coordinator.taken[-1] == []  # type: ignore[attr-defined]
 
 
+async def test_positions_of_another_topic_are_refused(lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
+    srv, lifecycle = lifecycle_server
+    await paused_server(srv, lifecycle)
+    body = b'{"positions": [{"topic": "elsewhere", "partition": 0, "offset": 1}]}'
+    reply = await call(srv, "POST", "/lifecycle/resume", body)
+    assert reply.status == 409
+    assert "elsewhere" in reply.body["error"]
+    assert lifecycle.state is LifecycleState.PAUSED
+
+
 async def test_positions_are_refused_by_an_active_consumer(lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
     srv, lifecycle = lifecycle_server
     reply = await call(srv, "POST", "/lifecycle/resume?generation=3", POSITIONS)

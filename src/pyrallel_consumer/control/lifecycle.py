@@ -122,6 +122,10 @@ class Lifecycle:
             if self.state is not LifecycleState.PAUSED or self._desired is not LifecycleState.PAUSED:
                 raise PositionsRefusedError(f"positions are taken only by a PAUSED consumer; this one is "
                                             f"{self.state.value} (heading to {self._desired.value})")
+            foreign = sorted({p.topic for p in positions} - set(self._config.topics))
+            if foreign:
+                raise PositionsRefusedError(f"positions for topic(s) this consumer does not consume: "
+                                            f"{', '.join(foreign)}")
         heading = self._request(LifecycleState.ACTIVE, generation, cause)
         if positions:
             self._positions = tuple(positions)
