@@ -9,7 +9,6 @@ only reads :attr:`Fleet.instances`.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -18,21 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyrallel_consumer.bluegreen.controller import COLORS, SwitchError, http_json
-from pyrallel_tools.bluegreen.run_spec import RunOptions, RunSpec, ScenarioError
+from pyrallel_tools.bluegreen.run_spec import RunSpec, ScenarioError
 from pyrallel_tools.localkafka.cluster import free_port
 
 log = logging.getLogger(__name__)
-
-
-C_HEARTBEAT = "heartbeat.interval.ms=500"
-"""Strategy C's hand-over is a change of the group's membership, whose rebalance rounds wait for the members'
-next heartbeat: C's consumers heartbeat every 500 ms instead of librdkafka's 3 s (see docs/decisions.md)."""
-
-
-def sets_heartbeat(options: RunOptions) -> bool:
-    """The run's own ``--kafka`` sets the heartbeat, or KIP-848 (which takes it from the broker) is in use."""
-    own = any(pair.split("=", 1)[0].strip() == "heartbeat.interval.ms" for pair in options.consumer_kafka)
-    return own or os.environ.get("PYRALLEL_GROUP_PROTOCOL", "classic") == "consumer"
 
 
 def _cli() -> list[str]:
@@ -129,8 +117,6 @@ class Fleet:
             args += ["--kafka", "session.timeout.ms=10000"]
         for pair in options.consumer_kafka:
             args += ["--kafka", pair]
-        if spec.strategy == "C" and C_HEARTBEAT not in options.consumer_kafka and not sets_heartbeat(options):
-            args += ["--kafka", C_HEARTBEAT]
         if spec.variant == "static":
             args += ["--group-instance-id", f"{spec.run_id}-{color}-{n}"]
         return args

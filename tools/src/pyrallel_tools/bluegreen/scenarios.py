@@ -35,7 +35,7 @@ from pyrallel_consumer.bluegreen.controller import (
 )
 from pyrallel_tools.bluegreen.criteria import judge
 from pyrallel_tools.bluegreen.drain import DrainError, read_pending
-from pyrallel_tools.bluegreen.processes import C_HEARTBEAT, Fleet, sets_heartbeat
+from pyrallel_tools.bluegreen.processes import Fleet
 from pyrallel_tools.bluegreen.run_record import (
     LatencyPoint,
     RunRecord,
@@ -312,7 +312,6 @@ def environment(options: RunOptions) -> dict[str, Any]:
         "rate_per_s": options.rate, "instances_per_color": options.instances,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "consumer_kafka": " ".join(options.consumer_kafka) or "library defaults",
-        "strategy_c_consumer_kafka": C_HEARTBEAT if not sets_heartbeat(options) else "as above",
         "group_protocol": os.environ.get("PYRALLEL_GROUP_PROTOCOL", "classic"),
         **broker_group_settings(options.bootstrap),
     }

@@ -187,7 +187,10 @@ def _broker_properties(run_dir: Path, port: int, controller_port: int) -> Path:
         "transaction.state.log.num.partitions": "4",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
+        # Members joining an empty group within 100 ms share its first generation: blue/green strategy C's new color
+        # joins at once (0 makes them race through several generations, the broker's 3000 makes them wait 3-6 s;
+        # docs/decisions.md, "Strategy C pays for a change of group membership").
+        "group.initial.rebalance.delay.ms": "100",
         "auto.create.topics.enable": "true",
         "delete.topic.enable": "true",
         "log.retention.hours": "24",
