@@ -94,7 +94,7 @@ class StatusSampler:
         reaches each partition's owner at once. Lag alone is 0 before any partition is assigned, and switching
         then would find nothing committed to hand over.
         """
-        limit = max(10, int(self.spec.options.rate / 2))
+        limit = self._lag_limit()
         other = COLORS[1 - COLORS.index(color)]
         steady_since: list[float] = []
 
@@ -123,10 +123,17 @@ class StatusSampler:
         wait_for(settled, timeout_s, f"{color} settled (every partition owned, every instance owning one, lag ~0)")
 
     def wait_caught_up(self, color: str, timeout_s: float = 90.0) -> None:
-        """Lag of the active color at most half a second of production (the producer keeps going)."""
-        limit = max(10, int(self.spec.options.rate / 2))
+        """Lag of the active color at most :meth:`_lag_limit` (the producer keeps going)."""
+        limit = self._lag_limit()
         wait_for(lambda: (lag := self.recorder.lag(color)) is not None and lag <= limit, timeout_s,
                  f"{color} lag ~0")
+
+    def _lag_limit(self) -> int:
+        """The lag that counts as "about 0": half a second of production, as the consumers commit every 200 ms;
+        for connectors 1.5 s, since the Connect worker commits their offsets once a second (the sampled lag of a
+        healthy sink saws up to a second of production)."""
+        seconds = 1.5 if self.spec.strategy == "E" else 0.5
+        return max(10, int(self.spec.options.rate * seconds))
 
     def _sample_forever(self) -> None:
         conf: dict[str, Any] = {"bootstrap.servers": self.spec.options.bootstrap,
