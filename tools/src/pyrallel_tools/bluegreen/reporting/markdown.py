@@ -36,12 +36,14 @@ SCENARIOS: dict[int, str] = {
 
 COMPLEXITY: dict[str, tuple[str, str]] = {
     "B": (
-        "two consumer groups; the controller copies committed offsets (with offset maps) with the admin API",
-        "consumers leave and re-join their group on every switch; both groups must be kept and watched",
+        "two consumer groups and the lifecycle API; each color stays in its own group while paused "
+        "(pause_mode=hold) and takes the old group's committed offsets (with offset maps) with its resume",
+        "both groups must be kept and watched; no membership change at a switch, no broker setting involved",
     ),
     "C": (
         "the lifecycle API (pause/resume over HTTP) in every consumer",
-        "low; one consumer group, no extra infrastructure, the controller only calls the instances",
+        "one consumer group, no extra infrastructure; each switch changes the group's membership, so its gap "
+        "depends on the broker's group.initial.rebalance.delay.ms (100 ms: about 0.5 s; the default 3 s: about 6 s)",
     ),
     "E": (
         "sink connectors only; offsets moved through the Connect REST API",
