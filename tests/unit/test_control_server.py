@@ -35,7 +35,6 @@ class FakeLifecycle:
     def __init__(self, state: LifecycleState = LifecycleState.ACTIVE, reachable: bool = True) -> None:
         self.state = state
         self.generation = 0
-        self.last_cause = "start"
         self.reachable = reachable
         self.calls: list[tuple[str, int | None, str]] = []
 
@@ -54,9 +53,11 @@ class FakeLifecycle:
     def request_pause(self, generation: int | None = None, cause: str = "") -> LifecycleState:
         return self._request("pause", LifecycleState.PAUSED, generation, cause)
 
-    def request_resume(self, generation: int | None = None, cause: str = "",
-                       positions: Sequence[Position] = ()) -> LifecycleState:
+    def request_resume(self, generation: int | None = None, cause: str = "") -> LifecycleState:
         return self._request("resume", LifecycleState.ACTIVE, generation, cause)
+
+    async def take_positions(self, positions: Sequence[Position], generation: int | None = None) -> None:
+        self.calls.append(("positions", generation, str(len(positions))))
 
     async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool:
         if self.reachable:

@@ -43,7 +43,10 @@ class FakeCoordinator:
     async def suspend(self, release: bool) -> None:
         return None
 
-    async def activate(self, positions: Sequence[Position] = ()) -> None:
+    async def activate(self) -> None:
+        return None
+
+    async def take_positions(self, positions: Sequence[Position]) -> None:
         if self.fail_with is not None:
             raise self.fail_with
         self.taken.append(list(positions))
@@ -445,47 +448,63 @@ def test_loopback_detection_is_not_fooled_by_names() -> None:
     assert not is_loopback_host("0.0.0.0")
 
 
-# ---- positions handed over on resume (blue/green strategy B) -------------------------------------------------
+# ---- positions handed over while PAUSED (blue/green strategy B) ----------------------------------------------
 
 POSITIONS = b'{"positions": [{"topic": "t", "partition": 0, "offset": 42, "metadata": "map"}, ' \
             b'{"topic": "t", "partition": 1, "offset": 7}]}'
 
 
-async def paused_server(srv: HttpServer, lifecycle: Lifecycle) -> None:
+@pytest.fixture
+async def holding_server() -> AsyncIterator[tuple[HttpServer, Lifecycle]]:
+    """A real Lifecycle of a consumer that holds its partitions while paused, PAUSED, behind a server."""
+    lifecycle = running_lifecycle(pause_mode="hold")
+    srv = HttpServer("127.0.0.1", 0, name="test")
+    add_lifecycle_routes(srv, lifecycle)
+    await srv.start()
     assert (await call(srv, "POST", "/lifecycle/pause?wait=5")).status == 200
-    assert lifecycle.state is LifecycleState.PAUSED
+    yield srv, lifecycle
+    await srv.close()
 
 
-async def test_a_paused_consumer_takes_the_positions_of_a_resume(lifecycle_server: tuple[HttpServer, Lifecycle]
-                                                                 ) -> None:
-    srv, lifecycle = lifecycle_server
-    await paused_server(srv, lifecycle)
-    reply = await call(srv, "POST", "/lifecycle/resume?wait=5&generation=1", POSITIONS)
-    assert reply.status == 200, reply.body
-    coordinator = lifecycle._coordinator  # the fake
-    assert coordinator.taken[-1] == [Position("t", 0, 42, "map"), Position("t", 1, 7, None)]  # type: ignore[attr-defined]
-    # A later plain resume or pause/resume cycle does not take them again.
-    await paused_server(srv, lifecycle)
-    assert (await call(srv, "POST", "/lifecycle/resume?wait=5")).status == 200
-    assert coordinator.taken[-1] == []  # type: ignore[attr-defined]
+def taken(lifecycle: Lifecycle) -> list[list[Position]]:
+    return cast(FakeCoordinator, lifecycle._coordinator).taken
 
 
-async def test_positions_of_another_topic_are_refused(lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
-    srv, lifecycle = lifecycle_server
-    await paused_server(srv, lifecycle)
-    body = b'{"positions": [{"topic": "elsewhere", "partition": 0, "offset": 1}]}'
-    reply = await call(srv, "POST", "/lifecycle/resume", body)
-    assert reply.status == 409
-    assert "elsewhere" in reply.body["error"]
-    assert lifecycle.state is LifecycleState.PAUSED
+async def test_a_paused_consumer_takes_positions_and_stays_paused(holding_server: tuple[HttpServer, Lifecycle]
+                                                                  ) -> None:
+    srv, lifecycle = holding_server
+    reply = await call(srv, "POST", "/lifecycle/positions?generation=1", POSITIONS)
+    assert (reply.status, reply.body["state"], reply.body["positions"]) == (200, "PAUSED", 2), reply.body
+    assert taken(lifecycle) == [[Position("t", 0, 42, "map"), Position("t", 1, 7, None)]]
+    assert lifecycle.state is LifecycleState.PAUSED and lifecycle.generation == 1
+    assert (await call(srv, "POST", "/lifecycle/resume?wait=5&generation=1")).status == 200
 
 
 async def test_positions_are_refused_by_an_active_consumer(lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
     srv, lifecycle = lifecycle_server
-    reply = await call(srv, "POST", "/lifecycle/resume?generation=3", POSITIONS)
+    reply = await call(srv, "POST", "/lifecycle/positions?generation=3", POSITIONS)
     assert reply.status == 409
     assert "PAUSED" in reply.body["error"]
     assert lifecycle.generation == 0, "a refused command does nothing"
+
+
+async def test_positions_are_refused_by_a_consumer_that_released_its_partitions(
+        lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
+    srv, lifecycle = lifecycle_server
+    assert (await call(srv, "POST", "/lifecycle/pause?wait=5")).status == 200
+    reply = await call(srv, "POST", "/lifecycle/positions", POSITIONS)
+    assert reply.status == 409
+    assert "hold" in reply.body["error"]
+    assert taken(lifecycle) == []
+
+
+async def test_positions_of_another_topic_are_refused(holding_server: tuple[HttpServer, Lifecycle]) -> None:
+    srv, lifecycle = holding_server
+    body = b'{"positions": [{"topic": "elsewhere", "partition": 0, "offset": 1}]}'
+    reply = await call(srv, "POST", "/lifecycle/positions", body)
+    assert reply.status == 409
+    assert "elsewhere" in reply.body["error"]
+    assert taken(lifecycle) == []
 
 
 @pytest.mark.parametrize(("body", "fragment"), [
@@ -496,32 +515,52 @@ async def test_positions_are_refused_by_an_active_consumer(lifecycle_server: tup
     (b'{"positions": [{"topic": "t", "partition": 0, "offset": 1}, {"topic": "t", "partition": 0, "offset": 2}]}',
      "two positions"),
     (b'{"positions": {"t": 1}}', "list"),
-    (b'{"positions": [], "generation": 4}', "query"),
+    (b'{"positions": [], "generation": 4}', "body must be"),
+    (b"", "body must be"),
 ])
-async def test_bad_positions_are_400_and_do_nothing(lifecycle_server: tuple[HttpServer, Lifecycle], body: bytes,
+async def test_bad_positions_are_400_and_do_nothing(holding_server: tuple[HttpServer, Lifecycle], body: bytes,
                                                     fragment: str) -> None:
-    srv, lifecycle = lifecycle_server
-    await paused_server(srv, lifecycle)
-    reply = await call(srv, "POST", "/lifecycle/resume", body)
+    srv, lifecycle = holding_server
+    reply = await call(srv, "POST", "/lifecycle/positions", body)
     assert reply.status == 400
     assert fragment in reply.body["error"]
+    assert taken(lifecycle) == []
+
+
+async def test_a_resume_takes_no_positions(holding_server: tuple[HttpServer, Lifecycle]) -> None:
+    srv, lifecycle = holding_server
+    reply = await call(srv, "POST", "/lifecycle/resume", POSITIONS)
+    assert reply.status == 400
     assert lifecycle.state is LifecycleState.PAUSED
 
 
-async def test_a_pause_takes_no_positions(lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
-    srv, lifecycle = lifecycle_server
-    reply = await call(srv, "POST", "/lifecycle/pause", POSITIONS)
-    assert reply.status == 400
-    assert lifecycle.state is LifecycleState.ACTIVE
-
-
-async def test_a_resume_that_cannot_take_its_positions_stays_paused_and_says_why(
-        lifecycle_server: tuple[HttpServer, Lifecycle]) -> None:
-    srv, lifecycle = lifecycle_server
-    await paused_server(srv, lifecycle)
-    lifecycle._coordinator.fail_with = RuntimeError("commit refused")  # type: ignore[attr-defined]
-    reply = await call(srv, "POST", "/lifecycle/resume?wait=5", POSITIONS)
+async def test_positions_that_cannot_be_taken_leave_it_paused_and_say_why(
+        holding_server: tuple[HttpServer, Lifecycle]) -> None:
+    srv, lifecycle = holding_server
+    cast(FakeCoordinator, lifecycle._coordinator).fail_with = KeyError("commit refused")
+    reply = await call(srv, "POST", "/lifecycle/positions", POSITIONS)
     assert reply.status == 500
     assert "commit refused" in reply.body["error"]
     assert lifecycle.state is LifecycleState.PAUSED
 
+
+async def test_a_pause_crossing_a_resume_is_answered_once_the_resume_is_over() -> None:
+    """The answer PAUSED must mean paused: not while the resume it crossed may still turn the consumer ACTIVE."""
+    gate = asyncio.Event()
+
+    class SlowCoordinator(FakeCoordinator):
+        async def activate(self) -> None:
+            await gate.wait()
+
+    lifecycle = Lifecycle(cast(Any, SlowCoordinator()), ConsumerConfig(**BASE, start_paused=True),
+                          cast(Any, FakeObserver()))
+    lifecycle.started()
+    lifecycle.request_resume()
+    await asyncio.sleep(0)  # the resume's activation is under way (blocked on the gate)
+    lifecycle.request_pause()
+    waiting = asyncio.ensure_future(lifecycle.wait_for(LifecycleState.PAUSED, 5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "answered PAUSED while the resume was still being applied"
+    gate.set()
+    assert await waiting
+    assert lifecycle.state is LifecycleState.PAUSED

@@ -222,13 +222,25 @@ class SwitchController:
             return self._group_positions(source, target, write=not holding)
 
     def _group_positions(self, source: str, target: str, write: bool) -> list[dict[str, Any]]:
-        """``source``'s committed offsets as resume positions for ``target``'s members, or (``write``) written
-        into ``target`` once it is empty (then ``[]``)."""
+        """``source``'s committed offsets as positions for ``target``'s members, or (``write``) written into
+        ``target`` once it is empty (then ``[]``).
+
+        A partition on which ``target`` has committed further than ``source`` keeps ``target``'s own offset (and
+        map): the receiver never goes back. In a clean hand-over the source is ahead (the receiver was paused);
+        it is behind when the receiver's last take never happened, e.g. a switch whose new color failed to take
+        the positions is rolled back, and handing the stale offsets back would rewind the old color.
+        """
         admin = AdminClient({"bootstrap.servers": self.deployment.bootstrap})
-        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(source)])[source]
-        offsets = [tp for tp in future.result(timeout=30).topic_partitions if tp.offset >= 0]
+        offsets = _committed(admin, source)
         if not offsets:
             raise SwitchError(f"group {source} has no committed offsets to hand over")
+        own = {(tp.topic, tp.partition): tp for tp in _committed(admin, target)}
+        behind = {key for tp in offsets if (mine := own.get(key := (tp.topic, tp.partition))) is not None
+                  and mine.offset > tp.offset}
+        if behind:
+            log.warning("Group %s is behind %s on %d partition(s); those keep %s's own offsets", source, target,
+                        len(behind), target)
+        offsets = [own[key] if (key := (tp.topic, tp.partition)) in behind else tp for tp in offsets]
         if not write:
             log.info("Handing %d committed offsets of %s to the members of %s", len(offsets), source, target)
             return [{"topic": tp.topic, "partition": tp.partition, "offset": tp.offset, "metadata": tp.metadata}
@@ -248,8 +260,11 @@ class SwitchController:
                 http_json("PUT", f"{self.deployment.connect_url}/connectors/{name}/resume")
                 _wait_connector(str(self.deployment.connect_url), name, "RUNNING")
         else:
+            if positions:  # every instance takes them while still PAUSED; only then does any of them resume
+                with self._step(result, f"{prefix}hand positions to {color}"):
+                    self._lifecycle_all(color, "positions", generation, body={"positions": positions})
             with self._step(result, f"{prefix}resume {color}"):
-                self._lifecycle_all(color, "resume", generation, body={"positions": positions} if positions else None)
+                self._lifecycle_all(color, "resume", generation)
 
     def _roll_back(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
                    switch_generation: int) -> None:
@@ -292,7 +307,8 @@ class SwitchController:
         urls = self.deployment.instances.get(color, [])
         if not urls:
             raise SwitchError(f"no {color} instances are known")
-        want = "PAUSED" if command == "pause" else "ACTIVE"
+        want = "ACTIVE" if command == "resume" else "PAUSED"
+        query = f"generation={generation}" if command == "positions" else f"wait={wait_s:g}&generation={generation}"
 
         deadline = time.monotonic() + wait_s
 
@@ -300,8 +316,8 @@ class SwitchController:
             """An instance that does not answer may be restarting: ask again until the deadline."""
             while True:
                 try:
-                    return http_json("POST", f"{url}/lifecycle/{command}?wait={wait_s:g}&generation={generation}",
-                                     body, token=self.deployment.token, timeout_s=wait_s + 10)
+                    return http_json("POST", f"{url}/lifecycle/{command}?{query}", body, token=self.deployment.token,
+                                     timeout_s=wait_s + 10)
                 except UnreachableError:
                     if time.monotonic() > deadline:
                         raise
@@ -361,6 +377,12 @@ def _record_step(color: str) -> str:
 def _status(url: str, token: str | None) -> dict[str, Any]:
     answer = http_json("GET", f"{url}/lifecycle/status", token=token, timeout_s=10)
     return answer if isinstance(answer, dict) else {}
+
+
+def _committed(admin: AdminClient, group: str) -> list[TopicPartition]:
+    """The group's committed offsets (with metadata), partitions without one left out."""
+    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+    return [tp for tp in future.result(timeout=30).topic_partitions if tp.offset >= 0]
 
 
 def _wait_group_empty(admin: AdminClient, group: str, timeout_s: float = 60.0) -> None:

@@ -149,14 +149,19 @@ class Coordinator:
             self._released = True
             await self._progress.until(lambda: not self._assignments, self._config.rebalance_grace_ms / 1000 + 30)
 
-    async def activate(self, positions: Sequence[Position] = ()) -> None:
-        """Process again: take handed-over ``positions`` first (see ``BrokerPoller.take_positions``), rejoin the
-        group if it was left, resume fetching, dispatch what is queued."""
+    async def take_positions(self, positions: Sequence[Position]) -> None:
+        """While suspended: commit handed-over ``positions`` and restart the held partitions from them (see
+        ``BrokerPoller.take_positions``); the Lifecycle checks that this consumer is PAUSED and holds them."""
+        poller = self._poller
+        if poller is None or self._stopping:
+            raise RuntimeError("the consumer is not running")
+        await poller.take_positions(positions)
+
+    async def activate(self) -> None:
+        """Process again: rejoin the group if it was left, resume fetching, dispatch what is queued."""
         poller = self._poller
         if poller is None or self._stopping:
             return
-        if positions:
-            await poller.take_positions(positions)
         poller.resume_all()
         if self._released:
             await poller.set_subscribed(True)

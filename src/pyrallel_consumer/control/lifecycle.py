@@ -41,8 +41,9 @@ class GenerationError(ValueError):
 
 
 class PositionsRefusedError(ValueError):
-    """Positions came with a resume of a consumer that is not paused: taking them would move an active consumer
-    (or one about to be) back or forth under its own progress. Nothing changed; the control server answers 409."""
+    """Positions for a consumer that is not PAUSED and settled there, that released its partitions, or of a topic
+    it does not consume: taking them could move a consumer under its own progress. Nothing changed; the control
+    server answers 409."""
 
 
 class StaleGenerationError(GenerationError):
@@ -71,8 +72,6 @@ class Lifecycle:
         self.last_cause = "start"
         self._changed = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self._positions: tuple[Position, ...] = ()
-        """Handed-over positions of the resume under way, taken on the way to ACTIVE (then cleared)."""
 
     def _enter(self, state: LifecycleState, cause: str) -> None:
         if state is self.state:
@@ -114,29 +113,37 @@ class Lifecycle:
         """Ask for PAUSED; returns the state the consumer is heading to (DRAINING while it drains)."""
         return self._request(LifecycleState.PAUSED, generation, cause)
 
-    def request_resume(self, generation: int | None = None, cause: str = "resume requested",
-                       positions: Sequence[Position] = ()) -> LifecycleState:
-        """Ask for ACTIVE; with ``positions`` (only while PAUSED), start from them (see ``control.positions``)."""
-        if positions:
-            check_distinct(positions)
-            if self.state is not LifecycleState.PAUSED or self._desired is not LifecycleState.PAUSED:
-                raise PositionsRefusedError(f"positions are taken only by a PAUSED consumer; this one is "
-                                            f"{self.state.value} (heading to {self._desired.value})")
-            foreign = sorted({p.topic for p in positions} - set(self._config.topics))
-            if foreign:
-                raise PositionsRefusedError(f"positions for topic(s) this consumer does not consume: "
-                                            f"{', '.join(foreign)}")
-        heading = self._request(LifecycleState.ACTIVE, generation, cause)
-        if positions:
-            self._positions = tuple(positions)
-        return heading
+    def request_resume(self, generation: int | None = None, cause: str = "resume requested") -> LifecycleState:
+        return self._request(LifecycleState.ACTIVE, generation, cause)
+
+    async def take_positions(self, positions: Sequence[Position], generation: int | None = None) -> None:
+        """Take handed-over positions while PAUSED (see ``control.positions``); the resume comes separately.
+
+        Only a consumer that is PAUSED with no transition under way and that holds its partitions while paused
+        (``pause_mode="hold"``) takes them: anything else could move a consumer that processes, or is about to,
+        under its own progress (PositionsRefusedError, nothing changed). Returns once they are committed and the
+        held partitions restarted; a failure propagates and the consumer stays PAUSED.
+        """
+        check_distinct(positions)
+        if (self.state is not LifecycleState.PAUSED or self._desired is not LifecycleState.PAUSED
+                or (self._worker is not None and not self._worker.done())):
+            raise PositionsRefusedError(f"positions are taken only by a PAUSED consumer with no transition under "
+                                        f"way; this one is {self.state.value} (heading to {self._desired.value})")
+        if self._config.pause_mode != "hold":
+            raise PositionsRefusedError("positions are taken only with pause_mode='hold' (a paused consumer that "
+                                        "released its partitions is no member of its group to commit them)")
+        foreign = sorted({p.topic for p in positions} - set(self._config.topics))
+        if foreign:
+            raise PositionsRefusedError(f"positions for topic(s) this consumer does not consume: {', '.join(foreign)}")
+        self._fence(generation)
+        await self._coordinator.take_positions(positions)
+        log.info("Took %d handed-over position(s) color=%s instance=%s generation=%d", len(positions),
+                 self._config.color, self._config.instance_id, self.generation)
 
     def _request(self, desired: LifecycleState, generation: int | None, cause: str) -> LifecycleState:
         if self.state in (LifecycleState.STOPPED, LifecycleState.STARTING):
             raise RuntimeError(f"the consumer is {self.state.value}; lifecycle commands need it running")
         self._fence(generation)
-        if desired is LifecycleState.PAUSED:
-            self._positions = ()  # a pause overtakes the resume that brought them
         self._desired = desired
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._apply(cause), name="pyrallel-lifecycle")
@@ -145,22 +152,20 @@ class Lifecycle:
         return desired if self.state is not desired else self.state
 
     async def _apply(self, cause: str) -> None:
+        try:
+            await self._transitions(cause)
+        finally:
+            self._changed.set()  # the transition is over: waiters look again (wait_for needs no worker running)
+            self._changed = asyncio.Event()
+
+    async def _transitions(self, cause: str) -> None:
         while self.state is not self._desired and self.state is not LifecycleState.STOPPED:
             if self._desired is LifecycleState.PAUSED:
                 self._enter(LifecycleState.DRAINING, cause)
                 await self._coordinator.suspend(release=self._config.pause_mode == "release")
                 self._enter(LifecycleState.PAUSED, cause)
             else:
-                positions, self._positions = self._positions, ()
-                try:
-                    await self._coordinator.activate(positions)
-                except Exception as exc:  # noqa: BLE001 - the consumer stays PAUSED; the cause says why
-                    log.error("Resume failed, staying PAUSED: %s", exc)
-                    self._desired = LifecycleState.PAUSED
-                    self.last_cause = f"resume failed: {exc}"
-                    self._changed.set()
-                    self._changed = asyncio.Event()
-                    return
+                await self._coordinator.activate()
                 self._enter(LifecycleState.ACTIVE, cause)
 
     @property
@@ -176,9 +181,9 @@ class Lifecycle:
     async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool:
         """Wait until the consumer is in ``state``; False when the timeout passed first."""
         deadline = time.monotonic() + timeout_s
-        while self.state is not state:
-            if self._desired is not state and self.state is not LifecycleState.DRAINING:
-                return False  # another request (or a failed resume) turned it away from ``state``
+        while self.state is not state or (self._worker is not None and not self._worker.done()):
+            # A transition under way may still leave ``state`` (a pause while a resume is being applied answers
+            # PAUSED only once that resume's activation and the drain after it are over).
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -190,9 +195,8 @@ class Lifecycle:
         self.request_pause(generation)
         return await self.wait_for(LifecycleState.PAUSED, timeout_s)
 
-    async def resume(self, timeout_s: float = 60.0, generation: int | None = None,
-                     positions: Sequence[Position] = ()) -> bool:
-        self.request_resume(generation, positions=positions)
+    async def resume(self, timeout_s: float = 60.0, generation: int | None = None) -> bool:
+        self.request_resume(generation)
         return await self.wait_for(LifecycleState.ACTIVE, timeout_s)
 
     def status(self) -> dict[str, Any]:

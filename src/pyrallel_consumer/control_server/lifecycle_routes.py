@@ -24,15 +24,15 @@ class LifecycleControl(Protocol):
 
     state: LifecycleState
     generation: int
-    last_cause: str
 
     @property
     def ready(self) -> bool: ...
 
     def request_pause(self, generation: int | None = None, cause: str = ...) -> LifecycleState: ...
 
-    def request_resume(self, generation: int | None = None, cause: str = ...,
-                       positions: Sequence[Position] = ()) -> LifecycleState: ...
+    def request_resume(self, generation: int | None = None, cause: str = ...) -> LifecycleState: ...
+
+    async def take_positions(self, positions: Sequence[Position], generation: int | None = None) -> None: ...
 
     async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool: ...
 
@@ -47,6 +47,9 @@ def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl) -> Non
 
     async def resume(request: Request) -> Response:
         return await _transition(request, lifecycle, LifecycleState.ACTIVE)
+
+    async def positions(request: Request) -> Response:
+        return await _take_positions(request, lifecycle)
 
     async def status(request: Request) -> Response:
         request.allow_query()
@@ -68,6 +71,7 @@ def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl) -> Non
 
     server.add_route("POST", "/lifecycle/pause", pause)
     server.add_route("POST", "/lifecycle/resume", resume)
+    server.add_route("POST", "/lifecycle/positions", positions)
     server.add_route("GET", "/lifecycle/status", status)
     server.add_route("GET", "/healthz", healthz, public=True)
     server.add_route("GET", "/readyz", readyz, public=True)
@@ -76,15 +80,15 @@ def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl) -> Non
 async def _transition(request: Request, lifecycle: LifecycleControl, target: LifecycleState) -> Response:
     """202 with the state the request leads to; with ``?wait=S`` 200 once ``target`` is reached, else 504."""
     request.allow_query("wait", "generation")
-    positions = _positions(request) if target is LifecycleState.ACTIVE else _refuse_body(request)
+    _refuse_body(request)
     wait_s = request.query_float("wait", 0.0, MAX_WAIT_S)
     generation = request.query_int("generation", 0, 2**63 - 1)
     try:
         if target is LifecycleState.PAUSED:
             heading = lifecycle.request_pause(generation, cause="pause over HTTP")
         else:
-            heading = lifecycle.request_resume(generation, cause="resume over HTTP", positions=positions)
-    except (GenerationError, PositionsRefusedError) as exc:  # nothing changed
+            heading = lifecycle.request_resume(generation, cause="resume over HTTP")
+    except GenerationError as exc:  # older than the current one, or too far ahead of it: nothing changed
         raise HttpError(409, str(exc), generation=lifecycle.generation, state=lifecycle.state.value) from None
     except RuntimeError as exc:  # STARTING or STOPPED: retry later
         raise HttpError(503, str(exc), state=lifecycle.state.value) from None
@@ -92,41 +96,50 @@ async def _transition(request: Request, lifecycle: LifecycleControl, target: Lif
         return Response(202, {"state": heading.value, "target": target.value, "generation": lifecycle.generation})
     if await lifecycle.wait_for(target, wait_s):
         return Response(200, {"state": target.value, "target": target.value, "generation": lifecycle.generation})
-    if lifecycle.last_cause.startswith("resume failed"):
-        raise HttpError(500, lifecycle.last_cause, state=lifecycle.state.value, target=target.value,
-                        generation=lifecycle.generation)
     raise HttpError(504, f"not {target.value} after {wait_s:g}s", state=lifecycle.state.value,
                     target=target.value, generation=lifecycle.generation)
 
 
-def _refuse_body(request: Request) -> list[Position]:
-    """Lifecycle commands take their parameters from the query string only (a resume's positions aside).
+def _refuse_body(request: Request) -> None:
+    """Lifecycle commands take their parameters from the query string only (handed-over positions aside).
 
     A body that is not JSON is a 400, and so is JSON with content (e.g. ``{"generation": 9}``): a parameter
     put in the body would otherwise be ignored silently, and a command the caller believes fenced would not
     be. No body, a blank one, ``{}`` and ``null`` are accepted, as HTTP clients send them by habit.
     """
     if not request.body.strip():
-        return []
+        return
     content = request.json()
     if content is not None and content != {}:
         raise HttpError(400, "lifecycle commands take no body: give generation and wait in the query string "
-                             "(?generation=N&wait=S); a resume may carry {\"positions\": [...]}")
-    return []
+                             "(?generation=N&wait=S)")
 
 
-def _positions(request: Request) -> list[Position]:
-    """A resume's body: nothing (as for a pause), or ``{"positions": [{"topic", "partition", "offset",
-    "metadata"}, ...]}`` handed over from another group (blue/green strategy B)."""
-    if not request.body.strip():
-        return []
-    content = request.json()
-    if not isinstance(content, dict) or set(content) - {"positions"}:
-        return _refuse_body(request)
+async def _take_positions(request: Request, lifecycle: LifecycleControl) -> Response:
+    """POST /lifecycle/positions?generation=N with ``{"positions": [{"topic", "partition", "offset", "metadata"},
+    ...]}`` (blue/green strategy B's hand-over): 200 once a PAUSED consumer took them; 409 when it may not (not
+    PAUSED or a transition under way, partitions released while paused, another topic, an older generation),
+    400 for a bad body, 500 when taking them failed (the consumer stays PAUSED)."""
+    request.allow_query("generation")
+    generation = request.query_int("generation", 0, 2**63 - 1)
+    content = request.json() if request.body.strip() else None
+    if not isinstance(content, dict) or set(content) != {"positions"}:
+        raise HttpError(400, 'the body must be {"positions": [{"topic", "partition", "offset", "metadata"}, ...]}')
     try:
-        return positions_from_json(content.get("positions", []))
+        positions = positions_from_json(content["positions"])
     except ValueError as exc:
         raise HttpError(400, str(exc)) from None
+    try:
+        await lifecycle.take_positions(positions, generation)
+    except (GenerationError, PositionsRefusedError) as exc:
+        raise HttpError(409, str(exc), generation=lifecycle.generation, state=lifecycle.state.value) from None
+    except RuntimeError as exc:  # STARTING or STOPPED
+        raise HttpError(503, str(exc), state=lifecycle.state.value) from None
+    except Exception as exc:  # noqa: BLE001 - the commit or the restart failed: still PAUSED, say why
+        raise HttpError(500, f"taking the positions failed, still PAUSED: {exc}", state=lifecycle.state.value,
+                        generation=lifecycle.generation) from None
+    return Response(200, {"state": lifecycle.state.value, "positions": len(positions),
+                          "generation": lifecycle.generation})
 
 
 def create_control_server(config: ConsumerConfig, lifecycle: LifecycleControl) -> HttpServer:

@@ -43,7 +43,8 @@ _PROBE_PERIOD_S = 1.0
 _WAKE_TIMEOUT_S = 2.0
 _POSITIONS_TIMEOUT_S = 30.0
 _REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
-                          KafkaError.UNKNOWN_MEMBER_ID})
+                          KafkaError.UNKNOWN_MEMBER_ID, KafkaError.STALE_MEMBER_EPOCH,
+                          KafkaError.FENCED_MEMBER_EPOCH})
 """Commit errors of a group that is rebalancing (or of a member about to rejoin): worth another try."""
 
 
@@ -370,17 +371,27 @@ class BrokerPoller:
         fetchable = sorted(set(self._assigned) - self._paused)
         if not fetchable:
             return
+        deadline = time.monotonic() + _WAKE_TIMEOUT_S  # one budget for the whole nudge: the poller waits meanwhile
         try:
-            leaders: dict[int, TopicPartition] = {}
-            for topic in sorted({t for t, _ in fetchable}):
-                partitions = consumer.list_topics(topic, timeout=_WAKE_TIMEOUT_S).topics[topic].partitions
-                for t, p in fetchable:
-                    if t == topic and p in partitions:
-                        leaders.setdefault(partitions[p].leader, TopicPartition(t, p))
-            for tp in leaders.values():
-                consumer.get_watermark_offsets(tp, timeout=_WAKE_TIMEOUT_S, cached=False)
-        except (KafkaException, KeyError) as exc:
-            log.debug("Waking the fetchers after a resume failed (they wake within 1 s anyway): %s", exc)
+            topics = {t for t, _ in fetchable}
+            only = next(iter(topics)) if len(topics) == 1 else None  # the usual case: one topic's metadata only
+            metadata = consumer.list_topics(only, timeout=_WAKE_TIMEOUT_S).topics
+        except KafkaException as exc:
+            log.debug("Waking the fetchers failed (they wake within 1 s anyway): %s", exc)
+            return
+        leaders: dict[int, TopicPartition] = {}
+        for t, p in fetchable:
+            partition = metadata[t].partitions.get(p) if t in metadata else None
+            if partition is not None and partition.leader >= 0:
+                leaders.setdefault(partition.leader, TopicPartition(t, p))
+        for tp in leaders.values():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                consumer.get_watermark_offsets(tp, timeout=left, cached=False)
+            except KafkaException as exc:
+                log.debug("Waking the fetcher of %s[%d] failed: %s", tp.topic, tp.partition, exc)
 
     def _sync_paused(self, consumer: Consumer) -> None:
         """Make librdkafka's paused set match: everything under pause_all or a long-closed gate, else the
