@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import TopicPartition
 
-from pyrallel_tools.benchmark.rebalance_member import OwnershipLog, parse_kafka, plain_conf
+from pyrallel_tools.benchmark.rebalance_member import OwnershipLog, plain_conf
 from pyrallel_tools.benchmark.rebalance_report import (
     EventMeasure,
     RebalanceReport,
@@ -27,6 +27,7 @@ from pyrallel_tools.benchmark.rebalance_timeline import (
     parse_changes,
 )
 from pyrallel_tools.cli.bench_cmd import bench
+from pyrallel_tools.kafka_pairs import parse_kafka_pairs
 
 pytestmark = pytest.mark.unit
 
@@ -143,13 +144,13 @@ def test_the_ownership_log_follows_incremental_callbacks(tmp_path: Path) -> None
 
 
 def test_kafka_properties_parse_and_reach_the_plain_members_conf() -> None:
-    kafka = parse_kafka(["heartbeat.interval.ms=500", "session.timeout.ms = 6000"])
+    kafka = parse_kafka_pairs(["heartbeat.interval.ms=500", "session.timeout.ms = 6000"])
     assert kafka == {"heartbeat.interval.ms": "500", "session.timeout.ms": "6000"}
     conf = plain_conf("b:9092", "g", kafka)
     assert conf["partition.assignment.strategy"] == "cooperative-sticky"
     assert conf["heartbeat.interval.ms"] == "500"
     with pytest.raises(ValueError, match="NAME=VALUE"):
-        parse_kafka(["heartbeat.interval.ms"])
+        parse_kafka_pairs(["heartbeat.interval.ms"])
 
 
 def measure(contender: str, event: str, rep: int, unowned: float, settle: float | None,

@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pyrallel_consumer import ConsumerConfig, KafkaClients, PyrallelConsumer, Record
 from pyrallel_consumer.kafka.settings import FETCH_DEFAULTS
+from pyrallel_tools.kafka_pairs import parse_kafka_pairs
 
 Callback = Callable[[Any, list[TopicPartition]], None]
 
@@ -149,17 +150,6 @@ async def run_pyrallel(args: argparse.Namespace, kafka: dict[str, str], ownershi
     ownership.event("closed", everything=True)
 
 
-def parse_kafka(items: Sequence[str]) -> dict[str, str]:
-    """``NAME=VALUE`` items as a dict; raises ValueError on an item without ``=`` or a name."""
-    kafka: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--kafka expects NAME=VALUE, got {item!r}")
-        kafka[name.strip()] = value.strip()
-    return kafka
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="One member of a pyrallel bench rebalance group.")
     parser.add_argument("kind", choices=["plain", "pyrallel"])
@@ -172,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="Leave by itself after this long.")
     args = parser.parse_args(argv)
     try:
-        kafka = parse_kafka(args.kafka)
+        kafka = parse_kafka_pairs(args.kafka)
     except ValueError as exc:
         parser.error(str(exc))
     ownership = OwnershipLog(args.log, args.member)

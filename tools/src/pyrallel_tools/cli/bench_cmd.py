@@ -115,15 +115,15 @@ def _rebalance(bootstrap_servers: str | None, kafka: tuple[str, ...], repetition
                profile: str | None, rebuild: Path | None) -> None:
     """``--suite rebalance``: its own runner and result files (the other suites' options do not apply)."""
     from pyrallel_tools.benchmark.rebalance import RebalancePlan, run_rebalance
-    from pyrallel_tools.benchmark.rebalance_member import parse_kafka
     from pyrallel_tools.benchmark.rebalance_report import markdown as rebalance_markdown
+    from pyrallel_tools.kafka_pairs import parse_kafka_pairs
 
     if profile or rebuild is not None:
         raise click.UsageError("--profile and --rebuild do not apply to --suite rebalance")
     if not bootstrap_servers:
         raise click.UsageError("--bootstrap-servers (or PYRALLEL_BOOTSTRAP_SERVERS) is required")
     try:
-        properties = tuple(parse_kafka(kafka).items())
+        properties = tuple(parse_kafka_pairs(kafka).items())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--kafka") from exc
     plan = RebalancePlan(repetitions=repetitions, kafka=properties)

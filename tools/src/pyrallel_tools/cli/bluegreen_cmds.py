@@ -28,6 +28,7 @@ from pyrallel_tools.bluegreen.drain import DrainError, DrainResult, read_pending
 from pyrallel_tools.bluegreen.load_producer import LoadPlan, LoadProducer, LoadSettings
 from pyrallel_tools.bluegreen.settings_routes import describe_validation_error
 from pyrallel_tools.bluegreen.validation.from_logs import validate_files
+from pyrallel_tools.kafka_pairs import parse_kafka_pairs
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,10 @@ def _config_file_option(tables: dict[str, str] | None = None) -> Callable[[F], F
 
 
 def _kafka_pairs(values: tuple[str, ...]) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--kafka")
-        pairs[key.strip()] = value.strip()
-    return pairs
+    try:
+        return parse_kafka_pairs(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--kafka") from exc
 
 
 def _model(cls: type[M], hint: str, **values: Any) -> M:

@@ -11,6 +11,7 @@ from pyrallel_tools.bluegreen.reporting.build import build_report
 from pyrallel_tools.bluegreen.reporting.load import ReportError
 from pyrallel_tools.bluegreen.run_spec import SCENARIOS, VARIANTS, RunOptions, ScenarioError, combination_problem
 from pyrallel_tools.bluegreen.scenarios import ScenarioRun
+from pyrallel_tools.kafka_pairs import parse_kafka_pairs
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,11 @@ def _seconds(value: float | None) -> str:
 
 
 def _checked_pairs(values: tuple[str, ...]) -> tuple[str, ...]:
-    bad = [v for v in values if "=" not in v or not v.split("=", 1)[0].strip()]
-    if bad:
-        raise click.BadParameter(f"{bad[0]!r} is not KEY=VALUE", param_hint="--kafka")
-    return values
+    """The ``--kafka`` items as ``KEY=VALUE`` strings for the consumers' command lines, checked first."""
+    try:
+        return tuple(f"{key}={value}" for key, value in parse_kafka_pairs(values).items())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--kafka") from exc
 
 
 @click.group()
