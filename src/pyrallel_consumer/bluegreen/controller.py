@@ -211,7 +211,7 @@ class SwitchController:
 
         Offsets can be written into a group from outside only while it has no members. A new color whose
         instances stay in their group while paused (``pause_mode="hold"``, the fast way: no join, no rebalance
-        round) gets them with its resume command instead, and each instance commits them into its group itself
+        round) gets them in a step of their own before its resume, and each instance commits them into its group itself
         (see ``pyrallel_consumer.control.positions``): they are returned then. Instances that left their group
         when paused (``"release"``) get them written into the group, once it is empty, and ``[]`` is returned.
         """

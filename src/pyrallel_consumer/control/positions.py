@@ -1,14 +1,15 @@
-"""Positions handed to a paused consumer on resume: where each partition of another group stood.
+"""Positions handed to a paused consumer: where each partition of another group stood.
 
 Blue/green strategy B runs each color in its own group. The switch controller reads the old color's committed
-offsets (with their offset maps) and hands them to the new color's instances in the resume command; each
-instance commits them into its own group and restarts the partitions it holds from them, so the new color
-starts where the old one stopped without leaving and re-joining its group (which costs rebalance rounds of
-seconds; see docs/decisions.md, "Strategy B hands positions over to a group that stays joined").
+offsets (with their offset maps) and hands them to every instance of the new color while it is still PAUSED;
+each instance commits them into its own group and restarts the partitions it holds from them, and only then are
+they resumed: the new color starts where the old one stopped without leaving and re-joining its group (which
+costs rebalance rounds of seconds; see docs/decisions.md, "Strategy B hands positions over to a group that stays
+joined").
 
-Built by the control server's resume route (from JSON) or by an application calling
-``Lifecycle.resume(positions=...)``; read on the event loop by the Lifecycle and the Coordinator, and on the
-poller thread by the BrokerPoller (frozen values).
+Built by the control server's ``POST /lifecycle/positions`` route (from JSON) or by an application calling
+``Lifecycle.take_positions``; read on the event loop by the Lifecycle and the Coordinator, and on the poller
+thread by the BrokerPoller (frozen values).
 """
 
 from __future__ import annotations
@@ -36,9 +37,6 @@ class Position:
                 raise ValueError(f"position {name} must be an integer >= 0, not {value!r}")
         if self.metadata is not None and not isinstance(self.metadata, str):
             raise ValueError(f"position metadata must be a string or null, not {type(self.metadata).__name__}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "partition": self.partition, "offset": self.offset, "metadata": self.metadata}
 
 
 def positions_from_json(payload: Any) -> list[Position]:

@@ -134,7 +134,7 @@ class BrokerPoller:
     async def take_positions(self, positions: Sequence[Position]) -> None:
         """Commit ``positions`` into this consumer's group, then restart the partitions it holds from them.
 
-        Called by the Coordinator on resume while fetching is paused. Every position is committed (not only
+        Called by the Coordinator while the consumer is PAUSED (fetching paused). Every position is committed (not only
         those of held partitions), so a partition assigned to any member later starts there too. The held ones
         get a new assignment epoch (the loop drops what it queued under the old one) and a seek, which makes
         librdkafka discard what it fetched before. A commit refused because the group is rebalancing is tried
