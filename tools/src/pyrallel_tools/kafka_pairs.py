@@ -17,6 +17,6 @@ def parse_kafka_pairs(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--kafka expects NAME=VALUE, got {item!r}")
+            raise ValueError(f"--kafka expects KEY=VALUE (a librdkafka property's NAME=VALUE), got {item!r}")
         pairs[key.strip()] = value.strip()
     return pairs
