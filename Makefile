@@ -9,7 +9,7 @@ DEMO_RUN := $(CURDIR)/.run/kafka
 TEST_RUN := $(CURDIR)/.run/test-kafka
 PYTEST_ARGS ?=
 
-.PHONY: help install jars tools kafka-up kafka-down demo test lint typecheck unit bench report clean
+.PHONY: help install jars toxiproxy tools kafka-up kafka-down demo test lint typecheck unit bench report clean
 
 help:
 	@echo "make demo   - set up, start a local Kafka, run the main job, print where the result is"
@@ -27,6 +27,10 @@ install: $(STAMP)
 
 jars: install
 	@$(BIN)/python -c 'from pyrallel_tools.localkafka.jars import ensure_jars; print("Kafka jars:", ensure_jars())'
+
+# The TCP fault proxy of the fault tests, built once with `go install` into the same cache (needs go).
+toxiproxy: install
+	@$(BIN)/python -c 'from pyrallel_tools.faults.toxiproxy import ensure_toxiproxy; print("Toxiproxy:", ensure_toxiproxy())'
 
 kafka-up: jars
 	$(BIN)/pyrallel kafka up --connect --run-dir $(DEMO_RUN)
@@ -69,7 +73,7 @@ unit: install
 tools:
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 
-test: tools jars lint typecheck
+test: tools jars toxiproxy lint typecheck
 	$(call with_kafka,$(TEST_RUN),$(BIN)/pytest $(PYTEST_ARGS))
 
 clean:
