@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from pyrallel_tools.localkafka import cluster
+from pyrallel_tools.localkafka.ports import free_port
 from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
@@ -115,7 +116,7 @@ def test_broker_starts_when_its_cluster_id_begins_with_a_dash(
     monkeypatch.setattr(cluster.uuid, "uuid4", lambda: dash_first)
     kafka = cluster.LocalKafka(tmp_path / "dash-id-broker")
     try:
-        state, _ = kafka.up(port=cluster.free_port())
+        state, _ = kafka.up(port=free_port())
         assert cluster.broker_answers(state.bootstrap, timeout_s=10.0)
     finally:
         kafka.down()

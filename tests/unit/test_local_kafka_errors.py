@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from pyrallel_tools.localkafka import jars
-from pyrallel_tools.localkafka.cluster import ClusterState, LocalKafka, pick_port
+from pyrallel_tools.localkafka.cluster import LocalKafka
 from pyrallel_tools.localkafka.errors import LocalKafkaError
+from pyrallel_tools.localkafka.ports import pick_port
+from pyrallel_tools.localkafka.state import ClusterState, NodeState
 
 pytestmark = pytest.mark.unit
 
@@ -67,7 +69,7 @@ def test_taken_port_is_replaced_by_a_free_one() -> None:
 def test_stale_run_directory_is_reported_and_down_cleans_it(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    ClusterState(bootstrap="127.0.0.1:1", broker_pid=2**22 + 7).save(run_dir)
+    ClusterState(version="4.4.0", nodes=[NodeState(node_id=1, port=1, controller_port=2, pid=2**22 + 7)]).save(run_dir)
     with pytest.raises(LocalKafkaError, match="Stale run directory"):
         LocalKafka(run_dir).up()
     up = subprocess.run([*CLI, "up", "--run-dir", str(run_dir)], capture_output=True, text=True, check=False)
@@ -85,3 +87,43 @@ def test_status_of_nothing_running_exits_1(tmp_path: Path) -> None:
                          text=True, check=False)
     assert out.returncode == 1
     assert json.loads(out.stdout)["running"] is False
+
+
+@pytest.mark.parametrize("version", ["3.9.1", "4.4", "latest", "4.4.0-rc1"])
+def test_unsupported_kafka_version_is_refused_by_name(version: str, tmp_path: Path) -> None:
+    up = subprocess.run([*CLI, "up", "--run-dir", str(tmp_path / "run"), "--kafka-version", version],
+                        capture_output=True, text=True, check=False)
+    assert up.returncode == 1
+    assert f"Kafka version {version!r} is not supported" in up.stderr
+    assert "Traceback" not in up.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_brokers_are_refused(tmp_path: Path) -> None:
+    up = subprocess.run([*CLI, "up", "--run-dir", str(tmp_path / "run"), "--brokers", "2"],
+                        capture_output=True, text=True, check=False)
+    assert up.returncode == 2
+    assert "'2' is not one of '1', '3'" in up.stderr
+
+
+def test_stopping_an_unknown_broker_names_the_known_ones(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ClusterState(version="4.4.0", nodes=[NodeState(node_id=1, port=1, controller_port=2)]).save(run_dir)
+    out = subprocess.run([*CLI, "stop-broker", "--run-dir", str(run_dir), "4"], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 1
+    assert "No broker 4 in this cluster (brokers: 1)" in out.stderr
+
+
+def test_a_state_file_of_an_earlier_layout_is_cleaned_up_by_down(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "state.json").write_text(json.dumps({"bootstrap": "127.0.0.1:1", "broker_pid": 2**22 + 7}))
+    status = subprocess.run([*CLI, "status", "--run-dir", str(run_dir)], capture_output=True, text=True,
+                            check=False)
+    assert "pyrallel kafka down --run-dir" in status.stderr
+    assert "Traceback" not in status.stderr
+    down = subprocess.run([*CLI, "down", "--run-dir", str(run_dir)], capture_output=True, text=True, check=False)
+    assert down.returncode == 0
+    assert not run_dir.exists()

@@ -47,12 +47,13 @@ class ActiveColor:
 
 
 def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC) -> None:
-    """Create the compacted single-partition control topic unless it exists."""
+    """Create the compacted single-partition control topic unless it exists, replicated as the cluster's default
+    (``replication_factor=-1``, the broker's ``min.insync.replicas``): the fencing record must survive a broker."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     if topic in admin.list_topics(timeout=15).topics:
         return
-    futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
-                                            config={"cleanup.policy": "compact", "min.insync.replicas": "1"})])
+    futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1,
+                                            config={"cleanup.policy": "compact"})])
     try:
         futures[topic].result(timeout=30)
     except KafkaException as exc:

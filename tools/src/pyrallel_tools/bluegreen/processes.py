@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pyrallel_consumer.bluegreen.controller import COLORS, SwitchError, http_json
 from pyrallel_tools.bluegreen.run_spec import RunSpec, ScenarioError
-from pyrallel_tools.localkafka.cluster import free_port
+from pyrallel_tools.localkafka.ports import free_port
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""``pyrallel kafka up|status|down|logs``: the local real broker for demos, tests and benchmarks."""
+"""``pyrallel kafka up|status|address|down|logs|stop-broker|start-broker``: the local real Kafka (one broker or a
+replicated cluster of three) for demos, tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from pyrallel_tools.localkafka.cluster import DEFAULT_CONNECT_PORT, DEFAULT_PORT, LocalKafka
+from pyrallel_tools.localkafka.cluster import BROKER_COUNTS, DEFAULT_CONNECT_PORT, DEFAULT_PORT, LocalKafka
 from pyrallel_tools.localkafka.errors import LocalKafkaError
+from pyrallel_tools.localkafka.jars import COMPATIBILITY_VERSIONS, DEFAULT_KAFKA_VERSION
 
 _RUN_DIR = click.option(
     "--run-dir",
@@ -20,28 +22,39 @@ _RUN_DIR = click.option(
 
 @click.group()
 def kafka() -> None:
-    """Run a local Apache Kafka 4.1.1 (KRaft) on 127.0.0.1, resolved from Maven Central."""
+    """Run a local Apache Kafka (KRaft, 1 or 3 brokers) on 127.0.0.1, resolved from Maven Central."""
 
 
 @kafka.command()
 @_RUN_DIR
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
-              help="Broker port; a free one is picked when it is taken.")
+              help="First broker's port; a free one is picked when it is taken (the others take free ports).")
+@click.option("--kafka-version", "version", default=DEFAULT_KAFKA_VERSION, show_default=True,
+              help=f"Apache Kafka 4.x release (tested: {', '.join(COMPATIBILITY_VERSIONS)}); jars cached per version.")
+@click.option("--brokers", type=click.Choice([str(n) for n in BROKER_COUNTS]), default="1", show_default=True,
+              help="1, or 3: a KRaft quorum of three nodes, topics RF 3 with min.insync.replicas=2.")
+@click.option("--fault-proxy", is_flag=True,
+              help="Also start Toxiproxy with one proxy per broker, advertised on a PROXIED listener.")
 @click.option("--connect", "with_connect", is_flag=True, help="Also start a Kafka Connect worker.")
 @click.option("--connect-port", type=click.IntRange(1, 65535), default=DEFAULT_CONNECT_PORT,
               show_default=True, help="Connect REST port; a free one is picked when it is taken.")
-def up(run_dir: Path | None, port: int, with_connect: bool, connect_port: int) -> None:
-    """Start the broker (and Connect) and wait until it answers; print the bootstrap address."""
+def up(run_dir: Path | None, port: int, version: str, brokers: str, fault_proxy: bool, with_connect: bool,
+       connect_port: int) -> None:
+    """Start the brokers (and Connect, the proxy) and wait until they answer; print the addresses."""
     try:
-        state, notes = LocalKafka(run_dir).up(port=port, with_connect=with_connect,
-                                              connect_port=connect_port)
+        state, notes = LocalKafka(run_dir).up(port=port, with_connect=with_connect, connect_port=connect_port,
+                                              version=version, brokers=int(brokers), fault_proxy=fault_proxy)
     except LocalKafkaError as exc:
         raise click.ClickException(str(exc)) from exc
     for note in notes:
         click.echo(note, err=True)
     click.echo(f"bootstrap.servers={state.bootstrap}")
-    if state.connect_url:
-        click.echo(f"connect.url={state.connect_url}")
+    click.echo(f"kafka.version={state.version}")
+    for name, value in (("proxied.bootstrap.servers", state.proxied_bootstrap),
+                        ("secure.bootstrap.servers", state.secure_bootstrap),
+                        ("toxiproxy.url", state.toxiproxy_url), ("connect.url", state.connect_url)):
+        if value:
+            click.echo(f"{name}={value}")
 
 
 @kafka.command()
@@ -60,25 +73,27 @@ def status(run_dir: Path | None) -> None:
 @kafka.command()
 @_RUN_DIR
 @click.option("--connect", "connect_url", is_flag=True, help="Print the Connect REST URL instead.")
-def address(run_dir: Path | None, connect_url: bool) -> None:
-    """Print the bootstrap address (or Connect URL) of the running local cluster, for scripts."""
+@click.option("--proxied", is_flag=True, help="Print the bootstrap through the fault proxy instead.")
+def address(run_dir: Path | None, connect_url: bool, proxied: bool) -> None:
+    """Print the bootstrap address (or Connect URL, or proxied bootstrap) of the running local cluster."""
     try:
         state = LocalKafka(run_dir).state()
     except LocalKafkaError as exc:
         raise click.ClickException(str(exc)) from exc
     if state is None:
         raise click.ClickException("The local Kafka is not running; start it with 'pyrallel kafka up'.")
-    value = state.connect_url if connect_url else state.bootstrap
-    if not value:
+    if connect_url and not state.connect_url:
         raise click.ClickException("No Connect worker runs; start it with 'pyrallel kafka up --connect'.")
-    click.echo(value)
+    if proxied and not state.proxied_bootstrap:
+        raise click.ClickException("No fault proxy runs; start the cluster with 'pyrallel kafka up --fault-proxy'.")
+    click.echo(state.connect_url if connect_url else state.proxied_bootstrap if proxied else state.bootstrap)
 
 
 @kafka.command()
 @_RUN_DIR
 @click.option("--keep-data", is_flag=True, help="Keep the run directory (logs and data).")
 def down(run_dir: Path | None, keep_data: bool) -> None:
-    """Stop Connect and the broker by PID and remove the run directory."""
+    """Stop Connect, every broker and the proxy by PID and remove the run directory."""
     try:
         notes = LocalKafka(run_dir).down(keep_data=keep_data)
     except LocalKafkaError as exc:
@@ -89,12 +104,41 @@ def down(run_dir: Path | None, keep_data: bool) -> None:
 
 @kafka.command()
 @_RUN_DIR
+@click.option("--broker", "node_id", type=click.IntRange(1), default=1, show_default=True,
+              help="Which broker's log.")
 @click.option("--connect", "connect_log", is_flag=True, help="Show the Connect worker's log instead.")
+@click.option("--toxiproxy", "proxy_log", is_flag=True, help="Show the fault proxy's log instead.")
 @click.option("-n", "--lines", type=click.IntRange(1), default=50, show_default=True)
-def logs(run_dir: Path | None, connect_log: bool, lines: int) -> None:
-    """Print the last lines of the broker's (or Connect's) log."""
-    path = LocalKafka(run_dir).log_path("connect" if connect_log else "server")
+def logs(run_dir: Path | None, node_id: int, connect_log: bool, proxy_log: bool, lines: int) -> None:
+    """Print the last lines of a broker's (or Connect's, or Toxiproxy's) log."""
+    which = "connect" if connect_log else "toxiproxy" if proxy_log else "server"
+    path = LocalKafka(run_dir).log_path(which, node_id)
     if not path.exists():
         raise click.ClickException(f"No log at {path}; is the local Kafka running?")
     for line in path.read_text(errors="replace").splitlines()[-lines:]:
         click.echo(line)
+
+
+@kafka.command("stop-broker")
+@_RUN_DIR
+@click.argument("node_id", type=click.IntRange(1))
+@click.option("--kill", is_flag=True, help="SIGKILL (a crash) instead of SIGTERM (a clean shutdown).")
+def stop_broker(run_dir: Path | None, node_id: int, kill: bool) -> None:
+    """Stop broker NODE_ID, keeping its data, to simulate an outage; 'start-broker' brings it back."""
+    try:
+        LocalKafka(run_dir).stop_broker(node_id, kill=kill)
+    except LocalKafkaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Broker {node_id} {'killed' if kill else 'stopped'}.")
+
+
+@kafka.command("start-broker")
+@_RUN_DIR
+@click.argument("node_id", type=click.IntRange(1))
+def start_broker(run_dir: Path | None, node_id: int) -> None:
+    """Start broker NODE_ID again on its ports and data; returns once it answers."""
+    try:
+        LocalKafka(run_dir).start_broker(node_id)
+    except LocalKafkaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Broker {node_id} running.")

@@ -20,8 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("pyrallel_tools.cli.switch_cmds", "The switch controller as a service."),
     "demo": ("pyrallel_tools.cli.demo_cmd", "Switch blue -> green with each strategy on the local Kafka, validate "
              "every run, write the report."),
-    "kafka": ("pyrallel_tools.cli.kafka_cmds", "Run a local Apache Kafka 4.1.1 (KRaft) on 127.0.0.1, resolved from "
-              "Maven Central."),
+    "kafka": ("pyrallel_tools.cli.kafka_cmds", "Run a local Apache Kafka (KRaft, 1 or 3 brokers) on 127.0.0.1, "
+              "resolved from Maven Central."),
     "produce": ("pyrallel_tools.cli.bluegreen_cmds", "Produce numbered JSON records at a fixed rate over N keys; log "
                 "every acknowledged send."),
     "report": ("pyrallel_tools.cli.report_cmd", "Write OUT/test-report.md and OUT/figures/*.png; unreadable run "

@@ -1,7 +1,14 @@
-"""Start, inspect and stop a real single-node Kafka (KRaft) and an optional Connect worker on 127.0.0.1.
+"""Start, inspect and stop a real local Kafka (KRaft) on 127.0.0.1: one broker or three, an optional Connect
+worker and an optional TCP fault proxy (Toxiproxy) in front of every broker.
 
-Everything a run needs lives in one run directory: properties, storage, logs, and ``state.json`` with
-the PIDs and addresses, so that ``status`` and ``down`` work from any later process.
+Everything a run needs lives in one run directory: ``state.json`` (PIDs, ports, version), one ``broker-<id>``
+directory per node (properties, data, ``server.log``), Connect's and Toxiproxy's files, so that ``status``,
+``stop-broker``, ``start-broker`` and ``down`` work from any later process. Called by the ``pyrallel kafka`` CLI,
+the Makefile (through the CLI) and the test fixtures, always on the caller's thread.
+
+With three brokers every node is broker and controller in one process (a three-voter KRaft quorum, static
+``controller.quorum.voters``), topics default to RF 3 with ``min.insync.replicas=2``: a single broker can be
+stopped, killed or restarted while producers with ``acks=all`` keep being acknowledged.
 """
 
 from __future__ import annotations
@@ -11,22 +18,24 @@ import contextlib
 import json
 import logging
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pyrallel_tools.faults.toxiproxy import Toxiproxy, ToxiproxyClient
+from pyrallel_tools.localkafka import processes
 from pyrallel_tools.localkafka.errors import LocalKafkaError
-from pyrallel_tools.localkafka.jars import ensure_jars, java_executable
+from pyrallel_tools.localkafka.jars import DEFAULT_KAFKA_VERSION, check_version, ensure_jars
+from pyrallel_tools.localkafka.ports import free_port, pick_port
+from pyrallel_tools.localkafka.processes import BROKER_MAIN, CONNECT_MAIN, STORAGE_TOOL
+from pyrallel_tools.localkafka.properties import broker_properties, connect_properties
+from pyrallel_tools.localkafka.state import ClusterState, NodeState, Security
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +43,8 @@ DEFAULT_PORT = 9092
 DEFAULT_CONNECT_PORT = 8083
 BROKER_HEAP = "512m"
 CONNECT_HEAP = "384m"
-START_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 30.0
-_BROKER_MAIN = "kafka.Kafka"
-_CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
-_STORAGE_TOOL = "kafka.tools.StorageTool"
+BROKER_COUNTS = (1, 3)
+IN_SYNC_TIMEOUT_S = 120.0
 
 
 def default_run_dir() -> Path:
@@ -46,188 +52,13 @@ def default_run_dir() -> Path:
     return Path(os.environ.get("PYRALLEL_KAFKA_RUN_DIR", ".run/kafka")).resolve()
 
 
-@dataclass(slots=True)
-class ClusterState:
-    """What ``up`` leaves behind for ``status`` and ``down``."""
-
-    bootstrap: str
-    broker_pid: int
-    connect_url: str | None = None
-    connect_pid: int | None = None
-
-    @classmethod
-    def load(cls, run_dir: Path) -> ClusterState | None:
-        path = run_dir / "state.json"
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text())
-            return cls(**data)
-        except (ValueError, TypeError) as exc:
-            raise LocalKafkaError(
-                f"{path} is unreadable ({exc}); remove the run directory {run_dir} and start again."
-            ) from exc
-
-    def save(self, run_dir: Path) -> None:
-        (run_dir / "state.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+def proxy_name(node_id: int) -> str:
+    """The Toxiproxy proxy in front of broker ``node_id`` (what fault tests add toxics to)."""
+    return f"broker-{node_id}"
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A free port on 127.0.0.1 for a server started later, below the kernel's ephemeral range when possible.
-
-    A port from the ephemeral range (what ``bind(0)`` returns) can be handed to an outgoing connection between
-    this check and the server's bind; ports below the range are only ever taken by an explicit bind.
-    """
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(50):
-        port = rng.randrange(10_000, max(low, 10_001))
-        if _port_free(port):
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        chosen: int = sock.getsockname()[1]
-        return chosen
-
-
-def pick_port(preferred: int) -> tuple[int, bool]:
-    """Return (port, is_preferred): the preferred port when it is free, otherwise any free port."""
-    if _port_free(preferred):
-        return preferred, True
-    return free_port(), False
-
-
-def _pid_alive(pid: int | None, main_class: str) -> bool:
-    """True when ``pid`` runs our Java main class; a recycled PID of another program is not ours."""
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-    return main_class in cmdline
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _log4j2_config(run_dir: Path, name: str) -> Path:
-    path = run_dir / f"log4j2-{name}.properties"
-    path.write_text(
-        "\n".join(
-            [
-                "status = error",
-                "appender.file.type = File",
-                "appender.file.name = FILE",
-                f"appender.file.fileName = {run_dir / (name + '.log')}",
-                "appender.file.layout.type = PatternLayout",
-                "appender.file.layout.pattern = [%d] %p %m (%c)%n",
-                "rootLogger.level = INFO",
-                "rootLogger.appenderRef.file.ref = FILE",
-                "logger.kafka.name = kafka",
-                "logger.kafka.level = INFO",
-                "logger.reflections.name = org.reflections",
-                "logger.reflections.level = ERROR",
-                "",
-            ]
-        )
-    )
-    return path
-
-
-def _java_cmd(libs: Path, heap: str, log_config: Path, main: str, *args: str) -> list[str]:
-    return [
-        java_executable(),
-        f"-Xms{heap}",
-        f"-Xmx{heap}",
-        "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20",
-        "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={log_config}",
-        "-cp",
-        f"{libs}/*",
-        main,
-        *args,
-    ]
-
-
-def _broker_properties(run_dir: Path, port: int, controller_port: int) -> Path:
-    path = run_dir / "server.properties"
-    props = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "log.dirs": str(run_dir / "data"),
-        "num.partitions": "1",
-        "default.replication.factor": "1",
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "transaction.state.log.num.partitions": "4",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        # Members joining an empty group within 100 ms share its first generation: blue/green strategy C's new color
-        # joins at once (0 makes them race through several generations, the broker's 3000 makes them wait 3-6 s;
-        # docs/decisions.md, "Strategy C pays for a change of group membership").
-        "group.initial.rebalance.delay.ms": "100",
-        "auto.create.topics.enable": "true",
-        "delete.topic.enable": "true",
-        "log.retention.hours": "24",
-        "log.segment.bytes": str(64 * 1024 * 1024),
-    }
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-    return path
-
-
-def _connect_properties(run_dir: Path, bootstrap: str, rest_port: int) -> Path:
-    path = run_dir / "connect-distributed.properties"
-    props = {
-        "bootstrap.servers": bootstrap,
-        "group.id": "pyrallel-connect",
-        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-        "value.converter": "org.apache.kafka.connect.storage.StringConverter",
-        "config.storage.topic": "_pyrallel-connect-configs",
-        "config.storage.replication.factor": "1",
-        "offset.storage.topic": "_pyrallel-connect-offsets",
-        "offset.storage.replication.factor": "1",
-        "offset.storage.partitions": "5",
-        "status.storage.topic": "_pyrallel-connect-status",
-        "status.storage.replication.factor": "1",
-        "status.storage.partitions": "1",
-        "offset.flush.interval.ms": "1000",
-        "listeners": f"http://127.0.0.1:{rest_port}",
-        "rest.advertised.host.name": "127.0.0.1",
-        "rest.advertised.port": str(rest_port),
-        "plugin.discovery": "only_scan",
-        "scheduled.rebalance.max.delay.ms": "0",
-    }
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-    return path
-
-
-def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """Ask the broker for metadata: the readiness test used instead of any fixed sleep."""
+def brokers_seen(bootstrap: str, timeout_s: float = 2.0) -> int:
+    """How many brokers the cluster's metadata lists (0 when nobody answers): the readiness test, no fixed sleep."""
     from confluent_kafka.admin import AdminClient
 
     quiet = logging.getLogger("pyrallel_tools.localkafka.probe")
@@ -237,8 +68,12 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
-        return False
-    return bool(meta.brokers)
+        return 0
+    return len(meta.brokers)
+
+
+def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    return brokers_seen(bootstrap, timeout_s) > 0
 
 
 def _connect_plugins(url: str) -> list[str] | None:
@@ -250,74 +85,9 @@ def _connect_plugins(url: str) -> list[str] | None:
     return [str(item.get("class", "")) for item in data]
 
 
-def _spawn(cmd: list[str], run_dir: Path, name: str) -> subprocess.Popen[bytes]:
-    out = (run_dir / f"{name}.stdout").open("wb")
-    try:
-        return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=run_dir, start_new_session=True
-        )
-    finally:
-        out.close()
-
-
-def _wait_until(
-    ready: Callable[[], bool],
-    proc: subprocess.Popen[bytes],
-    what: str,
-    log_file: Path,
-    timeout_s: float = START_TIMEOUT_S,
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LocalKafkaError(
-                f"The {what} exited during start (exit {proc.returncode}). Last lines of {log_file}:\n"
-                f"{_tail(log_file)}"
-            )
-        if ready():
-            return
-        time.sleep(0.25)
-    _terminate(proc.pid, _BROKER_MAIN if what == "broker" else _CONNECT_MAIN)
-    raise LocalKafkaError(
-        f"The {what} did not become ready within {timeout_s:.0f}s. Last lines of {log_file}:\n"
-        f"{_tail(log_file)}"
-    )
-
-
-def _terminate(pid: int, main_class: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM (Kafka shuts down cleanly on it), then SIGKILL if it does not exit in time."""
-    if not _pid_alive(pid, main_class):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid, main_class) or _is_zombie(pid):
-            _reap(pid)
-            return
-        time.sleep(0.1)
-    log.warning("Process %d did not stop after SIGTERM within %.0fs; sending SIGKILL", pid, timeout_s)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    _reap(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when the process is our own child (same Python process started it)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 class LocalKafka:
-    """A single-node KRaft Kafka (and optionally a Connect worker) owned by one run directory."""
+    """A local KRaft cluster of one or three nodes (and optionally Connect and a fault proxy) owned by one run
+    directory."""
 
     def __init__(self, run_dir: Path | None = None) -> None:
         self.run_dir = (run_dir or default_run_dir()).resolve()
@@ -325,75 +95,185 @@ class LocalKafka:
     def state(self) -> ClusterState | None:
         return ClusterState.load(self.run_dir)
 
+    def _require_state(self) -> ClusterState:
+        state = self.state()
+        if state is None:
+            raise LocalKafkaError(f"No local Kafka runs in {self.run_dir}; start it with 'pyrallel kafka up'.")
+        return state
+
     def up(
         self,
         port: int = DEFAULT_PORT,
         with_connect: bool = False,
         connect_port: int = DEFAULT_CONNECT_PORT,
+        version: str = DEFAULT_KAFKA_VERSION,
+        brokers: int = 1,
+        fault_proxy: bool = False,
+        security: Security = "plaintext",
     ) -> tuple[ClusterState, list[str]]:
-        """Start what is not running yet and return the state plus notes worth telling the user."""
+        """Start what is not running yet and return the state plus notes worth telling the user.
+
+        ``port`` is the first broker's port (the others take free ports); a cluster already running in the run
+        directory is reused when it has the asked version, broker count, proxy and security.
+        """
+        check_version(version)
+        if brokers not in BROKER_COUNTS:
+            raise LocalKafkaError(f"--brokers must be 1 or 3, not {brokers}")
         notes: list[str] = []
         state = self.state()
-        if state is not None and not _pid_alive(state.broker_pid, _BROKER_MAIN):
-            raise LocalKafkaError(
-                f"Stale run directory {self.run_dir}: its broker (pid {state.broker_pid}) is no longer "
-                "running. Run 'pyrallel kafka down' to clean it up, then 'pyrallel kafka up' again."
-            )
-        libs = ensure_jars()
+        if state is not None:
+            self._check_reusable(state, version, brokers, fault_proxy, security)
+            notes.append(f"Kafka {state.version} already running with {len(state.nodes)} broker(s).")
+        libs = ensure_jars(version)
         if state is None:
-            state = self._start_broker(libs, port, notes)
-        else:
-            notes.append(f"Broker already running (pid {state.broker_pid}).")
+            state = self._create(libs, port, version, brokers, fault_proxy, security, notes)
         if with_connect:
-            if state.connect_pid and _pid_alive(state.connect_pid, _CONNECT_MAIN):
+            if state.connect_pid and processes.pid_alive(state.connect_pid, CONNECT_MAIN):
                 notes.append(f"Connect worker already running (pid {state.connect_pid}).")
             else:
                 self._start_connect(libs, state, connect_port, notes)
         state.save(self.run_dir)
         return state, notes
 
-    def _start_broker(self, libs: Path, port: int, notes: list[str]) -> ClusterState:
+    def _check_reusable(self, state: ClusterState, version: str, brokers: int, fault_proxy: bool,
+                        security: Security) -> None:
+        alive = [n.node_id for n in state.nodes if processes.pid_alive(n.pid, BROKER_MAIN)]
+        if not alive:
+            raise LocalKafkaError(
+                f"Stale run directory {self.run_dir}: none of its brokers is running any more. Run "
+                "'pyrallel kafka down' to clean it up, then 'pyrallel kafka up' again."
+            )
+        stopped = [str(n.node_id) for n in state.nodes if n.node_id not in alive]
+        if stopped:
+            raise LocalKafkaError(
+                f"Broker(s) {', '.join(stopped)} of {self.run_dir} are stopped; start them with "
+                "'pyrallel kafka start-broker ID' or run 'pyrallel kafka down' first."
+            )
+        wanted = (version, brokers, fault_proxy, security)
+        running = (state.version, len(state.nodes), state.proxied_bootstrap is not None, state.security)
+        if wanted != running:
+            raise LocalKafkaError(
+                f"{self.run_dir} already runs Kafka {running[0]} with {running[1]} broker(s) (fault proxy: "
+                f"{running[2]}, security: {running[3]}); run 'pyrallel kafka down' before starting another."
+            )
+
+    def _create(self, libs: Path, port: int, version: str, brokers: int, fault_proxy: bool,
+                security: Security, notes: list[str]) -> ClusterState:
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise LocalKafkaError(
                 f"Run directory {self.run_dir} holds files of an earlier run but no state; "
                 "run 'pyrallel kafka down' to clean it up."
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        chosen, preferred = pick_port(port)
-        if not preferred:
-            notes.append(f"Port {port} is taken; the broker uses port {chosen} instead.")
-        props = _broker_properties(self.run_dir, chosen, free_port())
-        log_config = _log4j2_config(self.run_dir, "server")
+        state = ClusterState(version=version, nodes=self._plan_nodes(port, brokers, fault_proxy, notes),
+                             security=security)
+        extra_by_node = self._prepare_security(state)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        for node in state.nodes:
+            directory = node.directory(self.run_dir)
+            directory.mkdir()
+            props = broker_properties(directory / "server.properties", state, node, directory / "data",
+                                      extra_by_node.get(node.node_id, {}))
+            self._format(libs, directory, props, cluster_id)
+        try:
+            if fault_proxy:
+                self._start_proxy(state)
+            state.save(self.run_dir)
+            started = []
+            for node in state.nodes:
+                started.append(self._spawn_broker(libs, node))
+                node.pid = started[-1].pid
+                state.save(self.run_dir)
+            for node, proc in zip(state.nodes, started, strict=True):
+                self._wait_for_broker(state, node, proc)
+        except BaseException:
+            self.down(keep_data=True)  # nothing half-started lives on; the logs stay for the error's reader
+            raise
+        return state
+
+    def _plan_nodes(self, port: int, brokers: int, fault_proxy: bool, notes: list[str]) -> list[NodeState]:
+        taken: set[int] = set()
+
+        def take(preferred: int | None = None) -> int:
+            if preferred is None:
+                chosen = free_port(frozenset(taken))
+            else:
+                chosen, is_preferred = pick_port(preferred, frozenset(taken))
+                if not is_preferred:
+                    notes.append(f"Port {preferred} is taken; the broker uses port {chosen} instead.")
+            taken.add(chosen)
+            return chosen
+
+        nodes = []
+        for node_id in range(1, brokers + 1):
+            node = NodeState(node_id=node_id, port=take(port if node_id == 1 else None), controller_port=take())
+            if fault_proxy:
+                node.proxy_port, node.proxied_port = take(), take()
+            nodes.append(node)
+        return nodes
+
+    def _prepare_security(self, state: ClusterState) -> dict[int, dict[str, str]]:
+        """Per node, the SECURE listener's properties (none for plaintext)."""
+        if state.security == "plaintext":
+            return {}
+        raise LocalKafkaError(f"Security {state.security!r} is not supported")
+
+    def _format(self, libs: Path, directory: Path, props: Path, cluster_id: str) -> None:
+        log_config = processes.log4j2_config(directory, "server")
         # One id in 64 starts with "-"; the "=" form keeps argparse from reading it as an option.
         fmt = subprocess.run(
-            _java_cmd(libs, "256m", log_config, _STORAGE_TOOL, "format", "--standalone",
-                      f"--cluster-id={cluster_id}", f"--config={props}"),
-            capture_output=True,
-            text=True,
-            check=False,
+            processes.java_cmd(libs, "256m", log_config, STORAGE_TOOL, "format", f"--cluster-id={cluster_id}",
+                               f"--config={props}"),
+            capture_output=True, text=True, check=False,
         )
         if fmt.returncode != 0:
             raise LocalKafkaError(
-                f"Formatting the KRaft storage failed (exit {fmt.returncode}):\n"
+                f"Formatting the KRaft storage in {directory} failed (exit {fmt.returncode}):\n"
                 f"{(fmt.stdout + fmt.stderr).strip()[-2000:]}"
             )
-        proc = _spawn(_java_cmd(libs, BROKER_HEAP, log_config, _BROKER_MAIN, str(props)), self.run_dir,
-                      "server")
-        bootstrap = f"127.0.0.1:{chosen}"
-        state = ClusterState(bootstrap=bootstrap, broker_pid=proc.pid)
-        state.save(self.run_dir)
-        _wait_until(lambda: broker_answers(bootstrap), proc, "broker", self.run_dir / "server.log")
-        return state
+
+    def _spawn_broker(self, libs: Path, node: NodeState) -> subprocess.Popen[bytes]:
+        directory = node.directory(self.run_dir)
+        cmd = processes.java_cmd(libs, BROKER_HEAP, directory / "log4j2-server.properties", BROKER_MAIN,
+                                 str(directory / "server.properties"))
+        return processes.spawn(cmd, directory, "server")
+
+    def _wait_for_broker(self, state: ClusterState, node: NodeState, proc: subprocess.Popen[bytes]) -> None:
+        """Until the node answers metadata listing every broker of the cluster (the quorum formed and all
+        registered); ``proc`` is the node's process, whose exit ends the wait."""
+        directory = node.directory(self.run_dir)
+        address, everyone = f"127.0.0.1:{node.port}", len(state.nodes)
+        deadline = time.monotonic() + processes.START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise LocalKafkaError(f"Broker {node.node_id} exited during start (exit {proc.returncode}). "
+                                      "Last lines of "
+                                      f"{directory / 'server.log'}:\n{processes.tail(directory / 'server.log')}")
+            if brokers_seen(address) >= everyone:
+                return
+            if time.monotonic() > deadline:
+                raise LocalKafkaError(
+                    f"Broker {node.node_id} did not become ready within {processes.START_TIMEOUT_S:.0f}s. Last "
+                    f"lines of {directory / 'server.log'}:\n{processes.tail(directory / 'server.log')}"
+                )
+            time.sleep(0.25)
+
+    def _start_proxy(self, state: ClusterState) -> None:
+        proxy = Toxiproxy.start(self.run_dir, free_port())
+        state.toxiproxy_url, state.toxiproxy_pid = proxy.url, proxy.pid
+        client = ToxiproxyClient(proxy.url)
+        for node in state.nodes:
+            client.create_proxy(proxy_name(node.node_id), f"127.0.0.1:{node.proxy_port}",
+                                f"127.0.0.1:{node.proxied_port}")
 
     def _start_connect(self, libs: Path, state: ClusterState, port: int, notes: list[str]) -> None:
         chosen, preferred = pick_port(port)
         if not preferred:
             notes.append(f"Port {port} is taken; the Connect REST API uses port {chosen} instead.")
-        props = _connect_properties(self.run_dir, state.bootstrap, chosen)
-        log_config = _log4j2_config(self.run_dir, "connect")
-        proc = _spawn(_java_cmd(libs, CONNECT_HEAP, log_config, _CONNECT_MAIN, str(props)), self.run_dir,
-                      "connect")
+        props = connect_properties(self.run_dir / "connect-distributed.properties", state.bootstrap, chosen)
+        log_config = processes.log4j2_config(self.run_dir, "connect")
+        proc = processes.spawn(processes.java_cmd(ensure_jars(state.version), CONNECT_HEAP, log_config,
+                                                  CONNECT_MAIN, str(props)), self.run_dir, "connect")
         url = f"http://127.0.0.1:{chosen}"
         state.connect_pid, state.connect_url = proc.pid, url
         state.save(self.run_dir)
@@ -402,61 +282,140 @@ class LocalKafka:
             plugins = _connect_plugins(url)
             return plugins is not None and any(p.endswith("FileStreamSinkConnector") for p in plugins)
 
-        _wait_until(ready, proc, "Connect worker", self.run_dir / "connect.log")
+        processes.wait_until(ready, proc, "Connect worker", self.run_dir / "connect.log", CONNECT_MAIN)
 
-    def stop_broker(self) -> None:
-        """Stop only the broker, keeping its data and state, to simulate a broker outage."""
-        state = self.state()
-        if state is None:
-            raise LocalKafkaError(f"No local Kafka runs in {self.run_dir}")
-        _terminate(state.broker_pid, _BROKER_MAIN)
+    def stop_broker(self, node_id: int = 1, kill: bool = False) -> None:
+        """Stop one broker, keeping its data: SIGTERM (a clean shutdown that hands leadership over) or, with
+        ``kill``, SIGKILL (a crash: leaders move only once the controller notices)."""
+        node = self._require_state().node(node_id)
+        if kill:
+            processes.kill(node.pid, BROKER_MAIN)
+        else:
+            processes.terminate(node.pid, BROKER_MAIN)
 
-    def start_broker(self) -> None:
-        """Start the broker again on the same port and data after ``stop_broker``."""
-        state = self.state()
-        if state is None:
-            raise LocalKafkaError(f"No local Kafka state in {self.run_dir}")
-        if _pid_alive(state.broker_pid, _BROKER_MAIN):
+    def start_broker(self, node_id: int = 1) -> None:
+        """Start a stopped broker again on its ports and data; returns once it answers and sees every broker."""
+        state = self._require_state()
+        node = state.node(node_id)
+        if processes.pid_alive(node.pid, BROKER_MAIN):
             return
-        log_config = self.run_dir / "log4j2-server.properties"
-        cmd = _java_cmd(ensure_jars(), BROKER_HEAP, log_config, _BROKER_MAIN, str(self.run_dir / "server.properties"))
-        proc = _spawn(cmd, self.run_dir, "server")
-        state.broker_pid = proc.pid
+        proc = self._spawn_broker(ensure_jars(state.version), node)
+        node.pid = proc.pid
         state.save(self.run_dir)
-        _wait_until(lambda: broker_answers(state.bootstrap), proc, "broker", self.run_dir / "server.log")
+        self._wait_for_broker(state, node, proc)
+
+    def wait_in_sync(self, timeout_s: float = IN_SYNC_TIMEOUT_S) -> None:
+        """Until every partition of every topic has its whole replica set in sync (a rolling restart waits for
+        this before it stops the next broker, as an operator would)."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self._require_state().bootstrap})
+        deadline = time.monotonic() + timeout_s
+        lagging: list[str] = ["no metadata"]
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                meta = admin.list_topics(timeout=5)
+                lagging = [f"{t.topic}[{p.id}]" for t in meta.topics.values() for p in t.partitions.values()
+                           if set(p.isrs) != set(p.replicas)]
+                if not lagging:
+                    return
+            time.sleep(0.25)
+        raise LocalKafkaError(f"Replicas still out of sync after {timeout_s:.0f}s: {', '.join(lagging[:10])}")
+
+    def active_controller(self) -> int:
+        """The node id of the KRaft quorum's leader (the active controller), from the quorum state the running
+        nodes keep on disk: the view with the highest epoch wins."""
+        state = self._require_state()
+        best: tuple[int, int] | None = None
+        for node in state.nodes:
+            if not processes.pid_alive(node.pid, BROKER_MAIN):
+                continue
+            path = node.directory(self.run_dir) / "data" / "__cluster_metadata-0" / "quorum-state"
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                data = json.loads(path.read_text())
+                epoch, leader = int(data["leaderEpoch"]), int(data["leaderId"])
+                if leader >= 0 and (best is None or epoch > best[0]):
+                    best = (epoch, leader)
+        if best is None:
+            raise LocalKafkaError("No running node knows the quorum's leader yet")
+        return best[1]
 
     def status(self) -> dict[str, object]:
         state = self.state()
         if state is None:
             return {"running": False, "run_dir": str(self.run_dir)}
-        broker_alive = _pid_alive(state.broker_pid, _BROKER_MAIN)
+        nodes = [{"id": n.node_id, "pid": n.pid, "port": n.port, "running": processes.pid_alive(n.pid, BROKER_MAIN),
+                  "log": str(self.log_path("server", n.node_id))} for n in state.nodes]
+        running = any(n["running"] for n in nodes)
         return {
-            "running": broker_alive,
+            "running": running,
             "run_dir": str(self.run_dir),
+            "version": state.version,
             "bootstrap": state.bootstrap,
-            "broker_pid": state.broker_pid,
-            "broker_answers": broker_alive and broker_answers(state.bootstrap, timeout_s=10.0),
+            "brokers": nodes,
+            "broker_answers": running and broker_answers(state.bootstrap, timeout_s=10.0),
+            "proxied_bootstrap": state.proxied_bootstrap,
+            "secure_bootstrap": state.secure_bootstrap,
+            "toxiproxy_url": state.toxiproxy_url,
+            "toxiproxy_running": processes.pid_alive(state.toxiproxy_pid, "toxiproxy"),
             "connect_url": state.connect_url,
             "connect_pid": state.connect_pid,
-            "connect_running": _pid_alive(state.connect_pid, _CONNECT_MAIN),
+            "connect_running": processes.pid_alive(state.connect_pid, CONNECT_MAIN),
         }
 
     def down(self, keep_data: bool = False) -> list[str]:
-        """Stop Connect first (it needs the broker to shut down cleanly), then the broker."""
+        """Stop Connect, the brokers and the proxy. Without ``keep_data`` the brokers are killed (their data is
+        removed anyway, and three brokers shutting down together would wait on each other's controlled
+        shutdown); with it they get SIGTERM together."""
         notes: list[str] = []
-        state = self.state()
+        try:
+            state = self.state()
+        except LocalKafkaError:
+            state = None
+            notes += self._stop_unreadable()
         if state is not None:
             if state.connect_pid:
-                _terminate(state.connect_pid, _CONNECT_MAIN)
+                processes.terminate(state.connect_pid, CONNECT_MAIN)
                 notes.append(f"Stopped Connect worker (pid {state.connect_pid}).")
-            _terminate(state.broker_pid, _BROKER_MAIN)
-            notes.append(f"Stopped broker (pid {state.broker_pid}).")
+            self._stop_brokers([n.pid for n in state.nodes], keep_data)
+            notes += [f"Stopped broker {n.node_id} (pid {n.pid})." for n in state.nodes]
+            if state.toxiproxy_pid:
+                processes.terminate(state.toxiproxy_pid, "toxiproxy")
+                notes.append(f"Stopped Toxiproxy (pid {state.toxiproxy_pid}).")
         if self.run_dir.exists() and not keep_data:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             notes.append(f"Removed {self.run_dir}.")
         return notes
 
-    def log_path(self, which: str = "server") -> Path:
+    @staticmethod
+    def _stop_brokers(pids: list[int], graceful: bool) -> None:
+        if not graceful:
+            for pid in pids:
+                processes.kill(pid, BROKER_MAIN)
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                if processes.pid_alive(pid, BROKER_MAIN):
+                    os.kill(pid, signal.SIGTERM)
+        for pid in pids:
+            processes.terminate(pid, BROKER_MAIN)
+
+    def _stop_unreadable(self) -> list[str]:
+        """A state file this version cannot read (an earlier layout): stop every PID it names that still runs
+        one of our programs."""
+        notes = []
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads((self.run_dir / "state.json").read_text())
+            for key, value in data.items():
+                if key.endswith("pid") and isinstance(value, int):
+                    for marker in (CONNECT_MAIN, BROKER_MAIN, "toxiproxy"):
+                        if processes.pid_alive(value, marker):
+                            processes.kill(value, marker)
+                            notes.append(f"Stopped pid {value} ({marker}).")
+        return notes
+
+    def log_path(self, which: str = "server", node_id: int = 1) -> Path:
+        """``server`` (a broker's log, ``node_id``), ``connect`` or ``toxiproxy``."""
+        if which == "server":
+            return self.run_dir / f"broker-{node_id}" / "server.log"
         return self.run_dir / f"{which}.log"
-
-

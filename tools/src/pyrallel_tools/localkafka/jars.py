@@ -18,8 +18,15 @@ from pyrallel_tools.localkafka.errors import LocalKafkaError
 
 log = logging.getLogger(__name__)
 
-KAFKA_VERSION = "4.1.1"
+DEFAULT_KAFKA_VERSION = "4.4.0"
+"""The newest Apache Kafka release; ``pyrallel kafka up --kafka-version`` takes any 4.x release Maven Central has."""
+COMPATIBILITY_VERSIONS = ("4.1.2", "4.2.2", "4.3.2", "4.4.0")
+"""The newest patch of each minor release the compatibility matrix (``make test-matrix``) runs against."""
 MIN_JAVA_MAJOR = 17
+_CONNECT_FILE_VERSION = {"4.4.0": "4.3.1", "4.3.2": "4.3.1", "4.2.2": "4.2.0", "4.2.1": "4.2.0"}
+"""Releases whose ``connect-file`` jar (the FileStreamSink of strategy E) Maven Central did not serve on 2026-12-06,
+mapped to the nearest earlier one it served; the connector API these plugins use did not change between them."""
+_VERSION_RE = re.compile(r"^4\.\d+\.\d+$")
 _MARKER = ".complete"
 
 
@@ -33,8 +40,18 @@ def cache_root() -> Path:
     return base / "pyrallel"
 
 
-def libs_dir() -> Path:
-    return cache_root() / f"kafka-{KAFKA_VERSION}" / "libs"
+def check_version(version: str) -> str:
+    """Refuse what is not a 4.x release number (3.x still needs ZooKeeper-era settings the local cluster lacks)."""
+    if not _VERSION_RE.match(version):
+        raise LocalKafkaError(
+            f"Kafka version {version!r} is not supported: give a 4.x release such as {DEFAULT_KAFKA_VERSION} "
+            f"(tested: {', '.join(COMPATIBILITY_VERSIONS)})"
+        )
+    return version
+
+
+def libs_dir(version: str = DEFAULT_KAFKA_VERSION) -> Path:
+    return cache_root() / f"kafka-{check_version(version)}" / "libs"
 
 
 def java_executable() -> str:
@@ -60,14 +77,15 @@ def java_executable() -> str:
         major = int(match.group(2))
     if major < MIN_JAVA_MAJOR:
         raise LocalKafkaError(
-            f"Java {major} found at {candidate}; Kafka {KAFKA_VERSION} needs Java {MIN_JAVA_MAJOR} or newer."
+            f"Java {major} found at {candidate}; Kafka 4 needs Java {MIN_JAVA_MAJOR} or newer."
         )
     return candidate
 
 
-def ensure_jars(quiet: bool = True) -> Path:
-    """Make sure every jar of the local Kafka is in the cache; download with Maven only the first time."""
-    target = libs_dir()
+def ensure_jars(version: str = DEFAULT_KAFKA_VERSION, quiet: bool = True) -> Path:
+    """Make sure every jar of the local Kafka ``version`` is in the cache (one directory per version); download
+    with Maven only the first time."""
+    target = libs_dir(version)
     if (target / _MARKER).exists():
         return target
     mvn = shutil.which("mvn")
@@ -87,18 +105,20 @@ def ensure_jars(quiet: bool = True) -> Path:
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",
             f"-DoutputDirectory={target}",
+            f"-Dkafka.version={version}",
+            f"-Dconnect-file.version={_CONNECT_FILE_VERSION.get(version, version)}",
         ]
         if quiet:
             cmd.insert(1, "-q")
-        log.info("Resolving Kafka %s jars with Maven into %s", KAFKA_VERSION, target)
+        log.info("Resolving Kafka %s jars with Maven into %s", version, target)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise LocalKafkaError(
-            f"Maven could not resolve the Kafka {KAFKA_VERSION} jars (exit {proc.returncode}). "
+            f"Maven could not resolve the Kafka {version} jars (exit {proc.returncode}). "
             f"Is Maven Central reachable?\n{tail}"
         )
     if not any(target.glob("kafka_2.13-*.jar")):
         raise LocalKafkaError(f"Maven finished but no Kafka jar is in {target}")
-    (target / _MARKER).write_text(KAFKA_VERSION + "\n")
+    (target / _MARKER).write_text(version + "\n")
     return target

@@ -22,7 +22,8 @@ def create_topic(bootstrap: str, name: str, partitions: int, timeout_s: float = 
     miss partitions. Metadata is asked again until it is complete or ``timeout_s`` ends.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    # replication_factor=-1: the brokers' default (3 on a 3-broker local cluster, 1 on one broker).
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=-1)])
     try:
         futures[name].result(timeout=timeout_s)
     except KafkaException as exc:

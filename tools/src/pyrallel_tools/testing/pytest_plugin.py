@@ -3,6 +3,10 @@
 ``PYRALLEL_BOOTSTRAP_SERVERS`` (and ``PYRALLEL_CONNECT_URL``) point at a running cluster when set; otherwise
 the local broker is started once per test session in a temporary run directory and stopped at the end.
 Each test gets its own topics and group ids, so tests never see each other's records.
+
+Tests marked ``faults`` get ``fault_cluster``: three brokers (RF 3, ``min.insync.replicas=2``) behind Toxiproxy,
+which they may stop, kill and cut off. ``PYRALLEL_FAULT_KAFKA_RUN_DIR`` names the run directory of such a cluster
+already running (``pyrallel kafka up --brokers 3 --fault-proxy``); otherwise one is started for the session.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from pathlib import Path
 import pytest
 
 from pyrallel_tools.localkafka.cluster import LocalKafka
+from pyrallel_tools.localkafka.ports import free_port
 from pyrallel_tools.localkafka.topics import create_topic
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "unit: pure tests without a broker")
     config.addinivalue_line("markers", "integration: tests against the real local Kafka broker")
+    config.addinivalue_line("markers", "faults: tests that break a 3-broker local cluster (fault_cluster)")
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +79,21 @@ def new_topic(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Callab
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A 3-broker cluster with a fault proxy in front of every broker, shared by the session's fault tests.
+
+    Each test must leave it whole (every broker running, the proxy reset): the ``fault_reset`` fixture does so.
+    """
+    existing = os.environ.get("PYRALLEL_FAULT_KAFKA_RUN_DIR")
+    if existing:
+        yield LocalKafka(Path(existing))
+        return
+    cluster = LocalKafka(Path(tmp_path_factory.mktemp("fault-kafka")) / "run")
+    cluster.up(brokers=3, fault_proxy=True, port=free_port())
+    try:
+        yield cluster
+    finally:
+        cluster.down()
