@@ -77,7 +77,9 @@ class Inbox:
                 taken_bytes += len(msg)
                 err = msg.error()
                 if err is not None:
-                    if err.fatal():
+                    # librdkafka hands a fatal error (e.g. a static member fenced by another process with its
+                    # group.instance.id) to consume() as code _FATAL, whose fatal() flag is not set.
+                    if err.fatal() or err.code() == KafkaError._FATAL:
                         self._on_fatal()
                         self._sink.on_poller_failed(KafkaException(err))
                         batches.clear()
