@@ -11,10 +11,12 @@ already running (``pyrallel kafka up --brokers 3 --fault-proxy``); otherwise one
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +99,31 @@ def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKaf
         yield cluster
     finally:
         cluster.down()
+
+
+_FAULT_ROWS: list[dict[str, Any]] = []
+
+
+@pytest.fixture
+def fault_table() -> Callable[[dict[str, Any]], None]:
+    """Adds one row (fault, records, lost, duplicates, ...) to the table printed at the end of the session and
+    appended to ``$PYRALLEL_FAULT_RESULTS`` (JSON lines) when that is set."""
+
+    def add(row: dict[str, Any]) -> None:
+        _FAULT_ROWS.append(row)
+        target = os.environ.get("PYRALLEL_FAULT_RESULTS")
+        if target:
+            with Path(target).open("a") as out:
+                out.write(json.dumps(row) + "\n")
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FAULT_ROWS:
+        return
+    columns = list(_FAULT_ROWS[0])
+    terminalreporter.section("faults: what each did to the records")
+    terminalreporter.write_line(" | ".join(columns))
+    for row in _FAULT_ROWS:
+        terminalreporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))

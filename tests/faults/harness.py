@@ -1,0 +1,311 @@
+"""One fault test's moving parts on the 3-broker ``fault_cluster``: a bounded ``pyrallel produce`` process
+(idempotent, so acks=all) straight to the brokers, ``pyrallel consume`` processes (through the fault proxy unless
+told otherwise), a watcher of the group's committed offsets, and the verdict against the producer's log of
+acknowledged sends.
+
+Every figure the issue asks for comes out of :meth:`FaultRun.verdict`: records acknowledged, lost (acknowledged,
+never handled), duplicates, order violations per key within one consumer process (an incarnation: each process
+logs its own instance id), the committed offsets against the log end after a drained stop, and the time to
+recover (first record handled after the fault ended).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pyrallel_tools.bluegreen.validation.from_logs import validate_files
+from pyrallel_tools.faults.toxiproxy import ToxiproxyClient
+from pyrallel_tools.localkafka.cluster import LocalKafka, proxy_name
+from pyrallel_tools.localkafka.topics import create_topic
+
+CLI = [sys.executable, "-m", "pyrallel_tools.cli"]
+SESSION_TIMEOUT_MS = 10_000
+"""The fault tests' consumers: a 10 s session (not librdkafka's 45 s) so that a 30 s partition outlasts it."""
+CONSUMER_KAFKA = {"session.timeout.ms": str(SESSION_TIMEOUT_MS), "heartbeat.interval.ms": "1000",
+                  "reconnect.backoff.max.ms": "1000"}
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What a fault did to the records; one row of the closing table."""
+
+    fault: str
+    records: int
+    lost: int
+    duplicates: int
+    order_violations: int
+    unexpected: int
+    committed_behind_end: int
+    """Records between the group's committed offsets and the log end after the drained stop (0 expected)."""
+    commit_regressions: int
+    """Times a partition's committed offset moved backwards while the run went on (0 expected)."""
+    recovery_s: float | None
+    """From the fault's end to the first record handled after it; None when no fault end was marked."""
+
+    def row(self) -> dict[str, Any]:
+        return {"fault": self.fault, "records": self.records, "lost": self.lost, "duplicates": self.duplicates,
+                "order_violations": self.order_violations, "unexpected": self.unexpected,
+                "committed_behind_end": self.committed_behind_end, "commit_regressions": self.commit_regressions,
+                "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2)}
+
+
+@dataclass
+class _Process:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+class CommitWatch:
+    """Reads the group's committed offsets every 200 ms on its own thread and counts backwards moves: a zombie
+    whose late completions were committed over the new owner's progress would show as one."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self._last: dict[int, int] = {}
+        self.regressions: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="commit-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(Exception):  # a broker down: try again next round
+                for tp in self._consumer.committed(self._tps, timeout=5):
+                    before = self._last.get(tp.partition, -1)
+                    if tp.offset >= 0 and tp.offset < before:
+                        self.regressions.append(f"p{tp.partition}: {before} -> {tp.offset}")
+                    if tp.offset >= 0:
+                        self._last[tp.partition] = max(before, tp.offset)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._consumer.close()
+
+
+@dataclass
+class FaultRun:
+    """A topic, a group and the processes of one fault test, all under ``directory``; ``close`` stops them."""
+
+    cluster: LocalKafka
+    directory: Path
+    topic: str
+    group: str
+    partitions: int = 6
+    producer: _Process | None = None
+    consumers: list[_Process] = field(default_factory=list)
+    fault_ended_at: float | None = None
+    _watch: CommitWatch | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        state = self.cluster.state()
+        if state is None:
+            raise RuntimeError("the fault cluster is not running")
+        return state.bootstrap
+
+    @property
+    def proxied_bootstrap(self) -> str:
+        state = self.cluster.state()
+        if state is None or state.proxied_bootstrap is None:
+            raise RuntimeError("the fault cluster has no fault proxy")
+        return state.proxied_bootstrap
+
+    @property
+    def proxy(self) -> ToxiproxyClient:
+        state = self.cluster.state()
+        if state is None or state.toxiproxy_url is None:
+            raise RuntimeError("the fault cluster has no fault proxy")
+        return ToxiproxyClient(state.toxiproxy_url)
+
+    def proxies(self) -> list[str]:
+        state = self.cluster.state()
+        return [proxy_name(n.node_id) for n in state.nodes] if state else []
+
+    def create_topic(self) -> None:
+        create_topic(self.bootstrap, self.topic, self.partitions)
+        self._watch = CommitWatch(self.bootstrap, self.group, self.topic, self.partitions)
+
+    def produce(self, rate: int, seconds: float, keys: int = 60) -> None:
+        """Start producing ``rate`` records/s for ``seconds`` (it stops by itself); returns at once."""
+        log = self.directory / "produced.jsonl"
+        cmd = [*CLI, "produce", "--bootstrap-servers", self.bootstrap, "--topic", self.topic, "--rate", str(rate),
+               "--duration", str(seconds), "--keys", str(keys), "--size", "64", "--log", str(log), "--seed", "7"]
+        self.producer = _Process("producer", self._spawn(cmd, "producer"), log)
+
+    def consume(self, name: str, proxied: bool = True, extra_kafka: dict[str, str] | None = None,
+                env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> _Process:
+        """Start one ``pyrallel consume`` process named ``name`` (its own log); through the proxy by default."""
+        log = self.directory / f"consumed-{name}.jsonl"
+        bootstrap = self.proxied_bootstrap if proxied else self.bootstrap
+        cmd = [*CLI, "consume", "--bootstrap-servers", bootstrap, "--topic", self.topic, "--group", self.group,
+               "--log", str(log), "--until-signal", "--workload", "sleep:2ms", "--max-in-flight", "200",
+               "--commit-interval-ms", "500", *args]
+        for prop, value in {**CONSUMER_KAFKA, **(extra_kafka or {})}.items():
+            cmd += ["--kafka", f"{prop}={value}"]
+        process = _Process(name, self._spawn(cmd, name, env), log)
+        self.consumers.append(process)
+        return process
+
+    def _spawn(self, cmd: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        out = (self.directory / f"{name}.out").open("ab")
+        try:
+            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                    start_new_session=True)
+        finally:
+            out.close()
+
+    def handled(self) -> int:
+        """Lines in every consumer log so far (records handled, repeats included)."""
+        total = 0
+        for c in self.consumers:
+            with contextlib.suppress(OSError):
+                total += sum(1 for _ in c.log.open("rb"))
+        return total
+
+    def produced(self) -> int:
+        if self.producer is None:
+            return 0
+        with contextlib.suppress(OSError):
+            return sum(1 for _ in self.producer.log.open("rb"))
+        return 0
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
+        """Poll ``condition`` (a bound, not a sleep); fail with ``what`` and the processes' state."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            for c in [*self.consumers, *([self.producer] if self.producer else [])]:
+                if c.proc.poll() not in (None, 0) and c.name != "producer":
+                    raise AssertionError(f"{c.name} exited with {c.proc.returncode}: {self.tail(c.name)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            time.sleep(0.1)
+
+    def tail(self, name: str, lines: int = 20) -> str:
+        path = self.directory / f"{name}.out"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def wait_produced(self, timeout_s: float = 180.0) -> None:
+        """Until the producer has ended by itself (its duration), every send acknowledged or failed."""
+        if self.producer is None:
+            return
+        proc = self.producer.proc
+        self.wait_for(lambda: proc.poll() is not None, "the producer's end", timeout_s)
+        if proc.returncode != 0:
+            raise AssertionError(f"the producer failed: {self.tail('producer')}")
+
+    def wait_all_handled(self, timeout_s: float = 180.0) -> None:
+        """Until every acknowledged seq was handled by some consumer."""
+        def done() -> bool:
+            return self._acked() <= self._handled_seqs()
+
+        self.wait_for(done, "every acknowledged record handled", timeout_s)
+
+    def _acked(self) -> set[int]:
+        if self.producer is None:
+            return set()
+        return {json.loads(line)["seq"] for line in self.producer.log.read_text().splitlines() if line.strip()}
+
+    def _handled_seqs(self) -> set[int]:
+        seqs: set[int] = set()
+        for c in self.consumers:
+            with contextlib.suppress(OSError):
+                for line in c.log.read_text().splitlines():
+                    with contextlib.suppress(ValueError, KeyError):
+                        seqs.add(json.loads(line)["seq"])
+        return seqs
+
+    def mark_fault_end(self) -> None:
+        self.fault_ended_at = time.time()
+
+    def stop_consumers(self) -> None:
+        """SIGTERM every live consumer (a drained stop: in-flight records finish, a final commit) and wait."""
+        for c in self.consumers:
+            if c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(c.proc.pid, signal.SIGCONT)
+                    c.proc.send_signal(signal.SIGTERM)
+        for c in self.consumers:
+            try:
+                c.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                raise AssertionError(f"{c.name} did not stop within 60 s of SIGTERM: {self.tail(c.name)}") from None
+
+    def committed_behind_end(self) -> int:
+        """Sum over partitions of (log end - committed offset) for the group, read straight from the brokers."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                             "enable.auto.commit": False})
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            behind = 0
+            for tp in consumer.committed(tps, timeout=15):
+                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition), timeout=15)
+                behind += high - max(tp.offset, 0)
+            return behind
+        finally:
+            consumer.close()
+
+    def verdict(self, fault: str, recovering: str | None = None) -> Verdict:
+        """Stop the consumers cleanly, then judge everything against the producer's acknowledged sends;
+        ``recovering`` names the consumer whose recovery is timed (default: the first record anyone handled)."""
+        self.stop_consumers()
+        if self._watch is not None:
+            self._watch.stop()
+        producer_logs = [self.producer.log] if self.producer else []
+        report = validate_files(producer_logs, [c.log for c in self.consumers if c.log.exists()])
+        return Verdict(
+            fault=fault, records=report.produced, lost=report.lost, duplicates=report.duplicates,
+            order_violations=report.order_violations_instance, unexpected=report.unexpected,
+            committed_behind_end=self.committed_behind_end(),
+            commit_regressions=len(self._watch.regressions) if self._watch else 0,
+            recovery_s=self.recovery_s(recovering),
+        )
+
+    def recovery_s(self, consumer: str | None = None) -> float | None:
+        """Seconds from :meth:`mark_fault_end` to the first record handled after it (by ``consumer`` if named)."""
+        if self.fault_ended_at is None:
+            return None
+        after = [ts for ts in self._handled_times(consumer) if ts >= self.fault_ended_at]
+        return min(after) - self.fault_ended_at if after else None
+
+    def _handled_times(self, consumer: str | None) -> Iterator[float]:
+        for c in self.consumers:
+            if consumer is not None and c.name != consumer:
+                continue
+            with contextlib.suppress(OSError):
+                for line in c.log.read_text().splitlines():
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        yield float(json.loads(line)["ts"])
+
+    def close(self) -> None:
+        """Whatever the test's outcome: no process lives on, the proxy and every broker are whole again."""
+        for c in [*self.consumers, *([self.producer] if self.producer else [])]:
+            if c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                c.proc.wait(timeout=30)
+        if self._watch is not None:
+            self._watch.stop()
+        with contextlib.suppress(Exception):
+            self.proxy.reset()
+        state = self.cluster.state()
+        for node in state.nodes if state else []:
+            self.cluster.start_broker(node.node_id)
+        AdminClient({"bootstrap.servers": self.bootstrap}).delete_topics([self.topic])
