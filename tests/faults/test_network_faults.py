@@ -14,10 +14,13 @@ from tests.faults.harness import SESSION_TIMEOUT_MS, FaultRun, Verdict
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
+PARTITION_S = 3 * SESSION_TIMEOUT_MS / 1000
+"""The consumer is cut off for three of its session timeouts: the group surely moves on without it."""
+
 
 def _judge(verdict: Verdict, fault_table: Callable[[dict[str, Any]], None]) -> None:
     fault_table(verdict.row())
-    print(verdict.row())  # noqa: T201 - the figures the closing table is made of
+    print(verdict.row())
     assert verdict.records > 0
     assert verdict.lost == 0, verdict
     assert verdict.order_violations == 0, verdict
@@ -36,8 +39,7 @@ def test_a_consumer_cut_off_for_30_s_is_fenced_rejoins_and_nothing_is_lost(
     fault_run.wait_for(lambda: fault_run.handled() >= 1000, "both consumers under way")
     for proxy in fault_run.proxies():
         fault_run.proxy.set_enabled(proxy, False)
-    assert 30_000 > 2 * SESSION_TIMEOUT_MS
-    time.sleep(30)  # the fault's length is the test's subject, not a wait for a result
+    time.sleep(PARTITION_S)  # the fault's length is the test's subject, not a wait for a result
     for proxy in fault_run.proxies():
         fault_run.proxy.set_enabled(proxy, True)
     fault_run.mark_fault_end()
