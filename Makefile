@@ -73,8 +73,11 @@ unit: install
 tools:
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 
+# The suite on one broker (the default Kafka version), then the fault suite (tests/faults) on a 3-broker cluster
+# behind Toxiproxy that its pytest session starts and stops itself.
 test: tools jars toxiproxy lint typecheck
-	$(call with_kafka,$(TEST_RUN),$(BIN)/pytest $(PYTEST_ARGS))
+	$(call with_kafka,$(TEST_RUN),$(BIN)/pytest -m "not faults" $(PYTEST_ARGS))
+	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 clean:
 	-$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN)
