@@ -45,6 +45,7 @@ from pyrallel_tools.benchmark.results import (
     parse_log,
     restart_stats,
 )
+from pyrallel_tools.localkafka.cluster import brokers_seen, local_kafka_version
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def run_bench(bootstrap: str, plan: Plan, out_dir: Path, peers_dir: Path, venv_r
     run_dir.mkdir(parents=True, exist_ok=True)
     envs = prepare(peers_dir, venv_root, plan.with_peers)
     specs = {spec.id: spec for spec in catalog()}
-    report = BenchReport(machine_info(envs), plan.summary())
+    report = BenchReport(machine_info(envs, bootstrap), plan.summary())
     bench = Bench(bootstrap, plan, out_dir, peers_dir, run_dir, envs, report, specs)
     report.contenders = [specs[c].info(envs[specs[c].environment]) for c in plan.contender_ids()
                          if plan.with_peers or specs[c].family != "peer"]
@@ -236,7 +237,8 @@ def run_bench(bootstrap: str, plan: Plan, out_dir: Path, peers_dir: Path, venv_r
     return report
 
 
-def machine_info(envs: dict[str, Environment]) -> dict[str, Any]:
+def machine_info(envs: dict[str, Environment], bootstrap: str | None = None) -> dict[str, Any]:
+    """The run's machine, versions and commit; ``bootstrap`` (when given) names the Kafka it ran against."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
@@ -254,7 +256,8 @@ def machine_info(envs: dict[str, Environment]) -> dict[str, Any]:
         "pyrallel_consumer": __version__,
         "git_commit": git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "kafka": "4.1.1 (local, KRaft, 127.0.0.1)",
+        "kafka": (f"{local_kafka_version(bootstrap)} (KRaft, {brokers_seen(bootstrap, timeout_s=10.0)} broker(s))"
+                  if bootstrap else "unknown"),
         "environments": {name: ({"version": env.version, **env.details,
                                  "cpu2ms_loops_per_record": round(2 * env.loops_per_ms)} if env.ready
                                 else {"unavailable": env.reason}) for name, env in envs.items()},

@@ -50,6 +50,7 @@ from pyrallel_tools.bluegreen.sink_watch import SinkWatcher
 from pyrallel_tools.bluegreen.validation.findings import ValidationReport
 from pyrallel_tools.bluegreen.validation.from_logs import validate_files
 from pyrallel_tools.bluegreen.validation.switch_impact import measure_switch_impact_files, switch_windows
+from pyrallel_tools.localkafka.cluster import brokers_seen, local_kafka_version
 from pyrallel_tools.localkafka.topics import create_topic
 
 log = logging.getLogger(__name__)
@@ -307,8 +308,10 @@ class ScenarioRun:
 def environment(options: RunOptions) -> dict[str, Any]:
     """Versions, sizes and the group settings a switch's gap depends on (the consumers' and the broker's)."""
     return {
-        "kafka": "4.1.1", "python": platform.python_version(), "confluent_kafka": confluent_kafka.__version__,
-        "librdkafka": confluent_kafka.libversion()[0], "partitions": options.partitions, "replicas": 1,
+        "kafka": local_kafka_version(options.bootstrap), "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.__version__, "librdkafka": confluent_kafka.libversion()[0],
+        "partitions": options.partitions,
+        "replicas": min(3, brokers_seen(options.bootstrap, timeout_s=10.0)),  # topics take the brokers' default
         "rate_per_s": options.rate, "instances_per_color": options.instances,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "consumer_kafka": " ".join(options.consumer_kafka) or "library defaults",

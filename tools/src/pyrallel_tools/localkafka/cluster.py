@@ -52,6 +52,16 @@ def default_run_dir() -> Path:
     return Path(os.environ.get("PYRALLEL_KAFKA_RUN_DIR", ".run/kafka")).resolve()
 
 
+def local_kafka_version(bootstrap: str) -> str:
+    """The Kafka version behind ``bootstrap`` when it is this working copy's local cluster (the default run
+    directory, as ``make demo``/``make bench`` start it), for the run and benchmark records; else ``unknown``."""
+    with contextlib.suppress(LocalKafkaError):
+        state = ClusterState.load(default_run_dir())
+        if state is not None and set(state.bootstrap.split(",")) & set(bootstrap.split(",")):
+            return state.version
+    return "unknown"
+
+
 def proxy_name(node_id: int) -> str:
     """The Toxiproxy proxy in front of broker ``node_id`` (what fault tests add toxics to)."""
     return f"broker-{node_id}"
