@@ -10,7 +10,7 @@ import click
 
 from pyrallel_tools.localkafka.cluster import BROKER_COUNTS, DEFAULT_CONNECT_PORT, DEFAULT_PORT, LocalKafka
 from pyrallel_tools.localkafka.errors import LocalKafkaError
-from pyrallel_tools.localkafka.jars import COMPATIBILITY_VERSIONS, DEFAULT_KAFKA_VERSION
+from pyrallel_tools.localkafka.jars import COMPATIBILITY_VERSIONS, DEFAULT_KAFKA_VERSION, KAFKA_VERSION_ENV
 
 _RUN_DIR = click.option(
     "--run-dir",
@@ -29,7 +29,8 @@ def kafka() -> None:
 @_RUN_DIR
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
               help="First broker's port; a free one is picked when it is taken (the others take free ports).")
-@click.option("--kafka-version", "version", default=DEFAULT_KAFKA_VERSION, show_default=True,
+@click.option("--kafka-version", "version", envvar=KAFKA_VERSION_ENV, default=DEFAULT_KAFKA_VERSION,
+              show_default=True,
               help=f"Apache Kafka 4.x release (tested: {', '.join(COMPATIBILITY_VERSIONS)}); jars cached per version.")
 @click.option("--brokers", type=click.Choice([str(n) for n in BROKER_COUNTS]), default="1", show_default=True,
               help="1, or 3: a KRaft quorum of three nodes, topics RF 3 with min.insync.replicas=2.")

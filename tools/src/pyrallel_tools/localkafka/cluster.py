@@ -31,7 +31,7 @@ from typing import Any
 from pyrallel_tools.faults.toxiproxy import Toxiproxy, ToxiproxyClient
 from pyrallel_tools.localkafka import processes
 from pyrallel_tools.localkafka.errors import LocalKafkaError
-from pyrallel_tools.localkafka.jars import DEFAULT_KAFKA_VERSION, check_version, ensure_jars
+from pyrallel_tools.localkafka.jars import check_version, default_version, ensure_jars
 from pyrallel_tools.localkafka.ports import free_port, pick_port
 from pyrallel_tools.localkafka.processes import BROKER_MAIN, CONNECT_MAIN, STORAGE_TOOL
 from pyrallel_tools.localkafka.properties import broker_properties, connect_properties
@@ -116,7 +116,7 @@ class LocalKafka:
         port: int = DEFAULT_PORT,
         with_connect: bool = False,
         connect_port: int = DEFAULT_CONNECT_PORT,
-        version: str = DEFAULT_KAFKA_VERSION,
+        version: str | None = None,
         brokers: int = 1,
         fault_proxy: bool = False,
         security: Security = "plaintext",
@@ -124,9 +124,10 @@ class LocalKafka:
         """Start what is not running yet and return the state plus notes worth telling the user.
 
         ``port`` is the first broker's port (the others take free ports); a cluster already running in the run
-        directory is reused when it has the asked version, broker count, proxy and security.
+        directory is reused when it has the asked version, broker count, proxy and security. Without ``version``
+        the cluster runs ``default_version()`` ($PYRALLEL_KAFKA_VERSION, which the compatibility matrix sets).
         """
-        check_version(version)
+        version = check_version(version or default_version())
         if brokers not in BROKER_COUNTS:
             raise LocalKafkaError(f"--brokers must be 1 or 3, not {brokers}")
         notes: list[str] = []

@@ -22,6 +22,9 @@ DEFAULT_KAFKA_VERSION = "4.4.0"
 """The newest Apache Kafka release; ``pyrallel kafka up --kafka-version`` takes any 4.x release Maven Central has."""
 COMPATIBILITY_VERSIONS = ("4.1.2", "4.2.2", "4.3.2", "4.4.0")
 """The newest patch of each minor release the compatibility matrix (``make test-matrix``) runs against."""
+KAFKA_VERSION_ENV = "PYRALLEL_KAFKA_VERSION"
+"""Names the Kafka release a local cluster starts with when the caller gives none: the compatibility matrix sets it
+for its pytest runs so that tests starting their own broker (``LocalKafka(...).up()``) run the matrix's version."""
 MIN_JAVA_MAJOR = 17
 _CONNECT_FILE_VERSION = {"4.4.0": "4.3.1", "4.3.2": "4.3.1", "4.2.2": "4.2.0", "4.2.1": "4.2.0"}
 """Releases whose ``connect-file`` jar (the FileStreamSink of strategy E) Maven Central did not serve on 2026-12-06,
@@ -48,6 +51,13 @@ def check_version(version: str) -> str:
             f"(tested: {', '.join(COMPATIBILITY_VERSIONS)})"
         )
     return version
+
+
+def default_version() -> str:
+    """The Kafka release of a local cluster whose caller names none: ``$PYRALLEL_KAFKA_VERSION`` when set, else
+    ``DEFAULT_KAFKA_VERSION``. The one place the variable is read (``LocalKafka.up``; the CLI names it as the
+    envvar of ``--kafka-version``)."""
+    return os.environ.get(KAFKA_VERSION_ENV) or DEFAULT_KAFKA_VERSION
 
 
 def libs_dir(version: str = DEFAULT_KAFKA_VERSION) -> Path:
