@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -33,6 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pyrallel_tools.localkafka import processes
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.jars import cache_root
 
@@ -44,7 +44,8 @@ TOXIPROXY_VERSION = "v2.12.0"
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2"
 MIN_GO = "1.23"
 _MARKER = ".complete"
-_BINARY = "toxiproxy-server"
+TOXIPROXY_BINARY = "toxiproxy-server"
+"""The server's file name: also how ``/proc/<pid>/cmdline`` tells our process from a recycled PID."""
 BUILD_TIMEOUT_S = 1200.0
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -57,17 +58,11 @@ def toxiproxy_dir() -> Path:
 
 def toxiproxy_binary() -> Path:
     """Where ``ensure_toxiproxy`` puts the server: ``<cache>/toxiproxy-<version>/bin/toxiproxy-server``."""
-    return toxiproxy_dir() / "bin" / _BINARY
+    return toxiproxy_dir() / "bin" / TOXIPROXY_BINARY
 
 
 def _tail_text(text: str, lines: int = 30) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    return _tail_text(path.read_text(errors="replace"), lines)
 
 
 def ensure_toxiproxy() -> Path:
@@ -307,13 +302,8 @@ class Toxiproxy:
         if _port_answers(port):
             raise LocalKafkaError(f"Port {port} on 127.0.0.1 is already in use; Toxiproxy needs a free one.")
         run_dir.mkdir(parents=True, exist_ok=True)
-        log_file = run_dir / "toxiproxy.log"
-        cmd = [str(binary), "-host", "127.0.0.1", "-port", str(port)]
-        with log_file.open("ab") as out:
-            try:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=run_dir, start_new_session=True)
-            except OSError as exc:
-                raise LocalKafkaError(f"Could not start {binary}: {exc}") from exc
+        log_file = cls.log_file_in(run_dir)
+        proc = processes.spawn([str(binary), "-host", "127.0.0.1", "-port", str(port)], run_dir, log_file)
         server = cls(proc, port, log_file)
         log.info("Started Toxiproxy (pid %d) on %s, log %s", proc.pid, server.url, log_file)
         try:
@@ -330,12 +320,13 @@ class Toxiproxy:
             if self._proc.poll() is not None:
                 raise LocalKafkaError(
                     f"Toxiproxy exited during start (exit {self._proc.returncode}). Last lines of {self.log_file}:\n"
-                    f"{_tail(self.log_file)}"
+                    f"{processes.tail(self.log_file)}"
                 )
             # The server does not exit when its API cannot listen; it only logs it.
             if "Server finished with error" in self.log_file.read_text(errors="replace"):
                 raise LocalKafkaError(
-                    f"Toxiproxy could not listen on {self.url}. Last lines of {self.log_file}:\n{_tail(self.log_file)}"
+                    f"Toxiproxy could not listen on {self.url}. Last lines of {self.log_file}:\n"
+                    f"{processes.tail(self.log_file)}"
                 )
             with contextlib.suppress(LocalKafkaError):
                 probe.version()
@@ -343,7 +334,7 @@ class Toxiproxy:
             time.sleep(0.1)
         raise LocalKafkaError(
             f"Toxiproxy did not answer on {self.url} within {timeout_s:.0f}s. Last lines of {self.log_file}:\n"
-            f"{_tail(self.log_file)}"
+            f"{processes.tail(self.log_file)}"
         )
 
     @property
@@ -355,18 +346,11 @@ class Toxiproxy:
         """The API's URL, to hand to a ``ToxiproxyClient`` in this or another process."""
         return f"http://127.0.0.1:{self.port}"
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    @staticmethod
+    def log_file_in(run_dir: Path) -> Path:
+        return run_dir / "toxiproxy.log"
+
+    def stop(self) -> None:
         """SIGTERM (the server closes its proxies), then SIGKILL if it has not exited in time. Idempotent."""
-        if self._proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self._proc.send_signal(signal.SIGTERM)
-        try:
-            self._proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning(
-                "Toxiproxy (pid %d) did not stop after SIGTERM within %.0fs; sending SIGKILL", self.pid, timeout_s
-            )
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            self._proc.wait()
+        processes.terminate(self.pid, TOXIPROXY_BINARY, STOP_TIMEOUT_S)
+        self._proc.poll()

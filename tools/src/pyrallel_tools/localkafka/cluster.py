@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pyrallel_tools.faults.toxiproxy import Toxiproxy, ToxiproxyClient
+from pyrallel_tools.faults.toxiproxy import TOXIPROXY_BINARY, Toxiproxy, ToxiproxyClient
 from pyrallel_tools.localkafka import processes
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.jars import check_version, default_version, ensure_jars
@@ -247,7 +247,7 @@ class LocalKafka:
         directory = node.directory(self.run_dir)
         cmd = processes.java_cmd(libs, BROKER_HEAP, directory / "log4j2-server.properties", BROKER_MAIN,
                                  str(directory / "server.properties"))
-        return processes.spawn(cmd, directory, "server")
+        return processes.spawn(cmd, directory, directory / "server.stdout")
 
     def _wait_for_broker(self, state: ClusterState, node: NodeState, proc: subprocess.Popen[bytes]) -> None:
         """Until the node answers metadata listing every broker of the cluster (the quorum formed and all
@@ -284,7 +284,8 @@ class LocalKafka:
         props = connect_properties(self.run_dir / "connect-distributed.properties", state.bootstrap, chosen)
         log_config = processes.log4j2_config(self.run_dir, "connect")
         proc = processes.spawn(processes.java_cmd(ensure_jars(state.version), CONNECT_HEAP, log_config,
-                                                  CONNECT_MAIN, str(props)), self.run_dir, "connect")
+                                                  CONNECT_MAIN, str(props)), self.run_dir,
+                               self.run_dir / "connect.stdout")
         url = f"http://127.0.0.1:{chosen}"
         state.connect_pid, state.connect_url = proc.pid, url
         state.save(self.run_dir)
@@ -368,7 +369,7 @@ class LocalKafka:
             "proxied_bootstrap": state.proxied_bootstrap,
             "secure_bootstrap": state.secure_bootstrap,
             "toxiproxy_url": state.toxiproxy_url,
-            "toxiproxy_running": processes.pid_alive(state.toxiproxy_pid, "toxiproxy"),
+            "toxiproxy_running": processes.pid_alive(state.toxiproxy_pid, TOXIPROXY_BINARY),
             "connect_url": state.connect_url,
             "connect_pid": state.connect_pid,
             "connect_running": processes.pid_alive(state.connect_pid, CONNECT_MAIN),
@@ -391,7 +392,7 @@ class LocalKafka:
             self._stop_brokers([n.pid for n in state.nodes], keep_data)
             notes += [f"Stopped broker {n.node_id} (pid {n.pid})." for n in state.nodes]
             if state.toxiproxy_pid:
-                processes.terminate(state.toxiproxy_pid, "toxiproxy")
+                processes.terminate(state.toxiproxy_pid, TOXIPROXY_BINARY)
                 notes.append(f"Stopped Toxiproxy (pid {state.toxiproxy_pid}).")
         if self.run_dir.exists() and not keep_data:
             shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -419,7 +420,7 @@ class LocalKafka:
             data = json.loads((self.run_dir / "state.json").read_text())
             for key, value in data.items():
                 if key.endswith("pid") and isinstance(value, int):
-                    for marker in (CONNECT_MAIN, BROKER_MAIN, "toxiproxy"):
+                    for marker in (CONNECT_MAIN, BROKER_MAIN, TOXIPROXY_BINARY):
                         if processes.pid_alive(value, marker):
                             processes.kill(value, marker)
                             notes.append(f"Stopped pid {value} ({marker}).")
@@ -429,4 +430,6 @@ class LocalKafka:
         """``server`` (a broker's log, ``node_id``), ``connect`` or ``toxiproxy``."""
         if which == "server":
             return self.run_dir / f"broker-{node_id}" / "server.log"
+        if which == "toxiproxy":
+            return Toxiproxy.log_file_in(self.run_dir)
         return self.run_dir / f"{which}.log"

@@ -89,13 +89,15 @@ def java_cmd(libs: Path, heap: str, log_config: Path, main: str, *args: str,
     ]
 
 
-def spawn(cmd: list[str], directory: Path, name: str) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (a Ctrl-C of the caller does not reach it), output to ``<name>.stdout``."""
-    out = (directory / f"{name}.stdout").open("wb")
-    try:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=directory, start_new_session=True)
-    finally:
-        out.close()
+def spawn(cmd: list[str], directory: Path, output: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in ``directory`` in its own session (a Ctrl-C of the caller does not reach it), its output
+    appended to ``output``."""
+    with output.open("ab") as out:
+        try:
+            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=directory,
+                                    start_new_session=True)
+        except OSError as exc:
+            raise LocalKafkaError(f"Could not start {cmd[0]}: {exc}") from exc
 
 
 def wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log_file: Path,
