@@ -7,7 +7,8 @@ never a committed-but-unlogged record that the validator would call lost. Record
 are logged with ``"ok": false`` (the consumer reached them and skipped them on purpose: not a loss).
 
 Faults make the unhappy paths of a switch reproducible: a processing delay and a failure rate per handler
-attempt, a delay before every commit is sent (inside the commit latency the observer sees),
+attempt, a deterministic set of records that fail every attempt (``fail_every``: the records whose seq is a
+multiple of it), a delay before every commit is sent (inside the commit latency the observer sees),
 and a one-shot stall of the poll loop that, longer than ``max.poll.interval.ms``, gets the member evicted.
 They are set at start (CLI, ``PYRALLEL_FAULT_*``, config file) and changed at runtime with ``PUT /faults``.
 """
@@ -49,7 +50,16 @@ _UNITS_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1e-3}
 
 
 class InjectedFailureError(RuntimeError):
-    """Raised by the failure-rate fault."""
+    """Raised by the failure-rate and fail-every faults."""
+
+
+def fails_always(record: Record, fail_every: int) -> bool:
+    """Whether the fail-every fault fails this record: its value is a load producer's record whose seq is a
+    multiple of ``fail_every`` (records without a seq never fail this way)."""
+    if not fail_every:
+        return False
+    identity = parse_identity(record.value)
+    return identity is not None and identity[0] % fail_every == 0
 
 
 class Faults(BaseModel):
@@ -59,6 +69,11 @@ class Faults(BaseModel):
 
     delay_ms: float = Field(default=0.0, ge=0, le=600_000, description="Extra processing time of every attempt.")
     failure_rate: float = Field(default=0.0, ge=0, le=1, description="Probability that an attempt raises.")
+    fail_every: int = Field(
+        default=0, ge=0, le=1_000_000_000,
+        description="Every attempt of a record whose seq is a multiple of this raises (0 = off): the same records "
+                    "fail every time, in every process, so a test knows which ones end in the exhaustion policy.",
+    )
     commit_delay_ms: float = Field(
         default=0.0, ge=0, le=600_000, description="Delay before every commit is sent (counted as commit latency)."
     )
@@ -174,6 +189,8 @@ class ConsumeApp:
             await asyncio.sleep(faults.delay_ms / 1000)
         if faults.failure_rate and self._rng.random() < faults.failure_rate:
             raise InjectedFailureError(f"injected failure (failure_rate={faults.failure_rate})")
+        if fails_always(record, faults.fail_every):
+            raise InjectedFailureError(f"injected failure (fail_every={faults.fail_every})")
         await self._workload.run_async(record)
 
     def _on_done(self, record: Record, completion: Completion) -> None:
@@ -221,7 +238,7 @@ class ConsumeApp:
             os.environ[STATE_ENV] = name  # inherited by the workers the engine spawns later
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"workload": self.workload_spec, "delay_ms": self.faults.delay_ms,
-                                   "failure_rate": self.faults.failure_rate}))
+                                   "failure_rate": self.faults.failure_rate, "fail_every": self.faults.fail_every}))
         os.replace(tmp, self._state_path)
 
     # ---- status --------------------------------------------------------------------------------------------
@@ -325,6 +342,7 @@ class _WorkerState:
     workload = Workload("noop")
     delay_s = 0.0
     failure_rate = 0.0
+    fail_every = 0
     rng = random.Random()  # fault dice, not security
 
     @classmethod
@@ -345,6 +363,7 @@ class _WorkerState:
             cls.workload = parse_workload(str(data["workload"]))
             cls.delay_s = float(data["delay_ms"]) / 1000
             cls.failure_rate = float(data["failure_rate"])
+            cls.fail_every = int(data.get("fail_every", 0))
             cls.version = version
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("Could not read the fault state %s: %s", path, exc)
@@ -357,4 +376,6 @@ def handle_sync(record: Record) -> None:
         time.sleep(_WorkerState.delay_s)
     if _WorkerState.failure_rate and _WorkerState.rng.random() < _WorkerState.failure_rate:
         raise InjectedFailureError(f"injected failure (failure_rate={_WorkerState.failure_rate})")
+    if fails_always(record, _WorkerState.fail_every):
+        raise InjectedFailureError(f"injected failure (fail_every={_WorkerState.fail_every})")
     _WorkerState.workload.run_sync(record)

@@ -203,6 +203,9 @@ def produce(bootstrap_servers: str, topic: str, rate: float, size: int, keys: in
               help="Extra processing time per attempt.")
 @click.option("--fault-failure-rate", type=float, envvar="PYRALLEL_FAULT_FAILURE_RATE", default=0.0,
               help="Probability (0..1) that an attempt raises.")
+@click.option("--fault-fail-every", type=click.IntRange(0), default=0,
+              help="Every attempt of a record whose seq is a multiple of N raises (0 = off): a known set of "
+                   "records that end in the exhaustion policy (skip, keep or the DLQ).")
 @click.option("--fault-commit-delay-ms", type=float, envvar="PYRALLEL_FAULT_COMMIT_DELAY_MS", default=0.0,
               help="Delay before every commit.")
 @click.option("--fault-stall-ms", type=float, envvar="PYRALLEL_FAULT_STALL_MS", default=0.0,
@@ -216,8 +219,8 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
             on_exhausted: str, group_instance_id: str | None,
             control_port: int | None, control_host: str, control_token: str | None, log_path: Path | None,
             duration: float | None, max_records: int | None, idle_timeout: float | None, until_signal: bool,
-            fault_delay_ms: float, fault_failure_rate: float, fault_commit_delay_ms: float, fault_stall_ms: float,
-            fault_stall_after_s: float, kafka: tuple[str, ...]) -> None:
+            fault_delay_ms: float, fault_failure_rate: float, fault_fail_every: int, fault_commit_delay_ms: float,
+            fault_stall_ms: float, fault_stall_after_s: float, kafka: tuple[str, ...]) -> None:
     """Consume with the library, log every handled record for the validator, inject faults on demand."""
     if duration is None and max_records is None and idle_timeout is None and not until_signal:
         raise click.UsageError("give --duration, --max-records or --idle-timeout (or --until-signal to run until "
@@ -230,7 +233,8 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
     if deployment is not None:
         start_paused, generation = _desired_state(bootstrap_servers, deployment, color, start_paused)
     faults = _model(Faults, "--fault-*", delay_ms=fault_delay_ms, failure_rate=fault_failure_rate,
-                    commit_delay_ms=fault_commit_delay_ms, stall_ms=fault_stall_ms, stall_after_s=fault_stall_after_s)
+                    fail_every=fault_fail_every, commit_delay_ms=fault_commit_delay_ms, stall_ms=fault_stall_ms,
+                    stall_after_s=fault_stall_after_s)
     values: dict[str, Any] = {
         "bootstrap_servers": bootstrap_servers, "group_id": group, "topics": [topic], "color": color,
         "engine": engine, "ordering": ordering, "max_in_flight": max_in_flight, "max_retries": max_retries,
