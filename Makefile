@@ -9,12 +9,13 @@ DEMO_RUN := $(CURDIR)/.run/kafka
 TEST_RUN := $(CURDIR)/.run/test-kafka
 PYTEST_ARGS ?=
 
-.PHONY: help install jars toxiproxy tools kafka-up kafka-down demo test lint typecheck unit bench report clean
+.PHONY: help install jars toxiproxy tools kafka-up kafka-down demo test test-matrix lint typecheck unit bench report clean
 
 help:
 	@echo "make demo   - set up, start a local Kafka, run the main job, print where the result is"
 	@echo "make test   - set up, lint, type-check, run every test against a real local Kafka"
 	@echo "make bench  - benchmarks (results under benchmarks/results/)"
+	@echo "make test-matrix - the core integration tests against Kafka 4.1, 4.2, 4.3 and 4.4 (docs/compatibility.md)"
 
 $(STAMP): pyproject.toml tools/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
@@ -78,6 +79,11 @@ tools:
 test: tools jars toxiproxy lint typecheck
 	$(call with_kafka,$(TEST_RUN),$(BIN)/pytest -m "not faults" $(PYTEST_ARGS))
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
+
+# The core integration tests against each version of COMPATIBILITY_VERSIONS, one fresh broker each (the matrix
+# resolves every version's jars itself); writes docs/compatibility.md. MATRIX_ARGS, e.g. "--versions 4.2.2 -- -x".
+test-matrix: jars
+	$(BIN)/python -m pyrallel_tools.compat_matrix $(MATRIX_ARGS)
 
 clean:
 	-$(BIN)/pyrallel kafka down --run-dir $(DEMO_RUN)

@@ -60,6 +60,12 @@ def default_version() -> str:
     return os.environ.get(KAFKA_VERSION_ENV) or DEFAULT_KAFKA_VERSION
 
 
+def connect_file_version(version: str) -> str:
+    """The ``connect-file`` jar release resolved with Kafka ``version`` (the nearest one Maven Central serves);
+    ``ensure_jars`` resolves it and the compatibility matrix's document names it."""
+    return _CONNECT_FILE_VERSION.get(version, version)
+
+
 def libs_dir(version: str = DEFAULT_KAFKA_VERSION) -> Path:
     return cache_root() / f"kafka-{check_version(version)}" / "libs"
 
@@ -116,7 +122,7 @@ def ensure_jars(version: str = DEFAULT_KAFKA_VERSION, quiet: bool = True) -> Pat
             "-DincludeScope=runtime",
             f"-DoutputDirectory={target}",
             f"-Dkafka.version={version}",
-            f"-Dconnect-file.version={_CONNECT_FILE_VERSION.get(version, version)}",
+            f"-Dconnect-file.version={connect_file_version(version)}",
         ]
         if quiet:
             cmd.insert(1, "-q")
