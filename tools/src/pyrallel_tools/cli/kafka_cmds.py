@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import click
 
 from pyrallel_tools.localkafka.cluster import BROKER_COUNTS, DEFAULT_CONNECT_PORT, DEFAULT_PORT, LocalKafka
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.jars import COMPATIBILITY_VERSIONS, DEFAULT_KAFKA_VERSION, KAFKA_VERSION_ENV
+from pyrallel_tools.localkafka.state import Security
 
 _RUN_DIR = click.option(
     "--run-dir",
@@ -36,15 +38,19 @@ def kafka() -> None:
               help="1, or 3: a KRaft quorum of three nodes, topics RF 3 with min.insync.replicas=2.")
 @click.option("--fault-proxy", is_flag=True,
               help="Also start Toxiproxy with one proxy per broker, advertised on a PROXIED listener.")
+@click.option("--security", type=click.Choice(["plaintext", "sasl_ssl"]), default="plaintext", show_default=True,
+              help="sasl_ssl: also a SASL_SSL listener per broker (SCRAM-SHA-512 over TLS, a CA of its own and one "
+                   "SCRAM user); the secure.* lines printed are the client's properties.")
 @click.option("--connect", "with_connect", is_flag=True, help="Also start a Kafka Connect worker.")
 @click.option("--connect-port", type=click.IntRange(1, 65535), default=DEFAULT_CONNECT_PORT,
               show_default=True, help="Connect REST port; a free one is picked when it is taken.")
-def up(run_dir: Path | None, port: int, version: str, brokers: str, fault_proxy: bool, with_connect: bool,
-       connect_port: int) -> None:
+def up(run_dir: Path | None, port: int, version: str, brokers: str, fault_proxy: bool, security: str,
+       with_connect: bool, connect_port: int) -> None:
     """Start the brokers (and Connect, the proxy) and wait until they answer; print the addresses."""
     try:
         state, notes = LocalKafka(run_dir).up(port=port, with_connect=with_connect, connect_port=connect_port,
-                                              version=version, brokers=int(brokers), fault_proxy=fault_proxy)
+                                              version=version, brokers=int(brokers), fault_proxy=fault_proxy,
+                                              security=cast(Security, security))
     except LocalKafkaError as exc:
         raise click.ClickException(str(exc)) from exc
     for note in notes:
@@ -56,6 +62,10 @@ def up(run_dir: Path | None, port: int, version: str, brokers: str, fault_proxy:
                         ("toxiproxy.url", state.toxiproxy_url), ("connect.url", state.connect_url)):
         if value:
             click.echo(f"{name}={value}")
+    # The SECURE listener's client properties (the password of this throwaway cluster's one user included: it is
+    # also in the run directory's state.json), each prefixed with "secure." like its bootstrap.
+    for name, value in (state.secure_client_properties() or {}).items():
+        click.echo(f"secure.{name}={value}")
 
 
 @kafka.command()
@@ -75,8 +85,11 @@ def status(run_dir: Path | None) -> None:
 @_RUN_DIR
 @click.option("--connect", "connect_url", is_flag=True, help="Print the Connect REST URL instead.")
 @click.option("--proxied", is_flag=True, help="Print the bootstrap through the fault proxy instead.")
-def address(run_dir: Path | None, connect_url: bool, proxied: bool) -> None:
-    """Print the bootstrap address (or Connect URL, or proxied bootstrap) of the running local cluster."""
+@click.option("--secure", is_flag=True, help="Print the bootstrap of the SASL_SSL listeners instead.")
+def address(run_dir: Path | None, connect_url: bool, proxied: bool, secure: bool) -> None:
+    """Print the bootstrap address (or Connect URL, proxied or secure bootstrap) of the running local cluster."""
+    if connect_url + proxied + secure > 1:
+        raise click.UsageError("Give at most one of --connect, --proxied and --secure.")
     try:
         state = LocalKafka(run_dir).state()
     except LocalKafkaError as exc:
@@ -87,6 +100,12 @@ def address(run_dir: Path | None, connect_url: bool, proxied: bool) -> None:
         raise click.ClickException("No Connect worker runs; start it with 'pyrallel kafka up --connect'.")
     if proxied and not state.proxied_bootstrap:
         raise click.ClickException("No fault proxy runs; start the cluster with 'pyrallel kafka up --fault-proxy'.")
+    if secure:
+        if not state.secure_bootstrap:
+            raise click.ClickException("No SASL_SSL listener runs; start the cluster with "
+                                       "'pyrallel kafka up --security sasl_ssl'.")
+        click.echo(state.secure_bootstrap)
+        return
     click.echo(state.connect_url if connect_url else state.proxied_bootstrap if proxied else state.bootstrap)
 
 

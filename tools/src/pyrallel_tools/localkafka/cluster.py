@@ -9,6 +9,10 @@ the Makefile (through the CLI) and the test fixtures, always on the caller's thr
 With three brokers every node is broker and controller in one process (a three-voter KRaft quorum, static
 ``controller.quorum.voters``), topics default to RF 3 with ``min.insync.replicas=2``: a single broker can be
 stopped, killed or restarted while producers with ``acks=all`` keep being acknowledged.
+
+With ``security="sasl_ssl"`` every node also has a SECURE listener (SASL/SCRAM-SHA-512 over TLS): the run directory
+gets a CA and a broker certificate (``tls/``), the storage is formatted with one SCRAM user, and the state records
+the user, its password and the CA file for clients (``ClusterState.secure_client_properties``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 from pyrallel_tools.faults.toxiproxy import TOXIPROXY_BINARY, Toxiproxy, ToxiproxyClient
 from pyrallel_tools.localkafka import processes
+from pyrallel_tools.localkafka import security as tls
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.jars import check_version, default_version, ensure_jars
 from pyrallel_tools.localkafka.ports import free_port, pick_port
@@ -45,6 +50,7 @@ BROKER_HEAP = "512m"
 CONNECT_HEAP = "384m"
 BROKER_COUNTS = (1, 3)
 IN_SYNC_TIMEOUT_S = 120.0
+SECURE_CHECK_TIMEOUT_S = 60.0
 
 
 def default_run_dir() -> Path:
@@ -67,13 +73,16 @@ def proxy_name(node_id: int) -> str:
     return f"broker-{node_id}"
 
 
-def brokers_seen(bootstrap: str, timeout_s: float = 2.0) -> int:
-    """How many brokers the cluster's metadata lists (0 when nobody answers): the readiness test, no fixed sleep."""
+def brokers_seen(bootstrap: str, timeout_s: float = 2.0, client: dict[str, str] | None = None) -> int:
+    """How many brokers the cluster's metadata lists (0 when nobody answers): the readiness test, no fixed sleep.
+
+    ``client`` adds properties (e.g. the SECURE listener's SASL and TLS settings) to the probe's configuration.
+    """
     from confluent_kafka.admin import AdminClient
 
     quiet = logging.getLogger("pyrallel_tools.localkafka.probe")
     quiet.setLevel(logging.CRITICAL)
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet, **(client or {})}
     admin = AdminClient(conf)
     try:
         meta = admin.list_topics(timeout=timeout_s)
@@ -175,17 +184,21 @@ class LocalKafka:
                 f"Run directory {self.run_dir} holds files of an earlier run but no state; "
                 "run 'pyrallel kafka down' to clean it up."
             )
+        if security == "sasl_ssl":
+            tls.require_openssl()  # before anything is written: a missing tool leaves no half-made run directory
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        state = ClusterState(version=version, nodes=self._plan_nodes(port, brokers, fault_proxy, notes),
+        state = ClusterState(version=version, nodes=self._plan_nodes(port, brokers, fault_proxy, security, notes),
                              security=security)
         extra_by_node = self._prepare_security(state)
+        scram = (tls.scram_format_argument(state.scram_user, state.scram_password)
+                 if state.scram_user and state.scram_password else None)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         for node in state.nodes:
             directory = node.directory(self.run_dir)
             directory.mkdir()
             props = broker_properties(directory / "server.properties", state, node, directory / "data",
                                       extra_by_node.get(node.node_id, {}))
-            self._format(libs, directory, props, cluster_id)
+            self._format(libs, directory, props, cluster_id, scram)
         try:
             if fault_proxy:
                 self._start_proxy(state)
@@ -197,12 +210,15 @@ class LocalKafka:
                 state.save(self.run_dir)
             for node, proc in zip(state.nodes, started, strict=True):
                 self._wait_for_broker(state, node, proc)
+            if state.security == "sasl_ssl":
+                self._wait_for_secure_listener(state)
         except BaseException:
             self.down(keep_data=True)  # nothing half-started lives on; the logs stay for the error's reader
             raise
         return state
 
-    def _plan_nodes(self, port: int, brokers: int, fault_proxy: bool, notes: list[str]) -> list[NodeState]:
+    def _plan_nodes(self, port: int, brokers: int, fault_proxy: bool, security: Security,
+                    notes: list[str]) -> list[NodeState]:
         taken: set[int] = set()
 
         def take(preferred: int | None = None) -> int:
@@ -220,21 +236,33 @@ class LocalKafka:
             node = NodeState(node_id=node_id, port=take(port if node_id == 1 else None), controller_port=take())
             if fault_proxy:
                 node.proxy_port, node.proxied_port = take(), take()
+            if security == "sasl_ssl":
+                node.secure_port = take()
             nodes.append(node)
         return nodes
 
     def _prepare_security(self, state: ClusterState) -> dict[int, dict[str, str]]:
-        """Per node, the SECURE listener's properties (none for plaintext)."""
+        """Per node, the SECURE listener's properties (none for plaintext); for sasl_ssl also makes the CA and the
+        broker certificate in ``<run-dir>/tls`` and records the SCRAM user, its password and the CA file in
+        ``state`` (the storage format adds the user)."""
         if state.security == "plaintext":
             return {}
-        raise LocalKafkaError(f"Security {state.security!r} is not supported")
+        certificates = tls.make_certificates(self.run_dir / "tls")
+        state.scram_user, state.scram_password = tls.SCRAM_USER, tls.new_password()
+        state.ca_file = str(certificates.ca_file)
+        listener = tls.listener_properties(certificates.keystore_file)
+        return {node.node_id: dict(listener) for node in state.nodes}
 
-    def _format(self, libs: Path, directory: Path, props: Path, cluster_id: str) -> None:
+    def _format(self, libs: Path, directory: Path, props: Path, cluster_id: str, scram: str | None) -> None:
+        """Format the node's KRaft storage; ``scram`` (an ``--add-scram`` value) puts a SCRAM user into the
+        bootstrap metadata, so it exists before any broker starts (every node gets the same)."""
         log_config = processes.log4j2_config(directory, "server")
         # One id in 64 starts with "-"; the "=" form keeps argparse from reading it as an option.
+        args = ["format", f"--cluster-id={cluster_id}", f"--config={props}"]
+        if scram is not None:
+            args.append(f"--add-scram={scram}")
         fmt = subprocess.run(
-            processes.java_cmd(libs, "256m", log_config, STORAGE_TOOL, "format", f"--cluster-id={cluster_id}",
-                               f"--config={props}"),
+            processes.java_cmd(libs, "256m", log_config, STORAGE_TOOL, *args),
             capture_output=True, text=True, check=False,
         )
         if fmt.returncode != 0:
@@ -266,6 +294,22 @@ class LocalKafka:
                 raise LocalKafkaError(
                     f"Broker {node.node_id} did not become ready within {processes.START_TIMEOUT_S:.0f}s. Last "
                     f"lines of {directory / 'server.log'}:\n{processes.tail(directory / 'server.log')}"
+                )
+            time.sleep(0.25)
+
+    def _wait_for_secure_listener(self, state: ClusterState, timeout_s: float = SECURE_CHECK_TIMEOUT_S) -> None:
+        """Until a client authenticated as the SCRAM user, verifying the broker against the CA, lists every broker
+        through the SECURE listeners: ``up`` returns a cluster a secure client can use, or says why not."""
+        client, bootstrap = state.secure_client_properties(), state.secure_bootstrap
+        if client is None or bootstrap is None:
+            raise LocalKafkaError("The cluster has no SECURE listener to check (no SCRAM user or CA recorded)")
+        deadline = time.monotonic() + timeout_s
+        while brokers_seen(bootstrap, client=client) < len(state.nodes):
+            if time.monotonic() > deadline:
+                log_file = state.nodes[0].directory(self.run_dir) / "server.log"
+                raise LocalKafkaError(
+                    f"The SASL_SSL listener ({bootstrap}) did not let the SCRAM user {state.scram_user!r} in within "
+                    f"{timeout_s:.0f}s. Last lines of {log_file}:\n{processes.tail(log_file)}"
                 )
             time.sleep(0.25)
 
@@ -368,6 +412,9 @@ class LocalKafka:
             "broker_answers": running and broker_answers(state.bootstrap, timeout_s=10.0),
             "proxied_bootstrap": state.proxied_bootstrap,
             "secure_bootstrap": state.secure_bootstrap,
+            "security": state.security,
+            "scram_user": state.scram_user,
+            "ca_file": state.ca_file,
             "toxiproxy_url": state.toxiproxy_url,
             "toxiproxy_running": processes.pid_alive(state.toxiproxy_pid, TOXIPROXY_BINARY),
             "connect_url": state.connect_url,

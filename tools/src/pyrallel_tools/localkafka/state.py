@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from pyrallel_tools.localkafka import security as tls
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 
 Security = Literal["plaintext", "sasl_ssl"]
@@ -64,6 +65,13 @@ class ClusterState:
         if any(n.secure_port is None for n in self.nodes):
             return None
         return ",".join(f"127.0.0.1:{n.secure_port}" for n in self.nodes)
+
+    def secure_client_properties(self) -> dict[str, str] | None:
+        """What a librdkafka client sets besides ``bootstrap.servers=secure_bootstrap`` to use the SECURE listeners
+        (SASL_SSL, SCRAM-SHA-512, the SCRAM user, the CA file), or None without ``--security sasl_ssl``."""
+        if self.scram_user is None or self.scram_password is None or self.ca_file is None:
+            return None
+        return tls.client_properties(self.scram_user, self.scram_password, self.ca_file)
 
     def node(self, node_id: int) -> NodeState:
         for node in self.nodes:
