@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -41,21 +41,28 @@ class RebalanceError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class RebalancePlan:
-    """What one run measures; with the defaults and librdkafka's 3 s heartbeat about 1.5 minutes on 2 cores."""
+class GroupPlan:
+    """What a :class:`Group` of member processes needs; the rebalance and recovery suites' plans extend it."""
 
     partitions: int = 8
-    members: int = 3
-    repetitions: int = 3
-    rate: int = 100
-    """Records per second produced while the members run (small: the suite measures hand-over, not load)."""
     kafka: tuple[tuple[str, str], ...] = ()
-    """Extra librdkafka properties, the same for both contenders (``pyrallel bench --kafka NAME=VALUE``)."""
+    """Extra librdkafka properties of every member (``pyrallel bench --kafka NAME=VALUE``)."""
     quiet_s: float = 1.0
     settle_timeout_s: float = 60.0
     start_timeout_s: float = 60.0
     """How long a member process gets from its start to its subscribe (interpreter and imports)."""
     max_load_s: float = 900.0
+    """Bound of the load producer and of every member process (each stops by itself after it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RebalancePlan(GroupPlan):
+    """What one run measures; with the defaults and librdkafka's 3 s heartbeat about 1.5 minutes on 2 cores."""
+
+    members: int = 3
+    repetitions: int = 3
+    rate: int = 100
+    """Records per second produced while the members run (small: the suite measures hand-over, not load)."""
 
     def summary(self) -> dict[str, Any]:
         return {"partitions": self.partitions, "members": self.members, "repetitions": self.repetitions,
@@ -94,44 +101,66 @@ class LoadProducer(threading.Thread):
 
 
 @dataclass(slots=True)
-class _Member:
+class Member:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
     output: IO[bytes]
+    handled_path: Path | None = None
 
 
 class Group:
-    """The member processes of one contender's group, and their logs; used from the runner's main thread."""
+    """The member processes of one contender's group, and their logs; used from the runner's main thread (of the
+    rebalance suite, and of the recovery suite, :mod:`pyrallel_tools.benchmark.recovery`, which also has the
+    members log the records they handle and kills and replaces them)."""
 
-    def __init__(self, bootstrap: str, kind: str, plan: RebalancePlan, run_dir: Path) -> None:
+    def __init__(self, bootstrap: str, kind: str, plan: GroupPlan, run_dir: Path, prefix: str | None = None,
+                 log_handled: bool = False) -> None:
         self.bootstrap, self.kind, self.plan, self.run_dir = bootstrap, kind, plan, run_dir
+        self.log_handled = log_handled
         suffix = uuid.uuid4().hex[:6]
-        self.topic = f"bench-rebalance-{kind}-{suffix}"
-        self.group = f"bench-rebalance-{kind}-{suffix}"
-        self.live: list[_Member] = []
-        self.gone: list[_Member] = []
+        self.topic = f"{prefix or f'bench-rebalance-{kind}'}-{suffix}"
+        self.group = self.topic
+        self.live: list[Member] = []
+        self.gone: list[Member] = []
         self._started = 0
 
-    def start_member(self) -> _Member:
+    def start_member(self, name: str | None = None, extra_args: Sequence[str] = ()) -> Member:
+        """A new member process; ``name`` defaults to a new one (a replacement may take its predecessor's), its
+        logs are always its own files."""
         self._started += 1
-        name = f"{self.kind}-m{self._started}"
-        log_path = self.run_dir / f"{self.group}-{name}.jsonl"
+        name = name or f"{self.kind}-m{self._started}"
+        stem = self.run_dir / f"{self.group}-{name}-{self._started}"
+        log_path = stem.with_suffix(".jsonl")
         log_path.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pyrallel_tools.benchmark.rebalance_member", self.kind,
                 "--bootstrap", self.bootstrap, "--topic", self.topic, "--group", self.group, "--member", name,
-                "--log", str(log_path), "--max-seconds", str(self.plan.max_load_s)]
+                "--log", str(log_path), "--max-seconds", str(self.plan.max_load_s), *extra_args]
+        handled_path = None
+        if self.log_handled:
+            handled_path = stem.with_suffix(".handled.jsonl")
+            handled_path.unlink(missing_ok=True)
+            argv += ["--handled-log", str(handled_path)]
         for key, value in self.plan.kafka:
             argv += ["--kafka", f"{key}={value}"]
-        output = (self.run_dir / f"{self.group}-{name}.out").open("wb")
+        output = stem.with_suffix(".out").open("wb")
         proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, cwd=self.run_dir,
                                 start_new_session=True)
-        member = _Member(name, proc, log_path, output)
+        member = Member(name, proc, log_path, output, handled_path)
         self.live.append(member)
         log.info("Started %s (pid %d)", name, proc.pid)
         return member
 
-    def ask_to_leave(self, member: _Member) -> None:
+    def kill(self, member: Member) -> None:
+        """SIGKILL the member's process group (no leave, no commit: a crash) and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(member.proc.pid, signal.SIGKILL)
+        member.proc.wait(10)
+        member.output.close()
+        self.live.remove(member)
+        self.gone.append(member)
+
+    def ask_to_leave(self, member: Member) -> None:
         with contextlib.suppress(ProcessLookupError):
             member.proc.send_signal(signal.SIGTERM)
         self.live.remove(member)
@@ -158,6 +187,8 @@ class Group:
             self.ask_to_leave(member)
         deadline = time.monotonic() + grace_s
         for member in self.gone:
+            if member.output.closed:  # killed earlier
+                continue
             with contextlib.suppress(subprocess.TimeoutExpired):
                 member.proc.wait(max(0.1, deadline - time.monotonic()))
             if member.proc.poll() is None:
@@ -168,7 +199,7 @@ class Group:
             member.output.close()
 
 
-def _tail(member: _Member, lines: int = 5) -> str:
+def _tail(member: Member, lines: int = 5) -> str:
     try:
         text = member.log_path.with_suffix(".out").read_text(errors="replace")
     except OSError:
@@ -201,7 +232,7 @@ def wait_settled(group: Group, start: float) -> tuple[list[Change], float]:
     return found, end
 
 
-def _measure(group: Group, event: str, repetition: int, member: _Member, start: float) -> EventMeasure:
+def _measure(group: Group, event: str, repetition: int, member: Member, start: float) -> EventMeasure:
     changes, end = wait_settled(group, start)
     outcome = hand_over(changes, group.plan.partitions, group.expected(), start, end)
     m = EventMeasure(group.kind, event, repetition, member.name, start, outcome.max_unowned_s,

@@ -167,10 +167,15 @@ def _short(text: str, limit: int = 160) -> str:
 
 def write_rebalance_outputs(report: RebalanceReport, out_dir: Path, name: str = "rebalance") -> Path:
     """``<name>-<time>.json``, ``<name>-latest.json`` and ``<name>-latest.md`` under ``out_dir``; the first path."""
+    return write_outputs(report.to_json(), markdown(report), out_dir, name)
+
+
+def write_outputs(json_text: str, markdown_text: str, out_dir: Path, name: str) -> Path:
+    """A suite's result files (the rebalance suite's and the recovery suite's): ``<name>-<time>.json``,
+    ``<name>-latest.json`` and ``<name>-latest.md`` under ``out_dir``; the first path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    text = report.to_json()
-    path.write_text(text)
-    (out_dir / f"{name}-latest.json").write_text(text)
-    (out_dir / f"{name}-latest.md").write_text(markdown(report))
+    path.write_text(json_text)
+    (out_dir / f"{name}-latest.json").write_text(json_text)
+    (out_dir / f"{name}-latest.md").write_text(markdown_text)
     return path

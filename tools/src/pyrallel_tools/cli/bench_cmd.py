@@ -16,11 +16,14 @@ _PATH = click.Path(path_type=Path)
 @click.command()
 @click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS",
               help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS); not needed with --rebuild.")
-@click.option("--suite", type=click.Choice(["all", "core", "cpu", "rebalance"]), default="all", show_default=True,
+@click.option("--suite", type=click.Choice(["all", "core", "cpu", "rebalance", "recovery"]), default="all",
+              show_default=True,
               help="all: every workload and contender, latency and restart checks, peers included. core: no-op and "
                    "I/O-bound, this library and the baseline. cpu: CPU-bound and no-op, process vs async engine. "
                    "rebalance: hand-over time when a member joins and leaves, a plain confluent-kafka group vs "
-                   "PyrallelConsumers (writes rebalance-*.json/md only).")
+                   "PyrallelConsumers (writes rebalance-*.json/md only). recovery: time until a SIGKILLed member's "
+                   "partitions are handled again, default vs recommended settings (static membership), plain "
+                   "group vs PyrallelConsumers (writes recovery-*.json/md only).")
 @click.option("--noop-records", type=click.IntRange(1000), help="Records per no-op run (default 200,000).")
 @click.option("--io-records", type=click.IntRange(1000), help="Records per I/O-bound run (default 100,000).")
 @click.option("--cpu-records", type=click.IntRange(100), help="Records per CPU-bound run (default 6,000).")
@@ -35,6 +38,19 @@ _PATH = click.Path(path_type=Path)
                    "heartbeat.interval.ms=500; recorded in the results.")
 @click.option("--repetitions", type=click.IntRange(1), default=3, show_default=True,
               help="Suite rebalance: how many times each event (join, leave) is measured per contender.")
+@click.option("--kills", type=click.IntRange(1), default=10, show_default=True,
+              help="Suite recovery: kills per recommended-settings contender.")
+@click.option("--default-kills", type=click.IntRange(1), default=3, show_default=True,
+              help="Suite recovery: kills per default-settings contender (each waits out a 45 s session).")
+@click.option("--broker-restart-every", type=click.IntRange(0), default=3, show_default=True,
+              help="Suite recovery: every n-th kill restarts the local broker before the replacement starts "
+                   "(0: never; skipped when the broker is not the local Kafka of --kafka-run-dir).")
+@click.option("--kafka-run-dir", type=_PATH, default=None,
+              help="Suite recovery: run directory of the local Kafka to restart (default: $PYRALLEL_KAFKA_RUN_DIR "
+                   "or ./.run/kafka).")
+@click.option("--contender", "contenders", multiple=True,
+              type=click.Choice(["plain-default", "pyrallel-default", "plain-recommended", "pyrallel-recommended"]),
+              help="Suite recovery: only these contenders (repeatable; default all four).")
 @click.option("--out", type=_PATH, default=Path("benchmarks/results"), show_default=True,
               help="Results directory (JSON, markdown, PNG).")
 @click.option("--readme", type=_PATH, default=Path("benchmarks/README.md"), show_default=True,
@@ -54,9 +70,10 @@ _PATH = click.Path(path_type=Path)
               help="Rebuild tables, plots and the README section from a results JSON file (no broker).")
 def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, io_records: int | None,
           cpu_records: int | None, topic_records: int | None, max_seconds: float | None, workers: int | None,
-          no_peers: bool, no_latency: bool, no_restart: bool, kafka: tuple[str, ...], repetitions: int, out: Path,
-          readme: Path, peers_dir: Path, venv_root: Path, run_dir: Path, profile: str | None, profile_workload: str,
-          profile_keys: int, rebuild: Path | None) -> None:
+          no_peers: bool, no_latency: bool, no_restart: bool, kafka: tuple[str, ...], repetitions: int, kills: int,
+          default_kills: int, broker_restart_every: int, kafka_run_dir: Path | None, contenders: tuple[str, ...],
+          out: Path, readme: Path, peers_dir: Path, venv_root: Path, run_dir: Path, profile: str | None,
+          profile_workload: str, profile_keys: int, rebuild: Path | None) -> None:
     """Run the benchmark: this library against its baseline and its peers.
 
     Every contender consumes the same pre-produced topics (8 partitions; 100, 1,000 and 10,000 keys), each in
@@ -66,9 +83,18 @@ def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, i
     results under benchmarks/results/, tables and plots in benchmarks/README.md.
 
     ``--suite rebalance`` instead measures how long partitions go without an owner when a member joins and when
-    one leaves, for a plain confluent-kafka group and for PyrallelConsumers, one process per member."""
+    one leaves, for a plain confluent-kafka group and for PyrallelConsumers, one process per member.
+
+    ``--suite recovery`` measures how long a SIGKILLed member's partitions go unhandled when it is restarted at
+    once (sometimes with a broker restart in between), default settings against static membership."""
     if suite == "rebalance":
         _rebalance(bootstrap_servers, kafka, repetitions, out, run_dir, profile, rebuild)
+        return
+    if suite == "recovery":
+        if kafka or profile or rebuild is not None:
+            raise click.UsageError("--kafka, --profile and --rebuild do not apply to --suite recovery")
+        _recovery(bootstrap_servers, kills, default_kills, broker_restart_every, kafka_run_dir, contenders, out,
+                  run_dir)
         return
     if kafka:
         raise click.UsageError("--kafka is only taken by --suite rebalance")
@@ -133,4 +159,24 @@ def _rebalance(bootstrap_servers: str | None, kafka: tuple[str, ...], repetition
         raise click.ClickException(str(exc)) from exc
     click.echo(rebalance_markdown(report))
     click.echo(f"Results written to {out.resolve()} (rebalance-latest.json, rebalance-latest.md) in "
+               f"{report.duration_s:.0f} s")
+
+
+def _recovery(bootstrap_servers: str | None, kills: int, default_kills: int, broker_restart_every: int,
+              kafka_run_dir: Path | None, contenders: tuple[str, ...], out: Path, run_dir: Path) -> None:
+    """``--suite recovery``: its own runner and result files (the other suites' options do not apply)."""
+    from pyrallel_tools.benchmark.recovery import ALL_CONTENDERS, RecoveryPlan, run_recovery
+    from pyrallel_tools.benchmark.recovery import markdown as recovery_markdown
+    from pyrallel_tools.localkafka.cluster import default_run_dir
+
+    if not bootstrap_servers:
+        raise click.UsageError("--bootstrap-servers (or PYRALLEL_BOOTSTRAP_SERVERS) is required")
+    plan = RecoveryPlan(kills=kills, default_kills=default_kills, broker_restart_every=broker_restart_every,
+                        contenders=contenders or ALL_CONTENDERS)
+    try:
+        report = run_recovery(bootstrap_servers, plan, out, run_dir / "recovery", kafka_run_dir or default_run_dir())
+    except (LocalKafkaError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(recovery_markdown(report))
+    click.echo(f"Results written to {out.resolve()} (recovery-latest.json, recovery-latest.md) in "
                f"{report.duration_s:.0f} s")
