@@ -297,7 +297,7 @@ def run_rebalance(bootstrap: str, plan: RebalancePlan, out_dir: Path | None, run
     started = time.monotonic()
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    report = RebalanceReport(machine_info({}), plan.summary())
+    report = RebalanceReport(machine_info({}, bootstrap), plan.summary())
     for kind in CONTENDERS:
         run_contender(bootstrap, kind, plan, run_dir, report)
     report.finish()

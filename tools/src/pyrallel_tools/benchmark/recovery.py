@@ -266,7 +266,7 @@ def local_broker(bootstrap: str, kafka_run_dir: Path | None) -> LocalKafka | Non
         return None
     kafka = LocalKafka(kafka_run_dir)
     state = kafka.state()
-    if state is None or state.bootstrap not in bootstrap.split(","):
+    if state is None or not set(state.bootstrap.split(",")) & set(bootstrap.split(",")):
         return None
     return kafka
 
@@ -339,7 +339,7 @@ def run_recovery(bootstrap: str, plan: RecoveryPlan, out_dir: Path | None, run_d
     started = time.monotonic()
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    report = RecoveryReport(machine_info({}), plan.summary())
+    report = RecoveryReport(machine_info({}, bootstrap), plan.summary())
     kafka = local_broker(bootstrap, kafka_run_dir)
     if kafka is None and plan.broker_restart_every:
         report.notes.append(f"The broker at {bootstrap} is not the local Kafka of {kafka_run_dir}: no kill restarts "
