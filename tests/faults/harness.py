@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,8 @@ class Verdict:
     commit_regressions: int
     """Times a partition's committed offset moved backwards while the run went on (0 expected)."""
     recovery_s: float | None
-    """From the fault's end to the first record handled after it; None when no fault end was marked."""
+    """From the fault's end to the first record handled after it; None when no fault end was marked. A test may
+    measure it otherwise (:meth:`FaultRun.recovery_from`, from the fault's start) and says so in its fault."""
 
     def row(self) -> dict[str, Any]:
         return {"fault": self.fault, "records": self.records, "lost": self.lost, "duplicates": self.duplicates,
@@ -186,8 +187,10 @@ class FaultRun:
             return sum(1 for _ in self.producer.log.open("rb"))
         return 0
 
-    def wait_for(self, condition: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
-        """Poll ``condition`` (a bound, not a sleep); fail with ``what`` and the processes' state."""
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout_s: float = 120.0,
+                 interval_s: float = 0.1) -> None:
+        """Poll ``condition`` every ``interval_s`` (a bound, not a sleep); fail with ``what`` and the processes'
+        state."""
         deadline = time.monotonic() + timeout_s
         while not condition():
             for c in [*self.consumers, *([self.producer] if self.producer else [])]:
@@ -195,7 +198,7 @@ class FaultRun:
                     raise AssertionError(f"{c.name} exited with {c.proc.returncode}: {self.tail(c.name)}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-            time.sleep(0.1)
+            time.sleep(interval_s)
 
     def tail(self, name: str, lines: int = 20) -> str:
         path = self.directory / f"{name}.out"
@@ -209,6 +212,14 @@ class FaultRun:
         self.wait_for(lambda: proc.poll() is not None, "the producer's end", timeout_s)
         if proc.returncode != 0:
             raise AssertionError(f"the producer failed: {self.tail('producer')}")
+
+    def stop_producer(self, timeout_s: float = 60.0) -> None:
+        """End the production now rather than at its duration (a fault of unknown length, such as a rolling
+        restart, produces until it is over): SIGTERM, on which it stops sending and waits for its acks."""
+        if self.producer is not None and self.producer.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.producer.proc.send_signal(signal.SIGTERM)
+        self.wait_produced(timeout_s)
 
     def wait_all_handled(self, timeout_s: float = 180.0) -> None:
         """Until every acknowledged seq was handled by some consumer."""
@@ -285,6 +296,37 @@ class FaultRun:
         after = [ts for ts in self._handled_times(consumer) if ts >= self.fault_ended_at]
         return min(after) - self.fault_ended_at if after else None
 
+    def recovery_from(self, since: float, partitions: Collection[int], consumer: str | None = None) -> float | None:
+        """Seconds from ``since`` (a fault's start, ``time.time()``) until every one of ``partitions`` had a record
+        handled (by ``consumer`` if named) that the producer acknowledged after ``since``: the slowest partition's
+        first record written through the fault. Records fetched before the fault and still queued in a consumer
+        do not count. None while some partition has no such record handled yet (so it also serves as a live
+        condition for :meth:`wait_for`)."""
+        wanted = set(partitions)
+        if self.producer is None or not wanted:
+            return None
+        written_after: set[int] = set()
+        with contextlib.suppress(OSError):
+            for line in self.producer.log.read_text().splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    sent = json.loads(line)
+                    if sent["partition"] in wanted and float(sent["ts"]) >= since:
+                        written_after.add(sent["seq"])
+        first: dict[int, float] = {}
+        for c in self.consumers:
+            if consumer is not None and c.name != consumer:
+                continue
+            with contextlib.suppress(OSError):
+                for line in c.log.read_text().splitlines():
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        got = json.loads(line)
+                        if got["seq"] in written_after:
+                            partition, ts = got["partition"], float(got["ts"])
+                            first[partition] = min(ts, first.get(partition, ts))
+        if set(first) != wanted:
+            return None
+        return max(first.values()) - since
+
     def _handled_times(self, consumer: str | None) -> Iterator[float]:
         for c in self.consumers:
             if consumer is not None and c.name != consumer:
@@ -295,7 +337,8 @@ class FaultRun:
                         yield float(json.loads(line)["ts"])
 
     def close(self) -> None:
-        """Whatever the test's outcome: no process lives on, the proxy and every broker are whole again."""
+        """Whatever the test's outcome: no process lives on, the proxy and every broker are whole again (running,
+        every replica in sync), so that the next test starts on a whole cluster."""
         for c in [*self.consumers, *([self.producer] if self.producer else [])]:
             if c.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -309,3 +352,4 @@ class FaultRun:
         for node in state.nodes if state else []:
             self.cluster.start_broker(node.node_id)
         AdminClient({"bootstrap.servers": self.bootstrap}).delete_topics([self.topic])
+        self.cluster.wait_in_sync()
