@@ -105,42 +105,62 @@ def _first_error(bootstrap: str, conf: dict[str, Any], timeout_s: float = 30) ->
     return errors[0] if errors else None
 
 
-async def test_producer_and_pyrallel_consumer_work_through_sasl_ssl(
-    secure_cluster: tuple[ClusterState, dict[str, str]],
-) -> None:
-    state, client = secure_cluster
+async def _consume_through_sasl_ssl(state: ClusterState, producer_client: dict[str, str],
+                                   consumer_kafka: dict[str, str], records: int, failing: frozenset[int]) -> None:
+    """Produce ``records`` through the SECURE listener, consume them with a PyrallelConsumer whose ``kafka`` is
+    ``consumer_kafka`` (``failing`` ones dead-lettered), and judge: every acked record handled or dead-lettered,
+    the dead letters readable, the commits at the end of every partition."""
     bootstrap = state.secure_bootstrap or ""
     topic, group = f"secure-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     create_topic(state.bootstrap, topic, PARTITIONS)  # tooling: over PLAINTEXT
     create_topic(state.bootstrap, f"{topic}.dlq", 1)
-    acked = _produce(bootstrap, client, topic, RECORDS)
-    assert acked == set(range(RECORDS)), "every record produced through SASL_SSL is acknowledged"
+    acked = _produce(bootstrap, producer_client, topic, records)
+    assert acked == set(range(records)), "every record produced through SASL_SSL is acknowledged"
 
     handled: set[int] = set()
 
     async def handle(record: Record) -> None:
         seq = int(record.value or b"-1")
-        if seq in FAILING:
+        if seq in failing:
             raise ValueError(f"record {seq} fails on purpose")
         handled.add(seq)
 
     config = ConsumerConfig(bootstrap_servers=bootstrap, group_id=group, topics=[topic], commit_interval_ms=100,
-                            max_retries=0, dlq_enabled=True, kafka=client)
+                            max_retries=0, dlq_enabled=True, kafka=consumer_kafka)
 
     def at_the_end() -> bool:
-        committed, ends = _committed_and_ends(bootstrap, client, group, topic)
+        committed, ends = _committed_and_ends(bootstrap, producer_client, group, topic)
         return committed == ends
 
     async with PyrallelConsumer(config, handle) as consumer:
-        await wait_for(lambda: len(handled) >= len(acked) - len(FAILING), what="every acked record handled")
+        await wait_for(lambda: len(handled) >= len(acked) - len(failing), what="every acked record handled")
         await wait_for(at_the_end, what="commits at the end of every partition")
         snapshot = consumer.metrics()
-    assert handled == acked - FAILING
-    assert snapshot.records_failed == len(FAILING)
-    dead = _read_all(bootstrap, client, f"{topic}.dlq", len(FAILING))
-    assert sorted(dead) == sorted(FAILING), "the dead-letter producer wrote through SASL_SSL too"
-    committed, ends = _committed_and_ends(bootstrap, client, group, topic)
-    assert committed == ends and sum(ends) == RECORDS
+    assert handled == acked - failing
+    assert snapshot.records_failed == len(failing)
+    dead = _read_all(bootstrap, producer_client, f"{topic}.dlq", len(failing))
+    assert sorted(dead) == sorted(failing), "the dead-letter producer wrote through SASL_SSL too"
+    committed, ends = _committed_and_ends(bootstrap, producer_client, group, topic)
+    assert committed == ends and sum(ends) == records
+
+
+async def test_producer_and_pyrallel_consumer_work_through_sasl_ssl(
+    secure_cluster: tuple[ClusterState, dict[str, str]],
+) -> None:
+    state, client = secure_cluster
+    await _consume_through_sasl_ssl(state, client, client, RECORDS, FAILING)
+
+
+async def test_every_client_of_the_library_takes_security_settings_outside_the_sasl_and_ssl_prefixes(
+    secure_cluster: tuple[ClusterState, dict[str, str]],
+) -> None:
+    """A user who turns certificate verification off (e.g. a test broker's self-signed certificate) sets
+    ``enable.ssl.certificate.verification``: the topic check's admin client and the dead-letter producer must get
+    it as the consumer does, or they fail TLS while the consumer gets in."""
+    state, client = secure_cluster
+    unverified = {**{k: v for k, v in client.items() if k != "ssl.ca.location"},
+                  "enable.ssl.certificate.verification": "false"}
+    await _consume_through_sasl_ssl(state, client, unverified, 60, frozenset({13}))
 
 
 def test_a_wrong_password_is_refused_by_the_broker(secure_cluster: tuple[ClusterState, dict[str, str]]) -> None:

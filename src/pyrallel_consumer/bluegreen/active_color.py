@@ -5,6 +5,10 @@ transactional producer whose ``transactional.id`` is derived from the controller
 controller with the same id fences the first (``init_transactions`` bumps the producer epoch) — the way
 Kafka Connect guards connector target states in its config topic. A lease alone would not fence: a
 paused old controller could still write after its lease expired; a fenced producer cannot.
+
+Every client here takes ``kafka``: the librdkafka properties the deployment's cluster needs of any client
+(``security.protocol``, ``sasl.*``, ``ssl.*``: ``Deployment.kafka``); the settings the fencing and the reading
+depend on are the module's own and win over them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,10 +51,10 @@ class ActiveColor:
                    str(data["controller_id"]), float(data["updated_at"]))
 
 
-def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC) -> None:
+def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC, kafka: Mapping[str, str] | None = None) -> None:
     """Create the compacted single-partition control topic unless it exists, replicated as the cluster's default
     (``replication_factor=-1``, the broker's ``min.insync.replicas``): the fencing record must survive a broker."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({**(kafka or {}), "bootstrap.servers": bootstrap})
     if topic in admin.list_topics(timeout=15).topics:
         return
     futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1,
@@ -62,12 +67,13 @@ def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC) -> None:
 
 
 def read_active_color(bootstrap: str, deployment: str, topic: str = CONTROL_TOPIC,
-                      timeout_s: float = 15.0) -> ActiveColor | None:
+                      timeout_s: float = 15.0, kafka: Mapping[str, str] | None = None) -> ActiveColor | None:
     """The latest committed record for ``deployment`` (read_committed, to the end of the topic).
 
     None when there is none, also when no controller has created the control topic yet.
     """
     conf: dict[str, Any] = {
+        **(kafka or {}),
         "bootstrap.servers": bootstrap, "group.id": f"pyrallel-bg-reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False, "isolation.level": "read_committed",
         "logger": logging.getLogger("pyrallel_consumer.librdkafka.control"),
@@ -110,15 +116,18 @@ class ActiveColorWriter:
     that acts last owns the deployment.
     """
 
-    def __init__(self, bootstrap: str, controller_id: str, topic: str = CONTROL_TOPIC) -> None:
+    def __init__(self, bootstrap: str, controller_id: str, topic: str = CONTROL_TOPIC,
+                 kafka: Mapping[str, str] | None = None) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
+        self._kafka = dict(kafka or {})
         self.controller_id = controller_id
-        ensure_control_topic(bootstrap, topic)
+        ensure_control_topic(bootstrap, topic, self._kafka)
         self._producer: Producer | None = self._new_producer()
 
     def _new_producer(self) -> Producer:
         producer = Producer({
+            **self._kafka,
             "bootstrap.servers": self._bootstrap,
             "transactional.id": f"pyrallel-bg-controller-{self.controller_id}",
             "enable.idempotence": True,

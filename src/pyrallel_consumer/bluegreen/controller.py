@@ -23,7 +23,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, Histogram
 
-from pyrallel_consumer.bluegreen.active_color import ActiveColor, ActiveColorWriter, read_active_color
+from pyrallel_consumer.bluegreen.active_color import CONTROL_TOPIC, ActiveColor, ActiveColorWriter, read_active_color
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,11 @@ class Deployment:
     connect_url: str | None = None
     connectors: dict[str, str] = field(default_factory=dict)
     """Strategy E: connector name per color (default: the color itself)."""
+    kafka: dict[str, str] = field(default_factory=dict)
+    """librdkafka properties of the controller's own Kafka clients (the active-color writer and reader, the admin
+    client of strategy B's hand-over): what the cluster asks of every client, e.g. ``security.protocol``,
+    ``sasl.mechanism``, ``sasl.username``, ``sasl.password``, ``ssl.ca.location`` - the security settings the
+    colors' consumers have in their ``ConsumerConfig.kafka``."""
 
     def connector(self, color: str) -> str:
         return self.connectors.get(color, color)
@@ -118,7 +123,7 @@ class Deployment:
 class SwitchController:
     def __init__(self, deployment: Deployment, controller_id: str, registry: CollectorRegistry | None = None) -> None:
         self.deployment = deployment
-        self._writer = ActiveColorWriter(deployment.bootstrap, controller_id)
+        self._writer = ActiveColorWriter(deployment.bootstrap, controller_id, CONTROL_TOPIC, deployment.kafka)
         self.registry = registry or CollectorRegistry()
         self._switch_hist = Histogram("bg_switch_duration_seconds", "Blue/green switch duration", ["strategy"],
                                       registry=self.registry, buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
@@ -131,7 +136,7 @@ class SwitchController:
 
     def current(self) -> ActiveColor | None:
         try:
-            return read_active_color(self.deployment.bootstrap, self.deployment.name)
+            return read_active_color(self.deployment.bootstrap, self.deployment.name, kafka=self.deployment.kafka)
         except KafkaException as exc:
             raise SwitchError(f"cannot read the active color of {self.deployment.name}: {exc}") from exc
 
@@ -230,7 +235,7 @@ class SwitchController:
         it is behind when the receiver's last take never happened, e.g. a switch whose new color failed to take
         the positions is rolled back, and handing the stale offsets back would rewind the old color.
         """
-        admin = AdminClient({"bootstrap.servers": self.deployment.bootstrap})
+        admin = AdminClient({**self.deployment.kafka, "bootstrap.servers": self.deployment.bootstrap})
         offsets = _committed(admin, source)
         if not offsets:
             raise SwitchError(f"group {source} has no committed offsets to hand over")

@@ -24,10 +24,19 @@ FETCH_DEFAULTS: dict[str, str] = {
 drops its pre-fetched records and is fetched again after the resume; with librdkafka's defaults that next
 fetch can wait up to 1 s (queue backoff) or 500 ms (a long-poll of other partitions) while handlers idle."""
 
-_SHARED_PREFIXES = ("security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "reconnect.", "metadata.")
+_SECURITY_PREFIXES = ("security.", "sasl.", "ssl.", "https.")
+"""librdkafka's security settings: protocol, SASL, TLS, and the TLS of the OIDC token endpoint (``https.ca.*``)."""
+_SECURITY_PROPERTIES = frozenset({"enable.ssl.certificate.verification", "enable.sasl.oauthbearer.unsecure.jwt"})
+"""Security settings whose names have none of the prefixes: without them a client the library creates besides the
+consumer would verify a certificate (or refuse a token) the user's consumer accepts, and fail where it gets in."""
+_SHARED_PREFIXES = (*_SECURITY_PREFIXES, "client.", "socket.", "broker.", "reconnect.", "metadata.")
 """Client settings the dead-letter producer shares with the consumer (security, identity); consumer-only ones
 are left out."""
-_SECURITY_PREFIXES = ("security.", "sasl.", "ssl.")
+
+
+def is_security_property(name: str) -> bool:
+    """Whether the ``kafka`` property ``name`` is a security setting every client the library creates needs."""
+    return name.startswith(_SECURITY_PREFIXES) or name in _SECURITY_PROPERTIES
 
 
 def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
@@ -52,7 +61,8 @@ def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
 
 def dead_letter_conf(config: ConsumerConfig) -> dict[str, Any]:
     """The dead-letter producer's configuration: idempotent, acks=all, then ``dlq_kafka``."""
-    conf: dict[str, Any] = {k: v for k, v in config.kafka.items() if k.startswith(_SHARED_PREFIXES)}
+    conf: dict[str, Any] = {k: v for k, v in config.kafka.items()
+                            if k.startswith(_SHARED_PREFIXES) or is_security_property(k)}
     conf.update({
         "bootstrap.servers": config.bootstrap_servers,
         "enable.idempotence": True,
@@ -67,7 +77,7 @@ def dead_letter_conf(config: ConsumerConfig) -> dict[str, Any]:
 def admin_conf(config: ConsumerConfig) -> dict[str, Any]:
     """The topic check's admin client: the bootstrap servers, the logger and the consumer's security settings."""
     conf: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers, "logger": librdkafka_logger()}
-    conf.update({k: v for k, v in config.kafka.items() if k.startswith(_SECURITY_PREFIXES)})
+    conf.update({k: v for k, v in config.kafka.items() if is_security_property(k)})
     return conf
 
 
