@@ -12,6 +12,7 @@ recover (first record handled after the fault ended).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,9 @@ class Verdict:
     """Times a partition's committed offset moved backwards while the run went on (0 expected)."""
     recovery_s: float | None
     """From the fault's end to the first record handled after it; None when no fault end was marked. A test may
-    measure it otherwise (:meth:`FaultRun.recovery_from`, from the fault's start) and says so in its fault."""
+    measure it otherwise (:meth:`FaultRun.resumed_after`, from the fault's start) and says so in its fault."""
+    regressions: list[str] = field(default_factory=list)
+    """The commit regressions seen (when, which partition, from and to), for the failure message."""
 
     def row(self) -> dict[str, Any]:
         return {"fault": self.fault, "records": self.records, "lost": self.lost, "duplicates": self.duplicates,
@@ -90,7 +93,8 @@ class CommitWatch:
                 for tp in self._consumer.committed(self._tps, timeout=5):
                     before = self._last.get(tp.partition, -1)
                     if tp.offset >= 0 and tp.offset < before:
-                        self.regressions.append(f"p{tp.partition}: {before} -> {tp.offset}")
+                        self.regressions.append(f"{time.strftime('%H:%M:%S')} p{tp.partition}: "
+                                                f"{before} -> {tp.offset}")
                     if tp.offset >= 0:
                         self._last[tp.partition] = max(before, tp.offset)
 
@@ -286,7 +290,7 @@ class FaultRun:
             order_violations=report.order_violations_instance, unexpected=report.unexpected,
             committed_behind_end=self.committed_behind_end(),
             commit_regressions=len(self._watch.regressions) if self._watch else 0,
-            recovery_s=self.recovery_s(recovering),
+            recovery_s=self.recovery_s(recovering), regressions=list(self._watch.regressions) if self._watch else [],
         )
 
     def recovery_s(self, consumer: str | None = None) -> float | None:
@@ -296,36 +300,45 @@ class FaultRun:
         after = [ts for ts in self._handled_times(consumer) if ts >= self.fault_ended_at]
         return min(after) - self.fault_ended_at if after else None
 
-    def recovery_from(self, since: float, partitions: Collection[int], consumer: str | None = None) -> float | None:
-        """Seconds from ``since`` (a fault's start, ``time.time()``) until every one of ``partitions`` had a record
-        handled (by ``consumer`` if named) that the producer acknowledged after ``since``: the slowest partition's
-        first record written through the fault. Records fetched before the fault and still queued in a consumer
-        do not count. None while some partition has no such record handled yet (so it also serves as a live
-        condition for :meth:`wait_for`)."""
-        wanted = set(partitions)
-        if self.producer is None or not wanted:
-            return None
-        written_after: set[int] = set()
-        with contextlib.suppress(OSError):
-            for line in self.producer.log.read_text().splitlines():
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    sent = json.loads(line)
-                    if sent["partition"] in wanted and float(sent["ts"]) >= since:
-                        written_after.add(sent["seq"])
-        first: dict[int, float] = {}
+    def resumed_after(self, since: float, partitions: Collection[int], until: float | None = None,
+                      pause_s: float = 1.0) -> float | None:
+        """Seconds from ``since`` (a fault's start, ``time.time()``) until handling had resumed on every one of
+        ``partitions`` (by any consumer), the slowest partition counting: on each, the end of its longest pause
+        (two records handled on it ``pause_s`` or more apart) ending after ``since`` and by ``until``, or its first
+        record after ``since`` when it did not pause. Unlike the first record handled after the fault, records a
+        consumer had fetched before it and handles after it end no pause. None when some partition had no record
+        handled in that window. For after the run: while a pause lasts it cannot be told from no pause."""
+        last = until if until is not None else float("inf")
+        handled: dict[int, list[float]] = {p: [] for p in partitions}
         for c in self.consumers:
-            if consumer is not None and c.name != consumer:
-                continue
             with contextlib.suppress(OSError):
                 for line in c.log.read_text().splitlines():
                     with contextlib.suppress(ValueError, KeyError, TypeError):
                         got = json.loads(line)
-                        if got["seq"] in written_after:
-                            partition, ts = got["partition"], float(got["ts"])
-                            first[partition] = min(ts, first.get(partition, ts))
-        if set(first) != wanted:
-            return None
-        return max(first.values()) - since
+                        if got["partition"] in handled:
+                            handled[got["partition"]].append(float(got["ts"]))
+        resumed = []
+        for times in handled.values():
+            times.sort()
+            gaps = [(b - a, b) for a, b in itertools.pairwise(times) if since < b <= last]
+            if not gaps:
+                return None
+            longest, end = max(gaps)
+            resumed.append(end if longest >= pause_s else gaps[0][1])
+        return max(resumed) - since if resumed else None
+
+    def handled_beyond(self, offsets: Mapping[int, int]) -> bool:
+        """Whether every partition of ``offsets`` had a record handled at or beyond its offset (a live check: say
+        the log end when a partition's new leader took over, and records written through the new leader flow)."""
+        reached: set[int] = set()
+        for c in self.consumers:
+            with contextlib.suppress(OSError):
+                for line in c.log.read_text().splitlines():
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        got = json.loads(line)
+                        if got["partition"] in offsets and got["offset"] >= offsets[got["partition"]]:
+                            reached.add(got["partition"])
+        return reached >= set(offsets)
 
     def _handled_times(self, consumer: str | None) -> Iterator[float]:
         for c in self.consumers:
