@@ -1,4 +1,4 @@
-"""CommitSender measures a commit's latency from the first time its point was sent."""
+"""CommitSender: a commit's latency from the first time its point was sent; one asynchronous commit in flight."""
 
 from __future__ import annotations
 
@@ -37,3 +37,78 @@ def test_a_point_sent_again_before_its_acknowledgement_keeps_its_first_send_time
     now[0] = 0.5
     sender.on_commit(None, [TopicPartition("t", 0, 6)])
     assert [(r.point, r.error, r.latency_s) for r in results] == [(point, None, 0.5)]
+
+
+class RecordingBroker:
+    """Records every commit request: (offsets by partition, asynchronous)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[int, int], bool]] = []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> Any:
+        self.requests.append(({tp.partition: tp.offset for tp in offsets}, asynchronous))
+        return None if asynchronous else offsets
+
+
+def _tracker() -> PartitionOffsets:
+    return PartitionOffsets(("t", 0), 1, 0, max_window=1000)
+
+
+def test_a_newer_commit_waits_for_the_one_in_flight_and_only_the_newest_goes_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka retries a commit by itself when the coordinator moves: a second commit in flight could be written
+    first and then overwritten by the first one's retry, moving the committed offset backwards."""
+    now = [0.0]
+    monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
+    broker, results = RecordingBroker(), list[CommitResult]()
+    sender = CommitSender({("t", 0): 1}, results.extend)
+    tracker = _tracker()
+    for offset in range(30):
+        tracker.receive(offset)
+    for upto in (10, 20, 30):
+        for offset in range(upto - 10, upto):
+            tracker.complete(offset)
+        point = tracker.commit_point()
+        assert point is not None
+        sender.send(broker, [point], sync=False)
+    assert broker.requests == [({0: 10}, True)]  # 20 and 30 wait; 30 replaced 20
+    now[0] = 1.0
+    sender.on_commit(None, [TopicPartition("t", 0, 10)])
+    assert broker.requests == [({0: 10}, True), ({0: 30}, True)]
+    sender.on_commit(None, [TopicPartition("t", 0, 30)])
+    assert [r.point.offset for r in results] == [10, 30]
+    assert all(r.error is None for r in results)
+
+
+def test_a_synchronous_commit_drops_the_older_waiting_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker, results = RecordingBroker(), list[CommitResult]()
+    sender = CommitSender({("t", 0): 1}, results.extend)
+    tracker = _tracker()
+    for offset in range(20):
+        tracker.receive(offset)
+        tracker.complete(offset)
+        if offset in (4, 9):
+            point = tracker.commit_point()
+            assert point is not None
+            sender.send(broker, [point], sync=False)  # 5 goes out, 10 waits
+    final = tracker.commit_point()
+    assert final is not None
+    sender.send(broker, [final], sync=True)  # the stop's or the revoke's commit: 20
+    sender.on_commit(None, [TopicPartition("t", 0, 5)])
+    assert broker.requests == [({0: 5}, True), ({0: 20}, False)]  # 10 never goes out after 20
+
+
+def test_an_unanswered_commit_holds_the_next_back_only_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
+    broker = RecordingBroker()
+    sender = CommitSender({("t", 0): 1}, lambda results: None)
+    tracker = _tracker()
+    for offset in range(2):
+        tracker.receive(offset)
+        tracker.complete(offset)
+        point = tracker.commit_point()
+        assert point is not None
+        now[0] = offset * (commits.IN_FLIGHT_LIMIT_S + 1)
+        sender.send(broker, [point], sync=False)
+    assert broker.requests == [({0: 1}, True), ({0: 2}, True)]

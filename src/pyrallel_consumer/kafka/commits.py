@@ -3,6 +3,11 @@
 Everything here runs on the poller thread (BrokerPoller's commands, its revoke callback, and librdkafka's
 ``on_commit`` callback, which ``consume()`` serves). Commits carry the assignment epoch they were computed for
 and are dropped here when the partition has since been revoked, so a stale commit never reaches the broker.
+
+At most one asynchronous commit is in flight: librdkafka retries a commit by itself when the group coordinator
+moves or is loading, so a second commit sent meanwhile could be written first and then be overwritten by the
+older one's retry - the committed offset would move backwards (seen on a rolling restart of a 3-broker cluster).
+Points asked for while one is in flight wait, newest per partition, and go out when its result comes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
 from pyrallel_consumer.kafka.events import CommitResult
 
+IN_FLIGHT_LIMIT_S = 30.0
+"""An asynchronous commit whose result has not come after this long no longer holds the next one back (librdkafka
+reports every commit, so this only bounds the damage of a result that never comes)."""
+
 
 class CommitSender:
     """Sends commits of the partitions the poller has assigned; results go to ``report`` (posted to the loop)."""
@@ -24,22 +33,26 @@ class CommitSender:
         """The poller's assignment table (partition -> epoch), read here: the same thread changes it."""
         self._report = report
         self._pending_async: dict[tuple[str, int, int], tuple[float, CommitPoint]] = {}
+        """Points sent asynchronously and not yet reported, with the time each was first sent."""
+        self._waiting: dict[TopicPartitionKey, CommitPoint] = {}
+        """Points asked for while a commit was in flight: the newest per partition, sent when its result comes."""
+        self._in_flight: frozenset[tuple[str, int, int]] = frozenset()
+        self._in_flight_since = 0.0
+        self._consumer: Consumer | None = None
 
     def send(self, consumer: Consumer, points: list[CommitPoint], sync: bool) -> None:
-        valid = [p for p in points if self._assigned.get((p.topic, p.partition)) == p.epoch]
+        started = time.monotonic()
+        if not sync:
+            self._consumer = consumer
+            self._waiting.update({(p.topic, p.partition): p for p in points})
+            self._send_waiting(started)
+            return
+        for p in points:  # a waiting point is older than this one and must not be sent after it
+            self._waiting.pop((p.topic, p.partition), None)
+        valid = self._valid(points)
         if not valid:
             return
         offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in valid]
-        started = time.monotonic()
-        if not sync:
-            for p in valid:
-                # A point sent again before its acknowledgement keeps its first send time: the latency is how
-                # long it waited to be acknowledged (a newer assignment's point replaces an older one's entry).
-                pending = self._pending_async.get((p.topic, p.partition, p.offset))
-                if pending is None or pending[1].epoch != p.epoch:
-                    self._pending_async[(p.topic, p.partition, p.offset)] = (started, p)
-            consumer.commit(offsets=offsets, asynchronous=True)
-            return
         error: str | None = None
         try:
             results = consumer.commit(offsets=offsets, asynchronous=False)
@@ -50,10 +63,35 @@ class CommitSender:
         latency = time.monotonic() - started
         self._report([CommitResult(p, error or errors.get((p.topic, p.partition)), latency) for p in valid])
 
+    def _valid(self, points: list[CommitPoint]) -> list[CommitPoint]:
+        return [p for p in points if self._assigned.get((p.topic, p.partition)) == p.epoch]
+
+    def _send_waiting(self, now: float) -> None:
+        """Send the waiting points as one asynchronous commit unless one is in flight (and not overdue)."""
+        if self._in_flight and now - self._in_flight_since < IN_FLIGHT_LIMIT_S:
+            return
+        valid = self._valid(list(self._waiting.values()))
+        self._waiting.clear()
+        if not valid or self._consumer is None:
+            self._in_flight = frozenset()
+            return
+        for p in valid:
+            # A point sent again before its acknowledgement keeps its first send time: the latency is how long it
+            # waited to be acknowledged (a newer assignment's point replaces an older one's entry).
+            pending = self._pending_async.get((p.topic, p.partition, p.offset))
+            if pending is None or pending[1].epoch != p.epoch:
+                self._pending_async[(p.topic, p.partition, p.offset)] = (now, p)
+        self._in_flight = frozenset((p.topic, p.partition, p.offset) for p in valid)
+        self._in_flight_since = now
+        self._consumer.commit(offsets=[TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in valid],
+                              asynchronous=True)
+
     def on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        """librdkafka's result of a commit; synchronous commits were reported already and match nothing."""
+        """librdkafka's result of a commit; synchronous commits were reported already and match nothing. The
+        result of the commit in flight lets the waiting points go out (those it acknowledged as they were stay)."""
         now = time.monotonic()
         results = []
+        keys = {(tp.topic, tp.partition, tp.offset) for tp in partitions}
         for tp in partitions:
             entry = self._pending_async.pop((tp.topic, tp.partition, tp.offset), None)
             if entry is None:
@@ -61,5 +99,12 @@ class CommitSender:
             started, point = entry
             error = err if err is not None else tp.error
             results.append(CommitResult(point, str(error) if error is not None else None, now - started))
+            waiting = self._waiting.get((point.topic, point.partition))
+            if error is None and waiting is not None and waiting.offset == point.offset and (
+                    waiting.metadata == point.metadata and waiting.epoch == point.epoch):
+                del self._waiting[(point.topic, point.partition)]  # acknowledged as it is: nothing to resend
+        if keys & self._in_flight:
+            self._in_flight = frozenset()
+            self._send_waiting(now)
         if results:
             self._report(results)
