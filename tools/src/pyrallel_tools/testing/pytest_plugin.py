@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,7 +64,8 @@ def kafka_connect_url(_local_kafka: tuple[str, str | None]) -> str:
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Names unique to this test: ``unique_name("orders")`` -> ``orders-test_x-1a2b3c4d``."""
-    test = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:60]
+    # Topic and group names take ASCII letters, digits, '.', '_' and '-' only; a test id may hold anything.
+    test = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name).strip("-")[:60]
 
     def make(prefix: str) -> str:
         return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
