@@ -294,6 +294,7 @@ def render_doc(report: MatrixReport) -> str:
         "",
         "```bash",
         "make test-matrix                                             # every version, rewrites this file",
+        'make test-matrix MATRIX_ARGS="--versions 4.3.2 -- -x"       # arguments of the matrix, then of pytest',
         ".venv/bin/python -m pyrallel_tools.compat_matrix --versions 4.2.2 4.4.0   # some versions",
         ".venv/bin/python -m pyrallel_tools.compat_matrix --doc /tmp/m.md -- -k rebalance -x   # pytest arguments",
         "pyrallel kafka up --kafka-version 4.2.2     # one version by hand (or PYRALLEL_KAFKA_VERSION=4.2.2)",
