@@ -1,6 +1,6 @@
 """One fault test's moving parts on the 3-broker ``fault_cluster``: a bounded ``pyrallel produce`` process
 (idempotent, so acks=all) straight to the brokers, ``pyrallel consume`` processes (through the fault proxy unless
-told otherwise), a watcher of the group's committed offsets, and the verdict against the producer's log of
+told otherwise), the group's commit log read back from __consumer_offsets, and the verdict against the producer's log of
 acknowledged sends.
 
 Every figure the issue asks for comes out of :meth:`FaultRun.verdict`: records acknowledged, lost (acknowledged,
@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pyrallel_tools.bluegreen.validation.from_logs import validate_files
 from pyrallel_tools.faults.toxiproxy import ToxiproxyClient
 from pyrallel_tools.localkafka.cluster import LocalKafka, proxy_name
 from pyrallel_tools.localkafka.topics import create_topic
+from tests.faults.commit_log import backwards_moves, committed_history
 
 CLI = [sys.executable, "-m", "pyrallel_tools.cli"]
 SESSION_TIMEOUT_MS = 10_000
@@ -53,12 +53,12 @@ class Verdict:
     committed_behind_end: int
     """Records between the group's committed offsets and the log end after the drained stop (0 expected)."""
     commit_regressions: int
-    """Times a partition's committed offset moved backwards while the run went on (0 expected)."""
+    """Writes of a partition's committed offset lower than the one before, in the broker's commit log (0 expected)."""
     recovery_s: float | None
     """From the fault's end to the first record handled after it; None when no fault end was marked. A test may
     measure it otherwise (:meth:`FaultRun.resumed_after`, from the fault's start) and says so in its fault."""
     regressions: list[str] = field(default_factory=list)
-    """The commit regressions seen (when, which partition, from and to), for the failure message."""
+    """Each backwards write (partition, from, to) in the group's commit log, for the failure message."""
 
     def row(self) -> dict[str, Any]:
         return {"fault": self.fault, "records": self.records, "lost": self.lost, "duplicates": self.duplicates,
@@ -74,36 +74,6 @@ class _Process:
     log: Path
 
 
-class CommitWatch:
-    """Reads the group's committed offsets every 200 ms on its own thread and counts backwards moves: a zombie
-    whose late completions were committed over the new owner's progress would show as one."""
-
-    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
-        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-        self._last: dict[int, int] = {}
-        self.regressions: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="commit-watch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            with contextlib.suppress(Exception):  # a broker down: try again next round
-                for tp in self._consumer.committed(self._tps, timeout=5):
-                    before = self._last.get(tp.partition, -1)
-                    if tp.offset >= 0 and tp.offset < before:
-                        self.regressions.append(f"{time.strftime('%H:%M:%S')} p{tp.partition}: "
-                                                f"{before} -> {tp.offset}")
-                    if tp.offset >= 0:
-                        self._last[tp.partition] = max(before, tp.offset)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._consumer.close()
-
-
 @dataclass
 class FaultRun:
     """A topic, a group and the processes of one fault test, all under ``directory``; ``close`` stops them."""
@@ -116,7 +86,6 @@ class FaultRun:
     producer: _Process | None = None
     consumers: list[_Process] = field(default_factory=list)
     fault_ended_at: float | None = None
-    _watch: CommitWatch | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -145,7 +114,6 @@ class FaultRun:
 
     def create_topic(self) -> None:
         create_topic(self.bootstrap, self.topic, self.partitions)
-        self._watch = CommitWatch(self.bootstrap, self.group, self.topic, self.partitions)
 
     def produce(self, rate: int, seconds: float, keys: int = 60) -> None:
         """Start producing ``rate`` records/s for ``seconds`` (it stops by itself); returns at once."""
@@ -281,16 +249,14 @@ class FaultRun:
         """Stop the consumers cleanly, then judge everything against the producer's acknowledged sends;
         ``recovering`` names the consumer whose recovery is timed (default: the first record anyone handled)."""
         self.stop_consumers()
-        if self._watch is not None:
-            self._watch.stop()
         producer_logs = [self.producer.log] if self.producer else []
+        backwards = backwards_moves(committed_history(self.bootstrap, self.group, self.topic))
         report = validate_files(producer_logs, [c.log for c in self.consumers if c.log.exists()])
         return Verdict(
             fault=fault, records=report.produced, lost=report.lost, duplicates=report.duplicates,
             order_violations=report.order_violations_instance, unexpected=report.unexpected,
             committed_behind_end=self.committed_behind_end(),
-            commit_regressions=len(self._watch.regressions) if self._watch else 0,
-            recovery_s=self.recovery_s(recovering), regressions=list(self._watch.regressions) if self._watch else [],
+            commit_regressions=len(backwards), recovery_s=self.recovery_s(recovering), regressions=backwards,
         )
 
     def recovery_s(self, consumer: str | None = None) -> float | None:
@@ -357,8 +323,6 @@ class FaultRun:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(c.proc.pid, signal.SIGKILL)
                 c.proc.wait(timeout=30)
-        if self._watch is not None:
-            self._watch.stop()
         with contextlib.suppress(Exception):
             self.proxy.reset()
         state = self.cluster.state()
