@@ -258,9 +258,10 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
 
     Claims: at every reading of the group's commits, each partition's committed offset is at or below its first
     failing record whose DLQ copy the broker had not appended by then (LogAppendTime); after the restart the
-    copies are acknowledged, the commits reach the log end, the DLQ holds each failing record exactly once with
-    its story, and every other record was handled successfully. With ``dlq_message_timeout_ms`` the DLQ producer
-    gives a write up after that long (the library's retry-with-backoff path) instead of librdkafka's 300 s."""
+    copies are acknowledged, the commits reach the log end, the DLQ holds each failing record with its story
+    (exactly once unless a write timed out locally and was retried: then perhaps twice), and every other record
+    was handled successfully. With ``dlq_message_timeout_ms`` the DLQ producer gives a write up after that long
+    (the library's retry-with-backoff path) instead of librdkafka's 300 s."""
     admin = AdminClient({"bootstrap.servers": fault_run.bootstrap})
     state = fault_run.cluster.state()
     assert state is not None
@@ -382,7 +383,12 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
     assert not violations, violations[:10]
     assert len(binding) == fault_run.partitions, f"the outage held back only partitions {sorted(binding)}"
     assert set(failing) <= set(copy_count), sorted(set(failing) - set(copy_count))[:20]
-    assert not [seq for seq, n in copy_count.items() if n > 1], copy_count.most_common(5)
+    repeated = [seq for seq, n in copy_count.items() if n > 1]
+    print(f"DLQ copies written twice: {len(repeated)}")
+    if dlq_message_timeout_ms is None:
+        # A write that timed out locally may still have reached the broker; its retry is then a second copy
+        # (docs/failure-handling.md): only without a local timeout is each copy written once.
+        assert not repeated, copy_count.most_common(5)
     assert not story_errors, story_errors[:10]
     assert set(failing) <= failed_seqs, sorted(set(failing) - failed_seqs)[:20]
     assert all(seq % FAIL_EVERY == 0 for seq in failed_seqs), sorted(failed_seqs)[:20]
