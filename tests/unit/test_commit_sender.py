@@ -80,7 +80,7 @@ def test_a_newer_commit_waits_for_the_one_in_flight_and_only_the_newest_goes_out
     assert all(r.error is None for r in results)
 
 
-def test_a_synchronous_commit_drops_the_older_waiting_point(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_synchronous_commit_drops_the_older_waiting_point() -> None:
     broker, results = RecordingBroker(), list[CommitResult]()
     sender = CommitSender({("t", 0): 1}, results.extend)
     tracker = _tracker()
@@ -112,3 +112,61 @@ def test_an_unanswered_commit_holds_the_next_back_only_for_a_while(monkeypatch: 
         now[0] = offset * (commits.IN_FLIGHT_LIMIT_S + 1)
         sender.send(broker, [point], sync=False)
     assert broker.requests == [({0: 1}, True), ({0: 2}, True)]
+
+
+def test_a_point_acknowledged_as_it_was_asked_for_again_is_not_sent_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
+    broker, results = RecordingBroker(), list[CommitResult]()
+    sender = CommitSender({("t", 0): 1}, results.extend)
+    tracker = _tracker()
+    for offset in range(5):
+        tracker.receive(offset)
+        tracker.complete(offset)
+    point = tracker.commit_point()
+    assert point is not None
+    sender.send(broker, [point], sync=False)
+    now[0] = 1.0
+    sender.send(broker, [point], sync=False)  # the periodic commit, before the first was acknowledged
+    now[0] = 1.5
+    sender.on_commit(None, [TopicPartition("t", 0, 5)])
+    assert broker.requests == [({0: 5}, True)]
+    assert [(r.point.offset, r.latency_s) for r in results] == [(5, 1.5)]
+
+
+def test_a_waiting_point_of_a_revoked_partition_is_not_sent() -> None:
+    assigned = {("t", 0): 1}
+    broker = RecordingBroker()
+    sender = CommitSender(assigned, lambda results: None)
+    tracker = _tracker()
+    for offset in range(10):
+        tracker.receive(offset)
+        tracker.complete(offset)
+        if offset in (4, 9):
+            point = tracker.commit_point()
+            assert point is not None
+            sender.send(broker, [point], sync=False)  # 5 goes out, 10 waits
+    del assigned[("t", 0)]  # revoked (the poller's table) before the result of 5 comes
+    sender.on_commit(None, [TopicPartition("t", 0, 5)])
+    assert broker.requests == [({0: 5}, True)]
+
+
+def test_the_latency_of_a_waiting_point_counts_its_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
+    broker, results = RecordingBroker(), list[CommitResult]()
+    sender = CommitSender({("t", 0): 1}, results.extend)
+    tracker = _tracker()
+    for offset in range(10):
+        tracker.receive(offset)
+        tracker.complete(offset)
+        if offset in (4, 9):
+            point = tracker.commit_point()
+            assert point is not None
+            now[0] = 0.0 if offset == 4 else 0.5
+            sender.send(broker, [point], sync=False)  # 5 at 0.0; 10 asked at 0.5, waits
+    now[0] = 2.0
+    sender.on_commit(None, [TopicPartition("t", 0, 5)])  # 10 goes out now
+    now[0] = 2.5
+    sender.on_commit(None, [TopicPartition("t", 0, 10)])
+    assert [(r.point.offset, r.latency_s) for r in results] == [(5, 2.0), (10, 2.0)]

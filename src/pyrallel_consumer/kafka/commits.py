@@ -8,6 +8,13 @@ At most one asynchronous commit is in flight: librdkafka retries a commit by its
 moves or is loading, so a second commit sent meanwhile could be written first and then be overwritten by the
 older one's retry - the committed offset would move backwards (seen on a rolling restart of a 3-broker cluster).
 Points asked for while one is in flight wait, newest per partition, and go out when its result comes.
+
+A synchronous commit (revoke, stop, pause) cannot wait for the asynchronous one in flight: its result comes only
+through ``consume()``, which the revoke callback is inside of. When that older commit's retry lands after the
+synchronous one, its result marks the tracker committed at the older offset, so the next periodic commit sends
+the newest point again - unless the partition was revoked or the consumer stopped meanwhile: then the next owner
+starts at the older offset and handles the records between again (duplicates, never a loss; after a rebalance
+the broker refuses the old generation's retry anyway).
 """
 
 from __future__ import annotations
@@ -33,9 +40,10 @@ class CommitSender:
         """The poller's assignment table (partition -> epoch), read here: the same thread changes it."""
         self._report = report
         self._pending_async: dict[tuple[str, int, int], tuple[float, CommitPoint]] = {}
-        """Points sent asynchronously and not yet reported, with the time each was first sent."""
-        self._waiting: dict[TopicPartitionKey, CommitPoint] = {}
-        """Points asked for while a commit was in flight: the newest per partition, sent when its result comes."""
+        """Points sent asynchronously and not yet reported, with the time each was first asked for."""
+        self._waiting: dict[TopicPartitionKey, tuple[float, CommitPoint]] = {}
+        """Points asked for while a commit was in flight: the newest per partition with the time its partition's
+        commit was first asked for (the latency counts the wait), sent when the result of the one in flight comes."""
         self._in_flight: frozenset[tuple[str, int, int]] = frozenset()
         self._in_flight_since = 0.0
         self._consumer: Consumer | None = None
@@ -44,7 +52,9 @@ class CommitSender:
         started = time.monotonic()
         if not sync:
             self._consumer = consumer
-            self._waiting.update({(p.topic, p.partition): p for p in points})
+            for p in points:
+                earlier = self._waiting.get((p.topic, p.partition))
+                self._waiting[(p.topic, p.partition)] = (earlier[0] if earlier else started, p)
             self._send_waiting(started)
             return
         for p in points:  # a waiting point is older than this one and must not be sent after it
@@ -70,17 +80,18 @@ class CommitSender:
         """Send the waiting points as one asynchronous commit unless one is in flight (and not overdue)."""
         if self._in_flight and now - self._in_flight_since < IN_FLIGHT_LIMIT_S:
             return
-        valid = self._valid(list(self._waiting.values()))
+        asked = {(p.topic, p.partition): t for t, p in self._waiting.values()}
+        valid = self._valid([p for _, p in self._waiting.values()])
         self._waiting.clear()
         if not valid or self._consumer is None:
             self._in_flight = frozenset()
             return
         for p in valid:
-            # A point sent again before its acknowledgement keeps its first send time: the latency is how long it
-            # waited to be acknowledged (a newer assignment's point replaces an older one's entry).
+            # A point sent again before its acknowledgement keeps its first time: the latency is how long it waited
+            # to be acknowledged (a newer assignment's point replaces an older one's entry).
             pending = self._pending_async.get((p.topic, p.partition, p.offset))
             if pending is None or pending[1].epoch != p.epoch:
-                self._pending_async[(p.topic, p.partition, p.offset)] = (now, p)
+                self._pending_async[(p.topic, p.partition, p.offset)] = (asked[(p.topic, p.partition)], p)
         self._in_flight = frozenset((p.topic, p.partition, p.offset) for p in valid)
         self._in_flight_since = now
         self._consumer.commit(offsets=[TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in valid],
@@ -100,8 +111,8 @@ class CommitSender:
             error = err if err is not None else tp.error
             results.append(CommitResult(point, str(error) if error is not None else None, now - started))
             waiting = self._waiting.get((point.topic, point.partition))
-            if error is None and waiting is not None and waiting.offset == point.offset and (
-                    waiting.metadata == point.metadata and waiting.epoch == point.epoch):
+            if error is None and waiting is not None and (waiting[1].offset, waiting[1].metadata, waiting[1].epoch) == (
+                    point.offset, point.metadata, point.epoch):
                 del self._waiting[(point.topic, point.partition)]  # acknowledged as it is: nothing to resend
         if keys & self._in_flight:
             self._in_flight = frozenset()
