@@ -40,7 +40,6 @@ from pyrallel_tools.localkafka.jars import (
     KAFKA_VERSION_ENV,
     check_version,
     connect_file_version,
-    ensure_jars,
     java_executable,
 )
 from pyrallel_tools.localkafka.ports import free_port
@@ -357,7 +356,6 @@ def run_attempt(version: str, targets: Sequence[str], work: Path, name: str, ext
     """A fresh one-broker cluster of ``version``, pytest on ``targets`` against it, the cluster stopped (always)."""
     cluster = LocalKafka(work / f"{name}-run")
     try:
-        ensure_jars(version)
         state, _notes = cluster.up(version=version, with_connect=False, port=free_port())
         log.info("Kafka %s up at %s (%s)", version, state.bootstrap, name)
         env = dict(os.environ)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import cast
+from typing import cast, get_args
 
 import click
 
@@ -38,7 +38,7 @@ def kafka() -> None:
               help="1, or 3: a KRaft quorum of three nodes, topics RF 3 with min.insync.replicas=2.")
 @click.option("--fault-proxy", is_flag=True,
               help="Also start Toxiproxy with one proxy per broker, advertised on a PROXIED listener.")
-@click.option("--security", type=click.Choice(["plaintext", "sasl_ssl"]), default="plaintext", show_default=True,
+@click.option("--security", type=click.Choice(get_args(Security)), default="plaintext", show_default=True,
               help="sasl_ssl: also a SASL_SSL listener per broker (SCRAM-SHA-512 over TLS, a CA of its own and one "
                    "SCRAM user); the secure.* lines printed are the client's properties.")
 @click.option("--connect", "with_connect", is_flag=True, help="Also start a Kafka Connect worker.")
@@ -71,7 +71,7 @@ def up(run_dir: Path | None, port: int, version: str, brokers: str, fault_proxy:
 @kafka.command()
 @_RUN_DIR
 def status(run_dir: Path | None) -> None:
-    """Print the state of the local broker and Connect worker as JSON (exit 1 when not running)."""
+    """Print the state of every broker, the fault proxy and Connect as JSON (exit 1 when none runs)."""
     try:
         info = LocalKafka(run_dir).status()
     except LocalKafkaError as exc:
@@ -131,6 +131,8 @@ def down(run_dir: Path | None, keep_data: bool) -> None:
 @click.option("-n", "--lines", type=click.IntRange(1), default=50, show_default=True)
 def logs(run_dir: Path | None, node_id: int, connect_log: bool, proxy_log: bool, lines: int) -> None:
     """Print the last lines of a broker's (or Connect's, or Toxiproxy's) log."""
+    if connect_log and proxy_log:
+        raise click.UsageError("Give at most one of --connect and --toxiproxy.")
     which = "connect" if connect_log else "toxiproxy" if proxy_log else "server"
     path = LocalKafka(run_dir).log_path(which, node_id)
     if not path.exists():

@@ -289,7 +289,6 @@ class Toxiproxy:
         self._proc = proc
         self.port = port
         self.log_file = log_file
-        self.client = ToxiproxyClient(self.url)
 
     @classmethod
     def start(cls, run_dir: Path, port: int) -> Toxiproxy:
@@ -315,27 +314,21 @@ class Toxiproxy:
 
     def _wait_ready(self, timeout_s: float) -> None:
         probe = ToxiproxyClient(self.url, timeout_s=1.0)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise LocalKafkaError(
-                    f"Toxiproxy exited during start (exit {self._proc.returncode}). Last lines of {self.log_file}:\n"
-                    f"{processes.tail(self.log_file)}"
-                )
+
+        def ready() -> bool:
             # The server does not exit when its API cannot listen; it only logs it.
             if "Server finished with error" in self.log_file.read_text(errors="replace"):
                 raise LocalKafkaError(
                     f"Toxiproxy could not listen on {self.url}. Last lines of {self.log_file}:\n"
                     f"{processes.tail(self.log_file)}"
                 )
-            with contextlib.suppress(LocalKafkaError):
+            try:
                 probe.version()
-                return
-            time.sleep(0.1)
-        raise LocalKafkaError(
-            f"Toxiproxy did not answer on {self.url} within {timeout_s:.0f}s. Last lines of {self.log_file}:\n"
-            f"{processes.tail(self.log_file)}"
-        )
+            except LocalKafkaError:
+                return False
+            return True
+
+        processes.wait_until(ready, self._proc, "Toxiproxy server", self.log_file, TOXIPROXY_BINARY, timeout_s)
 
     @property
     def pid(self) -> int:

@@ -63,7 +63,7 @@ def local_kafka_version(bootstrap: str) -> str:
     directory, as ``make demo``/``make bench`` start it), for the run and benchmark records; else ``unknown``."""
     with contextlib.suppress(LocalKafkaError):
         state = ClusterState.load(default_run_dir())
-        if state is not None and set(state.bootstrap.split(",")) & set(bootstrap.split(",")):
+        if state is not None and state.serves(bootstrap):
             return state.version
     return "unknown"
 
@@ -189,7 +189,7 @@ class LocalKafka:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = ClusterState(version=version, nodes=self._plan_nodes(port, brokers, fault_proxy, security, notes),
                              security=security)
-        extra_by_node = self._prepare_security(state)
+        secure_listener = self._prepare_security(state)
         scram = (tls.scram_format_argument(state.scram_user, state.scram_password)
                  if state.scram_user and state.scram_password else None)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -197,7 +197,7 @@ class LocalKafka:
             directory = node.directory(self.run_dir)
             directory.mkdir()
             props = broker_properties(directory / "server.properties", state, node, directory / "data",
-                                      extra_by_node.get(node.node_id, {}))
+                                      secure_listener)
             self._format(libs, directory, props, cluster_id, scram)
         try:
             if fault_proxy:
@@ -241,17 +241,16 @@ class LocalKafka:
             nodes.append(node)
         return nodes
 
-    def _prepare_security(self, state: ClusterState) -> dict[int, dict[str, str]]:
-        """Per node, the SECURE listener's properties (none for plaintext); for sasl_ssl also makes the CA and the
-        broker certificate in ``<run-dir>/tls`` and records the SCRAM user, its password and the CA file in
-        ``state`` (the storage format adds the user)."""
+    def _prepare_security(self, state: ClusterState) -> dict[str, str]:
+        """The SECURE listener's properties, the same on every node (none for plaintext); for sasl_ssl also makes
+        the CA and the broker certificate in ``<run-dir>/tls`` and records the SCRAM user, its password and the CA
+        file in ``state`` (the storage format adds the user)."""
         if state.security == "plaintext":
             return {}
         certificates = tls.make_certificates(self.run_dir / "tls")
         state.scram_user, state.scram_password = tls.SCRAM_USER, tls.new_password()
         state.ca_file = str(certificates.ca_file)
-        listener = tls.listener_properties(certificates.keystore_file)
-        return {node.node_id: dict(listener) for node in state.nodes}
+        return dict(tls.listener_properties(certificates.keystore_file))
 
     def _format(self, libs: Path, directory: Path, props: Path, cluster_id: str, scram: str | None) -> None:
         """Format the node's KRaft storage; ``scram`` (an ``--add-scram`` value) puts a SCRAM user into the
@@ -280,22 +279,9 @@ class LocalKafka:
     def _wait_for_broker(self, state: ClusterState, node: NodeState, proc: subprocess.Popen[bytes]) -> None:
         """Until the node answers metadata listing every broker of the cluster (the quorum formed and all
         registered); ``proc`` is the node's process, whose exit ends the wait."""
-        directory = node.directory(self.run_dir)
         address, everyone = f"127.0.0.1:{node.port}", len(state.nodes)
-        deadline = time.monotonic() + processes.START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise LocalKafkaError(f"Broker {node.node_id} exited during start (exit {proc.returncode}). "
-                                      "Last lines of "
-                                      f"{directory / 'server.log'}:\n{processes.tail(directory / 'server.log')}")
-            if brokers_seen(address) >= everyone:
-                return
-            if time.monotonic() > deadline:
-                raise LocalKafkaError(
-                    f"Broker {node.node_id} did not become ready within {processes.START_TIMEOUT_S:.0f}s. Last "
-                    f"lines of {directory / 'server.log'}:\n{processes.tail(directory / 'server.log')}"
-                )
-            time.sleep(0.25)
+        processes.wait_until(lambda: brokers_seen(address) >= everyone, proc, f"broker {node.node_id}",
+                             node.directory(self.run_dir) / "server.log", BROKER_MAIN)
 
     def _wait_for_secure_listener(self, state: ClusterState, timeout_s: float = SECURE_CHECK_TIMEOUT_S) -> None:
         """Until a client authenticated as the SCRAM user, verifying the broker against the CA, lists every broker
@@ -327,7 +313,7 @@ class LocalKafka:
             notes.append(f"Port {port} is taken; the Connect REST API uses port {chosen} instead.")
         props = connect_properties(self.run_dir / "connect-distributed.properties", state.bootstrap, chosen)
         log_config = processes.log4j2_config(self.run_dir, "connect")
-        proc = processes.spawn(processes.java_cmd(ensure_jars(state.version), CONNECT_HEAP, log_config,
+        proc = processes.spawn(processes.java_cmd(libs, CONNECT_HEAP, log_config,
                                                   CONNECT_MAIN, str(props)), self.run_dir,
                                self.run_dir / "connect.stdout")
         url = f"http://127.0.0.1:{chosen}"

@@ -66,8 +66,9 @@ def connect_file_version(version: str) -> str:
     return _CONNECT_FILE_VERSION.get(version, version)
 
 
-def libs_dir(version: str = DEFAULT_KAFKA_VERSION) -> Path:
-    return cache_root() / f"kafka-{check_version(version)}" / "libs"
+def libs_dir(version: str | None = None) -> Path:
+    """The cached jars of ``version`` (default: ``default_version()``)."""
+    return cache_root() / f"kafka-{check_version(version or default_version())}" / "libs"
 
 
 def java_executable() -> str:
@@ -98,9 +99,10 @@ def java_executable() -> str:
     return candidate
 
 
-def ensure_jars(version: str = DEFAULT_KAFKA_VERSION, quiet: bool = True) -> Path:
+def ensure_jars(version: str | None = None, quiet: bool = True) -> Path:
     """Make sure every jar of the local Kafka ``version`` is in the cache (one directory per version); download
-    with Maven only the first time."""
+    with Maven only the first time. ``version`` defaults to ``default_version()``."""
+    version = check_version(version or default_version())
     target = libs_dir(version)
     if (target / _MARKER).exists():
         return target

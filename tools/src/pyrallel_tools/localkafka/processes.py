@@ -71,8 +71,7 @@ def log4j2_config(directory: Path, name: str) -> Path:
     return path
 
 
-def java_cmd(libs: Path, heap: str, log_config: Path, main: str, *args: str,
-             jvm_options: tuple[str, ...] = ()) -> list[str]:
+def java_cmd(libs: Path, heap: str, log_config: Path, main: str, *args: str) -> list[str]:
     return [
         java_executable(),
         f"-Xms{heap}",
@@ -81,7 +80,6 @@ def java_cmd(libs: Path, heap: str, log_config: Path, main: str, *args: str,
         "-XX:MaxGCPauseMillis=20",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log_config}",
-        *jvm_options,
         "-cp",
         f"{libs}/*",
         main,

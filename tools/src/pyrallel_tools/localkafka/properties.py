@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from pyrallel_tools.localkafka.security import LISTENER as SECURE_LISTENER
 from pyrallel_tools.localkafka.state import ClusterState, NodeState
 
 
@@ -51,8 +52,8 @@ def broker_properties(path: Path, state: ClusterState, node: NodeState, data_dir
         listeners["PROXIED"], advertised["PROXIED"] = node.proxied_port, node.proxy_port
         protocols["PROXIED"] = "PLAINTEXT"
     if node.secure_port is not None:
-        listeners["SECURE"] = advertised["SECURE"] = node.secure_port
-        protocols["SECURE"] = "SASL_SSL"
+        listeners[SECURE_LISTENER] = advertised[SECURE_LISTENER] = node.secure_port
+        protocols[SECURE_LISTENER] = "SASL_SSL"
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in state.nodes)
     props = {
         "process.roles": "broker,controller",

@@ -73,6 +73,11 @@ class ClusterState:
             return None
         return tls.client_properties(self.scram_user, self.scram_password, self.ca_file)
 
+    def serves(self, bootstrap: str) -> bool:
+        """Whether ``bootstrap`` names one of this cluster's brokers (on any listener)."""
+        mine = {f"127.0.0.1:{port}" for n in self.nodes for port in (n.port, n.proxy_port, n.secure_port) if port}
+        return bool(mine & set(bootstrap.split(",")))
+
     def node(self, node_id: int) -> NodeState:
         for node in self.nodes:
             if node.node_id == node_id:

@@ -89,7 +89,8 @@ def new_topic(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Callab
 def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """A 3-broker cluster with a fault proxy in front of every broker, shared by the session's fault tests.
 
-    Each test must leave it whole (every broker running, the proxy reset): the ``fault_reset`` fixture does so.
+    Each test must leave it whole (every broker running and in sync, the proxy reset); the fault suite's own
+    ``fault_run`` fixture (tests/faults/conftest.py) does so whatever the test's outcome.
     """
     existing = os.environ.get("PYRALLEL_FAULT_KAFKA_RUN_DIR")
     if existing:
