@@ -53,13 +53,16 @@ class InjectedFailureError(RuntimeError):
     """Raised by the failure-rate and fail-every faults."""
 
 
-def fails_always(record: Record, fail_every: int) -> bool:
-    """Whether the fail-every fault fails this record: its value is a load producer's record whose seq is a
-    multiple of ``fail_every`` (records without a seq never fail this way)."""
-    if not fail_every:
-        return False
-    identity = parse_identity(record.value)
-    return identity is not None and identity[0] % fail_every == 0
+def inject_failures(record: Record, failure_rate: float, fail_every: int, rng: random.Random) -> None:
+    """Raise ``InjectedFailureError`` when a fault fails this attempt: with probability ``failure_rate``, or always
+    when the record is a load producer's record whose seq is a multiple of ``fail_every`` (records without a seq
+    never fail this way). Called per attempt by ``ConsumeApp.handle`` and by the process workers' ``handle_sync``."""
+    if failure_rate and rng.random() < failure_rate:
+        raise InjectedFailureError(f"injected failure (failure_rate={failure_rate})")
+    if fail_every:
+        identity = parse_identity(record.value)
+        if identity is not None and identity[0] % fail_every == 0:
+            raise InjectedFailureError(f"injected failure (fail_every={fail_every})")
 
 
 class Faults(BaseModel):
@@ -187,10 +190,7 @@ class ConsumeApp:
         faults = self.faults
         if faults.delay_ms:
             await asyncio.sleep(faults.delay_ms / 1000)
-        if faults.failure_rate and self._rng.random() < faults.failure_rate:
-            raise InjectedFailureError(f"injected failure (failure_rate={faults.failure_rate})")
-        if fails_always(record, faults.fail_every):
-            raise InjectedFailureError(f"injected failure (fail_every={faults.fail_every})")
+        inject_failures(record, faults.failure_rate, faults.fail_every, self._rng)
         await self._workload.run_async(record)
 
     def _on_done(self, record: Record, completion: Completion) -> None:
@@ -374,8 +374,5 @@ def handle_sync(record: Record) -> None:
     _WorkerState.refresh()
     if _WorkerState.delay_s:
         time.sleep(_WorkerState.delay_s)
-    if _WorkerState.failure_rate and _WorkerState.rng.random() < _WorkerState.failure_rate:
-        raise InjectedFailureError(f"injected failure (failure_rate={_WorkerState.failure_rate})")
-    if fails_always(record, _WorkerState.fail_every):
-        raise InjectedFailureError(f"injected failure (fail_every={_WorkerState.fail_every})")
+    inject_failures(record, _WorkerState.failure_rate, _WorkerState.fail_every, _WorkerState.rng)
     _WorkerState.workload.run_sync(record)
