@@ -19,8 +19,8 @@ from pyrallel_tools.bluegreen.consume_app import (
     Faults,
     InjectedFailureError,
     RunLimits,
-    inject_failures,
     handle_sync,
+    inject_failures,
 )
 from pyrallel_tools.bluegreen.load_producer import record_value
 from pyrallel_tools.cli.main import cli
