@@ -62,7 +62,7 @@ def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
 def dead_letter_conf(config: ConsumerConfig) -> dict[str, Any]:
     """The dead-letter producer's configuration: idempotent, acks=all, then ``dlq_kafka``."""
     conf: dict[str, Any] = {k: v for k, v in config.kafka.items()
-                            if k.startswith(_SHARED_PREFIXES) or is_security_property(k)}
+                            if k.startswith(_SHARED_PREFIXES) or k in _SECURITY_PROPERTIES}
     conf.update({
         "bootstrap.servers": config.bootstrap_servers,
         "enable.idempotence": True,
