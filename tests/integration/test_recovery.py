@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,14 +21,13 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from tests.support import wait_for
 
+from pyrallel_tools.benchmark.rebalance import member_argv
 from pyrallel_tools.benchmark.rebalance_timeline import Change, parse_changes
-from pyrallel_tools.benchmark.recovery import first_handled, parse_handled
+from pyrallel_tools.benchmark.recovery import RECOMMENDED_KAFKA, first_handled, parse_handled
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-STATIC_KAFKA = ("--kafka", "session.timeout.ms=30000", "--kafka", "heartbeat.interval.ms=1000")
-"""The recommended settings: a restart well within the session keeps the partitions without a rebalance."""
 
 
 class _Producer(threading.Thread):
@@ -64,17 +62,17 @@ class _Producer(threading.Thread):
 
 
 class _Member:
-    """One consumer process with its own ownership and handled logs."""
+    """One PyrallelConsumer member process with the recommended settings (a restart well within the session keeps
+    the partitions without a rebalance) and the static identity ``instance_id``, logging its ownership and every
+    record it handled."""
 
     def __init__(self, tmp: Path, bootstrap: str, topic: str, group: str, name: str, serial: int,
-                 *extra: str) -> None:
+                 instance_id: str) -> None:
         stem = tmp / f"{name}-{serial}"
         self.name = name
         self.log, self.handled, self.out = (stem.with_suffix(s) for s in (".jsonl", ".handled.jsonl", ".out"))
-        argv = [sys.executable, "-m", "pyrallel_tools.benchmark.rebalance_member", "pyrallel",
-                "--bootstrap", bootstrap, "--topic", topic, "--group", group, "--member", name,
-                "--log", str(self.log), "--handled-log", str(self.handled), "--handled-every", "0",
-                "--max-seconds", "180", *extra]
+        argv = member_argv("pyrallel", bootstrap, topic, group, name, self.log, 180, self.handled, RECOMMENDED_KAFKA,
+                           ["--handled-every", "0", "--group-instance-id", instance_id])
         with self.out.open("wb") as output:
             self.proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -111,8 +109,8 @@ async def test_sigkilled_static_member_restarted_with_its_id_gets_its_partitions
     topic, group = new_topic(PARTITIONS), unique_name("recovery")
     producer = _Producer(kafka_bootstrap, topic)
     producer.start()
-    x = _Member(tmp_path, kafka_bootstrap, topic, group, "x", 1, "--group-instance-id", f"{group}-x", *STATIC_KAFKA)
-    y = _Member(tmp_path, kafka_bootstrap, topic, group, "y", 1, "--group-instance-id", f"{group}-y", *STATIC_KAFKA)
+    x = _Member(tmp_path, kafka_bootstrap, topic, group, "x", 1, f"{group}-x")
+    y = _Member(tmp_path, kafka_bootstrap, topic, group, "y", 1, f"{group}-y")
     members = [x, y]
     try:
         await wait_for(lambda: bool(x.owned() and y.owned() and x.owned() | y.owned() == set(range(PARTITIONS))
@@ -121,8 +119,7 @@ async def test_sigkilled_static_member_restarted_with_its_id_gets_its_partitions
         x_owned = x.owned()
         killed_at = time.time()
         x.kill()
-        x2 = _Member(tmp_path, kafka_bootstrap, topic, group, "x", 2, "--group-instance-id", f"{group}-x",
-                     *STATIC_KAFKA)
+        x2 = _Member(tmp_path, kafka_bootstrap, topic, group, "x", 2, f"{group}-x")
         members.append(x2)
         await wait_for(lambda: len(first_handled(x2.handled_lines(), sorted(x_owned), killed_at)) == len(x_owned),
                        60, "the replacement to handle records of every partition x owned")
@@ -152,12 +149,11 @@ async def test_a_second_process_with_the_same_group_instance_id_fences_the_first
     topic, group = new_topic(PARTITIONS), unique_name("fence")
     producer = _Producer(kafka_bootstrap, topic, rate=100)
     producer.start()
-    same = ("--group-instance-id", f"{group}-same", *STATIC_KAFKA)
-    first = _Member(tmp_path, kafka_bootstrap, topic, group, "first", 1, *same)
+    first = _Member(tmp_path, kafka_bootstrap, topic, group, "first", 1, f"{group}-same")
     members = [first]
     try:
         await wait_for(lambda: first.owned() == set(range(PARTITIONS)), 90, "the first to own every partition")
-        second = _Member(tmp_path, kafka_bootstrap, topic, group, "second", 1, *same)
+        second = _Member(tmp_path, kafka_bootstrap, topic, group, "second", 1, f"{group}-same")
         members.append(second)
         await wait_for(lambda: first.proc.poll() is not None, 60, "the first process to stop")
         await wait_for(lambda: second.owned() == set(range(PARTITIONS)), 60, "the second to own every partition")

@@ -1,21 +1,27 @@
 """pyrallel bench --suite rebalance without a broker: hand-over figures from hand-made ownership timelines, the
-members' ownership log, the summaries, ratios and table, and the CLI's option checks."""
+members' ownership log and command line, a member that outlives its SIGKILL, the summaries, ratios and table, and
+the CLI's option checks."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import TopicPartition
 
+from pyrallel_tools.benchmark.rebalance import Group, GroupPlan, Member, RebalanceError, member_argv
 from pyrallel_tools.benchmark.rebalance_member import OwnershipLog, plain_conf
 from pyrallel_tools.benchmark.rebalance_report import (
     EventMeasure,
     RebalanceReport,
     markdown,
+    short_line,
     write_rebalance_outputs,
 )
 from pyrallel_tools.benchmark.rebalance_timeline import (
@@ -156,6 +162,41 @@ def test_kafka_properties_parse_and_reach_the_plain_members_conf() -> None:
 def measure(contender: str, event: str, rep: int, unowned: float, settle: float | None,
             error: str = "") -> EventMeasure:
     return EventMeasure(contender, event, rep, "m", 0.0, unowned, 1, settle, 2, error)
+
+
+def test_the_member_command_line() -> None:
+    argv = member_argv("plain", "b:9092", "t", "g", "m1", Path("m1.jsonl"), 60.0, Path("m1.handled.jsonl"),
+                       (("session.timeout.ms", "30000"),), ["--group-instance-id", "g-m1"])
+    assert argv == [sys.executable, "-m", "pyrallel_tools.benchmark.rebalance_member", "plain", "--bootstrap",
+                    "b:9092", "--topic", "t", "--group", "g", "--member", "m1", "--log", "m1.jsonl",
+                    "--max-seconds", "60.0", "--handled-log", "m1.handled.jsonl", "--kafka", "session.timeout.ms=30000",
+                    "--group-instance-id", "g-m1"]
+    assert "--handled-log" not in member_argv("pyrallel", "b", "t", "g", "m", Path("m.jsonl"), 1.0)
+
+
+class _Unkillable:
+    pid = 4_000_000  # above any pid_max: os.killpg is replaced in the test anyway
+
+    def wait(self, timeout: float | None = None) -> int:
+        raise subprocess.TimeoutExpired("member", timeout or 0)
+
+
+def test_a_member_still_running_after_its_sigkill_is_a_rebalance_error(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    signals: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: signals.append((pid, sig)))
+    group = Group("b:9092", "plain", GroupPlan(), tmp_path)
+    member = Member("plain-m1", cast(Any, _Unkillable()), tmp_path / "m1.jsonl", (tmp_path / "m1.out").open("wb"))
+    group.live.append(member)
+    with pytest.raises(RebalanceError, match=r"plain-m1 .*had not exited 10 s after its SIGKILL"):
+        group.kill(member)
+    assert signals and member.output.closed
+    assert group.live == [] and group.gone == [member], "counted as gone: stop_all does not wait for it again"
+
+
+def test_error_notes_are_one_short_line() -> None:
+    assert short_line("a |  b\n c") == "a / b c"
+    assert short_line("x" * 300, 200) == "x" * 199 + "…"
 
 
 def test_summaries_ratios_table_and_files(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""pyrallel bench --suite recovery without a broker: the handled log, when partitions were handled again, the
-nearest-rank summaries and ratios, the table, and the CLI's option checks."""
+"""pyrallel bench --suite recovery without a broker: the handled log, when partitions were handled again, a kill of
+a member that owned nothing, the nearest-rank summaries and ratios, the table, and the CLI's option checks."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pyrallel_tools.benchmark.rebalance import Group, GroupPlan
 from pyrallel_tools.benchmark.rebalance_member import HandledLog
 from pyrallel_tools.benchmark.recovery import (
     KillMeasure,
+    RecoveryError,
     RecoveryReport,
+    _wait_recovered,
     first_handled,
     markdown,
-    nearest_rank,
     parse_handled,
 )
 from pyrallel_tools.cli.bench_cmd import bench
@@ -46,11 +48,11 @@ def test_first_handled_per_partition_after_the_kill() -> None:
     assert first_handled(lines, [3], after=0.0) == {}
 
 
-def test_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 11)]
-    assert nearest_rank(values, 0.5) == 5.0
-    assert nearest_rank(values, 0.99) == 10.0, "p99 of 10 kills is their maximum"
-    assert nearest_rank([], 0.5) is None
+def test_a_killed_member_that_owned_no_partition_is_a_recovery_error(tmp_path: Path) -> None:
+    group = Group("b:9092", "plain", GroupPlan(), tmp_path)
+    measure = KillMeasure("plain-default", 2, False, "plain-m1", [])
+    with pytest.raises(RecoveryError, match="kill #2: plain-m1 owned no partition"):
+        _wait_recovered(group, measure, killed_at=0.0, timeout_s=1.0)
 
 
 def _kill(contender: str, n: int, seconds: float, restart: bool = False) -> KillMeasure:

@@ -100,6 +100,22 @@ class LoadProducer(threading.Thread):
         self.join(15)
 
 
+def member_argv(kind: str, bootstrap: str, topic: str, group: str, name: str, log_path: Path, max_seconds: float,
+                handled_path: Path | None = None, kafka: Sequence[tuple[str, str]] = (),
+                extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line of one :mod:`~pyrallel_tools.benchmark.rebalance_member` process (``kind``: ``plain`` or
+    ``pyrallel``) under this interpreter: its ownership log at ``log_path``, its handled log at ``handled_path``
+    unless None, ``kafka`` as ``--kafka NAME=VALUE`` options, then ``extra_args`` as they are."""
+    argv = [sys.executable, "-m", "pyrallel_tools.benchmark.rebalance_member", kind, "--bootstrap", bootstrap,
+            "--topic", topic, "--group", group, "--member", name, "--log", str(log_path),
+            "--max-seconds", str(max_seconds)]
+    if handled_path is not None:
+        argv += ["--handled-log", str(handled_path)]
+    for key, value in kafka:
+        argv += ["--kafka", f"{key}={value}"]
+    return argv + list(extra_args)
+
+
 @dataclass(slots=True)
 class Member:
     name: str
@@ -133,16 +149,12 @@ class Group:
         stem = self.run_dir / f"{self.group}-{name}-{self._started}"
         log_path = stem.with_suffix(".jsonl")
         log_path.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "pyrallel_tools.benchmark.rebalance_member", self.kind,
-                "--bootstrap", self.bootstrap, "--topic", self.topic, "--group", self.group, "--member", name,
-                "--log", str(log_path), "--max-seconds", str(self.plan.max_load_s), *extra_args]
         handled_path = None
         if self.log_handled:
             handled_path = stem.with_suffix(".handled.jsonl")
             handled_path.unlink(missing_ok=True)
-            argv += ["--handled-log", str(handled_path)]
-        for key, value in self.plan.kafka:
-            argv += ["--kafka", f"{key}={value}"]
+        argv = member_argv(self.kind, self.bootstrap, self.topic, self.group, name, log_path, self.plan.max_load_s,
+                           handled_path, self.plan.kafka, extra_args)
         output = stem.with_suffix(".out").open("wb")
         proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, cwd=self.run_dir,
                                 start_new_session=True)
@@ -152,13 +164,19 @@ class Group:
         return member
 
     def kill(self, member: Member) -> None:
-        """SIGKILL the member's process group (no leave, no commit: a crash) and reap it."""
+        """SIGKILL the member's process group (no leave, no commit: a crash) and reap it; RebalanceError when it
+        has not exited 10 s later. Either way it counts as gone (:meth:`stop_all` does not wait for it again)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(member.proc.pid, signal.SIGKILL)
-        member.proc.wait(10)
-        member.output.close()
-        self.live.remove(member)
-        self.gone.append(member)
+        try:
+            member.proc.wait(10)
+        except subprocess.TimeoutExpired as exc:
+            reason = f"{member.name} (pid {member.proc.pid}) had not exited 10 s after its SIGKILL"
+            raise RebalanceError(reason) from exc
+        finally:
+            member.output.close()
+            self.live.remove(member)
+            self.gone.append(member)
 
     def ask_to_leave(self, member: Member) -> None:
         with contextlib.suppress(ProcessLookupError):

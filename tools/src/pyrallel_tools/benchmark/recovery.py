@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,11 +36,12 @@ from pyrallel_tools.benchmark.rebalance import (
     RebalanceError,
     wait_settled,
 )
-from pyrallel_tools.benchmark.rebalance_report import write_outputs
+from pyrallel_tools.benchmark.rebalance_report import short_line, write_outputs
 from pyrallel_tools.benchmark.rebalance_timeline import parse_changes
 from pyrallel_tools.localkafka.cluster import LocalKafka
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.topics import create_topic
+from pyrallel_tools.quantiles import nearest_rank
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ class RecoveryError(RebalanceError):
 
 @dataclass(frozen=True, slots=True)
 class RecoveryPlan(GroupPlan):
-    """What one run measures; with the defaults about 15 minutes on 2 cores (most of it the default contenders'
-    45 s sessions)."""
+    """What one run measures; with the defaults about 11 minutes on 2 cores (a full default run with broker
+    restarts took 635 s, about 5 minutes of it the 6 default-settings kills waiting out their 45 s sessions)."""
 
     members: int = 2
     rate: int = 500
@@ -171,14 +171,6 @@ class RecoveryReport:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
-def nearest_rank(values: list[float], q: float) -> float | None:
-    """The nearest-rank q-quantile (0 < q <= 1): the smallest value with at least q of the values at or below."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def summarize(measures: list[KillMeasure], contender: str, which: str) -> RecoverySummary:
     picked = [m for m in measures if m.contender == contender and m.recovery_s is not None
               and (which == "all" or m.broker_restart == (which == "broker restart"))]
@@ -231,7 +223,11 @@ def _owned(member: Member) -> list[int]:
 
 
 def _wait_recovered(group: Group, measure: KillMeasure, killed_at: float, timeout_s: float) -> None:
-    """Poll the handled logs until every partition of the kill had a record handled again; fills ``measure``."""
+    """Poll the handled logs until every partition of the kill had a record handled again; fills ``measure``.
+    RecoveryError when the killed member owned no partition (nothing to measure) or on ``timeout_s``."""
+    if not measure.partitions:
+        raise RecoveryError(f"{group.kind} kill #{measure.kill}: {measure.member} owned no partition when it was "
+                            "killed (its ownership log is empty or its last assignment was empty): nothing to measure")
     deadline = time.monotonic() + timeout_s
     while True:
         found = first_handled(_handled(group), measure.partitions, killed_at)
@@ -373,7 +369,7 @@ def markdown(report: RecoveryReport) -> str:
             f"{m.contender} #{m.kill}: broker back after {m.broker_down_s:.1f} s, handled {m.after_broker_s:.1f} s "
             "later" for m in restarted if m.broker_down_s is not None))
     notes = [f"- {n}" for n in report.notes]
-    notes += [f"- {c}: {_short(e)}" for c, e in report.errors.items()]
+    notes += [f"- {c}: {short_line(e, 200)}" for c, e in report.errors.items()]
     if notes:
         parts.append("Notes and errors:\n\n" + "\n".join(notes))
     return "\n\n".join(parts) + "\n"
@@ -392,8 +388,3 @@ def _table(report: RecoveryReport) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-def _short(text: str, limit: int = 200) -> str:
-    one_line = " ".join(text.split()).replace("|", "/")
-    return one_line if len(one_line) <= limit else one_line[:limit - 1] + "…"

@@ -7,7 +7,6 @@ Kept apart from the Markdown so the numbers can be tested on their own; called b
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,17 +14,9 @@ from dataclasses import dataclass
 from pyrallel_consumer.bluegreen.controller import SwitchResult
 from pyrallel_tools.bluegreen.reporting.load import RunFile
 from pyrallel_tools.bluegreen.validation.switch_impact import automatic_rollback_steps
+from pyrallel_tools.quantiles import nearest_rank
 
 __all__ = ["StrategySummary", "nearest_rank", "rollback_seconds", "summarize", "switch_seconds"]
-
-
-def nearest_rank(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank ``q`` quantile (0 < q <= 1) of ``values``, as the run files' latency percentiles are taken;
-    None for no values. With fewer than 100 values the p99 is the maximum."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def _handover_seconds(result: SwitchResult) -> float:
