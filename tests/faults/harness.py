@@ -67,6 +67,23 @@ class Verdict:
                 "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2)}
 
 
+def judge(verdict: Verdict, fault_table: Callable[[dict[str, Any]], None], unrecovered: str | None = None) -> None:
+    """What every fault test asserts of its final verdict, whatever the fault (each test of the network, broker
+    and consumer fault modules calls this once): its row goes to the session's fault table and the output; records
+    were acknowledged, none of them lost, no key reordered within a consumer process, the commits at the log end
+    after the drained stop, no commit moved backwards. With ``unrecovered``, the recovery must have been measured
+    too (``unrecovered`` and the verdict are the failure message when it was not)."""
+    fault_table(verdict.row())
+    print(verdict.row())
+    assert verdict.records > 0
+    assert verdict.lost == 0, verdict
+    assert verdict.order_violations == 0, verdict
+    assert verdict.committed_behind_end == 0, verdict
+    assert verdict.commit_regressions == 0, verdict
+    if unrecovered is not None:
+        assert verdict.recovery_s is not None, f"{unrecovered}: {verdict}"
+
+
 @dataclass
 class _Process:
     name: str

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pyrallel_tools.bluegreen.load_producer import parse_identity
-from tests.faults.harness import SESSION_TIMEOUT_MS, FaultRun, Verdict
+from tests.faults.harness import SESSION_TIMEOUT_MS, FaultRun, judge
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -40,15 +40,6 @@ DLQ_OUTAGE_S = 20.0
 """How long the dead-letter topic's only broker stays down while records keep failing."""
 OFFSETS_TOPIC_PARTITIONS_DEFAULT = 50
 
-
-def _judge(verdict: Verdict, fault_table: Callable[[dict[str, Any]], None]) -> None:
-    fault_table(verdict.row())
-    print(verdict.row())
-    assert verdict.records > 0
-    assert verdict.lost == 0, verdict
-    assert verdict.order_violations == 0, verdict
-    assert verdict.committed_behind_end == 0, verdict
-    assert verdict.commit_regressions == 0, verdict
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -112,7 +103,7 @@ def test_a_zombie_consumer_frozen_past_its_session_never_commits_over_the_new_ow
     verdict = dataclasses.replace(
         verdict, fault=verdict.fault + " (recovery: wake to A's first record under its new assignment)",
         recovery_s=None if first_own is None else first_own - resumed_at)
-    _judge(verdict, fault_table)
+    judge(verdict, fault_table)
     print({"a_partitions_before": sorted(owned_by_a), "b_partitions_while_a_frozen": sorted(taken_over),
            "a_records_after_wake": len(a_after), "a_first_record_after_wake_s": woke_handling_s,
            "a_records_fetched_after_rejoin": len(fetched_anew)})
@@ -379,7 +370,7 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
     for c in fault_run.consumers:
         for line in _out_lines(fault_run, c.name, r"Dead-letter write|WARNING|ERROR")[:8]:
             print(f"{c.name}:", line[:300])
-    _judge(verdict, fault_table)
+    judge(verdict, fault_table)
     assert not violations, violations[:10]
     assert len(binding) == fault_run.partitions, f"the outage held back only partitions {sorted(binding)}"
     assert set(failing) <= set(copy_count), sorted(set(failing) - set(copy_count))[:20]
