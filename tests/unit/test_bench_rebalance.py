@@ -21,7 +21,6 @@ from pyrallel_tools.benchmark.rebalance_report import (
     EventMeasure,
     RebalanceReport,
     markdown,
-    short_line,
     write_rebalance_outputs,
 )
 from pyrallel_tools.benchmark.rebalance_timeline import (
@@ -32,6 +31,7 @@ from pyrallel_tools.benchmark.rebalance_timeline import (
     last_change,
     parse_changes,
 )
+from pyrallel_tools.benchmark.results import short_line
 from pyrallel_tools.cli.bench_cmd import bench
 from pyrallel_tools.kafka_pairs import parse_kafka_pairs
 

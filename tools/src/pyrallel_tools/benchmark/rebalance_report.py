@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from pyrallel_tools.benchmark.results import short_line
+
 CONTENDERS: Final = {
     "plain": "plain confluent-kafka group (cooperative-sticky, subscribe + poll)",
     "pyrallel": "PyrallelConsumer (this library, async engine, no-op handler)",
@@ -126,8 +128,8 @@ def markdown(report: RebalanceReport) -> str:
              f"{kafka}. Total time {report.duration_s:.0f} s.",
              _figures_table(report), _ratio_table(report)]
     failed = [m for m in report.measures if m.error]
-    notes = [f"- {CONTENDERS.get(c, c)}: {short_line(e)}" for c, e in report.errors.items()]
-    notes += [f"- {m.contender} {m.event} #{m.repetition}: {short_line(m.error)}" for m in failed]
+    notes = [f"- {CONTENDERS.get(c, c)}: {short_line(e, 160)}" for c, e in report.errors.items()]
+    notes += [f"- {m.contender} {m.event} #{m.repetition}: {short_line(m.error, 160)}" for m in failed]
     if notes:
         parts.append("Errors:\n\n" + "\n".join(notes))
     return "\n\n".join(parts) + "\n"
@@ -158,13 +160,6 @@ def _num(value: float | None) -> str:
 
 def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
-
-
-def short_line(text: str, limit: int = 160) -> str:
-    """``text`` on one line for a Markdown list or table (whitespace runs as one space, ``|`` as ``/``), cut to
-    ``limit`` characters with an ellipsis; the rebalance and recovery suites' error notes."""
-    one_line = " ".join(text.split()).replace("|", "/")
-    return one_line if len(one_line) <= limit else one_line[:limit - 1] + "…"
 
 
 def write_rebalance_outputs(report: RebalanceReport, out_dir: Path, name: str = "rebalance") -> Path:

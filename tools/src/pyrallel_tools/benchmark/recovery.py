@@ -36,8 +36,9 @@ from pyrallel_tools.benchmark.rebalance import (
     RebalanceError,
     wait_settled,
 )
-from pyrallel_tools.benchmark.rebalance_report import short_line, write_outputs
+from pyrallel_tools.benchmark.rebalance_report import write_outputs
 from pyrallel_tools.benchmark.rebalance_timeline import parse_changes
+from pyrallel_tools.benchmark.results import short_line
 from pyrallel_tools.localkafka.cluster import LocalKafka
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.topics import create_topic

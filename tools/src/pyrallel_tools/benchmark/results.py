@@ -389,7 +389,7 @@ def _throughput_cell(report: BenchReport, contender_id: str, workload: str, keys
     if m is None:
         return ""
     if m.error:
-        return f"failed: {_short(m.error)}"
+        return f"failed: {short_line(m.error)}"
     base = report.cell(reference, workload, keys)
     x = ratio(m.records_per_s, base.records_per_s if base else None)
     if x is None or contender_id == reference:
@@ -403,7 +403,7 @@ def latency_table(report: BenchReport) -> str:
     for m in report.latency:
         where = f"{m.workload}, {m.keys:,} keys"
         if m.error:
-            rows.append(f"| {where} | {_display(report, m.contender)} | {m.rate:,} | - | {_short(m.error)} | | |")
+            rows.append(f"| {where} | {_display(report, m.contender)} | {m.rate:,} | - | {short_line(m.error)} | | |")
         else:
             rows.append(f"| {where} | {_display(report, m.contender)} | {m.rate:,} | {m.samples:,} "
                         f"| {_num(m.p50_ms, 1)} | {_num(m.p99_ms, 1)} | {_num(m.max_ms, 1)} |")
@@ -418,7 +418,7 @@ def restart_table(report: BenchReport) -> str:
         if m.rate:
             records += f" ({m.rate:,}/s)"
         if m.error:
-            rows.append(f"| {where} | {name} | {records} | {_short(m.error)} | | | |")
+            rows.append(f"| {where} | {name} | {records} | {short_line(m.error)} | | | |")
             continue
         missing = "not finished in time" if m.missing is None else f"{m.missing:,}"
         rows.append(f"| {where} | {name} | {records} | {m.handled_before_kill:,} | {m.handled_after_restart:,} "
@@ -431,7 +431,7 @@ def guarantees_table(report: BenchReport) -> str:
             "completed records after a restart) |", "|---|---|---|---|---|"]
     for c in report.contenders:
         g = c.guarantees
-        version = c.version if c.available else f"unavailable: {_short(c.reason, 60)}"
+        version = c.version if c.available else f"unavailable: {short_line(c.reason, 60)}"
         rows.append(f"| {c.name} | {version} | {g.key_order} | {g.completed_only} | {g.offset_map} |")
     return "\n".join(rows)
 
@@ -450,6 +450,8 @@ def _num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _short(text: str, limit: int = 80) -> str:
+def short_line(text: str, limit: int = 80) -> str:
+    """``text`` on one line for a Markdown list or table cell (whitespace runs as one space, ``|`` as ``/``), cut
+    to ``limit`` characters with an ellipsis; every bench suite's error notes."""
     one_line = " ".join(text.split()).replace("|", "/")
     return one_line if len(one_line) <= limit else one_line[:limit - 1] + "…"
