@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from pyrallel_tools.bluegreen.validation.from_logs import validate_files
 from pyrallel_tools.faults.toxiproxy import ToxiproxyClient
 from pyrallel_tools.localkafka.cluster import LocalKafka, proxy_name
+from pyrallel_tools.localkafka.state import ClusterState
 from pyrallel_tools.localkafka.topics import create_topic
 from tests.faults.commit_log import backwards_moves, committed_history
 
@@ -84,6 +86,36 @@ def judge(verdict: Verdict, fault_table: Callable[[dict[str, Any]], None], unrec
         assert verdict.recovery_s is not None, f"{unrecovered}: {verdict}"
 
 
+_ROW_FIELDS = {"seq": int, "partition": int, "offset": int, "ts": float}
+"""The fields the tests read of a row of the producer's and the consumers' logs (``pyrallel produce --log``,
+``pyrallel consume --log``: the consumers' rows add ``ok``, the instance, ...), with their types."""
+
+
+def _json_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON object on each line of ``path`` that has :data:`_ROW_FIELDS` of their types (an int ``ts`` is
+    read as a float); other lines, such as one cut short by a killed writer or not complete yet, are skipped.
+    Nothing while the file does not exist."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict):
+            continue
+        for name, kind in _ROW_FIELDS.items():
+            value = row.get(name)
+            if kind is float and type(value) is int:
+                row[name] = value = float(value)
+            if type(value) is not kind:
+                break
+        else:
+            yield row
+
+
 @dataclass
 class _Process:
     name: str
@@ -104,30 +136,34 @@ class FaultRun:
     consumers: list[_Process] = field(default_factory=list)
     fault_ended_at: float | None = None
 
-    @property
-    def bootstrap(self) -> str:
+    def _state(self) -> ClusterState:
+        """The cluster's state as its run directory says now (read afresh: brokers stop and start during a test)."""
         state = self.cluster.state()
         if state is None:
             raise RuntimeError("the fault cluster is not running")
-        return state.bootstrap
+        return state
+
+    @property
+    def bootstrap(self) -> str:
+        return self._state().bootstrap
 
     @property
     def proxied_bootstrap(self) -> str:
-        state = self.cluster.state()
-        if state is None or state.proxied_bootstrap is None:
+        proxied = self._state().proxied_bootstrap
+        if proxied is None:
             raise RuntimeError("the fault cluster has no fault proxy")
-        return state.proxied_bootstrap
+        return proxied
 
     @property
     def proxy(self) -> ToxiproxyClient:
-        state = self.cluster.state()
-        if state is None or state.toxiproxy_url is None:
+        url = self._state().toxiproxy_url
+        if url is None:
             raise RuntimeError("the fault cluster has no fault proxy")
-        return ToxiproxyClient(state.toxiproxy_url)
+        return ToxiproxyClient(url)
 
     def proxies(self) -> list[str]:
-        state = self.cluster.state()
-        return [proxy_name(n.node_id) for n in state.nodes] if state else []
+        """The fault proxy's name for each broker (where a network fault is applied)."""
+        return [proxy_name(n.node_id) for n in self._state().nodes]
 
     def create_topic(self) -> None:
         create_topic(self.bootstrap, self.topic, self.partitions)
@@ -161,20 +197,24 @@ class FaultRun:
         finally:
             out.close()
 
-    def handled(self) -> int:
-        """Lines in every consumer log so far (records handled, repeats included)."""
-        total = 0
+    def handled_rows(self, consumer: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every record handled so far, as its consumer logged it (seq, key, partition, offset, ts, ok, ...): the
+        consumers' logs in the order they were started, each in file order, or only ``consumer``'s. A line that is
+        not such a row (cut short by a writer mid-line or killed) is skipped. Read afresh on each call: the live
+        checks (:meth:`handled`, :meth:`handled_beyond`, :meth:`wait_all_handled`) poll it while consumers write,
+        the verdict's timings and the tests read it after the run."""
         for c in self.consumers:
-            with contextlib.suppress(OSError):
-                total += sum(1 for _ in c.log.open("rb"))
-        return total
+            if consumer is None or c.name == consumer:
+                yield from _json_rows(c.log)
 
-    def produced(self) -> int:
-        if self.producer is None:
-            return 0
-        with contextlib.suppress(OSError):
-            return sum(1 for _ in self.producer.log.open("rb"))
-        return 0
+    def produced_rows(self) -> Iterator[dict[str, Any]]:
+        """Every send the producer saw acknowledged (seq, key, partition, offset, ts), as it logged them."""
+        if self.producer is not None:
+            yield from _json_rows(self.producer.log)
+
+    def handled(self) -> int:
+        """Records handled so far by every consumer, repeats included (how far a test is under way)."""
+        return sum(1 for _ in self.handled_rows())
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout_s: float = 120.0,
                  interval_s: float = 0.1) -> None:
@@ -189,9 +229,16 @@ class FaultRun:
                 raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
             time.sleep(interval_s)
 
-    def tail(self, name: str, lines: int = 20) -> str:
+    def output_lines(self, name: str, pattern: str | None = None) -> list[str]:
+        """The lines process ``name`` wrote to its stdout and stderr so far (those matching the regular expression
+        ``pattern`` if given); none before it wrote any."""
         path = self.directory / f"{name}.out"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        return lines if pattern is None else [line for line in lines if re.search(pattern, line)]
+
+    def tail(self, name: str, lines: int = 20) -> str:
+        """The last ``lines`` of process ``name``'s output, for a failure message."""
+        return "\n".join(self.output_lines(name)[-lines:])
 
     def wait_produced(self, timeout_s: float = 180.0) -> None:
         """Until the producer has ended by itself (its duration), every send acknowledged or failed."""
@@ -213,23 +260,9 @@ class FaultRun:
     def wait_all_handled(self, timeout_s: float = 180.0) -> None:
         """Until every acknowledged seq was handled by some consumer."""
         def done() -> bool:
-            return self._acked() <= self._handled_seqs()
+            return {row["seq"] for row in self.produced_rows()} <= {row["seq"] for row in self.handled_rows()}
 
         self.wait_for(done, "every acknowledged record handled", timeout_s)
-
-    def _acked(self) -> set[int]:
-        if self.producer is None:
-            return set()
-        return {json.loads(line)["seq"] for line in self.producer.log.read_text().splitlines() if line.strip()}
-
-    def _handled_seqs(self) -> set[int]:
-        seqs: set[int] = set()
-        for c in self.consumers:
-            with contextlib.suppress(OSError):
-                for line in c.log.read_text().splitlines():
-                    with contextlib.suppress(ValueError, KeyError):
-                        seqs.add(json.loads(line)["seq"])
-        return seqs
 
     def mark_fault_end(self) -> None:
         self.fault_ended_at = time.time()
@@ -280,7 +313,7 @@ class FaultRun:
         """Seconds from :meth:`mark_fault_end` to the first record handled after it (by ``consumer`` if named)."""
         if self.fault_ended_at is None:
             return None
-        after = [ts for ts in self._handled_times(consumer) if ts >= self.fault_ended_at]
+        after = [row["ts"] for row in self.handled_rows(consumer) if row["ts"] >= self.fault_ended_at]
         return min(after) - self.fault_ended_at if after else None
 
     def resumed_after(self, since: float, partitions: Collection[int], until: float | None = None,
@@ -293,13 +326,9 @@ class FaultRun:
         handled in that window. For after the run: while a pause lasts it cannot be told from no pause."""
         last = until if until is not None else float("inf")
         handled: dict[int, list[float]] = {p: [] for p in partitions}
-        for c in self.consumers:
-            with contextlib.suppress(OSError):
-                for line in c.log.read_text().splitlines():
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        got = json.loads(line)
-                        if got["partition"] in handled:
-                            handled[got["partition"]].append(float(got["ts"]))
+        for row in self.handled_rows():
+            if row["partition"] in handled:
+                handled[row["partition"]].append(row["ts"])
         resumed = []
         for times in handled.values():
             times.sort()
@@ -313,24 +342,9 @@ class FaultRun:
     def handled_beyond(self, offsets: Mapping[int, int]) -> bool:
         """Whether every partition of ``offsets`` had a record handled at or beyond its offset (a live check: say
         the log end when a partition's new leader took over, and records written through the new leader flow)."""
-        reached: set[int] = set()
-        for c in self.consumers:
-            with contextlib.suppress(OSError):
-                for line in c.log.read_text().splitlines():
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        got = json.loads(line)
-                        if got["partition"] in offsets and got["offset"] >= offsets[got["partition"]]:
-                            reached.add(got["partition"])
+        reached = {row["partition"] for row in self.handled_rows()
+                   if row["partition"] in offsets and row["offset"] >= offsets[row["partition"]]}
         return reached >= set(offsets)
-
-    def _handled_times(self, consumer: str | None) -> Iterator[float]:
-        for c in self.consumers:
-            if consumer is not None and c.name != consumer:
-                continue
-            with contextlib.suppress(OSError):
-                for line in c.log.read_text().splitlines():
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        yield float(json.loads(line)["ts"])
 
     def close(self) -> None:
         """Whatever the test's outcome: no process lives on, the proxy and every broker are whole again (running,

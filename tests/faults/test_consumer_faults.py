@@ -16,7 +16,6 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,23 +41,6 @@ OFFSETS_TOPIC_PARTITIONS_DEFAULT = 50
 
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of a producer or consumer log (a line cut short by a killed writer is skipped)."""
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
-
-
-def _out_lines(run: FaultRun, name: str, pattern: str) -> list[str]:
-    path = run.directory / f"{name}.out"
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return [line for line in text.splitlines() if re.search(pattern, line)]
-
-
 # ---- 1. zombie consumer -------------------------------------------------------------------------------------
 
 
@@ -74,11 +56,10 @@ def test_a_zombie_consumer_frozen_past_its_session_never_commits_over_the_new_ow
     fault_run.consume("b", proxied=False)
 
     def each_under_way() -> bool:
-        counts = Counter(c.name for c in fault_run.consumers for _ in _lines(c.log))
-        return counts["a"] >= 300 and counts["b"] >= 300
+        return all(sum(1 for _ in fault_run.handled_rows(name)) >= 300 for name in ("a", "b"))
 
     fault_run.wait_for(each_under_way, "both consumers under way")
-    owned_by_a = {row["partition"] for row in _lines(a.log)}
+    owned_by_a = {row["partition"] for row in fault_run.handled_rows("a")}
     stopped_at = time.time()
     os.kill(a.proc.pid, signal.SIGSTOP)
     time.sleep(ZOMBIE_S)  # the fault's length: A frozen past its session timeout
@@ -88,11 +69,11 @@ def test_a_zombie_consumer_frozen_past_its_session_never_commits_over_the_new_ow
     fault_run.wait_produced()
     fault_run.wait_all_handled()
 
-    produced_at = {row["seq"]: row["ts"] for row in _lines(fault_run.directory / "produced.jsonl")}
-    b_rows = _lines(fault_run.directory / "consumed-b.jsonl")
+    produced_at = {row["seq"]: row["ts"] for row in fault_run.produced_rows()}
+    b_rows = list(fault_run.handled_rows("b"))
     taken_over = {row["partition"] for row in b_rows
                   if stopped_at + SESSION_TIMEOUT_MS / 1000 <= row["ts"] <= resumed_at}
-    a_after = [row for row in _lines(a.log) if row["ts"] >= resumed_at]
+    a_after = [row for row in fault_run.handled_rows("a") if row["ts"] >= resumed_at]
     fetched_anew = [row for row in a_after if produced_at.get(row["seq"], 0) >= resumed_at + REJOIN_MARGIN_S]
     # What A handles at once on waking is stale work of the old assignment, which B has handled too; the first
     # record A handles that B never did was fetched under A's new assignment: that is A's recovery.
@@ -107,7 +88,7 @@ def test_a_zombie_consumer_frozen_past_its_session_never_commits_over_the_new_ow
     print({"a_partitions_before": sorted(owned_by_a), "b_partitions_while_a_frozen": sorted(taken_over),
            "a_records_after_wake": len(a_after), "a_first_record_after_wake_s": woke_handling_s,
            "a_records_fetched_after_rejoin": len(fetched_anew)})
-    for line in _out_lines(fault_run, "a", r"Lost|Assigned|Revok|[Cc]ommit.*(fail|refus|error)|FENCED|UNKNOWN_MEMBER"):
+    for line in fault_run.output_lines("a", r"Lost|Assigned|Revok|[Cc]ommit.*(fail|refus|error)|FENCED|UNKNOWN_MEMBER"):
         print("a:", line)
     assert owned_by_a, "a handled nothing before it was frozen"
     assert owned_by_a <= taken_over, f"b never took a's partitions {sorted(owned_by_a - taken_over)}"
@@ -221,7 +202,7 @@ def _scrape(url: str) -> dict[str, float]:
 def _metrics_urls(run: FaultRun) -> dict[str, str]:
     urls = {}
     for c in run.consumers:
-        found = _out_lines(run, c.name, r"Serving Prometheus metrics on ")
+        found = run.output_lines(c.name, r"Serving Prometheus metrics on ")
         if found:
             urls[c.name] = found[0].rsplit(" ", 1)[-1]
     return urls
@@ -309,7 +290,7 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
         with contextlib.suppress(Exception):  # a failure mid-outage: the topic goes once its broker is back
             admin.delete_topics([dlq], operation_timeout=30)[dlq].result(timeout=30)
 
-    produced = _lines(fault_run.directory / "produced.jsonl")
+    produced = list(fault_run.produced_rows())
     failing = {row["seq"]: row for row in produced if row["seq"] % FAIL_EVERY == 0}
     appended: dict[int, float] = {}
     story_errors: list[str] = []
@@ -334,7 +315,7 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
             story_errors.append(f"seq {seq} is in the DLQ but never failed")
         elif {k: headers.get(k) for k in expected} != expected or msg.key() != key.encode():
             story_errors.append(f"seq {seq}: key {msg.key()!r}, headers {headers}, expected {expected}")
-    handled = [row for c in fault_run.consumers for row in _lines(c.log)]
+    handled = list(fault_run.handled_rows())
     ok_seqs = {row["seq"] for row in handled if row["ok"]}
     failed_seqs = {row["seq"] for row in handled if not row["ok"]}
 
@@ -363,12 +344,12 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
         "handled_during_outage": sum(1 for row in handled if outage_began <= row["ts"] <= restart_began),
         "samples": len(samples.samples), "outage_samples_bounded_by_a_held_copy": dict(binding),
         "metrics_at_outage_end": during, "metrics_after": after,
-        "dlq_write_warnings": {c.name: len(_out_lines(fault_run, c.name, "Dead-letter write")) for c in
+        "dlq_write_warnings": {c.name: len(fault_run.output_lines(c.name, "Dead-letter write")) for c in
                                fault_run.consumers},
     }
     print(observed)
     for c in fault_run.consumers:
-        for line in _out_lines(fault_run, c.name, r"Dead-letter write|WARNING|ERROR")[:8]:
+        for line in fault_run.output_lines(c.name, r"Dead-letter write|WARNING|ERROR")[:8]:
             print(f"{c.name}:", line[:300])
     judge(verdict, fault_table)
     assert not violations, violations[:10]
