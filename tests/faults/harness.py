@@ -86,6 +86,15 @@ def judge(verdict: Verdict, fault_table: Callable[[dict[str, Any]], None], unrec
         assert verdict.recovery_s is not None, f"{unrecovered}: {verdict}"
 
 
+def group_coordinator(admin: AdminClient, group: str, timeout_s: float = 10.0) -> int:
+    """The node id of ``group``'s coordinator, as the brokers name it (librdkafka looks the coordinator up, then
+    describes the group on it). A group no member has joined yet is described too (as Dead), so a test can place
+    something away from the coordinator before its consumers start (the DLQ test); the broker fault tests name the
+    coordinator in their fault. Raises KafkaException, or TimeoutError, while the brokers cannot tell."""
+    description = admin.describe_consumer_groups([group])[group].result(timeout=timeout_s)
+    return int(description.coordinator.id)
+
+
 _ROW_FIELDS = {"seq": int, "partition": int, "offset": int, "ts": float}
 """The fields the tests read of a row of the producer's and the consumers' logs (``pyrallel produce --log``,
 ``pyrallel consume --log``: the consumers' rows add ``ok``, the instance, ...), with their types."""

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pyrallel_tools.localkafka.errors import LocalKafkaError
-from tests.faults.harness import FaultRun, Verdict, judge
+from tests.faults.harness import FaultRun, Verdict, group_coordinator, judge
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -91,9 +91,7 @@ def _log_ends(run: FaultRun) -> dict[int, int] | None:
 
 def _role(run: FaultRun, node_id: int) -> str:
     """`` and the group's coordinator`` when ``node_id`` coordinates the group (its crash moves the group)."""
-    admin = _admin(run)  # held: the future needs its client alive
-    description = admin.describe_consumer_groups([run.group])[run.group].result(timeout=10)
-    return " and the group's coordinator" if description.coordinator.id == node_id else ""
+    return " and the group's coordinator" if group_coordinator(_admin(run), run.group) == node_id else ""
 
 
 def _start(run: FaultRun, seconds: float) -> None:

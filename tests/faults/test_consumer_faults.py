@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pyrallel_tools.bluegreen.load_producer import parse_identity
-from tests.faults.harness import SESSION_TIMEOUT_MS, FaultRun, judge
+from tests.faults.harness import SESSION_TIMEOUT_MS, FaultRun, group_coordinator, judge
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -37,7 +37,6 @@ FAIL_EVERY = 50
 """The DLQ test's records with seq % 50 == 0 fail every attempt: 4 a second at 200 records/s."""
 DLQ_OUTAGE_S = 20.0
 """How long the dead-letter topic's only broker stays down while records keep failing."""
-OFFSETS_TOPIC_PARTITIONS_DEFAULT = 50
 
 
 
@@ -99,28 +98,6 @@ def test_a_zombie_consumer_frozen_past_its_session_never_commits_over_the_new_ow
 
 
 # ---- 2. the DLQ's only broker down while records fail ---------------------------------------------------------
-
-
-def _java_string_hash(text: str) -> int:
-    """Java's String.hashCode of an ASCII name (the group ids here)."""
-    value = 0
-    for char in text:
-        value = (31 * value + ord(char)) & 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-def _group_coordinator(admin: AdminClient, group: str) -> int | None:
-    """The broker leading the group's ``__consumer_offsets`` partition (Kafka: abs(groupId.hashCode()) % count)."""
-    try:
-        topic = admin.list_topics(timeout=10).topics.get("__consumer_offsets")
-    except KafkaException:
-        return None
-    if topic is None or not topic.partitions:
-        return None
-    h = _java_string_hash(group)
-    partition = 0 if h == -(1 << 31) else abs(h) % len(topic.partitions)
-    leader = topic.partitions[partition].leader
-    return leader if leader >= 0 else None
 
 
 def _create_dlq(admin: AdminClient, name: str, broker: int) -> None:
@@ -240,11 +217,11 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
     found: list[int] = []
 
     def coordinator_known() -> bool:
-        leader = _group_coordinator(admin, fault_run.group)
-        found.extend([] if leader is None else [leader])
+        with contextlib.suppress(KafkaException, TimeoutError):
+            found.append(group_coordinator(admin, fault_run.group))
         return bool(found)
 
-    fault_run.wait_for(coordinator_known, "the group's coordinator in the metadata", 30)
+    fault_run.wait_for(coordinator_known, "the group's coordinator", 30)
     coordinator = found[0]
     avoid = {coordinator, fault_run.cluster.active_controller()}
     dlq_broker = next((n.node_id for n in state.nodes if n.node_id not in avoid), state.nodes[-1].node_id)
