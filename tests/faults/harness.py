@@ -33,7 +33,7 @@ from pyrallel_tools.faults.toxiproxy import ToxiproxyClient
 from pyrallel_tools.localkafka.cluster import LocalKafka, proxy_name
 from pyrallel_tools.localkafka.state import ClusterState
 from pyrallel_tools.localkafka.topics import create_topic
-from tests.faults.commit_log import backwards_moves, committed_history
+from tests.faults.commit_log import Commit, backwards_moves, committed_history
 
 CLI = [sys.executable, "-m", "pyrallel_tools.cli"]
 SESSION_TIMEOUT_MS = 10_000
@@ -144,6 +144,9 @@ class FaultRun:
     producer: _Process | None = None
     consumers: list[_Process] = field(default_factory=list)
     fault_ended_at: float | None = None
+    commits: dict[int, list[Commit]] = field(default_factory=dict)
+    """The group's commit log per partition, as :meth:`verdict` read it back after the drained stop (the DLQ test
+    judges each commit by its time)."""
 
     def _state(self) -> ClusterState:
         """The cluster's state as its run directory says now (read afresh: brokers stop and start during a test)."""
@@ -306,10 +309,12 @@ class FaultRun:
 
     def verdict(self, fault: str, recovering: str | None = None) -> Verdict:
         """Stop the consumers cleanly, then judge everything against the producer's acknowledged sends;
-        ``recovering`` names the consumer whose recovery is timed (default: the first record anyone handled)."""
+        ``recovering`` names the consumer whose recovery is timed (default: the first record anyone handled). Keeps
+        the group's commit log in :attr:`commits`."""
         self.stop_consumers()
         producer_logs = [self.producer.log] if self.producer else []
-        backwards = backwards_moves(committed_history(self.bootstrap, self.group, self.topic))
+        self.commits = committed_history(self.bootstrap, self.group, self.topic)
+        backwards = backwards_moves(self.commits)
         report = validate_files(producer_logs, [c.log for c in self.consumers if c.log.exists()])
         return Verdict(
             fault=fault, records=report.produced, lost=report.lost, duplicates=report.duplicates,
