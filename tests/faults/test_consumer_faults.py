@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -108,31 +107,6 @@ def _create_dlq(admin: AdminClient, name: str, broker: int) -> None:
     admin.create_topics([topic])[name].result(timeout=30)
 
 
-class _CommitSamples:
-    """The group's committed offsets every 250 ms, with the time each reading was complete."""
-
-    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
-        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-        self.samples: list[tuple[float, dict[int, int]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="commit-samples", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            try:
-                read = self._consumer.committed(self._tps, timeout=5)
-            except KafkaException:
-                continue  # the coordinator moving: next round
-            self.samples.append((time.time(), {tp.partition: tp.offset for tp in read if tp.offset >= 0}))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._consumer.close()
-
-
 def _read_dlq(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
     """Every record of the one-partition DLQ topic, read_committed, from the start to the high watermark."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "enable.auto.commit": False,
@@ -205,8 +179,10 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
     replica, on a broker that is neither the group's coordinator nor the active controller; that broker is
     stopped (SIGTERM) for 20 s while records keep failing, then started again.
 
-    Claims: at every reading of the group's commits, each partition's committed offset is at or below its first
-    failing record whose DLQ copy the broker had not appended by then (LogAppendTime); after the restart the
+    Claims: every commit the group wrote (read back from __consumer_offsets after the run) is at or below its
+    partition's first failing record whose DLQ copy the broker had not appended when the coordinator wrote the
+    commit (both times the brokers', on this machine's clock: the copy's LogAppendTime, the commit record's
+    timestamp); during the outage, such a record held every partition back; after the restart the
     copies are acknowledged, the commits reach the log end, the DLQ holds each failing record with its story
     (exactly once unless a write timed out locally and was retried: then perhaps twice), and every other record
     was handled successfully. With ``dlq_message_timeout_ms`` the DLQ producer gives a write up after that long
@@ -227,7 +203,6 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
     dlq_broker = next((n.node_id for n in state.nodes if n.node_id not in avoid), state.nodes[-1].node_id)
     dlq = f"{fault_run.topic}-dlq"
     _create_dlq(admin, dlq, dlq_broker)
-    samples = _CommitSamples(fault_run.bootstrap, fault_run.group, fault_run.topic, fault_run.partitions)
     try:
         env = {"PYRALLEL_DLQ_ENABLED": "true", "PYRALLEL_DLQ_TOPIC": dlq, "PYRALLEL_METRICS_PORT": "0"}
         if dlq_message_timeout_ms is not None:
@@ -263,7 +238,6 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
                                     f"(dlq message.timeout.ms={dlq_message_timeout_ms or 'default'})")
         copies = _read_dlq(fault_run.bootstrap, dlq)
     finally:
-        samples.stop()
         with contextlib.suppress(Exception):  # a failure mid-outage: the topic goes once its broker is back
             admin.delete_topics([dlq], operation_timeout=30)[dlq].result(timeout=30)
 
@@ -296,18 +270,35 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
     ok_seqs = {row["seq"] for row in handled if row["ok"]}
     failed_seqs = {row["seq"] for row in handled if not row["ok"]}
 
-    # At every reading: committed <= the first failing record of the partition not yet appended to the DLQ.
+    def pending(partition: int, at: float) -> list[dict[str, Any]]:
+        """The partition's failing records whose DLQ copy the broker had not appended at ``at``."""
+        return [row for row in failing.values()
+                if row["partition"] == partition and appended.get(row["seq"], float("inf")) > at]
+
+    # Every commit: at or below the first failing record of its partition not yet appended to the DLQ when it was
+    # written. Between two commits the offset in effect stands still while that bound only rises (copies appended)
+    # or gains records at or above that offset (new failures): judging each commit when it was written judges every
+    # moment.
+    untimed = [f"p{p}: {c.offset}" for p, commits in fault_run.commits.items() for c in commits
+               if c.written_at is None]
     violations: list[str] = []
-    binding: Counter[int] = Counter()
-    for at, committed in samples.samples:
-        for partition, offset in committed.items():
-            pending = [row for row in failing.values()
-                       if row["partition"] == partition and appended.get(row["seq"], float("inf")) > at]
-            if pending and offset > min(row["offset"] for row in pending):
-                violations.append(f"p{partition} committed {offset} at {at:.2f} past offset "
-                                  f"{min(row['offset'] for row in pending)} whose DLQ copy was not acknowledged")
-            if outage_began <= at <= restart_began and any(row["ts"] <= at for row in pending):
-                binding[partition] += 1  # a failing record already written held this partition back
+    bound_commits: Counter[int] = Counter()  # commits written in the outage while a written failing record was held
+    for partition, commits in sorted(fault_run.commits.items()):
+        for commit in commits:
+            if commit.written_at is None:
+                continue
+            at, held_back = commit.written_at, pending(partition, commit.written_at)
+            if held_back and commit.offset > min(row["offset"] for row in held_back):
+                violations.append(f"p{partition} committed {commit.offset} at {at:.3f} past offset "
+                                  f"{min(row['offset'] for row in held_back)} whose DLQ copy was not acknowledged")
+            if outage_began <= at <= restart_began and any(row["ts"] <= at for row in held_back):
+                bound_commits[partition] += 1
+    # At the outage's end: the partitions with a commit in effect and a failing record already written held back
+    # (a partition may write no commit while held back, when nothing above its bound completed).
+    held_at_end = {p for p, commits in fault_run.commits.items()
+                   if any(c.written_at is not None and c.written_at <= restart_began for c in commits)
+                   and any(row["ts"] <= restart_began for row in pending(p, restart_began))}
+    binding = set(bound_commits) | held_at_end
     held = [seq for seq, row in failing.items() if row["ts"] < restart_began]
     last_held = max(appended[seq] for seq in held) if all(s in appended for s in held) else None
     recovery = None if last_held is None else last_held - restarted
@@ -319,7 +310,8 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
         "broker_restart_s": round(restarted - restart_began, 1), "failing": len(failing), "dlq_copies": len(copies),
         "restart_to_last_held_copy_s": None if last_held is None else round(last_held - restart_began, 2),
         "handled_during_outage": sum(1 for row in handled if outage_began <= row["ts"] <= restart_began),
-        "samples": len(samples.samples), "outage_samples_bounded_by_a_held_copy": dict(binding),
+        "commits": sum(len(commits) for commits in fault_run.commits.values()),
+        "outage_commits_bounded_by_a_held_copy": dict(bound_commits), "held_back_at_outage_end": sorted(held_at_end),
         "metrics_at_outage_end": during, "metrics_after": after,
         "dlq_write_warnings": {c.name: len(fault_run.output_lines(c.name, "Dead-letter write")) for c in
                                fault_run.consumers},
@@ -329,6 +321,7 @@ def test_nothing_is_committed_past_a_record_whose_dlq_copy_is_not_acknowledged_w
         for line in fault_run.output_lines(c.name, r"Dead-letter write|WARNING|ERROR")[:8]:
             print(f"{c.name}:", line[:300])
     judge(verdict, fault_table)
+    assert not untimed, f"commits without a timestamp cannot be judged: {untimed[:10]}"
     assert not violations, violations[:10]
     assert len(binding) == fault_run.partitions, f"the outage held back only partitions {sorted(binding)}"
     assert set(failing) <= set(copy_count), sorted(set(failing) - set(copy_count))[:20]
