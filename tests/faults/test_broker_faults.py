@@ -53,7 +53,6 @@ _QUIET.setLevel(logging.CRITICAL)  # the clients below would log every refused c
 _UNRECOVERED = "handling never resumed on the fault's partitions"
 
 
-
 def _admin(run: FaultRun) -> AdminClient:
     return AdminClient({"bootstrap.servers": run.bootstrap}, logger=_QUIET)
 

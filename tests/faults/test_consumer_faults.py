@@ -38,7 +38,6 @@ DLQ_OUTAGE_S = 20.0
 """How long the dead-letter topic's only broker stays down while records keep failing."""
 
 
-
 # ---- 1. zombie consumer -------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,6 @@ PARTITION_S = 3 * SESSION_TIMEOUT_MS / 1000
 """The consumer is cut off for three of its session timeouts: the group surely moves on without it."""
 
 
-
 def test_a_consumer_cut_off_for_30_s_is_fenced_rejoins_and_nothing_is_lost(
     fault_run: FaultRun, fault_table: Callable[[dict[str, Any]], None]
 ) -> None:
