@@ -7,36 +7,12 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from pyrallel_consumer.control.offset_tracker import PartitionOffsets
+from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets
 from pyrallel_consumer.kafka import commits
 from pyrallel_consumer.kafka.commits import CommitSender
 from pyrallel_consumer.kafka.events import CommitResult
 
 pytestmark = pytest.mark.unit
-
-
-class NoBroker:
-    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> Any:
-        return None
-
-
-def test_a_point_sent_again_before_its_acknowledgement_keeps_its_first_send_time(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
-    monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
-    results: list[CommitResult] = []
-    sender = CommitSender({("t", 0): 1}, results.extend)
-    tracker = PartitionOffsets(("t", 0), 1, 5, max_window=100)
-    tracker.receive(5)
-    tracker.complete(5)
-    point = tracker.commit_point()
-    assert point is not None
-    sender.send(NoBroker(), [point], sync=False)
-    now[0] = 0.2
-    sender.send(NoBroker(), [point], sync=False)  # the periodic commit, before the first was acknowledged
-    now[0] = 0.5
-    sender.on_commit(None, [TopicPartition("t", 0, 6)])
-    assert [(r.point, r.error, r.latency_s) for r in results] == [(point, None, 0.5)]
 
 
 class RecordingBroker:
@@ -54,25 +30,34 @@ def _tracker() -> PartitionOffsets:
     return PartitionOffsets(("t", 0), 1, 0, max_window=1000)
 
 
-def test_a_newer_commit_waits_for_the_one_in_flight_and_only_the_newest_goes_out(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """librdkafka retries a commit by itself when the coordinator moves: a second commit in flight could be written
-    first and then overwritten by the first one's retry, moving the committed offset backwards."""
+def _done(tracker: PartitionOffsets, start: int, end: int) -> CommitPoint:
+    """Offsets ``start`` to ``end - 1`` received and completed: the commit point at ``end``."""
+    for offset in range(start, end):
+        tracker.receive(offset)
+        tracker.complete(offset)
+    point = tracker.commit_point()
+    assert point is not None
+    return point
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The sender's monotonic clock, set by the test: ``clock[0] = 1.5``."""
     now = [0.0]
     monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
+    return now
+
+
+def test_a_newer_commit_waits_for_the_one_in_flight_and_only_the_newest_goes_out(clock: list[float]) -> None:
+    """librdkafka retries a commit by itself when the coordinator moves: a second commit in flight could be written
+    first and then overwritten by the first one's retry, moving the committed offset backwards."""
     broker, results = RecordingBroker(), list[CommitResult]()
     sender = CommitSender({("t", 0): 1}, results.extend)
     tracker = _tracker()
-    for offset in range(30):
-        tracker.receive(offset)
-    for upto in (10, 20, 30):
-        for offset in range(upto - 10, upto):
-            tracker.complete(offset)
-        point = tracker.commit_point()
-        assert point is not None
-        sender.send(broker, [point], sync=False)
+    for start in (0, 10, 20):
+        sender.send(broker, [_done(tracker, start, start + 10)], sync=False)
     assert broker.requests == [({0: 10}, True)]  # 20 and 30 wait; 30 replaced 20
-    now[0] = 1.0
+    clock[0] = 1.0
     sender.on_commit(None, [TopicPartition("t", 0, 10)])
     assert broker.requests == [({0: 10}, True), ({0: 30}, True)]
     sender.on_commit(None, [TopicPartition("t", 0, 30)])
@@ -81,54 +66,35 @@ def test_a_newer_commit_waits_for_the_one_in_flight_and_only_the_newest_goes_out
 
 
 def test_a_synchronous_commit_drops_the_older_waiting_point() -> None:
-    broker, results = RecordingBroker(), list[CommitResult]()
-    sender = CommitSender({("t", 0): 1}, results.extend)
+    broker = RecordingBroker()
+    sender = CommitSender({("t", 0): 1}, lambda results: None)
     tracker = _tracker()
-    for offset in range(20):
-        tracker.receive(offset)
-        tracker.complete(offset)
-        if offset in (4, 9):
-            point = tracker.commit_point()
-            assert point is not None
-            sender.send(broker, [point], sync=False)  # 5 goes out, 10 waits
-    final = tracker.commit_point()
-    assert final is not None
-    sender.send(broker, [final], sync=True)  # the stop's or the revoke's commit: 20
+    sender.send(broker, [_done(tracker, 0, 5)], sync=False)  # goes out
+    sender.send(broker, [_done(tracker, 5, 10)], sync=False)  # waits
+    sender.send(broker, [_done(tracker, 10, 20)], sync=True)  # the stop's or the revoke's commit
     sender.on_commit(None, [TopicPartition("t", 0, 5)])
     assert broker.requests == [({0: 5}, True), ({0: 20}, False)]  # 10 never goes out after 20
 
 
-def test_an_unanswered_commit_holds_the_next_back_only_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
-    monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
+def test_an_unanswered_commit_holds_the_next_back_only_for_a_while(clock: list[float]) -> None:
     broker = RecordingBroker()
     sender = CommitSender({("t", 0): 1}, lambda results: None)
     tracker = _tracker()
-    for offset in range(2):
-        tracker.receive(offset)
-        tracker.complete(offset)
-        point = tracker.commit_point()
-        assert point is not None
-        now[0] = offset * (commits.IN_FLIGHT_LIMIT_S + 1)
-        sender.send(broker, [point], sync=False)
+    sender.send(broker, [_done(tracker, 0, 1)], sync=False)
+    clock[0] = commits.IN_FLIGHT_LIMIT_S + 1
+    sender.send(broker, [_done(tracker, 1, 2)], sync=False)
     assert broker.requests == [({0: 1}, True), ({0: 2}, True)]
 
 
-def test_a_point_acknowledged_as_it_was_asked_for_again_is_not_sent_twice(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
-    monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
+def test_a_point_asked_for_again_before_its_acknowledgement_goes_out_once_and_keeps_its_first_time(
+        clock: list[float]) -> None:
     broker, results = RecordingBroker(), list[CommitResult]()
     sender = CommitSender({("t", 0): 1}, results.extend)
-    tracker = _tracker()
-    for offset in range(5):
-        tracker.receive(offset)
-        tracker.complete(offset)
-    point = tracker.commit_point()
-    assert point is not None
+    point = _done(_tracker(), 0, 5)
     sender.send(broker, [point], sync=False)
-    now[0] = 1.0
+    clock[0] = 1.0
     sender.send(broker, [point], sync=False)  # the periodic commit, before the first was acknowledged
-    now[0] = 1.5
+    clock[0] = 1.5
     sender.on_commit(None, [TopicPartition("t", 0, 5)])
     assert broker.requests == [({0: 5}, True)]
     assert [(r.point.offset, r.latency_s) for r in results] == [(5, 1.5)]
@@ -139,34 +105,22 @@ def test_a_waiting_point_of_a_revoked_partition_is_not_sent() -> None:
     broker = RecordingBroker()
     sender = CommitSender(assigned, lambda results: None)
     tracker = _tracker()
-    for offset in range(10):
-        tracker.receive(offset)
-        tracker.complete(offset)
-        if offset in (4, 9):
-            point = tracker.commit_point()
-            assert point is not None
-            sender.send(broker, [point], sync=False)  # 5 goes out, 10 waits
+    sender.send(broker, [_done(tracker, 0, 5)], sync=False)  # goes out
+    sender.send(broker, [_done(tracker, 5, 10)], sync=False)  # waits
     del assigned[("t", 0)]  # revoked (the poller's table) before the result of 5 comes
     sender.on_commit(None, [TopicPartition("t", 0, 5)])
     assert broker.requests == [({0: 5}, True)]
 
 
-def test_the_latency_of_a_waiting_point_counts_its_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
-    monkeypatch.setattr(commits.time, "monotonic", lambda: now[0])
+def test_the_latency_of_a_waiting_point_counts_its_wait(clock: list[float]) -> None:
     broker, results = RecordingBroker(), list[CommitResult]()
     sender = CommitSender({("t", 0): 1}, results.extend)
     tracker = _tracker()
-    for offset in range(10):
-        tracker.receive(offset)
-        tracker.complete(offset)
-        if offset in (4, 9):
-            point = tracker.commit_point()
-            assert point is not None
-            now[0] = 0.0 if offset == 4 else 0.5
-            sender.send(broker, [point], sync=False)  # 5 at 0.0; 10 asked at 0.5, waits
-    now[0] = 2.0
+    sender.send(broker, [_done(tracker, 0, 5)], sync=False)
+    clock[0] = 0.5
+    sender.send(broker, [_done(tracker, 5, 10)], sync=False)  # asked at 0.5, waits
+    clock[0] = 2.0
     sender.on_commit(None, [TopicPartition("t", 0, 5)])  # 10 goes out now
-    now[0] = 2.5
+    clock[0] = 2.5
     sender.on_commit(None, [TopicPartition("t", 0, 10)])
     assert [(r.point.offset, r.latency_s) for r in results] == [(5, 2.0), (10, 2.0)]
