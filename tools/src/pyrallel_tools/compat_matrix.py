@@ -39,7 +39,7 @@ from pyrallel_tools.localkafka.jars import (
     COMPATIBILITY_VERSIONS,
     KAFKA_VERSION_ENV,
     check_version,
-    connect_file_version,
+    connect_version,
     java_executable,
 )
 from pyrallel_tools.localkafka.ports import free_port
@@ -220,7 +220,7 @@ def _row(result: VersionResult) -> str:
         rerun = (f"{r.passed} of {r.tests} passed" if r is not None
                  else f"no result ({_cell(result.rerun.problem)})")
     verdict = {"passed": "pass", "flaky": "pass on re-run (flaky)", "failed": "**FAIL**"}[result.verdict]
-    return (f"| {result.version} | {connect_file_version(result.version)} | " + " | ".join(counts)
+    return (f"| {result.version} | {connect_version(result.version)} | " + " | ".join(counts)
             + f" | {first.wall_s:.0f} | {rerun} | {verdict} |")
 
 
@@ -240,7 +240,7 @@ def render_doc(report: MatrixReport) -> str:
         f"- Java: {report.java}",
         f"- Command: `{report.command}`",
         "",
-        "| Kafka | connect-file jar | tests | passed | failed | skipped | errors | wall s | re-run of failures "
+        "| Kafka | Connect worker | tests | passed | failed | skipped | errors | wall s | re-run of failures "
         "| result |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
         *[_row(r) for r in report.results],
@@ -280,10 +280,10 @@ def render_doc(report: MatrixReport) -> str:
         f"- The tests get `PYRALLEL_BOOTSTRAP_SERVERS` of that broker and `{KAFKA_VERSION_ENV}=V`, so a test that "
         "starts a broker of its own (the broker outage test of `test_failure_handling.py`) starts the same release.",
         "- Jars come from Maven Central, one cache directory per version (`~/.cache/pyrallel/kafka-V/libs`, "
-        "resolved by the matrix itself on a fresh machine). The *connect-file jar* column is the `connect-file` "
-        "release resolved with each version (the FileStreamSink of `make demo`'s strategy E): Maven Central does "
-        "not serve it for every Kafka release, so the nearest earlier one is used. The matrix starts no Connect "
-        "worker, so it does not run that jar.",
+        "resolved by the matrix itself on a fresh machine). The *Connect worker* column is the release of the Kafka "
+        "Connect worker `pyrallel kafka up --connect` starts beside brokers of that version (strategy E's "
+        "FileStreamSink): Maven Central does not serve the `connect-file` jar of every release, so the worker runs "
+        "the nearest earlier one that has it. The matrix starts no Connect worker.",
     ]
     if report.extra_args:
         lines.append(f"- Extra pytest arguments of this run: `{shlex.join(report.extra_args)}`.")

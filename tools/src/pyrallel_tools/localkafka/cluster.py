@@ -36,7 +36,7 @@ from pyrallel_tools.faults.toxiproxy import TOXIPROXY_BINARY, Toxiproxy, Toxipro
 from pyrallel_tools.localkafka import processes
 from pyrallel_tools.localkafka import security as tls
 from pyrallel_tools.localkafka.errors import LocalKafkaError
-from pyrallel_tools.localkafka.jars import check_version, default_version, ensure_jars
+from pyrallel_tools.localkafka.jars import check_version, connect_version, default_version, ensure_jars
 from pyrallel_tools.localkafka.ports import free_port, pick_port
 from pyrallel_tools.localkafka.processes import BROKER_MAIN, CONNECT_MAIN, STORAGE_TOOL
 from pyrallel_tools.localkafka.properties import broker_properties, connect_properties
@@ -151,7 +151,7 @@ class LocalKafka:
             if state.connect_pid and processes.pid_alive(state.connect_pid, CONNECT_MAIN):
                 notes.append(f"Connect worker already running (pid {state.connect_pid}).")
             else:
-                self._start_connect(libs, state, connect_port, notes)
+                self._start_connect(ensure_jars(connect_version(state.version)), state, connect_port, notes)
         state.save(self.run_dir)
         return state, notes
 

@@ -26,9 +26,11 @@ KAFKA_VERSION_ENV = "PYRALLEL_KAFKA_VERSION"
 """Names the Kafka release a local cluster starts with when the caller gives none: the compatibility matrix sets it
 for its pytest runs so that tests starting their own broker (``LocalKafka(...).up()``) run the matrix's version."""
 MIN_JAVA_MAJOR = 17
-_CONNECT_FILE_VERSION = {"4.4.0": "4.3.1", "4.3.2": "4.3.1", "4.2.2": "4.2.0", "4.2.1": "4.2.0"}
+_CONNECT_VERSION = {"4.4.0": "4.3.1", "4.3.2": "4.3.1", "4.2.2": "4.2.0", "4.2.1": "4.2.0"}
 """Releases whose ``connect-file`` jar (the FileStreamSink of strategy E) Maven Central did not serve on 2026-12-06,
-mapped to the nearest earlier one it served; the connector API these plugins use did not change between them."""
+mapped to the nearest earlier release it served: the Connect worker runs that whole release (runtime and plugin),
+as a plugin of one release does not load in the runtime of the next (4.4 moved ``AppInfoParser``, which 4.3.1's
+FileStreamSink needs)."""
 _VERSION_RE = re.compile(r"^4\.\d+\.\d+$")
 _MARKER = ".complete"
 
@@ -60,10 +62,12 @@ def default_version() -> str:
     return os.environ.get(KAFKA_VERSION_ENV) or DEFAULT_KAFKA_VERSION
 
 
-def connect_file_version(version: str) -> str:
-    """The ``connect-file`` jar release resolved with Kafka ``version`` (the nearest one Maven Central serves);
-    ``ensure_jars`` resolves it and the compatibility matrix's document names it."""
-    return _CONNECT_FILE_VERSION.get(version, version)
+def connect_version(version: str) -> str:
+    """The release of the Connect worker started beside brokers of ``version``: the same, or the nearest earlier
+    one whose ``connect-file`` jar Maven Central serves (a Connect worker of one release talks to brokers of another
+    like any client). ``LocalKafka`` starts Connect from ``ensure_jars(connect_version(v))``; every jar set
+    resolves that ``connect-file`` release, the only one Maven Central has near ``version``."""
+    return _CONNECT_VERSION.get(version, version)
 
 
 def libs_dir(version: str | None = None) -> Path:
@@ -124,7 +128,7 @@ def ensure_jars(version: str | None = None, quiet: bool = True) -> Path:
             "-DincludeScope=runtime",
             f"-DoutputDirectory={target}",
             f"-Dkafka.version={version}",
-            f"-Dconnect-file.version={connect_file_version(version)}",
+            f"-Dconnect-file.version={connect_version(version)}",
         ]
         if quiet:
             cmd.insert(1, "-q")
