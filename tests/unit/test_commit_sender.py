@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from pyrallel_consumer.control.offset_tracker import CommitPoint, PartitionOffsets
 from pyrallel_consumer.kafka import commits
@@ -124,3 +124,13 @@ def test_the_latency_of_a_waiting_point_counts_its_wait(clock: list[float]) -> N
     clock[0] = 2.5
     sender.on_commit(None, [TopicPartition("t", 0, 10)])
     assert [(r.point.offset, r.latency_s) for r in results] == [(5, 2.0), (10, 2.0)]
+
+
+def test_a_failed_result_naming_no_partition_releases_the_next_commit() -> None:
+    broker = RecordingBroker()
+    sender = CommitSender({("t", 0): 1}, lambda results: None)
+    tracker = _tracker()
+    sender.send(broker, [_done(tracker, 0, 5)], sync=False)
+    sender.send(broker, [_done(tracker, 5, 10)], sync=False)  # waits
+    sender.on_commit(KafkaError(KafkaError._TRANSPORT), [])
+    assert broker.requests == [({0: 5}, True), ({0: 10}, True)]

@@ -114,7 +114,7 @@ class CommitSender:
             if error is None and waiting is not None and (waiting[1].offset, waiting[1].metadata, waiting[1].epoch) == (
                     point.offset, point.metadata, point.epoch):
                 del self._waiting[(point.topic, point.partition)]  # acknowledged as it is: nothing to resend
-        if keys & self._in_flight:
+        if keys & self._in_flight or (not partitions and self._in_flight):  # a result naming no partition: ours
             self._in_flight = frozenset()
             self._send_waiting(now)
         if results:
