@@ -346,4 +346,6 @@ class Toxiproxy:
     def stop(self) -> None:
         """SIGTERM (the server closes its proxies), then SIGKILL if it has not exited in time. Idempotent."""
         processes.terminate(self.pid, TOXIPROXY_BINARY, STOP_TIMEOUT_S)
-        self._proc.poll()
+        # The process may still be exiting when its command line is already gone: wait for it (our child), so no
+        # zombie is left behind.
+        self._proc.wait(timeout=STOP_TIMEOUT_S)
