@@ -102,7 +102,7 @@ def _report(results: list[VersionResult]) -> MatrixReport:
                         python="CPython 3.11.7", java="openjdk 17", command="python -m pyrallel_tools.compat_matrix")
 
 
-def test_document_has_one_row_per_version_with_its_connect_file_jar() -> None:
+def test_document_has_one_row_per_version_with_its_connect_worker_release() -> None:
     doc = render_doc(_report([
         VersionResult("4.1.2", Attempt(_summary(passed=40, skipped=1), 301.4, 0)),
         VersionResult("4.4.0", Attempt(_summary(passed=41), 280.0, 0)),
