@@ -100,29 +100,46 @@ _ROW_FIELDS = {"seq": int, "partition": int, "offset": int, "ts": float}
 ``pyrallel consume --log``: the consumers' rows add ``ok``, the instance, ...), with their types."""
 
 
-def _json_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The JSON object on each line of ``path`` that has :data:`_ROW_FIELDS` of their types (an int ``ts`` is
-    read as a float); other lines, such as one cut short by a killed writer or not complete yet, are skipped.
-    Nothing while the file does not exist."""
+def _valid_row(line: bytes) -> dict[str, Any] | None:
+    """The JSON object on ``line`` when it has :data:`_ROW_FIELDS` of their types (an int ``ts`` is read as a
+    float), else None."""
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return
-    for line in lines:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict):
+        return None
+    for name, kind in _ROW_FIELDS.items():
+        value = row.get(name)
+        if kind is float and type(value) is int:
+            row[name] = value = float(value)
+        if type(value) is not kind:
+            return None
+    return row
+
+
+class _JsonLog:
+    """The rows of one process's JSON-lines log, read incrementally: each call reads only what was appended since
+    the last one (the live checks poll every 0.1 s while the log grows to tens of thousands of lines). A line is
+    taken once it ends with a newline; a complete line that is not a valid row is skipped, and the unfinished tail
+    of a killed writer is never taken. Empty while the file does not exist."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._rows: list[dict[str, Any]] = []
+
+    def rows(self) -> list[dict[str, Any]]:
         try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(row, dict):
-            continue
-        for name, kind in _ROW_FIELDS.items():
-            value = row.get(name)
-            if kind is float and type(value) is int:
-                row[name] = value = float(value)
-            if type(value) is not kind:
-                break
-        else:
-            yield row
+            with self.path.open("rb") as log:
+                log.seek(self._offset)
+                appended = log.read()
+        except FileNotFoundError:
+            return self._rows
+        complete = appended[:appended.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        self._rows += [row for line in complete.splitlines() if (row := _valid_row(line)) is not None]
+        return self._rows
 
 
 @dataclass
@@ -130,6 +147,10 @@ class _Process:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    rows: _JsonLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = _JsonLog(self.log)
 
 
 @dataclass
@@ -212,17 +233,17 @@ class FaultRun:
     def handled_rows(self, consumer: str | None = None) -> Iterator[dict[str, Any]]:
         """Every record handled so far, as its consumer logged it (seq, key, partition, offset, ts, ok, ...): the
         consumers' logs in the order they were started, each in file order, or only ``consumer``'s. A line that is
-        not such a row (cut short by a writer mid-line or killed) is skipped. Read afresh on each call: the live
-        checks (:meth:`handled`, :meth:`handled_beyond`, :meth:`wait_all_handled`) poll it while consumers write,
-        the verdict's timings and the tests read it after the run."""
+        not such a row (cut short by a killed writer) is skipped. Each call reads what was appended since the last
+        (``_JsonLog``): the live checks (:meth:`handled`, :meth:`handled_beyond`, :meth:`wait_all_handled`) poll
+        it while consumers write, the verdict's timings and the tests read it after the run."""
         for c in self.consumers:
             if consumer is None or c.name == consumer:
-                yield from _json_rows(c.log)
+                yield from c.rows.rows()
 
     def produced_rows(self) -> Iterator[dict[str, Any]]:
         """Every send the producer saw acknowledged (seq, key, partition, offset, ts), as it logged them."""
         if self.producer is not None:
-            yield from _json_rows(self.producer.log)
+            yield from self.producer.rows.rows()
 
     def handled(self) -> int:
         """Records handled so far by every consumer, repeats included (how far a test is under way)."""
