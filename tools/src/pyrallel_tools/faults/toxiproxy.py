@@ -20,21 +20,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import shutil
 import socket
 import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pyrallel_tools.gobuild import GoBuild, ensure_go_tools, tool_dir
 from pyrallel_tools.localkafka import processes
 from pyrallel_tools.localkafka.errors import LocalKafkaError
-from pyrallel_tools.localkafka.jars import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +38,6 @@ log = logging.getLogger(__name__)
 # `go list -m ...@latest` says v2.5.0, but v2.12.0 resolves when asked for by name; its go.mod needs go 1.23.0.
 TOXIPROXY_VERSION = "v2.12.0"
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2"
-MIN_GO = "1.23"
-_MARKER = ".complete"
 TOXIPROXY_BINARY = "toxiproxy-server"
 """The server's file name: also how ``/proc/<pid>/cmdline`` tells our process from a recycled PID."""
 BUILD_TIMEOUT_S = 1200.0
@@ -53,7 +47,7 @@ STOP_TIMEOUT_S = 10.0
 
 def toxiproxy_dir() -> Path:
     """``<cache>/toxiproxy-<version>``: one folder per version, so that a version bump builds anew."""
-    return cache_root() / f"toxiproxy-{TOXIPROXY_VERSION}"
+    return tool_dir(f"toxiproxy-{TOXIPROXY_VERSION}")
 
 
 def toxiproxy_binary() -> Path:
@@ -61,63 +55,16 @@ def toxiproxy_binary() -> Path:
     return toxiproxy_dir() / "bin" / TOXIPROXY_BINARY
 
 
-def _tail_text(text: str, lines: int = 30) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 def ensure_toxiproxy() -> Path:
     """Return the path of ``toxiproxy-server``, building it with ``go install`` only the first time.
 
-    Called by ``make toxiproxy`` (a prerequisite of ``make test``) and by ``Toxiproxy.start``. Only the binary goes
-    into our cache: Go's own module and build caches stay the user's defaults, so a rebuild after a cache wipe
-    downloads nothing that Go already has. ``go install`` names the binary ``server`` after its package folder; it
-    is built into a private staging folder and then renamed to ``bin/toxiproxy-server`` in one step, so that two
-    processes building at once never see half a binary, and ``ps`` shows a recognisable name.
+    Called by ``make toxiproxy`` (a prerequisite of ``make test``) and by ``Toxiproxy.start``. ``go install`` names
+    the binary ``server`` after its package folder; it is renamed ``toxiproxy-server`` so that ``ps`` shows a
+    recognisable name.
     """
-    target = toxiproxy_binary()
-    marker = toxiproxy_dir() / _MARKER
-    if marker.exists() and target.exists():
-        return target
-    go = shutil.which("go")
-    if go is None:
-        raise LocalKafkaError(
-            f"Go was not found. The fault tests build Toxiproxy {TOXIPROXY_VERSION} with `go install`, which needs "
-            f"Go {MIN_GO} or newer on PATH (see https://go.dev/doc/install)."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="build-", dir=toxiproxy_dir()))
-    env = dict(os.environ, GOBIN=str(staging), GOFLAGS="-mod=mod")
-    cmd = [go, "install", f"{TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}"]
-    log.info("Building Toxiproxy %s with go install into %s", TOXIPROXY_VERSION, target)
-    started = time.monotonic()
-    try:
-        # Any cwd would do for `go install pkg@version`, but a go.mod or go.work around the caller's cwd must
-        # not be able to change what is built: run it from an empty folder.
-        with tempfile.TemporaryDirectory(prefix="toxiproxy-build-") as cwd:
-            try:
-                proc = subprocess.run(
-                    cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise LocalKafkaError(
-                    f"Building Toxiproxy {TOXIPROXY_VERSION} with `{' '.join(cmd)}` did not finish within "
-                    f"{BUILD_TIMEOUT_S:.0f}s. Is the Go module proxy reachable?"
-                ) from exc
-            except OSError as exc:
-                raise LocalKafkaError(f"Could not run {go}: {exc}") from exc
-        built = staging / "server"
-        if proc.returncode != 0 or not built.exists():
-            raise LocalKafkaError(
-                f"Building Toxiproxy {TOXIPROXY_VERSION} failed (exit {proc.returncode}) with "
-                f"`{' '.join(cmd)}`. It needs Go {MIN_GO} or newer and the Go module proxy. Last lines:\n"
-                f"{_tail_text(proc.stdout + proc.stderr, 15)}"
-            )
-        os.replace(built, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    marker.write_text(TOXIPROXY_VERSION + "\n")
-    log.info("Built Toxiproxy %s in %.1fs", TOXIPROXY_VERSION, time.monotonic() - started)
-    return target
+    build = GoBuild(TOXIPROXY_BINARY, ["go", "install", f"{TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}"],
+                    output="server", timeout_s=BUILD_TIMEOUT_S)
+    return ensure_go_tools(toxiproxy_dir().name, [build], f"Toxiproxy {TOXIPROXY_VERSION}") / TOXIPROXY_BINARY
 
 
 class ToxiproxyClient:
