@@ -7,6 +7,9 @@ Each test gets its own topics and group ids, so tests never see each other's rec
 Tests marked ``faults`` get ``fault_cluster``: three brokers (RF 3, ``min.insync.replicas=2``) behind Toxiproxy,
 which they may stop, kill and cut off. ``PYRALLEL_FAULT_KAFKA_RUN_DIR`` names the run directory of such a cluster
 already running (``pyrallel kafka up --brokers 3 --fault-proxy``); otherwise one is started for the session.
+
+Tests marked ``k8s`` get ``k8s_api``: a real kube-apiserver on etcd (no kubelet) with the third-party CRDs of the
+Helm chart's optional objects installed, started once per session.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,11 +28,15 @@ from pyrallel_tools.localkafka.cluster import LocalKafka
 from pyrallel_tools.localkafka.ports import free_port
 from pyrallel_tools.localkafka.topics import create_topic
 
+if TYPE_CHECKING:  # lightkube is imported only by sessions that start the API server
+    from pyrallel_tools.localk8s.apiserver import LocalApiServer
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "unit: pure tests without a broker")
     config.addinivalue_line("markers", "integration: tests against the real local Kafka broker")
     config.addinivalue_line("markers", "faults: tests that break a 3-broker local cluster (fault_cluster)")
+    config.addinivalue_line("markers", "k8s: tests against the local kube-apiserver + etcd (k8s_api) and Helm")
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +109,24 @@ def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKaf
         yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def k8s_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalApiServer]:
+    """A real kube-apiserver + etcd for the session (``.kubeconfig``, ``.url``, ``.token``, ``.ca_file``,
+    ``.client()``), with the CRDs of KEDA, Argo Rollouts, prometheus-operator and Strimzi established.
+
+    Each test works in a namespace of its own; the server and its data are removed at the end of the session.
+    """
+    from pyrallel_tools.localk8s.apiserver import LocalApiServer
+    from pyrallel_tools.localk8s.crds import crd_documents
+
+    server = LocalApiServer(Path(tmp_path_factory.mktemp("k8s")) / "run").up()
+    try:
+        server.install_crds(crd_documents())
+        yield server
+    finally:
+        server.down()
 
 
 _FAULT_ROWS: list[dict[str, Any]] = []
