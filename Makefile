@@ -9,7 +9,7 @@ DEMO_RUN := $(CURDIR)/.run/kafka
 TEST_RUN := $(CURDIR)/.run/test-kafka
 PYTEST_ARGS ?=
 
-.PHONY: help install jars toxiproxy tools kafka-up kafka-down demo test test-matrix lint typecheck unit bench report clean
+.PHONY: help install jars toxiproxy k8s tools kafka-up kafka-down demo test test-matrix lint typecheck unit bench report clean
 
 help:
 	@echo "make demo   - set up, start a local Kafka, run the main job, print where the result is"
@@ -32,6 +32,12 @@ jars: install
 # The TCP fault proxy of the fault tests, built once with `go install` into the same cache (needs go).
 toxiproxy: install
 	@$(BIN)/python -c 'from pyrallel_tools.faults.toxiproxy import ensure_toxiproxy; print("Toxiproxy:", ensure_toxiproxy())'
+
+# The Kubernetes test bed of tests/k8s: etcd, kube-apiserver and Helm built with Go into the same cache (the first
+# build takes ~10 minutes on two cores), and the third-party CRDs the chart's optional objects need.
+k8s: install
+	@$(BIN)/python -c 'from pyrallel_tools.localk8s.binaries import ensure_k8s; print("Kubernetes test bed:", ensure_k8s().helm.parent)'
+	@$(BIN)/python -c 'from pyrallel_tools.localk8s.crds import ensure_crds; print("CRDs:", ensure_crds())'
 
 kafka-up: jars
 	$(BIN)/pyrallel kafka up --connect --run-dir $(DEMO_RUN)
@@ -76,7 +82,7 @@ tools:
 
 # The suite on one broker (the default Kafka version), then the fault suite (tests/faults) on a 3-broker cluster
 # behind Toxiproxy that its pytest session starts and stops itself.
-test: tools jars toxiproxy lint typecheck
+test: tools jars toxiproxy k8s lint typecheck
 	$(call with_kafka,$(TEST_RUN),$(BIN)/pytest -m "not faults" $(PYTEST_ARGS))
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "every run, write the report."),
     "kafka": ("pyrallel_tools.cli.kafka_cmds", "Run a local Apache Kafka (KRaft, 1 or 3 brokers) on 127.0.0.1, "
               "resolved from Maven Central."),
+    "k8s": ("pyrallel_tools.cli.k8s_cmds", "Run a local Kubernetes API server (etcd + kube-apiserver, no kubelet) on "
+            "127.0.0.1."),
     "produce": ("pyrallel_tools.cli.bluegreen_cmds", "Produce numbered JSON records at a fixed rate over N keys; log "
                 "every acknowledged send."),
     "report": ("pyrallel_tools.cli.report_cmd", "Write OUT/test-report.md and OUT/figures/*.png; unreadable run "

@@ -17,6 +17,7 @@ bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -46,6 +47,9 @@ CRD_TIMEOUT_S = 60.0
 FIELD_MANAGER = "pyrallel-tools"
 ADMIN_USER = "pyrallel-admin"
 _STATE = "state.json"
+_OWN_DIRS = ("etcd", "certs")
+_OWN_FILES = ("kubeconfig", "tokens.csv", "sa.key", "sa.pub", "etcd.log", "kube-apiserver.log")
+"""What ``up`` creates in the run directory: all that ``down`` removes (never the folder's other contents)."""
 
 
 @dataclass(slots=True)
@@ -134,12 +138,19 @@ class LocalApiServer:
         return self
 
     def down(self) -> None:
-        """Stop kube-apiserver, then etcd, and remove the run directory's data. Idempotent."""
+        """Stop kube-apiserver, then etcd, and remove what ``up`` wrote into the run directory. Idempotent."""
         state = self.state
-        if state is not None:
-            processes.terminate(state.api_pid, "kube-apiserver")
-            processes.terminate(state.etcd_pid, "etcd")
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if state is None:  # not a run directory of ours (or already down): remove nothing
+            return
+        processes.terminate(state.api_pid, "kube-apiserver")
+        processes.terminate(state.etcd_pid, "etcd")
+        for name in _OWN_DIRS:
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+        for name in _OWN_FILES:
+            (self.run_dir / name).unlink(missing_ok=True)
+        (self.run_dir / _STATE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # only when nothing else was left in it
+            self.run_dir.rmdir()
 
     def _running(self, state: ApiServerState) -> bool:
         return processes.pid_alive(state.api_pid, "kube-apiserver") and processes.pid_alive(state.etcd_pid, "etcd")
