@@ -13,7 +13,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -131,6 +131,8 @@ class SwitchController:
                                         ["strategy"], registry=self.registry,
                                         buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
         self.history: list[SwitchResult] = []
+        self.on_step: Callable[[Step], None] | None = None
+        """Called with each step as it ends (on the switching thread), e.g. to log it live; must not raise."""
 
     # ---- public ----------------------------------------------------------------------------------------
 
@@ -139,6 +141,20 @@ class SwitchController:
             return read_active_color(self.deployment.bootstrap, self.deployment.name, kafka=self.deployment.kafka)
         except KafkaException as exc:
             raise SwitchError(f"cannot read the active color of {self.deployment.name}: {exc}") from exc
+
+    def initialize(self, color: str) -> ActiveColor:
+        """The deployment's record, written for ``color`` with generation 1 when there is none yet (a first
+        install); an existing record is returned unchanged. Starts no color: whoever keeps the consumers in line
+        with the record (the Kubernetes controller) resumes ``color`` with generation 1."""
+        if color not in COLORS:
+            raise ValueError(f"color must be blue or green, not {color!r}")
+        current = self.current()
+        if current is not None:
+            return current
+        try:
+            return self._writer.write(self.deployment.name, color, 1)
+        except KafkaException as exc:
+            raise SwitchError(f"cannot write the first active color of {self.deployment.name}: {exc}") from exc
 
     def switch(self, strategy: str, to_color: str, health: HealthCheck | None = None,
                action: str = "switch") -> SwitchResult:
@@ -186,13 +202,15 @@ class SwitchController:
         began, started = time.time(), time.monotonic()
         try:
             yield
-        except SwitchError as exc:
-            result.steps.append(Step(name, began, time.monotonic() - started, False, str(exc)))
+        except (SwitchError, KafkaException, OSError, ValueError) as exc:
+            self._record(result, Step(name, began, time.monotonic() - started, False, str(exc)))
             raise SwitchError(f"{name}: {exc}") from exc
-        except (KafkaException, OSError, ValueError) as exc:
-            result.steps.append(Step(name, began, time.monotonic() - started, False, str(exc)))
-            raise SwitchError(f"{name}: {exc}") from exc
-        result.steps.append(Step(name, began, time.monotonic() - started, True))
+        self._record(result, Step(name, began, time.monotonic() - started, True))
+
+    def _record(self, result: SwitchResult, step: Step) -> None:
+        result.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
 
     def _run_strategy(self, strategy: str, result: SwitchResult, from_color: str, to_color: str,
                       generation: int) -> None:

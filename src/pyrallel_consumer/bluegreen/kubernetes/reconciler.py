@@ -1,0 +1,433 @@
+"""The Kubernetes-native switch controller's loop: one ``ConsumerDeployment``, several replicas, one acting.
+
+``Reconciler.run`` is called by ``pyrallel controller serve --kubernetes`` on the process's main thread. Threads:
+
+* the elector (``lease.LeaderElector``) acquires and renews the Lease ``pyrallel-controller-<deployment>``; until
+  this replica leads, nothing else happens: no ``SwitchController`` and so no ``ActiveColorWriter`` exists, since
+  creating one would fence the leader's producer;
+* once leading, two watch threads (the deployment's pods, the resource itself) wake the loop on every change,
+  and the loop also runs every ``resync_s``;
+* the loop (the caller's thread) reconciles: it writes the first active-color record on a first install,
+  switches when ``metadata.generation`` moved past ``status.observedGeneration`` and ``spec.activeColor`` differs
+  from the record, and keeps the pods consistent with the record (the active color's PAUSED pods resumed, the
+  other color's ACTIVE pods paused - stop first, start second);
+* a switch runs ``SwitchController.switch`` on a worker thread, with a ``gap.GapSampler`` thread beside it.
+
+The ``SwitchController`` is created with the deployment's name as controller id: a new leader's writer fences
+the previous leader's producer, and its commands carry newer generations, so consumers refuse a deposed leader's
+late commands. When the Lease is lost, ``on_lost`` is called (the serve command ends the process non-zero) and
+the loop stops acting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
+from prometheus_client import CollectorRegistry, Gauge
+
+from pyrallel_consumer.bluegreen.active_color import ActiveColor, ControllerFencedError
+from pyrallel_consumer.bluegreen.controller import (
+    Deployment,
+    Step,
+    SwitchController,
+    SwitchError,
+    SwitchResult,
+    http_json,
+)
+from pyrallel_consumer.bluegreen.kubernetes.client import KUBE_ERRORS, describe, is_status
+from pyrallel_consumer.bluegreen.kubernetes.events import EventRecorder
+from pyrallel_consumer.bluegreen.kubernetes.gap import GapSampler
+from pyrallel_consumer.bluegreen.kubernetes.lease import LeaderElector, LeaseTimings
+from pyrallel_consumer.bluegreen.kubernetes.pods import PodInstance, list_instances, urls_by_color
+from pyrallel_consumer.bluegreen.kubernetes.resource import (
+    DEPLOYMENT_LABEL,
+    ConsumerDeployment,
+    DeploymentSpec,
+    SpecError,
+    last_switch,
+    parse_spec,
+    set_condition,
+)
+
+log = logging.getLogger(__name__)
+
+_RETRIABLE: tuple[type[Exception], ...] = (SwitchError, KafkaException, *KUBE_ERRORS)
+"""Failures of a pass that the next pass may not have: Kafka or the API server away for a moment."""
+
+
+def default_identity() -> str:
+    """``<pod name>_<random>``: unique per process, readable in ``kubectl get lease``."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def lease_name(deployment: str) -> str:
+    return f"pyrallel-controller-{deployment}"
+
+
+class LeadershipLostError(RuntimeError):
+    """This replica lost the Lease, or its writer was fenced by a newer controller: it must stop."""
+
+
+@dataclass(slots=True)
+class ReconcilerOptions:
+    namespace: str
+    deployment: str
+    identity: str = field(default_factory=default_identity)
+    token: str | None = None
+    """Bearer token of the consumers' control APIs."""
+    kafka: dict[str, str] = field(default_factory=dict)
+    """librdkafka properties of the controller's own Kafka clients (``Deployment.kafka``)."""
+    timings: LeaseTimings = field(default_factory=LeaseTimings)
+    resync_s: float = 30.0
+    command_wait_s: float = 30.0
+    """How long a consistency pause/resume waits for the pod to reach its state."""
+
+
+@dataclass(slots=True)
+class _PodState:
+    pod: PodInstance
+    state: str
+    desired: str
+
+
+class Reconciler:
+    def __init__(self, client_factory: Callable[[], Client], options: ReconcilerOptions,
+                 on_lost: Callable[[str], None] | None = None, registry: CollectorRegistry | None = None) -> None:
+        self.options = options
+        self._client_factory = client_factory
+        self._on_lost = on_lost
+        self.registry = registry or CollectorRegistry()
+        self._leader_gauge = Gauge("pyrallel_controller_leader", "1 while this controller replica holds the Lease",
+                                   ["deployment"], registry=self.registry)
+        self._leader_gauge.labels(options.deployment).set(0)
+        self._extra: dict[str, Any] = {"deployment": options.deployment}
+        self._events = EventRecorder(client_factory, options.namespace, options.deployment, options.identity)
+        self._leading = threading.Event()
+        self._wake = threading.Event()
+        self._lost_reason: str | None = None
+        self._stop = threading.Event()
+        self.elector = LeaderElector(
+            client_factory, options.namespace, lease_name(options.deployment), options.identity,
+            on_started_leading=self._started_leading, on_stopped_leading=self._stopped_leading,
+            timings=options.timings, log_extra=self._extra,
+        )
+        self._controller: SwitchController | None = None
+        self._record: ActiveColor | None = None
+        self._record_read_at = 0.0
+        self._client: Client | None = None
+
+    # ---- leadership --------------------------------------------------------------------------------------
+
+    def _started_leading(self) -> None:
+        self._leader_gauge.labels(self.options.deployment).set(1)
+        self._events.emit("LeaderElected", f"{self.options.identity} holds lease "
+                                           f"{lease_name(self.options.deployment)}")
+        self._leading.set()
+        self._wake.set()
+
+    def _stopped_leading(self, reason: str) -> None:
+        self._lost_reason = reason
+        self._leader_gauge.labels(self.options.deployment).set(0)
+        self._stop.set()
+        self._wake.set()
+        if self._on_lost is not None:
+            self._on_lost(reason)
+
+    def _check_leading(self) -> None:
+        """Raise before any action a replica that no longer leads must not take."""
+        if self._lost_reason is not None or not self.elector.is_leader:
+            raise LeadershipLostError(self._lost_reason or "the lease is not held")
+
+    # ---- run ---------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Stand by until leading, then reconcile until ``stop`` (then release the Lease) or until leadership is
+        lost (``LeadershipLostError``, after ``on_lost`` was called)."""
+        threading.Thread(target=self._forward_stop, args=(stop,), name="stop-forwarder", daemon=True).start()
+        elector = threading.Thread(target=self.elector.run, args=(self._stop,), name="lease", daemon=True)
+        elector.start()
+        log.info("Controller %s for %s/%s standing by for lease %s", self.options.identity, self.options.namespace,
+                 self.options.deployment, lease_name(self.options.deployment),
+                 extra={**self._extra, "holder": self.options.identity})
+        while not self._leading.is_set() and not self._stop.is_set():
+            self._leading.wait(0.5)
+        try:
+            if self._leading.is_set() and not stop.is_set():
+                self._lead(stop)
+        except LeadershipLostError:
+            if self._lost_reason is None:
+                self._stopped_leading("the lease is not held")
+            raise
+        finally:
+            self._stop.set()
+            if self._lost_reason is None:
+                elector.join(self.options.timings.retry_period_s + 15)  # no renewal racing the release
+                self.elector.release()
+            if self._client is not None:
+                self._client.close()
+        if self._lost_reason is not None:
+            raise LeadershipLostError(self._lost_reason)
+
+    def _forward_stop(self, stop: threading.Event) -> None:
+        while not stop.wait(0.2):
+            if self._stop.is_set():
+                return
+        self._stop.set()
+        self._wake.set()
+
+    def _lead(self, stop: threading.Event) -> None:
+        self._client = self._client_factory()
+        for target, name in ((self._watch_pods, "watch-pods"), (self._watch_resource, "watch-resource")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+        while not stop.is_set() and self._lost_reason is None:
+            self._wake.wait(self.options.resync_s)
+            self._wake.clear()
+            if stop.is_set() or self._lost_reason is not None:
+                break
+            self._check_leading()
+            try:
+                self.reconcile()
+            except ControllerFencedError as exc:
+                self._stopped_leading(f"fenced through the control topic: {exc}")
+                raise LeadershipLostError(str(exc)) from exc
+            except _RETRIABLE as exc:
+                log.warning("Reconciling %s failed: %s; retrying", self.options.deployment,
+                            describe(exc) if isinstance(exc, KUBE_ERRORS) else exc, extra=self._extra)
+                stop.wait(self.options.timings.retry_period_s)
+                self._wake.set()
+
+    def _watch(self, make: Callable[[Client], Any]) -> None:
+        """Wake the loop on every event of a watch; reconnect after errors, until stopped."""
+        while not self._stop.is_set():
+            client = self._client_factory()
+            try:
+                for _event in make(client):
+                    self._wake.set()
+                    if self._stop.is_set():
+                        return
+            except KUBE_ERRORS as exc:
+                log.debug("Watch of %s ended: %s", self.options.deployment, describe(exc))
+                self._stop.wait(1.0)
+            finally:
+                client.close()
+
+    def _watch_pods(self) -> None:
+        self._watch(lambda c: c.watch(Pod, namespace=self.options.namespace, server_timeout=60,
+                                      labels={DEPLOYMENT_LABEL: self.options.deployment}))
+
+    def _watch_resource(self) -> None:
+        self._watch(lambda c: c.watch(ConsumerDeployment, namespace=self.options.namespace, server_timeout=60,
+                                      fields={"metadata.name": self.options.deployment}))
+
+    # ---- one pass ----------------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def reconcile(self) -> None:
+        """One pass on the loop thread: first record, switch, consistency, status."""
+        try:
+            resource = self.client.get(ConsumerDeployment, self.options.deployment, namespace=self.options.namespace)
+        except ApiError as exc:
+            if is_status(exc, 404):
+                log.warning("ConsumerDeployment %s/%s not found; waiting for it", self.options.namespace,
+                            self.options.deployment, extra=self._extra)
+                return
+            raise
+        meta = resource.metadata
+        generation = int((meta.generation if meta else None) or 0)
+        self._events.uid = meta.uid if meta else None
+        status: dict[str, Any] = dict(resource.get("status") or {})
+        observed = int(status.get("observedGeneration") or 0)
+        try:
+            spec = parse_spec(resource.get("spec"))
+        except SpecError as exc:
+            self._patch_status(status, {"phase": "Failed", "observedGeneration": generation},
+                               ("Ready", False, "InvalidSpec", str(exc)), generation)
+            return
+        controller = self._switch_controller(spec)
+        instances = list_instances(self.client, self.options.namespace, self.options.deployment)
+        controller.deployment.instances = urls_by_color(instances)
+        record = self._current(controller)
+        if record is None:
+            self._check_leading()
+            record = self._record = controller.initialize(spec.active_color)
+            log.info("First active color of %s: %s (generation %d)", self.options.deployment, record.color,
+                     record.generation, extra={**self._extra, "color": record.color, "generation": record.generation})
+            self._events.emit("Initialized", f"active color {record.color} recorded (generation {record.generation})")
+        if generation > observed and spec.active_color != record.color:
+            self._switch(controller, spec, status, generation)
+            return
+        consistent, message = self._make_consistent(record, instances)
+        changes: dict[str, Any] = {"activeColor": record.color, "generation": record.generation,
+                                   "leader": self.options.identity}
+        if generation > observed:
+            changes.update(observedGeneration=generation, phase="Active")
+        elif status.get("phase") in (None, "Pending", "Switching"):
+            changes["phase"] = "Active"
+        self._patch_status(status, changes, ("Ready", consistent, "Consistent" if consistent else "Inconsistent",
+                                             message), generation)
+
+    def _switch_controller(self, spec: DeploymentSpec) -> SwitchController:
+        """The leader's SwitchController, created on first use (creating its writer fences any older one)."""
+        controller = self._controller
+        if controller is None or controller.deployment.bootstrap != spec.bootstrap_servers:
+            self._check_leading()
+            deployment = Deployment(name=self.options.deployment, bootstrap=spec.bootstrap_servers, instances={},
+                                    token=self.options.token, kafka=dict(self.options.kafka))
+            controller = SwitchController(deployment, self.options.deployment, registry=self.registry
+                                          if self._controller is None else CollectorRegistry())
+            controller.on_step = self._log_step
+            self._controller, self._record = controller, None
+        controller.deployment.groups = dict(spec.groups)
+        controller.deployment.connect_url = spec.connect_url
+        controller.deployment.connectors = dict(spec.connectors)
+        return controller
+
+    def _current(self, controller: SwitchController) -> ActiveColor | None:
+        """The record, read from the control topic at most every ``resync_s`` (this leader is its only writer:
+        any other is fenced, and its own switches re-read it)."""
+        if self._record is None or time.monotonic() - self._record_read_at > self.options.resync_s:
+            self._record = controller.current()
+            self._record_read_at = time.monotonic()
+        return self._record
+
+    # ---- switch ------------------------------------------------------------------------------------------
+
+    def _switch(self, controller: SwitchController, spec: DeploymentSpec, status: dict[str, Any],
+                generation: int) -> None:
+        to_color, extra = spec.active_color, {**self._extra, "color": spec.active_color}
+        from_color = self._record.color if self._record else "?"
+        self._patch_status(status, {"phase": "Switching", "leader": self.options.identity},
+                           ("Progressing", True, "Switching", f"{from_color} -> {to_color} by {spec.strategy}"),
+                           generation)
+        log.info("Switching %s from %s to %s by %s", self.options.deployment, from_color, to_color, spec.strategy,
+                 extra={**extra, "event": "switch_started", "generation": generation})
+        self._events.emit("SwitchStarted", f"{from_color} -> {to_color} by strategy {spec.strategy}")
+        sampler = (GapSampler(controller.deployment.instances.get(to_color, []), self.options.token).start()
+                   if spec.strategy != "E" else None)
+        self._check_leading()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="switch") as pool:
+            future: Future[SwitchResult] = pool.submit(controller.switch, spec.strategy, to_color, spec.health)
+            try:
+                result = future.result()
+            except BaseException:
+                if sampler is not None:
+                    sampler.finish(SwitchResult(spec.strategy, "switch", from_color, to_color, 0, time.time()))
+                raise
+        gap, note = (sampler.finish(result) if sampler is not None
+                     else (None, "strategy E: the connectors expose no per-record counter to the controller"))
+        self._record = controller.current()
+        self._record_read_at = time.monotonic()
+        phase = "Active" if result.ok else "RolledBack" if result.rolled_back else "Failed"
+        log.log(logging.INFO if result.ok else logging.ERROR,
+                "Switch of %s to %s by %s: %s in %.3fs (processing gap %s)", self.options.deployment, to_color,
+                spec.strategy, phase, result.seconds, "n/a" if gap is None else f"{gap:.3f}s",
+                extra={**extra, "event": "switch_finished", "generation": result.generation, "ok": result.ok,
+                       "seconds": round(result.seconds, 3), "processing_gap_seconds": gap, "phase": phase})
+        self._events.emit(f"Switch{'Succeeded' if result.ok else phase}",
+                          f"{result.from_color} -> {to_color} by {spec.strategy}: {phase} in {result.seconds:.2f}s"
+                          + (f" ({result.error})" if result.error else ""), warning=not result.ok)
+        record = self._record
+        changes: dict[str, Any] = {
+            "phase": phase, "observedGeneration": generation, "lastSwitch": last_switch(result, gap, note),
+            "activeColor": record.color if record else None, "generation": record.generation if record else None,
+        }
+        reason = "Succeeded" if result.ok else phase
+        self._patch_status(status, changes, ("Progressing", False, reason, result.error or "switch completed"),
+                           generation)
+        self._wake.set()  # the consistency pass and the Ready condition follow at once
+
+    def _log_step(self, step: Step) -> None:
+        log.info("Switch step %s: %s in %.3fs%s", step.name, "ok" if step.ok else "FAILED", step.seconds,
+                 f" ({step.detail})" if step.detail else "",
+                 extra={**self._extra, "event": "switch_step", "step": step.name, "ok": step.ok,
+                        "seconds": round(step.seconds, 3)})
+
+    # ---- consistency -------------------------------------------------------------------------------------
+
+    def _make_consistent(self, record: ActiveColor, instances: list[PodInstance]) -> tuple[bool, str]:
+        """Pause the inactive color's ACTIVE pods, then (only if that worked) resume the active color's PAUSED
+        ones, with the record's generation. Returns (consistent, a message for the Ready condition)."""
+        states: list[_PodState] = []
+        unreachable: list[str] = []
+        for pod in instances:
+            try:
+                answer = http_json("GET", f"{pod.url}/lifecycle/status", token=self.options.token, timeout_s=5)
+            except SwitchError:
+                unreachable.append(pod.name)
+                continue
+            if isinstance(answer, dict):
+                states.append(_PodState(pod, str(answer.get("state")), str(answer.get("desired_state"))))
+        active = record.color
+        to_pause = [s for s in states if s.pod.color != active and "ACTIVE" in (s.state, s.desired)]
+        to_resume = [s for s in states if s.pod.color == active and s.state == "PAUSED" and s.desired != "ACTIVE"]
+        problems: list[str] = []
+        for item in to_pause:
+            if not self._command(item.pod, "pause", record):
+                problems.append(f"{item.pod.name} ({item.pod.color}) could not be paused")
+        if problems:  # never start the active color while the other may still process
+            return False, "; ".join(problems)
+        for item in to_resume:
+            if not self._command(item.pod, "resume", record):
+                problems.append(f"{item.pod.name} ({item.pod.color}) could not be resumed")
+        if unreachable:
+            problems.append(f"unreachable: {', '.join(unreachable)}")
+        if not any(p.color == active for p in instances):
+            problems.append(f"no {active} pods")
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"{active} active, {len(instances)} pod(s) consistent with generation {record.generation}"
+
+    def _command(self, pod: PodInstance, command: str, record: ActiveColor) -> bool:
+        self._check_leading()
+        url = (f"{pod.url}/lifecycle/{command}?wait={self.options.command_wait_s:g}"
+               f"&generation={record.generation}")
+        extra = {**self._extra, "color": pod.color, "generation": record.generation, "pod": pod.name}
+        try:
+            answer = http_json("POST", url, token=self.options.token, timeout_s=self.options.command_wait_s + 10)
+        except SwitchError as exc:
+            log.warning("Could not %s pod %s: %s", command, pod.name, exc, extra=extra)
+            return False
+        state = answer.get("state") if isinstance(answer, dict) else None
+        want = "ACTIVE" if command == "resume" else "PAUSED"
+        event = "pod_resumed" if command == "resume" else "pod_paused"
+        log.info("%s pod %s (%s, generation %d): %s", "Resumed" if command == "resume" else "Paused", pod.name,
+                 pod.color, record.generation, state, extra={**extra, "event": event, "ok": state == want})
+        self._events.emit("PodResumed" if command == "resume" else "PodPaused",
+                          f"{pod.name} ({pod.color}) {command}d to keep it consistent with the active color "
+                          f"{record.color} (generation {record.generation})")
+        return state == want
+
+    # ---- status ------------------------------------------------------------------------------------------
+
+    def _patch_status(self, status: dict[str, Any], changes: dict[str, Any],
+                      condition: tuple[str, bool, str, str], generation: int) -> None:
+        """Merge-patch ``status`` with ``changes`` and the condition, only when something differs."""
+        kind, value, reason, message = condition
+        conditions = set_condition(list(status.get("conditions") or []), kind, value, reason, message, generation)
+        patch = {k: v for k, v in changes.items() if status.get(k) != v}
+        if conditions != list(status.get("conditions") or []):
+            patch["conditions"] = conditions
+        if not patch:
+            return
+        self._check_leading()
+        self.client.patch(ConsumerDeployment.Status, self.options.deployment, {"status": patch},
+                          namespace=self.options.namespace, patch_type=PatchType.MERGE)
+        status.update(patch)
