@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -30,9 +31,9 @@ def _urls(value: str | None) -> list[str]:
     return [u.strip().rstrip("/") for u in (value or "").split(",") if u.strip()]
 
 
-def _deployment_options(fn: F) -> F:
+def _deployment_options(fn: F, bootstrap_required: bool = True) -> F:
     options = [
-        click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS", required=True,
+        click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS", required=bootstrap_required,
                      help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS)."),
         click.option("--deployment", required=True, help="Name of the blue/green deployment (the control record key)."),
         click.option("--controller-id", default=None,
@@ -71,7 +72,7 @@ def _controller(options: dict[str, Any]) -> tuple[SwitchController, HealthCheck 
     deployment = Deployment(
         name=options["deployment"], bootstrap=options["bootstrap_servers"],
         instances={c: _urls(options.get(c)) for c in COLORS}, groups=groups, token=options.get("token"),
-        connect_url=options.get("connect_url"), connectors=connectors,
+        connect_url=options.get("connect_url"), connectors=connectors, kafka=dict(options.get("kafka") or {}),
     )
     health = (HealthCheck(window_s=options["health_window"], max_error_rate=options["max_error_rate"])
               if options["health_window"] > 0 else None)
@@ -130,15 +131,70 @@ def controller() -> None:
     """The switch controller as a service."""
 
 
+def _optional_bootstrap(fn: F) -> F:
+    return _deployment_options(fn, bootstrap_required=False)
+
+
+def _kafka_pairs(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}")
+        pairs[key.strip()] = val
+    return pairs
+
+
+_KUBERNETES_ONLY = ("namespace", "kubeconfig", "identity")
+_URL_ONLY = ("blue", "green", "blue_group", "green_group", "connect_url", "blue_connector", "green_connector",
+             "controller_id")
+
+
 @controller.command()
-@_deployment_options
+@_optional_bootstrap
 @click.option("--port", type=click.IntRange(0, 65535), default=8090, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the HTTP API and the metrics.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve bg_switch_duration_seconds and bg_rollback_duration_seconds for Prometheus.")
-def serve(port: int, host: str, metrics_port: int | None, **options: Any) -> None:
-    """HTTP API: POST /switch {"strategy", "to"}, POST /rollback {"strategy"}, GET /status."""
-    switch_controller, health = _controller(options)
+@click.option("--kubernetes", is_flag=True,
+              help="Kubernetes-native: reconcile the ConsumerDeployment --deployment in --namespace, one replica "
+                   "acting through a Lease (no HTTP API; bootstrap servers, strategy and colors come from the "
+                   "resource and the pods). See docs/kubernetes.md.")
+@click.option("--namespace", default=None, help="--kubernetes: namespace of the ConsumerDeployment [default].")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="--kubernetes: kubeconfig file (default: in-cluster service account, $KUBECONFIG, ~/.kube/config).")
+@click.option("--identity", default=None, help="--kubernetes: Lease holder identity (default: <pod name>_<random>).")
+@click.option("--lease-duration", type=click.FloatRange(0, min_open=True), default=15.0, show_default=True,
+              help="--kubernetes: seconds a standby waits on an unrenewed Lease before taking it.")
+@click.option("--renew-deadline", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="--kubernetes: seconds the leader may go without renewing before it stops (and exits 3).")
+@click.option("--retry-period", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
+              help="--kubernetes: seconds between Lease attempts and renewals.")
+@click.option("--resync", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="--kubernetes: seconds between reconciliations without any change seen.")
+@click.option("--kafka", "kafka", multiple=True, metavar="KEY=VALUE", callback=_kafka_pairs,
+              help="librdkafka property of the controller's own Kafka clients (repeatable), e.g. security.protocol.")
+def serve(port: int, host: str, metrics_port: int | None, kubernetes: bool, lease_duration: float,
+          renew_deadline: float, retry_period: float, resync: float, kafka: dict[str, str],
+          **options: Any) -> None:
+    """HTTP API: POST /switch {"strategy", "to"}, POST /rollback {"strategy"}, GET /status; or, with
+    --kubernetes, the Kubernetes-native controller of a ConsumerDeployment."""
+    if kubernetes:
+        from pyrallel_tools.cli.kube_cmds import lease_timings, serve_kubernetes
+
+        given = [f"--{name.replace('_', '-')}" for name in _URL_ONLY if options.get(name)]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: with --kubernetes these come from the ConsumerDeployment")
+        serve_kubernetes(options["deployment"], options.get("namespace") or "default", options.get("kubeconfig"),
+                         options.get("token"), kafka, lease_timings(lease_duration, renew_deadline, retry_period),
+                         options.get("identity"), resync, host, metrics_port)
+        return
+    given = [f"--{name}" for name in _KUBERNETES_ONLY if options.get(name)]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: only with --kubernetes")
+    if not options.get("bootstrap_servers"):
+        raise click.UsageError("Missing option '--bootstrap-servers' (or env PYRALLEL_BOOTSTRAP_SERVERS).")
+    switch_controller, health = _controller({**options, "kafka": kafka})
     try:
         if metrics_port is not None:
             start_http_server(metrics_port, addr=host, registry=switch_controller.registry)
@@ -207,3 +263,13 @@ async def _serve(switch_controller: SwitchController, health: HealthCheck | None
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.close()
+
+
+def _register_kubernetes_commands() -> None:
+    from pyrallel_tools.cli.kube_cmds import health, set_active
+
+    controller.add_command(set_active)
+    controller.add_command(health)
+
+
+_register_kubernetes_commands()
