@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import TracebackType
 from typing import Any
 
@@ -16,8 +17,11 @@ from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
 from pyrallel_consumer.kafka.clients import KafkaClients
 from pyrallel_consumer.kafka.dead_letter import DeadLetterPublisher
+from pyrallel_consumer.observability.log_events import CONSUMER_STARTED, event_extra
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
+
+log = logging.getLogger(__name__)
 
 
 class PyrallelConsumer:
@@ -78,6 +82,12 @@ class PyrallelConsumer:
             raise
         finally:
             self._start_done.set()
+        config = self.config
+        log.info("Consumer started: group %s, topics %s, %s, color=%s instance=%s", config.group_id,
+                 ", ".join(config.topics), self.lifecycle.state.value, config.color, config.instance_id,
+                 extra=event_extra(CONSUMER_STARTED, group_id=config.group_id, topics=", ".join(config.topics),
+                                   state=self.lifecycle.state.value, color=config.color,
+                                   instance=config.instance_id))
 
     async def stop(self, drain: bool = True) -> None:
         """drain=True finishes in-flight records and commits; drain=False cancels them, commits what completed.

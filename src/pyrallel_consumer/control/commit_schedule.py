@@ -16,6 +16,7 @@ from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint
 from pyrallel_consumer.kafka.events import CommitResult
 from pyrallel_consumer.kafka.poller import BrokerPoller
+from pyrallel_consumer.observability.log_events import COMMIT_FAILED, event_extra
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class CommitSchedule:
         self._interval_s = config.commit_interval_ms / 1000
         self._assignments = assignments
         self._observer = observer
+        self._labels = {"color": config.color, "instance": config.instance_id}
         self.commits = 0
         self.failures = 0
 
@@ -47,7 +49,9 @@ class CommitSchedule:
                 self.failures += 1
                 self._observer.error("commit")
                 log.warning("Commit of %s[%d]@%d failed: %s", point.topic, point.partition, point.offset,
-                            result.error)
+                            result.error,
+                            extra=event_extra(COMMIT_FAILED, topic=point.topic, partition=point.partition,
+                                              offset=point.offset, error=result.error, **self._labels))
                 continue
             self.commits += 1
             point.tracker.mark_committed(point)

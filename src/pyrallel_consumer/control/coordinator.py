@@ -33,6 +33,7 @@ from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.kafka.poller import BrokerPoller
 from pyrallel_consumer.kafka.settings import warn_if_revocation_outlasts_poll_interval
 from pyrallel_consumer.kafka.topic_check import check_topics_exist
+from pyrallel_consumer.observability.log_events import CONSUMER_STOPPED, event_extra
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
 from pyrallel_consumer.record import Record
 
@@ -125,7 +126,9 @@ class Coordinator:
             await self._engine.shutdown(drain=False, timeout_s=0)
         finally:
             self._stopped.set()
-            log.info("Consumer stopped (%s)", "drained" if drain else "not drained")
+            log.info("Consumer stopped (%s)", "drained" if drain else "not drained",
+                     extra=event_extra(CONSUMER_STOPPED, group_id=self._config.group_id, drained=drain,
+                                       color=self._config.color, instance=self._config.instance_id))
             if self._on_stopped is not None:
                 self._on_stopped()
 

@@ -16,6 +16,7 @@ from typing import Protocol
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.work_manager import QueuedRecord
 from pyrallel_consumer.execution.engine import Completion
+from pyrallel_consumer.observability.log_events import RECORD_EXHAUSTED, event_extra
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,27 @@ class ExhaustionPolicy(Protocol):
 
 
 class LogAndSkip:
-    """Default exhaustion policy: log the failure, count it, and let the record's offset be committed."""
+    """Default exhaustion policy: log the failure, count it, and let the record's offset be committed.
+
+    The ERROR line is event ``record_exhausted`` (outcome ``failed``); ``color`` and ``instance`` label it (the
+    consumer passes its own when it creates the default policy).
+    """
 
     outcome = "failed"
+
+    def __init__(self, color: str | None = None, instance: str | None = None) -> None:
+        self._color = color
+        self._instance = instance
 
     async def __call__(self, record: Record, completion: Completion) -> bool:
         log.error(
             "Giving up on %s[%d]@%d after %d attempt(s): %s: %s",
             record.topic, record.partition, record.offset, completion.attempts,
             completion.error_type, completion.error_message,
+            extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition, offset=record.offset,
+                              attempts=completion.attempts, error_type=completion.error_type,
+                              error=completion.error_message, outcome=self.outcome, dlq_topic=None,
+                              color=self._color, instance=self._instance),
         )
         return True
 
@@ -57,7 +70,7 @@ class Exhaustion:
 
     def __init__(self, policy: ExhaustionPolicy | None, config: ConsumerConfig,
                  release: Callable[[QueuedRecord, Completion], None]) -> None:
-        self._policy: ExhaustionPolicy = policy or LogAndSkip()
+        self._policy: ExhaustionPolicy = policy or LogAndSkip(config.color, config.instance_id)
         outcome = getattr(self._policy, "outcome", None)
         if not isinstance(outcome, str) or not outcome:
             raise TypeError("on_exhausted needs an 'outcome' attribute: the non-empty label its records get in "

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pyrallel_consumer.control.positions import Position, check_distinct
+from pyrallel_consumer.observability.log_events import LIFECYCLE_TRANSITION, POSITIONS_TAKEN, event_extra
 
 if TYPE_CHECKING:
     from pyrallel_consumer.config import ConsumerConfig
@@ -77,7 +78,10 @@ class Lifecycle:
         if state is self.state:
             return
         log.info("Lifecycle %s -> %s (%s) color=%s instance=%s generation=%d", self.state.value, state.value,
-                 cause, self._config.color, self._config.instance_id, self.generation)
+                 cause, self._config.color, self._config.instance_id, self.generation,
+                 extra=event_extra(LIFECYCLE_TRANSITION, from_state=self.state.value, to_state=state.value,
+                                   cause=cause, generation=self.generation, color=self._config.color,
+                                   instance=self._config.instance_id))
         self.state = state
         self.last_transition = time.time()
         self.last_cause = cause
@@ -138,7 +142,9 @@ class Lifecycle:
         self._fence(generation)
         await self._coordinator.take_positions(positions)
         log.info("Took %d handed-over position(s) color=%s instance=%s generation=%d", len(positions),
-                 self._config.color, self._config.instance_id, self.generation)
+                 self._config.color, self._config.instance_id, self.generation,
+                 extra=event_extra(POSITIONS_TAKEN, count=len(positions), generation=self.generation,
+                                   color=self._config.color, instance=self._config.instance_id))
 
     def _request(self, desired: LifecycleState, generation: int | None, cause: str) -> LifecycleState:
         if self.state in (LifecycleState.STOPPED, LifecycleState.STARTING):

@@ -4,19 +4,26 @@ health probes /healthz and /readyz. Routes run on the consumer's event loop and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyrallel_consumer.control.lifecycle import GenerationError, LifecycleState, PositionsRefusedError
 from pyrallel_consumer.control.positions import Position, positions_from_json
 from pyrallel_consumer.control_server.messages import HttpError, Request, Response
 from pyrallel_consumer.control_server.server import HttpServer
+from pyrallel_consumer.observability.log_events import LIFECYCLE_COMMAND, event_extra
 
 if TYPE_CHECKING:
     from pyrallel_consumer.config import ConsumerConfig
 
+log = logging.getLogger(__name__)
+
 MAX_WAIT_S = 3600.0
 """Upper bound of ``?wait=``: a request must not be able to hold a connection forever."""
+
+Route = Callable[[Request], Awaitable[Response]]
 
 
 class LifecycleControl(Protocol):
@@ -39,8 +46,27 @@ class LifecycleControl(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl) -> None:
-    """POST /lifecycle/pause|resume, GET /lifecycle/status, GET /healthz and /readyz (public)."""
+def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl, *, color: str | None = None,
+                         instance: str | None = None) -> None:
+    """POST /lifecycle/pause|resume, GET /lifecycle/status, GET /healthz and /readyz (public).
+
+    Every POST is logged once answered (event ``lifecycle_command``, with ``color`` and ``instance`` as given).
+    """
+
+    def logged(command: str, handle: Route) -> Route:
+        async def route(request: Request) -> Response:
+            started = time.monotonic()
+            try:
+                response = await handle(request)
+            except HttpError as exc:
+                _log_command(command, request, lifecycle, exc.status, time.monotonic() - started, color, instance)
+                raise
+            except Exception:  # the server answers 500
+                _log_command(command, request, lifecycle, 500, time.monotonic() - started, color, instance)
+                raise
+            _log_command(command, request, lifecycle, response.status, time.monotonic() - started, color, instance)
+            return response
+        return route
 
     async def pause(request: Request) -> Response:
         return await _transition(request, lifecycle, LifecycleState.PAUSED)
@@ -69,12 +95,33 @@ def add_lifecycle_routes(server: HttpServer, lifecycle: LifecycleControl) -> Non
             body["waiting_for"] = "broker"  # started, but no broker has answered yet
         return Response(200 if ready else 503, body)
 
-    server.add_route("POST", "/lifecycle/pause", pause)
-    server.add_route("POST", "/lifecycle/resume", resume)
-    server.add_route("POST", "/lifecycle/positions", positions)
+    server.add_route("POST", "/lifecycle/pause", logged("pause", pause))
+    server.add_route("POST", "/lifecycle/resume", logged("resume", resume))
+    server.add_route("POST", "/lifecycle/positions", logged("positions", positions))
     server.add_route("GET", "/lifecycle/status", status)
     server.add_route("GET", "/healthz", healthz, public=True)
     server.add_route("GET", "/readyz", readyz, public=True)
+
+
+def _log_command(command: str, request: Request, lifecycle: LifecycleControl, status: int, seconds: float,
+                 color: str | None, instance: str | None) -> None:
+    requested = request.query.get("generation")
+    log.info("Lifecycle command %s (generation %s) answered %d in %.3fs: %s, generation %d", command,
+             requested if requested is not None else "-", status, seconds, lifecycle.state.value,
+             lifecycle.generation,
+             extra=event_extra(LIFECYCLE_COMMAND, command=command, requested_generation=_as_int(requested),
+                               generation=lifecycle.generation, state=lifecycle.state.value, status=status,
+                               seconds=round(seconds, 6), color=color, instance=instance))
+
+
+def _as_int(text: str | None) -> int | str | None:
+    """The generation a command carried, as a number when it is one (a refused one is logged as sent)."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text[:64]
 
 
 async def _transition(request: Request, lifecycle: LifecycleControl, target: LifecycleState) -> Response:
@@ -149,5 +196,5 @@ def create_control_server(config: ConsumerConfig, lifecycle: LifecycleControl) -
     token = config.control_token.get_secret_value() if config.control_token is not None else None
     server = HttpServer(config.control_host, config.control_port, token=token, name="control",
                         max_connections=config.control_max_connections)
-    add_lifecycle_routes(server, lifecycle)
+    add_lifecycle_routes(server, lifecycle, color=config.color, instance=config.instance_id)
     return server

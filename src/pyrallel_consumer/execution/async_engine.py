@@ -18,6 +18,7 @@ from pyrallel_consumer.execution.engine import (
     WorkItem,
     describe_error,
 )
+from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,18 @@ class AsyncExecutionEngine(ExecutionEngine):
                 return Completion(item_id, True, attempts, time.perf_counter() - started)
             finally:
                 self._attempt_started.pop(item_id, None)
-            if attempts > self._retry.max_retries:
-                err_type, err_msg = describe_error(error)
+            retrying = attempts <= self._retry.max_retries
+            err_type, err_msg = describe_error(error)
+            record = item.record
+            log.log(logging.DEBUG if retrying else logging.WARNING,
+                    "Attempt %d on %s[%d]@%d (item %d) failed: %s: %s%s", attempts, record.topic, record.partition,
+                    record.offset, item_id, err_type, err_msg, "; retrying" if retrying else "; no retry left",
+                    exc_info=None if retrying else error,
+                    extra=event_extra(HANDLER_FAILED, topic=record.topic, partition=record.partition,
+                                      offset=record.offset, attempt=attempts, retrying=retrying,
+                                      error_type=err_type, error=err_msg))
+            if not retrying:
                 return Completion(item_id, False, attempts, time.perf_counter() - started, err_type, err_msg)
-            log.debug("Attempt %d of item %d failed: %r; retrying", attempts, item_id, error)
             await asyncio.sleep(self._retry.delay_s(attempts))
 
     async def _enforce_timeouts(self) -> None:

@@ -19,13 +19,17 @@ the broker refuses the old generation's retry anyway).
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
 from pyrallel_consumer.kafka.events import CommitResult
+from pyrallel_consumer.observability.log_events import OFFSETS_COMMITTED, event_extra, partition_list
+
+log = logging.getLogger(__name__)
 
 IN_FLIGHT_LIMIT_S = 30.0
 """An asynchronous commit whose result has not come after this long no longer holds the next one back (librdkafka
@@ -35,7 +39,8 @@ reports every commit, so this only bounds the damage of a result that never come
 class CommitSender:
     """Sends commits of the partitions the poller has assigned; results go to ``report`` (posted to the loop)."""
 
-    def __init__(self, assigned: dict[TopicPartitionKey, int], report: Callable[[list[CommitResult]], None]) -> None:
+    def __init__(self, assigned: dict[TopicPartitionKey, int], report: Callable[[list[CommitResult]], None],
+                 labels: Mapping[str, object] | None = None) -> None:
         self._assigned = assigned
         """The poller's assignment table (partition -> epoch), read here: the same thread changes it."""
         self._report = report
@@ -47,6 +52,8 @@ class CommitSender:
         self._in_flight: frozenset[tuple[str, int, int]] = frozenset()
         self._in_flight_since = 0.0
         self._consumer: Consumer | None = None
+        self._labels = dict(labels or {})
+        """Fields of every ``offsets_committed`` line (the consumer's color and instance)."""
 
     def send(self, consumer: Consumer, points: list[CommitPoint], sync: bool) -> None:
         started = time.monotonic()
@@ -71,7 +78,9 @@ class CommitSender:
             results = None
         errors = {(tp.topic, tp.partition): str(tp.error) for tp in results or [] if tp.error is not None}
         latency = time.monotonic() - started
-        self._report([CommitResult(p, error or errors.get((p.topic, p.partition)), latency) for p in valid])
+        reported = [CommitResult(p, error or errors.get((p.topic, p.partition)), latency) for p in valid]
+        self._log_committed(logging.INFO, "sync", reported)
+        self._report(reported)
 
     def _valid(self, points: list[CommitPoint]) -> list[CommitPoint]:
         return [p for p in points if self._assigned.get((p.topic, p.partition)) == p.epoch]
@@ -118,4 +127,18 @@ class CommitSender:
             self._in_flight = frozenset()
             self._send_waiting(now)
         if results:
+            if log.isEnabledFor(logging.DEBUG):
+                self._log_committed(logging.DEBUG, "async", results)
             self._report(results)
+
+    def _log_committed(self, level: int, mode: str, results: list[CommitResult]) -> None:
+        """One ``offsets_committed`` line for the acknowledged points (failures are logged by the CommitSchedule)."""
+        done = [r for r in results if r.error is None]
+        if not done:
+            return
+        keys = [(r.point.topic, r.point.partition) for r in done]
+        offsets = partition_list(keys, [r.point.offset for r in done])
+        seconds = max(r.latency_s for r in done)
+        log.log(level, "Committed %s (%s) in %.3fs", offsets, mode, seconds,
+                extra=event_extra(OFFSETS_COMMITTED, mode=mode, partitions=offsets, count=len(done),
+                                  seconds=round(seconds, 6), **self._labels))

@@ -21,6 +21,7 @@ from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution.engine import Completion
 from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer.observability.log_events import RECORD_EXHAUSTED, event_extra
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,12 @@ class DeadLetterPublisher:
         if err is not None:
             return self._failed(record, topic, str(err))
         log.info("Dead-lettered %s[%d]@%d to %s after %d attempt(s): %s", record.topic, record.partition,
-                 record.offset, topic, completion.attempts, completion.error_type)
+                 record.offset, topic, completion.attempts, completion.error_type,
+                 extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, attempts=completion.attempts,
+                                   error_type=completion.error_type, error=completion.error_message,
+                                   outcome=self.outcome, dlq_topic=topic, color=self._config.color,
+                                   instance=self._config.instance_id))
         return True
 
     def _failed(self, record: Record, topic: str, reason: str) -> bool:

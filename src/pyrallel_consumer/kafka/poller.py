@@ -31,6 +31,13 @@ from pyrallel_consumer.kafka.commits import CommitSender
 from pyrallel_consumer.kafka.events import PollerSink, partition_names
 from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.kafka.inbox import Inbox
+from pyrallel_consumer.observability.log_events import (
+    PARTITIONS_ASSIGNED,
+    PARTITIONS_LOST,
+    PARTITIONS_REVOKED,
+    event_extra,
+    partition_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,10 @@ class BrokerPoller:
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._table = AssignmentTable()
         self._assigned = self._table.epochs
-        self._commits = CommitSender(self._assigned, lambda results: self._post(sink.on_committed, results))
+        self._labels = {"color": config.color, "instance": config.instance_id}
+        """``color`` and ``instance`` of every event line logged here."""
+        self._commits = CommitSender(self._assigned, lambda results: self._post(sink.on_committed, results),
+                                     labels=self._labels)
         self._paused: set[TopicPartitionKey] | frozenset[TopicPartitionKey] = set()  # what librdkafka has paused now
         self._held: frozenset[TopicPartitionKey] = frozenset()  # the gate's level.held last applied to librdkafka
         self._pause_all = start_paused
@@ -317,7 +327,11 @@ class BrokerPoller:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assignments, to_assign = self._table.assign(consumer, partitions)
-        log.info("Assigned %s", ", ".join(f"{a.topic}[{a.partition}]@{a.committed_offset}" for a in assignments))
+        keys = [(a.topic, a.partition) for a in assignments]
+        log.info("Assigned %s%s", partition_list(keys, [a.committed_offset for a in assignments]),
+                 " (kept paused: the consumer is PAUSED)" if self._pause_all and keys else "",
+                 extra=event_extra(PARTITIONS_ASSIGNED, partitions=partition_list(keys), count=len(keys),
+                                   paused=self._pause_all, **self._labels))
         self._post(self._sink.on_assigned, assignments)
         consumer.incremental_assign(to_assign)
         if not to_assign:
@@ -330,7 +344,9 @@ class BrokerPoller:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
-        log.info("Revoking %s", partition_names(keys))
+        log.info("Revoking %s", partition_names(keys),
+                 extra=event_extra(PARTITIONS_REVOKED, partitions=partition_list(keys), count=len(keys),
+                                   **self._labels))
         points: list[CommitPoint] = []
         try:
             future = asyncio.run_coroutine_threadsafe(self._sink.on_revoked(keys), self._loop)
@@ -342,7 +358,9 @@ class BrokerPoller:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
-        log.warning("Lost %s (no commit: another member may own them already)", partition_names(keys))
+        log.warning("Lost %s (no commit: another member may own them already)", partition_names(keys),
+                    extra=event_extra(PARTITIONS_LOST, partitions=partition_list(keys), count=len(keys),
+                                      **self._labels))
         self._forget(keys)
         self._post(self._sink.on_lost, keys)
 

@@ -76,7 +76,8 @@ class ProcessExecutionEngine(ExecutionEngine):
         if not self._accepting or self._closed:
             raise EngineError("submit() before start() or after shutdown()")
         payload = encode_record(item.item_id, item.record)
-        entry = self._ledger.add(item.item_id, payload)
+        record = item.record
+        entry = self._ledger.add(item.item_id, payload, (record.topic, record.partition, record.offset))
         if len(payload) > self._max_item_bytes:
             asyncio.get_running_loop().call_soon(self._reject_too_large, entry, item.record)
             return

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyrallel_consumer.execution.engine import Completion, CompletionCallback, RetryPolicy
+from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class Item:
     submitted: float
     attempts: int = 0
     retry: asyncio.TimerHandle | None = None
+    source: tuple[str, int, int] = ("", -1, -1)
+    """The record's topic, partition and offset, for log lines."""
 
 
 class ItemLedger:
@@ -54,8 +57,8 @@ class ItemLedger:
     def ids(self) -> list[int]:
         return list(self._items)
 
-    def add(self, item_id: int, payload: bytes) -> Item:
-        item = Item(item_id, payload, time.perf_counter())
+    def add(self, item_id: int, payload: bytes, source: tuple[str, int, int] = ("", -1, -1)) -> Item:
+        item = Item(item_id, payload, time.perf_counter(), source=source)
         self._items[item_id] = item
         self.idle.clear()
         return item
@@ -104,10 +107,18 @@ class ItemLedger:
         item.attempts += 1
         if error is None:
             self._finish(item, True)
-        elif item.attempts > self._retry.max_retries:
+            return
+        retrying = item.attempts <= self._retry.max_retries
+        topic, partition, offset = item.source
+        # No stack: the worker process sends the exception's type and message only.
+        log.log(logging.DEBUG if retrying else logging.WARNING,
+                "Attempt %d on %s[%d]@%d (item %d) failed: %s: %s%s", item.attempts, topic, partition, offset,
+                item.item_id, *error, "; retrying" if retrying else "; no retry left",
+                extra=event_extra(HANDLER_FAILED, topic=topic, partition=partition, offset=offset,
+                                  attempt=item.attempts, retrying=retrying, error_type=error[0], error=error[1]))
+        if not retrying:
             self._finish(item, False, *error)
         else:
-            log.debug("Attempt %d of item %d failed: %s: %s; retrying", item.attempts, item.item_id, *error)
             delay = self._retry.delay_s(item.attempts)
             item.retry = asyncio.get_running_loop().call_later(delay, self._requeue, item)
 
