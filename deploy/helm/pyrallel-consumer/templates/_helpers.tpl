@@ -186,6 +186,9 @@ other color. Without a cluster (helm template, helm lint) lookup returns nothing
 {{- if and (eq .Values.strategy "E") (not (include "pyrallel.connectUrl" .)) -}}
 {{- fail "connect.url is required with strategy E (or strimzi.enabled=true)" -}}
 {{- end -}}
+{{- if and .Values.strimzi.enabled (not (include "pyrallel.topics" .)) (not (hasKey .Values.strimzi.connector.config "topics")) (not (hasKey .Values.strimzi.connector.config "topics.regex")) -}}
+{{- fail "topic (or topics, or strimzi.connector.config.topics) is required: the topic(s) the connectors read" -}}
+{{- end -}}
 {{- if and .Values.strimzi.enabled (ne .Values.strategy "E") -}}
 {{- fail (printf "strimzi.enabled needs strategy E, not %s" .Values.strategy) -}}
 {{- end -}}

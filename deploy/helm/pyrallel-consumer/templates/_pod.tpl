@@ -69,6 +69,15 @@ spec:
           containerPort: {{ $values.consumer.metricsPort }}
           protocol: TCP
       env:
+        {{- /* First, so that the chart's values can use them: Kubernetes expands $(NAME) in a value from the
+        envFrom variables and the env entries above it, e.g. consumer.config.kafka."sasl.password": $(KAFKA_PASSWORD)
+        with KAFKA_PASSWORD from a Secret in consumer.extraEnv. */}}
+        {{- with $values.consumer.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+        {{- with $colorValues.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
         - name: PYRALLEL_BOOTSTRAP_SERVERS
           value: {{ $values.bootstrapServers | quote }}
         - name: PYRALLEL_GROUP_ID
@@ -108,12 +117,6 @@ spec:
         {{- range $key, $value := $values.consumer.config }}
         - name: {{ printf "PYRALLEL_%s" (upper $key) }}
           value: {{ include "pyrallel.consumerEnvValue" $value | quote }}
-        {{- end }}
-        {{- with $values.consumer.extraEnv }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
-        {{- with $colorValues.extraEnv }}
-        {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- with $values.consumer.envFrom }}
       envFrom:
