@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 from lightkube.core.client import PatchType
@@ -29,6 +30,8 @@ from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Secret, Service
 
 from pyrallel_consumer import ConsumerConfig
+from pyrallel_consumer.bluegreen.kubernetes.reconciler import lease_name
+from pyrallel_tools.cli.main import cli
 from pyrallel_tools.localk8s.apiserver import LocalApiServer
 from pyrallel_tools.localk8s.binaries import ensure_k8s
 
@@ -401,10 +404,39 @@ def test_controller_role_is_least_privilege(helm: Helm) -> None:
         {"apiGroups": ["pyrallel.io"], "resources": ["consumerdeployments/status"],
          "verbs": ["get", "patch", "update"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-         "resourceNames": [f"{FULLNAME}-controller-leader"], "verbs": ["get", "update"]},
+         "resourceNames": [lease_name(FULLNAME)], "verbs": ["get", "update"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
+
+
+def _parse_cli(argv: list[str]) -> dict[str, Any]:
+    """The options the ``pyrallel`` CLI parses from this command line (types, choices and required options checked,
+    nothing run)."""
+    command: click.Command = cli
+    parent: click.Context | None = None
+    args = list(argv)
+    while isinstance(command, click.Group):  # the chart passes no group option: the sub-command comes first
+        ctx = click.Context(command, info_name=command.name, parent=parent)
+        name, sub, args = command.resolve_command(ctx, args)
+        assert sub is not None, name
+        command, parent = sub, ctx
+    return dict(command.make_context(command.name or "", args, parent=parent).params)
+
+
+def test_the_pyrallel_cli_takes_the_arguments_the_chart_runs_it_with(
+        helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's and the analysis Jobs' command lines, as rendered, parse with the real CLI."""
+    monkeypatch.setenv("PYRALLEL_CONTROL_TOKEN", TOKEN)
+    docs = helm.render(COMBINATIONS["all"])
+    controller = container(one(docs, "Deployment", f"{FULLNAME}-controller"))
+    assert controller["command"] == ["pyrallel"]
+    serve = _parse_cli(controller["args"])
+    assert serve["kubernetes"] is True and serve["deployment"] == FULLNAME and serve["namespace"] == "shop"
+    for template in (d for d in docs if d["kind"] == "AnalysisTemplate"):
+        (job,) = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]["containers"]
+        params = _parse_cli([arg.replace("{{args.color}}", "green") for arg in job["args"]])
+        assert params["deployment"] == FULLNAME and params["namespace"] == "shop" and params["color"] == "green"
 
 
 def test_alerts_and_dashboard_come_from_the_one_copy_in_the_chart(helm: Helm) -> None:
@@ -608,7 +640,7 @@ def test_the_installed_rbac_grants_the_controller_and_analysis_jobs_only_what_th
     namespace, _ = install(COMBINATIONS["argo"])
     client = k8s_api.client(namespace)
     controller, analysis = f"{FULLNAME}-controller", f"{FULLNAME}-analysis"
-    lease = f"{FULLNAME}-controller-leader"
+    lease = lease_name(FULLNAME)
 
     def can(account: str, verb: str, resource: str, group: str = "", **kw: Any) -> bool:
         return _allowed(client, namespace, account, verb, resource, group, **kw)

@@ -133,9 +133,10 @@ other color. Without a cluster (helm template, helm lint) lookup returns nothing
 {{- end -}}
 {{- end -}}
 
-{{/* The Lease the controller replicas elect their leader with. */}}
+{{/* The Lease the controller replicas elect their leader with: the controller names it after the deployment
+(pyrallel_consumer.bluegreen.kubernetes.reconciler.lease_name); the Role grants get/update on this name only. */}}
 {{- define "pyrallel.leaseName" -}}
-{{- printf "%s-leader" (include "pyrallel.controllerName" .) | trunc 63 | trimSuffix "-" -}}
+{{- printf "pyrallel-controller-%s" (include "pyrallel.deploymentName" .) -}}
 {{- end -}}
 
 {{- define "pyrallel.analysisName" -}}
