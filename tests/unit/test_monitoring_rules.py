@@ -1,14 +1,14 @@
 """deploy/monitoring is valid and consistent: promtool accepts the scrape config and the rules, every alert
 passes its fire and no-fire unit tests, and the dashboard is well formed and queries only metrics that exist.
 
-promtool comes from Debian's ``prometheus`` package (``make tools``); these tests fail, never skip, without it.
+promtool is built from the Go module proxy into the cache (``make promtool``, ``pyrallel_tools.promtool``); these tests
+fail, never skip, when it cannot be built.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer
+from pyrallel_tools.localkafka.errors import LocalKafkaError
+from pyrallel_tools.promtool import ensure_promtool
 
 pytestmark = pytest.mark.unit
 
@@ -33,10 +35,11 @@ _PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "o
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is not installed: run `make tools` (apt-get install prometheus)")
-    return subprocess.run([path, *args], cwd=MONITORING, input=stdin, capture_output=True, text=True, timeout=120)
+    try:
+        path = ensure_promtool()
+    except LocalKafkaError as exc:
+        pytest.fail(f"promtool could not be built (`make promtool`): {exc}")
+    return subprocess.run([str(path), *args], cwd=MONITORING, input=stdin, capture_output=True, text=True, timeout=120)
 
 
 def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
