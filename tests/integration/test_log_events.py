@@ -118,15 +118,15 @@ async def test_a_consumers_json_lines_carry_the_lifecycle_partition_and_commit_e
     assert all(isinstance(e["seconds"], float) and 0 <= e["seconds"] < 30 for e in (pause, resume))
 
     blue_assigned = of("partitions_assigned", "blue")
-    assert blue_assigned[0]["count"] == 2 and blue_assigned[0]["paused"] is False
-    [green_assigned] = [e for e in of("partitions_assigned", "green") if e["count"]]
+    assert blue_assigned[0]["partition_count"] == 2 and blue_assigned[0]["paused"] is False
+    [green_assigned] = [e for e in of("partitions_assigned", "green") if e["partition_count"]]
     assert green_assigned["paused"] is True, "a PAUSED consumer's new partitions stay paused"
     assert green_assigned["partitions"] in (f"{topic}[0]", f"{topic}[1]")
     assert of("partitions_revoked", "blue"), "blue gave a partition to green"
 
     commits = of("offsets_committed", "blue")
     assert commits and {e["mode"] for e in commits} == {"sync"}, "periodic async commits are DEBUG: not at INFO"
-    assert all(e["level"] == "INFO" and e["count"] >= 1 and "@" in e["partitions"] for e in commits)
+    assert all(e["level"] == "INFO" and e["partition_count"] >= 1 and "@" in e["partitions"] for e in commits)
     assert any(f"{topic}[" in e["partitions"] for e in commits)
 
     [stopped] = of("consumer_stopped", "blue")

@@ -170,7 +170,7 @@ def test_sync_commits_log_at_info_and_async_ones_at_debug(json_lines: io.StringI
     sync, asynchronous = events(json_lines, "offsets_committed")
     for entry in (sync, asynchronous):
         check_shape(entry)
-        assert (entry["partitions"], entry["count"], entry["color"]) == ("t[0]@5", 1, "blue")
+        assert (entry["partitions"], entry["partition_count"], entry["color"]) == ("t[0]@5", 1, "blue")
     assert (sync["mode"], sync["level"]) == ("sync", "INFO")
     assert (asynchronous["mode"], asynchronous["level"]) == ("async", "DEBUG")
 

@@ -143,7 +143,7 @@ class Lifecycle:
         await self._coordinator.take_positions(positions)
         log.info("Took %d handed-over position(s) color=%s instance=%s generation=%d", len(positions),
                  self._config.color, self._config.instance_id, self.generation,
-                 extra=event_extra(POSITIONS_TAKEN, count=len(positions), generation=self.generation,
+                 extra=event_extra(POSITIONS_TAKEN, position_count=len(positions), generation=self.generation,
                                    color=self._config.color, instance=self._config.instance_id))
 
     def _request(self, desired: LifecycleState, generation: int | None, cause: str) -> LifecycleState:

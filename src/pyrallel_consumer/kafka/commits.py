@@ -140,5 +140,5 @@ class CommitSender:
         offsets = partition_list(keys, [r.point.offset for r in done])
         seconds = max(r.latency_s for r in done)
         log.log(level, "Committed %s (%s) in %.3fs", offsets, mode, seconds,
-                extra=event_extra(OFFSETS_COMMITTED, mode=mode, partitions=offsets, count=len(done),
+                extra=event_extra(OFFSETS_COMMITTED, mode=mode, partitions=offsets, partition_count=len(done),
                                   seconds=round(seconds, 6), **self._labels))

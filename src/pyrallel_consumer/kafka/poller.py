@@ -330,7 +330,7 @@ class BrokerPoller:
         keys = [(a.topic, a.partition) for a in assignments]
         log.info("Assigned %s%s", partition_list(keys, [a.committed_offset for a in assignments]),
                  " (kept paused: the consumer is PAUSED)" if self._pause_all and keys else "",
-                 extra=event_extra(PARTITIONS_ASSIGNED, partitions=partition_list(keys), count=len(keys),
+                 extra=event_extra(PARTITIONS_ASSIGNED, partitions=partition_list(keys), partition_count=len(keys),
                                    paused=self._pause_all, **self._labels))
         self._post(self._sink.on_assigned, assignments)
         consumer.incremental_assign(to_assign)
@@ -345,7 +345,7 @@ class BrokerPoller:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         log.info("Revoking %s", partition_names(keys),
-                 extra=event_extra(PARTITIONS_REVOKED, partitions=partition_list(keys), count=len(keys),
+                 extra=event_extra(PARTITIONS_REVOKED, partitions=partition_list(keys), partition_count=len(keys),
                                    **self._labels))
         points: list[CommitPoint] = []
         try:
@@ -359,7 +359,7 @@ class BrokerPoller:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         log.warning("Lost %s (no commit: another member may own them already)", partition_names(keys),
-                    extra=event_extra(PARTITIONS_LOST, partitions=partition_list(keys), count=len(keys),
+                    extra=event_extra(PARTITIONS_LOST, partitions=partition_list(keys), partition_count=len(keys),
                                       **self._labels))
         self._forget(keys)
         self._post(self._sink.on_lost, keys)

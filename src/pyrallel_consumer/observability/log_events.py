@@ -12,7 +12,9 @@ ones. ``EVENTS`` below is the one list of them; docs/operations.md ("Logs and Lo
 checks that the two agree.
 
 Lists of partitions are one string (``orders[0], orders[3]``) and never a JSON array: Loki's ``json`` parser skips
-arrays. ``color`` and ``instance`` are ``ConsumerConfig.color`` and ``instance_id``; lines of the execution engines
+arrays. No field is named after a LogQL keyword (``count``, ``sum``, ``by``, ...), which a label filter cannot
+name; ``offset`` is one, kept because it is Kafka's word: show it with ``line_format``, do not filter on it. ``color``
+and ``instance`` are ``ConsumerConfig.color`` and ``instance_id``; lines of the execution engines
 (``handler_failed``) do not carry them, as an engine does not know the consumer's config (the pod's labels say which
 consumer it is).
 """
@@ -41,7 +43,8 @@ FIELDS: Final[Mapping[str, str]] = {
     "status": "HTTP status the control server answered with",
     "seconds": "how long the action took, in seconds (for LogQL's unwrap)",
     "partitions": "partitions as one string: 'orders[0], orders[1]' (with '@offset' for commits)",
-    "count": "how many partitions (or positions) the line is about",
+    "partition_count": "how many partitions the line is about",
+    "position_count": "how many handed-over positions were taken",
     "paused": "whether newly assigned partitions stay paused because the consumer is PAUSED",
     "mode": "offset commit mode: sync (pause, revocation, stop) or async (periodic)",
     "drained": "whether the stop waited for in-flight records",
@@ -101,20 +104,20 @@ EVENTS: Final[Mapping[str, EventSpec]] = {
         ("command", "requested_generation", "generation", "state", "status", "seconds", *_LABELS),
         "POST /lifecycle/pause|resume|positions answered (any status, 409 and 503 included)"),
     POSITIONS_TAKEN: EventSpec(
-        "INFO", "pyrallel_consumer.control.lifecycle", ("count", "generation", *_LABELS),
+        "INFO", "pyrallel_consumer.control.lifecycle", ("position_count", "generation", *_LABELS),
         "a PAUSED consumer committed handed-over positions (strategy B)"),
     PARTITIONS_ASSIGNED: EventSpec(
-        "INFO", "pyrallel_consumer.kafka.poller", ("partitions", "count", "paused", *_LABELS),
+        "INFO", "pyrallel_consumer.kafka.poller", ("partitions", "partition_count", "paused", *_LABELS),
         "the group assigned partitions (onPartitionsAssigned); paused=true: they stay paused"),
     PARTITIONS_REVOKED: EventSpec(
-        "INFO", "pyrallel_consumer.kafka.poller", ("partitions", "count", *_LABELS),
+        "INFO", "pyrallel_consumer.kafka.poller", ("partitions", "partition_count", *_LABELS),
         "the group revokes partitions (onPartitionsRevoked); their offsets are committed next"),
     PARTITIONS_LOST: EventSpec(
-        "WARNING", "pyrallel_consumer.kafka.poller", ("partitions", "count", *_LABELS),
+        "WARNING", "pyrallel_consumer.kafka.poller", ("partitions", "partition_count", *_LABELS),
         "partitions lost without a revocation (session timeout): nothing committed"),
     OFFSETS_COMMITTED: EventSpec(
         "INFO (sync) / DEBUG (async)", "pyrallel_consumer.kafka.commits",
-        ("mode", "partitions", "count", "seconds", *_LABELS),
+        ("mode", "partitions", "partition_count", "seconds", *_LABELS),
         "the broker acknowledged an offset commit"),
     COMMIT_FAILED: EventSpec(
         "WARNING", "pyrallel_consumer.control.commit_schedule",
