@@ -362,6 +362,7 @@ def test_argo_rollout_gates_promotion_on_health_and_promotes_through_the_custom_
     assert rollout["spec"]["template"]["metadata"]["labels"]["pyrallel.io/color"] == "green"
     assert env_of(rollout)["PYRALLEL_START_PAUSED"]["value"] == "true"
     blue_green = rollout["spec"]["strategy"]["blueGreen"]
+    assert "scaleDownDelaySeconds" not in blue_green, "the old color goes only after the switch completed"
     templates = {t["metadata"]["name"]: t for t in docs if t["kind"] == "AnalysisTemplate"}
     commands = {}
     for phase in ("prePromotionAnalysis", "postPromotionAnalysis"):
@@ -489,6 +490,10 @@ def test_metrics_reach_every_pod_of_both_colors(helm: Helm) -> None:
     ({"image": {"repository": ""}}, "image.repository is required"),
     ({"bootstrapServers": "kafka:port"}, "/bootstrapServers"),
     ({"metrics": {"monitor": {"kind": "Probe"}}}, "/metrics/monitor/kind"),
+    ({"argo": {"enabled": True, "scaleDownDelaySeconds": 60}}, "argo.scaleDownDelaySeconds (60) must exceed"),
+    ({"argo": {"enabled": True, "color": "green"}}, "argo.color (green) must equal activeColor (blue)"),
+    ({"strategy": "E", "keda": {"enabled": True, "partitions": 4}, "connect": {"url": "http://connect:8083"}},
+     "keda.enabled needs strategy B or C"),
 ])
 def test_a_bad_value_is_refused_with_its_name(helm: Helm, bad: dict[str, Any], named: str) -> None:
     assert named in helm.refusal(merged(COMBINATIONS["plain"], bad))

@@ -208,6 +208,9 @@ other color. Without a cluster (helm template, helm lint) lookup returns nothing
 {{- if eq .Values.strategy "E" -}}
 {{- fail "argo.enabled needs strategy B or C: strategy E runs connectors, not consumer pods" -}}
 {{- end -}}
+{{- if and (not (kindIs "invalid" .Values.argo.scaleDownDelaySeconds)) (le (int .Values.argo.scaleDownDelaySeconds) (int .Values.argo.setActiveWaitSeconds)) -}}
+{{- fail (printf "argo.scaleDownDelaySeconds (%d) must exceed argo.setActiveWaitSeconds (%d): Argo cancels the set-active analysis when the delay ends" (int .Values.argo.scaleDownDelaySeconds) (int .Values.argo.setActiveWaitSeconds)) -}}
+{{- end -}}
 {{- if and .Release.IsInstall (ne .Values.argo.color .Values.activeColor) -}}
 {{- fail (printf "argo.color (%s) must equal activeColor (%s) at the first install: the Rollout's first revision is the active color" .Values.argo.color .Values.activeColor) -}}
 {{- end -}}
