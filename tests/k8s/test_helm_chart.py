@@ -22,12 +22,12 @@ from typing import Any
 import click
 import pytest
 import yaml
-from lightkube.core.client import PatchType
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Secret, Service
+from lightkube.types import PatchType
 
 from pyrallel_consumer import ConsumerConfig
 from pyrallel_consumer.bluegreen.kubernetes.reconciler import lease_name
@@ -666,3 +666,21 @@ def test_the_installed_rbac_grants_the_controller_and_analysis_jobs_only_what_th
     assert not can(analysis, "patch", "consumerdeployments", "pyrallel.io", name="another-deployment")
     assert not can(analysis, "update", "consumerdeployments", "pyrallel.io", name=FULLNAME, subresource="status")
     assert not can(analysis, "delete", "pods")
+
+
+# ---- the tooling image's Dockerfile (not built here: no base image can be pulled) -----------------------------
+
+
+def test_the_dockerfile_copies_what_exists_and_runs_as_the_charts_non_root_user(helm: Helm) -> None:
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[0] == "FROM python:3.11-slim"
+    copied = [part for line in lines if line.startswith("COPY ") for part in line.split()[1:-1]]
+    assert copied, "the Dockerfile copies the packages"
+    for source in copied:
+        assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
+    assert any(line.startswith("RUN pip install") and '".[kubernetes]"' in line and "./tools" in line for line in lines)
+    user = next(line.split()[1] for line in lines if line.startswith("USER "))
+    pod = one(helm.render(COMBINATIONS["plain"]), "Deployment", f"{FULLNAME}-controller")["spec"]["template"]["spec"]
+    context = pod["securityContext"]
+    assert user == f"{context['runAsUser']}:{context['runAsGroup']}" and context["runAsNonRoot"] is True
