@@ -128,6 +128,8 @@ class Reconciler:
         self._record: ActiveColor | None = None
         self._record_read_at = 0.0
         self._client: Client | None = None
+        self._switch_extra: dict[str, Any] = {}
+        """``color`` and ``generation`` of the switch running, for its step logs."""
 
     # ---- leadership --------------------------------------------------------------------------------------
 
@@ -323,6 +325,8 @@ class Reconciler:
         sampler = (GapSampler(controller.deployment.instances.get(to_color, []), self.options.token).start()
                    if spec.strategy != "E" else None)
         self._check_leading()
+        self._switch_extra = {"color": to_color,
+                              "generation": (self._record.generation + 1) if self._record else None}
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="switch") as pool:
             future: Future[SwitchResult] = pool.submit(controller.switch, spec.strategy, to_color, spec.health)
             try:
@@ -357,7 +361,7 @@ class Reconciler:
     def _log_step(self, step: Step) -> None:
         log.info("Switch step %s: %s in %.3fs%s", step.name, "ok" if step.ok else "FAILED", step.seconds,
                  f" ({step.detail})" if step.detail else "",
-                 extra={**self._extra, "event": "switch_step", "step": step.name, "ok": step.ok,
+                 extra={**self._extra, **self._switch_extra, "event": "switch_step", "step": step.name, "ok": step.ok,
                         "seconds": round(step.seconds, 3)})
 
     # ---- consistency -------------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ def serve_kubernetes(deployment: str, namespace: str, kubeconfig: Path | None, t
     )
     from pyrallel_consumer.bluegreen.kubernetes.resource import ConsumerDeployment
 
+    for noisy in ("httpx2", "httpx"):  # one INFO line per request: every Lease renewal, every pod listing
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     factory = _factory(kubeconfig, namespace)
     client = factory()
     try:
