@@ -96,11 +96,16 @@ class ReconcilerOptions:
     """How long a consistency pause/resume waits for the pod to reach its state."""
 
 
+GENERATION_STEP = 16
+"""The consumers' default ``control_max_generation_step``: how far ahead of its own a generation may be."""
+
+
 @dataclass(slots=True)
 class _PodState:
     pod: PodInstance
     state: str
     desired: str
+    generation: int
 
 
 class Reconciler:
@@ -378,7 +383,11 @@ class Reconciler:
                 unreachable.append(pod.name)
                 continue
             if isinstance(answer, dict):
-                states.append(_PodState(pod, str(answer.get("state")), str(answer.get("desired_state"))))
+                states.append(_PodState(pod, str(answer.get("state")), str(answer.get("desired_state")),
+                                        int(answer.get("generation") or 0)))
+        for item in states:
+            if item.state in ("ACTIVE", "PAUSED") and record.generation - item.generation > GENERATION_STEP:
+                self._catch_up(item, record)
         active = record.color
         to_pause = [s for s in states if s.pod.color != active and "ACTIVE" in (s.state, s.desired)]
         to_resume = [s for s in states if s.pod.color == active and s.state == "PAUSED" and s.desired != "ACTIVE"]
@@ -398,6 +407,25 @@ class Reconciler:
         if problems:
             return False, "; ".join(problems)
         return True, f"{active} active, {len(instances)} pod(s) consistent with generation {record.generation}"
+
+    def _catch_up(self, item: _PodState, record: ActiveColor) -> None:
+        """Walk a pod whose generation is more than a step behind the record's (it started at 0 without reading
+        the record, e.g. a pod of a user's image) up to the record's, a step at a time, with the command that keeps
+        the state it is in; otherwise the consumer would refuse every later command as too far ahead."""
+        command = "resume" if "ACTIVE" in (item.state, item.desired) else "pause"
+        generation = item.generation
+        while generation < record.generation:
+            self._check_leading()
+            generation = min(generation + GENERATION_STEP, record.generation)
+            url = f"{item.pod.url}/lifecycle/{command}?generation={generation}"
+            try:
+                http_json("POST", url, token=self.options.token, timeout_s=10)
+            except SwitchError as exc:
+                log.warning("Could not bring pod %s to generation %d: %s", item.pod.name, generation, exc,
+                            extra={**self._extra, "color": item.pod.color, "pod": item.pod.name})
+                return
+        log.info("Pod %s brought from generation %d to %d", item.pod.name, item.generation, generation,
+                 extra={**self._extra, "color": item.pod.color, "pod": item.pod.name, "generation": generation})
 
     def _command(self, pod: PodInstance, command: str, record: ActiveColor) -> bool:
         self._check_leading()
