@@ -485,3 +485,36 @@ def test_restarted_consumers_follow_the_active_color(bed_factory: Callable[[str]
     verdict = bed.finish_and_validate()
     assert verdict["lost"] == 0, verdict
     assert verdict["dual_active_windows"] == [], verdict
+
+
+# ---- strategy E under Strimzi -------------------------------------------------------------------------------
+
+
+def test_strategy_e_sets_the_kafkaconnector_state_the_strimzi_operator_reconciles_from(
+        crd_installed: LocalApiServer, namespace: str) -> None:
+    """The switch's stop/resume of a connector also sets spec.state of its KafkaConnector (else the operator would
+    undo a REST-only stop); a connector with no KafkaConnector is left to the REST API."""
+    from pyrallel_consumer.bluegreen.kubernetes.client import client_factory, load_config
+    from pyrallel_consumer.bluegreen.kubernetes.strimzi import KAFKA_CONNECTORS, StrimziConnectorState
+
+    client = crd_installed.client(namespace)
+    served = None
+    for resource in KAFKA_CONNECTORS:
+        try:
+            client.create(resource(metadata=ObjectMeta(name="orders-blue", namespace=namespace,
+                                                       labels={"strimzi.io/cluster": "connect"}),
+                                   spec={"class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+                                         "tasksMax": 1, "state": "running", "config": {"topics": "orders"}}),
+                          namespace=namespace)
+        except Exception:  # noqa: BLE001 - a version the installed CRD does not serve
+            continue
+        served = resource
+        break
+    assert served is not None, "no Strimzi KafkaConnector version is served"
+    set_state = StrimziConnectorState(client_factory(load_config(crd_installed.kubeconfig), namespace), namespace)
+    set_state("orders-blue", "stopped")
+    assert client.get(served, "orders-blue", namespace=namespace)["spec"]["state"] == "stopped"
+    set_state("orders-blue", "running")
+    assert client.get(served, "orders-blue", namespace=namespace)["spec"]["state"] == "running"
+    set_state("no-such-connector", "stopped")  # nothing to patch: the REST API alone
+    client.close()

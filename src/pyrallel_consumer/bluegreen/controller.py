@@ -116,6 +116,11 @@ class Deployment:
     ``sasl.mechanism``, ``sasl.username``, ``sasl.password``, ``ssl.ca.location`` - the security settings the
     colors' consumers have in their ``ConsumerConfig.kafka``."""
 
+    connector_state: Callable[[str, str], None] | None = None
+    """Strategy E: sets a connector's target state (``"stopped"`` or ``"running"``) where an operator owns it, e.g.
+    Strimzi's ``KafkaConnector.spec.state`` (the Kubernetes controller sets it); called before the REST call, which
+    the operator would otherwise undo at its next reconciliation. Raises ``SwitchError`` on failure."""
+
     def connector(self, color: str) -> str:
         return self.connectors.get(color, color)
 
@@ -280,6 +285,8 @@ class SwitchController:
         if strategy == "E":
             name = self.deployment.connector(color)
             with self._step(result, f"{prefix}resume connector {name}"):
+                if self.deployment.connector_state is not None:
+                    self.deployment.connector_state(name, "running")
                 http_json("PUT", f"{self.deployment.connect_url}/connectors/{name}/resume")
                 _wait_connector(str(self.deployment.connect_url), name, "RUNNING")
         else:
@@ -382,6 +389,8 @@ class SwitchController:
         if not url:
             raise SwitchError("strategy E needs the Kafka Connect REST URL")
         with self._step(result, f"{prefix}stop connector {from_name}"):
+            if self.deployment.connector_state is not None:
+                self.deployment.connector_state(from_name, "stopped")
             http_json("PUT", f"{url}/connectors/{from_name}/stop")
             _wait_connector(url, from_name, "STOPPED")
         with self._step(result, f"{prefix}read offsets of {from_name}"):

@@ -54,4 +54,8 @@ def describe(exc: BaseException) -> str:
 
 
 def is_status(exc: BaseException, *codes: int) -> bool:
-    return isinstance(exc, ApiError) and exc.status.code in codes
+    """An answer with one of ``codes``; also a non-JSON one (``404 page not found`` for an API version the server
+    does not serve), which lightkube raises as a plain ``httpx2.HTTPStatusError``."""
+    if isinstance(exc, ApiError):
+        return exc.status.code in codes
+    return isinstance(exc, httpx2.HTTPStatusError) and exc.response.status_code in codes

@@ -61,6 +61,7 @@ from pyrallel_consumer.bluegreen.kubernetes.resource import (
     parse_spec,
     set_condition,
 )
+from pyrallel_consumer.bluegreen.kubernetes.strimzi import StrimziConnectorState
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,8 @@ class Reconciler:
         controller.deployment.groups = dict(spec.groups)
         controller.deployment.connect_url = spec.connect_url
         controller.deployment.connectors = dict(spec.connectors)
+        controller.deployment.connector_state = (StrimziConnectorState(self._client_factory, self.options.namespace)
+                                                 if spec.strategy == "E" else None)
         return controller
 
     def _current(self, controller: SwitchController) -> ActiveColor | None:
