@@ -120,3 +120,19 @@ def test_broker_starts_when_its_cluster_id_begins_with_a_dash(
         assert cluster.broker_answers(state.bootstrap, timeout_s=10.0)
     finally:
         kafka.down()
+
+
+def test_up_fails_when_another_broker_takes_the_port_after_it_was_picked(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between picking a free port and the broker's bind, another broker may take it: then that other broker answers
+    on the port while ours exits, and `up` must not report the other cluster as its own."""
+    taken = int(kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+    monkeypatch.setattr(cluster, "pick_port", lambda preferred, avoid=frozenset(): (taken, True))
+    kafka = cluster.LocalKafka(tmp_path / "late")
+    try:
+        with pytest.raises(cluster.LocalKafkaError, match="served by another Kafka cluster"):
+            kafka.up(port=taken)
+    finally:
+        kafka.down()
+    assert cluster.broker_answers(kafka_bootstrap, timeout_s=10.0), "the other cluster is left alone"

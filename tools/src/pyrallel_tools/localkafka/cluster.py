@@ -78,6 +78,12 @@ def brokers_seen(bootstrap: str, timeout_s: float = 2.0, client: dict[str, str] 
 
     ``client`` adds properties (e.g. the SECURE listener's SASL and TLS settings) to the probe's configuration.
     """
+    return cluster_seen(bootstrap, timeout_s, client)[1]
+
+
+def cluster_seen(bootstrap: str, timeout_s: float = 2.0,
+                 client: dict[str, str] | None = None) -> tuple[str | None, int]:
+    """The cluster id and broker count of the metadata ``bootstrap`` answers with; ``(None, 0)`` when nobody does."""
     from confluent_kafka.admin import AdminClient
 
     quiet = logging.getLogger("pyrallel_tools.localkafka.probe")
@@ -87,8 +93,8 @@ def brokers_seen(bootstrap: str, timeout_s: float = 2.0, client: dict[str, str] 
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
-        return 0
-    return len(meta.brokers)
+        return None, 0
+    return meta.cluster_id, len(meta.brokers)
 
 
 def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
@@ -193,6 +199,7 @@ class LocalKafka:
         scram = (tls.scram_format_argument(state.scram_user, state.scram_password)
                  if state.scram_user and state.scram_password else None)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        state.cluster_id = cluster_id
         for node in state.nodes:
             directory = node.directory(self.run_dir)
             directory.mkdir()
@@ -277,10 +284,21 @@ class LocalKafka:
         return processes.spawn(cmd, directory, directory / "server.stdout")
 
     def _wait_for_broker(self, state: ClusterState, node: NodeState, proc: subprocess.Popen[bytes]) -> None:
-        """Until the node answers metadata listing every broker of the cluster (the quorum formed and all
-        registered); ``proc`` is the node's process, whose exit ends the wait."""
+        """Until the node answers metadata of our cluster listing every broker (the quorum formed and all
+        registered); ``proc`` is the node's process, whose exit ends the wait. The cluster id tells our broker from
+        another one that took the port between our check that it was free and our broker's bind (that one would
+        answer at once while ours exits with "Address already in use")."""
         address, everyone = f"127.0.0.1:{node.port}", len(state.nodes)
-        processes.wait_until(lambda: brokers_seen(address) >= everyone, proc, f"broker {node.node_id}",
+
+        def ready() -> bool:
+            cluster_id, seen = cluster_seen(address)
+            if cluster_id is not None and cluster_id != state.cluster_id:
+                raise LocalKafkaError(f"Port {node.port} is served by another Kafka cluster ({cluster_id}), not the "
+                                      f"one just formatted in {self.run_dir}: the port was taken after it was picked. "
+                                      "Run `pyrallel kafka up` again.")
+            return seen >= everyone
+
+        processes.wait_until(ready, proc, f"broker {node.node_id}",
                              node.directory(self.run_dir) / "server.log", BROKER_MAIN)
 
     def _wait_for_secure_listener(self, state: ClusterState, timeout_s: float = SECURE_CHECK_TIMEOUT_S) -> None:

@@ -47,6 +47,9 @@ class ClusterState:
     scram_user: str | None = None
     scram_password: str | None = None
     ca_file: str | None = None
+    cluster_id: str | None = None
+    """The KRaft cluster id the nodes were formatted with: how ``up`` knows the broker answering on a port is
+    ours and not another one that took the port first."""
 
     @property
     def bootstrap(self) -> str:
