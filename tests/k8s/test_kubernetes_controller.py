@@ -473,9 +473,8 @@ def test_restarted_consumers_follow_the_active_color(bed_factory: Callable[[str]
         wait_until(lambda: state_of(blue.url) == "ACTIVE", 20, "the restarted blue consumer resumed")
         resumed = [r for r in controller.logged("pod_resumed") if r.get("pod") == blue.name]
         assert len(resumed) >= 2, resumed  # once at the start, once after the restart
-        # Two more consistency passes (resync 2 s) after blue's resume: green still paused.
-        passes_after = time.monotonic()
-        wait_until(lambda: time.monotonic() - passes_after > 4.5, 10, "two resync periods")
+        # The pass that resumed blue listed every pod, green's restarted one among them (it was running before
+        # blue was killed), and left it paused: no fixed window needed.
     finally:
         watching.set()
         watcher.join(5)

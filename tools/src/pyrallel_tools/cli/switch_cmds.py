@@ -182,7 +182,11 @@ def serve(port: int, host: str, metrics_port: int | None, kubernetes: bool, leas
     if kubernetes:
         from pyrallel_tools.cli.kube_cmds import lease_timings, serve_kubernetes
 
-        given = [f"--{name.replace('_', '-')}" for name in _URL_ONLY if options.get(name)]
+        # Only what the command line says is refused: an environment that also serves the other mode (e.g.
+        # PYRALLEL_CONNECT_URL of a shell or a Makefile) must not stop the Kubernetes controller from starting.
+        context = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in _URL_ONLY if options.get(name)
+                 and context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"{', '.join(given)}: with --kubernetes these come from the ConsumerDeployment")
         serve_kubernetes(options["deployment"], options.get("namespace") or "default", options.get("kubeconfig"),
