@@ -180,7 +180,7 @@ def serve(port: int, host: str, metrics_port: int | None, kubernetes: bool, leas
     """HTTP API: POST /switch {"strategy", "to"}, POST /rollback {"strategy"}, GET /status; or, with
     --kubernetes, the Kubernetes-native controller of a ConsumerDeployment."""
     if kubernetes:
-        from pyrallel_tools.cli.kube_cmds import lease_timings, serve_kubernetes
+        from pyrallel_tools.cli.controller_kube_cmds import lease_timings, serve_kubernetes
 
         # Only what the command line says is refused: an environment that also serves the other mode (e.g.
         # PYRALLEL_CONNECT_URL of a shell or a Makefile) must not stop the Kubernetes controller from starting.
@@ -270,7 +270,7 @@ async def _serve(switch_controller: SwitchController, health: HealthCheck | None
 
 
 def _register_kubernetes_commands() -> None:
-    from pyrallel_tools.cli.kube_cmds import health, set_active
+    from pyrallel_tools.cli.controller_kube_cmds import health, set_active
 
     controller.add_command(set_active)
     controller.add_command(health)
