@@ -29,6 +29,10 @@ pytestmark = pytest.mark.unit
         (["switch", "--strategy", "X", "--to", "green", "--deployment", "d"], "'X' is not one of 'B', 'C', 'E'"),
         (["scenario", "run", "--strategy", "B", "--scenario", "4"], "no run applies"),
         (["scenario", "run", "--strategy", "E", "--scenario", "1"], "strategy E needs --connect-url"),
+        (["scenario", "run", "--strategy", "C", "--scenario", "4", "--driver", "kubernetes"],
+         "no run applies: the Kubernetes driver runs scenarios 1, 2, 6; run scenario 4 with --driver direct"),
+        (["scenario", "run", "--strategy", "C", "--scenario", "1", "--kubeconfig", "pyproject.toml"],
+         "--kubeconfig goes with --driver kubernetes"),
         (["controller", "serve", "--deployment", "d", "--token", " "], "must not be empty or whitespace only"),
     ],
 )
@@ -136,3 +140,10 @@ def test_bench_outside_a_checkout_says_which_path_is_missing(
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_kubernetes_driver_refuses_the_scenarios_it_does_not_act_out() -> None:
+    options = RunOptions(bootstrap="127.0.0.1:1", driver="kubernetes")
+    with pytest.raises(ScenarioError, match="the Kubernetes driver runs scenarios 1, 2, 6; run scenario 4 with"):
+        ScenarioRun("C", 4, "dynamic", options)
+    assert ScenarioRun("C", 6, None, options).kube is not None

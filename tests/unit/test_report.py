@@ -186,9 +186,9 @@ def test_report_has_verdicts_per_strategy_and_overall(built: tuple[Path, str]) -
     assert (out / REPORT_NAME).is_file()
     summary = section(md, "Executive summary")
     assert "**Overall: FAIL** — 3 of 4 runs passed" in summary
-    assert table_row(summary, "B") == ["B", "1", "1", "PASS"]
-    assert table_row(summary, "C") == ["C", "2", "2", "PASS"]
-    assert table_row(summary, "E") == ["E", "1", "0", "FAIL"]
+    assert table_row(summary, "B") == ["B", "1", "1", "PASS", "0", "direct"]
+    assert table_row(summary, "C") == ["C", "2", "2", "PASS", "0", "direct"]
+    assert table_row(summary, "E") == ["E", "1", "0", "FAIL", "12", "direct"]
     assert "### E scenario 1: FAIL" in md
     assert "**Verdict: FAIL** — cause: the sink committed offsets past records it had not flushed" in md
     assert "### C scenario 5: PASS" in md
@@ -353,6 +353,26 @@ def test_the_controllers_step_time_stands_next_to_what_the_records_felt(tmp_path
     latency_plot = out / "figures" / "c-latency.png"
     assert "](figures/c-latency.png)" in md
     assert latency_plot.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_run_through_the_kubernetes_controller_names_it_with_its_gap_estimates(tmp_path: Path) -> None:
+    """The driver in the summary and the run's section; the controller's estimate beside the measured gap. A file
+    without a driver (written before there were drivers) reads as the runner's own controller."""
+    kube = {**C_FELT, "environment": {**ENVIRONMENT, "driver": "kubernetes", "kube_apiserver": "v1.37.2"},
+            "switches": [{**C_FELT["switches"][0], "controller_gap_s": 0.25, "controller_gap_note": None}]}
+    runs_dir = write_runs(tmp_path, {"c-kube.json": kube, "b-2.json": B_ROLLBACK_GAP})
+    md = build_report(runs_dir, tmp_path / "out").read_text()
+    summary = section(md, "Executive summary")
+    assert table_row(summary, "C") == ["C", "1", "1", "PASS", "0", "Kubernetes controller"]
+    assert table_row(summary, "B") == ["B", "1", "1", "PASS", "0", "direct"]
+    c_section = md.split("### C scenario 1: PASS", 1)[1].split("\n### ", 1)[0]
+    assert ("strategy C, driven through the Kubernetes controller (`pyrallel controller serve --kubernetes`, "
+            "kube-apiserver v1.37.2); lost 0.") in c_section
+    assert table_row(c_section, "0") == ["0", "switch", "0.412 s", "3.011 s", "+11.080", "0.000 s", "0.141 s",
+                                         "0.172 s", "321", "0.250 s"]
+    b_section = md.split("### B scenario 2: PASS", 1)[1].split("\n### ", 1)[0]
+    assert "driven by the runner's in-process SwitchController" in b_section
+    assert "gap estimate" not in b_section
 
 
 def test_a_run_without_switch_impact_has_neither_the_table_nor_the_latency_plot(tmp_path: Path) -> None:

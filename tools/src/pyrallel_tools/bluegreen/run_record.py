@@ -12,7 +12,9 @@ None`` (absent) or ``cause: missing``; the report lists it next to the file's na
 Switches are the controller's own :class:`~pyrallel_consumer.bluegreen.controller.SwitchResult` records, timed
 by the controller's steps, each with what the records felt of it (the processing gap and the end-to-end latency,
 measured from the logs by :mod:`pyrallel_tools.bluegreen.validation.switch_impact`; see :class:`RunSwitch`),
-and the run's ``latency`` series; files written before them do without.  The ``validation`` section is the judge's JSON
+and the run's ``latency`` series; files written before them do without. A run switched through the Kubernetes controller
+(``environment["driver"] == "kubernetes"``; older files have no driver: the runner's own controller) also has
+each switch's gap as that controller estimated it.  The ``validation`` section is the judge's JSON
 (``ValidationReport.to_dict``), of which the model types the counts the report reads and keeps the rest as it is.
 """
 
@@ -115,14 +117,21 @@ class RunSwitch(SwitchResult):
     latency_max_s: float | None = None
     latency_records: int = 0
     automatic_rollback: SwitchFigures | None = None
+    controller_gap_s: float | None = None
+    """The controller's own estimate of the processing gap, where it makes one (the Kubernetes controller's
+    ``status.lastSwitch.processingGapSeconds``: polled from the outside); ``processing_gap_s`` is the measured one."""
+    controller_gap_note: str | None = None
+    """Why the controller has no estimate (``processingGapNote``)."""
 
     @classmethod
-    def of(cls, result: SwitchResult, felt: SwitchFigures | None, rollback: SwitchFigures | None) -> RunSwitch:
+    def of(cls, result: SwitchResult, felt: SwitchFigures | None, rollback: SwitchFigures | None,
+           controller_gap: tuple[float | None, str | None] = (None, None)) -> RunSwitch:
         own = felt or SwitchFigures(None, None, None, None, None, 0)
         base: dict[str, Any] = {f.name: getattr(result, f.name) for f in fields(SwitchResult)}
         return cls(**base, processing_gap_s=own.processing_gap_s, processing_gap_end=own.processing_gap_end,
                    latency_p50_s=own.latency_p50_s, latency_p99_s=own.latency_p99_s, latency_max_s=own.latency_max_s,
-                   latency_records=own.records, automatic_rollback=rollback)
+                   latency_records=own.records, automatic_rollback=rollback, controller_gap_s=controller_gap[0],
+                   controller_gap_note=controller_gap[1])
 
     def felt(self) -> list[tuple[str, SwitchFigures]]:
         """(action, figures) of the switch and of its automatic rollback, if any."""

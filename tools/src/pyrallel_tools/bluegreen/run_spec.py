@@ -47,11 +47,28 @@ class RunOptions:
     """Scenario 6: how many switches, alternately to green (a switch) and back to blue (a rollback)."""
     consumer_kafka: tuple[str, ...] = ()
     """Extra librdkafka properties (``KEY=VALUE``) for every consumer of the run, e.g. heartbeat settings."""
+    driver: str = "direct"
+    """Who switches: ``direct`` (the runner's in-process SwitchController) or ``kubernetes`` (the Kubernetes-native
+    controller, through a ConsumerDeployment; see :mod:`pyrallel_tools.bluegreen.kube_driver`)."""
+    kubeconfig: Path | None = None
+    """Driver ``kubernetes``: the API server to use; None starts a local one in the run's work directory."""
 
 
-def combination_problem(strategy: str, scenario: int) -> str | None:
-    """Why ``strategy`` cannot run ``scenario``, or None when it can: the one place these rules live (the CLI's
-    planner skips such pairs, a single run refuses them)."""
+DRIVERS = ("direct", "kubernetes")
+KUBERNETES_SCENARIOS = (1, 2, 6)
+"""What the Kubernetes driver acts out: its switches are requested, not called, so the scenarios that act during a
+switch (4 kills a consumer while it runs) or judge the health check of a faulty green (3, 5: not tried through the
+controller yet) stay with the direct driver."""
+
+
+def combination_problem(strategy: str, scenario: int, driver: str = "direct") -> str | None:
+    """Why ``strategy`` cannot run ``scenario`` (switched by ``driver``), or None when it can: the one place these
+    rules live (the CLI's planner skips such pairs, a single run refuses them)."""
+    if driver not in DRIVERS:
+        return f"driver must be {' or '.join(DRIVERS)}, not {driver!r}"
+    if driver == "kubernetes" and scenario not in KUBERNETES_SCENARIOS:
+        return (f"the Kubernetes driver runs scenarios {', '.join(map(str, KUBERNETES_SCENARIOS))}; run scenario "
+                f"{scenario} with --driver direct")
     if scenario == 4 and strategy != "C":
         return "scenario 4 is for strategy C only"
     if strategy == "E" and scenario in (3, 5):
@@ -77,7 +94,7 @@ class RunSpec:
             raise ScenarioError(f"strategy must be B, C or E, not {strategy!r}")
         if scenario not in SCENARIOS:
             raise ScenarioError(f"scenario must be 1..{len(SCENARIOS)}, not {scenario!r}")
-        problem = combination_problem(strategy, scenario)
+        problem = combination_problem(strategy, scenario, options.driver)
         if problem is not None:
             raise ScenarioError(problem)
         if variant not in VARIANTS[scenario]:
@@ -98,7 +115,8 @@ class RunSpec:
 
     @property
     def deployment_name(self) -> str:
-        return f"dep-{self.run_id}"
+        """The control record's key, also the ConsumerDeployment's name (lower case: a Kubernetes name)."""
+        return f"dep-{self.run_id.lower()}"
 
     def groups(self) -> dict[str, str]:
         """Each color's consumer group: one per color for B and E, one shared by both colors for C."""

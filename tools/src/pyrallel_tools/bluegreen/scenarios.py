@@ -6,6 +6,9 @@ every instance twice a second (state, handled count, lag) for the report's plots
 per run, the input of ``pyrallel report``. The ``pyrallel scenario run`` command runs one after the other,
 each in the calling thread; the parts of a run live next to it: what it is (:mod:`.run_spec`), its processes
 (:mod:`.processes`), its status sampler (:mod:`.sampler`) and its criteria (:mod:`.criteria`).
+
+A run's switches go through a :class:`Switcher`: the in-process ``SwitchController`` (driver ``direct``) or the
+Kubernetes-native controller through a ConsumerDeployment (driver ``kubernetes``, :mod:`.kube_driver`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import confluent_kafka
 from confluent_kafka import KafkaException
@@ -53,7 +56,17 @@ from pyrallel_tools.bluegreen.validation.switch_impact import measure_switch_imp
 from pyrallel_tools.localkafka.cluster import brokers_seen, local_kafka_version
 from pyrallel_tools.localkafka.topics import create_topic
 
+if TYPE_CHECKING:  # lightkube is imported only by runs of the Kubernetes driver
+    from pyrallel_tools.bluegreen.kube_driver import KubernetesDriver
+
 log = logging.getLogger(__name__)
+
+
+class Switcher(Protocol):
+    """What a scenario switches through: ``SwitchController`` itself, or the Kubernetes driver's switcher."""
+
+    def switch(self, strategy: str, to_color: str, health: HealthCheck | None = None,
+               action: str = "switch") -> SwitchResult: ...
 
 
 class ScenarioRun:
@@ -69,6 +82,11 @@ class ScenarioRun:
         self.sink_watch = (SinkWatcher(self.spec.work, {c: self.spec.connector(c) for c in COLORS})
                            if self.spec.strategy == "E" else None)
         """Strategy E: stamps the sink files' lines as they appear, the connectors' handling times."""
+        self.kube: KubernetesDriver | None = None
+        if options.driver == "kubernetes":
+            from pyrallel_tools.bluegreen.kube_driver import KubernetesDriver
+
+            self.kube = KubernetesDriver(self.spec)
 
     # ---- the run ---------------------------------------------------------------------------------------
 
@@ -78,6 +96,7 @@ class ScenarioRun:
         try:
             controller = self._set_up()
         except Exception as exc:
+            self._stop_kube()
             self.fleet.stop_all()  # consumers or connectors started before the failure must not outlive the run
             self._stop_sink_watch()
             if isinstance(exc, ScenarioError):
@@ -99,17 +118,19 @@ class ScenarioRun:
         finally:
             self.fleet.stop_producer()
             self.sampler.stop()
+            self._stop_kube()  # no controller acting on the consumers while they stop
             self.fleet.stop_all()
             self._stop_sink_watch()
         final_color = active if cause is None else "blue"
         validation, pending = self._validate(final_color)
         return self._result(started, validation, pending, cause, final_color)
 
-    def _set_up(self) -> SwitchController:
+    def _set_up(self) -> Switcher:
         """Topic, blue as the active color, both colors' consumers (or connectors), and the controller."""
         spec = self.spec
         create_topic(spec.options.bootstrap, spec.topic, spec.options.partitions)
-        controller_id = uuid.uuid4().hex[:12]
+        # The Kubernetes controller writes the record as the deployment (its writer fences this one at once).
+        controller_id = spec.deployment_name if self.kube is not None else uuid.uuid4().hex[:12]
         ActiveColorWriter(spec.options.bootstrap, controller_id).write(spec.deployment_name, "blue", 1)
         if self.sink_watch is not None:
             self.sink_watch.start()
@@ -117,6 +138,8 @@ class ScenarioRun:
         else:
             self.fleet.start_consumers()
         instances = self.fleet.instances
+        if self.kube is not None:
+            return self.kube.start(instances)
         deployment = Deployment(
             spec.deployment_name, spec.options.bootstrap,
             {c: [i.url for i in instances[c]] for c in COLORS} if spec.strategy != "E" else {},
@@ -127,7 +150,7 @@ class ScenarioRun:
 
     # ---- the scenarios ---------------------------------------------------------------------------------
 
-    def _act(self, controller: SwitchController) -> str:
+    def _act(self, controller: Switcher) -> str:
         """Act out the scenario; return the color that should be processing at the end."""
         settle = self.spec.options.settle_s
         if self.spec.scenario == 1:
@@ -153,7 +176,7 @@ class ScenarioRun:
         time.sleep(settle)
         return "green" if result.ok else "blue"
 
-    def _repeated_switches(self, controller: SwitchController) -> str:
+    def _repeated_switches(self, controller: Switcher) -> str:
         """Switch to green and back to blue, ``options.switches`` times in all, each from a settled state.
 
         Each switch gets its own window of processing (settled, then ``settle_s`` more), so its processing gap
@@ -170,7 +193,7 @@ class ScenarioRun:
             time.sleep(self.spec.options.settle_s)
         return active
 
-    def _switch(self, controller: SwitchController, to_color: str, health: HealthCheck | None = None) -> SwitchResult:
+    def _switch(self, controller: Switcher, to_color: str, health: HealthCheck | None = None) -> SwitchResult:
         kind = "rollback" if to_color == "blue" else "switch"
         self.recorder.event(f"{kind}_start", f"{self.spec.strategy} -> {to_color}")
         result = controller.switch(self.spec.strategy, to_color, health, action=kind)
@@ -185,7 +208,7 @@ class ScenarioRun:
             http_json("PUT", f"{instance.url}/faults", faults, timeout_s=10)
         self.recorder.event("fault", f"{color}: {faults}")
 
-    def _lagging_switch(self, controller: SwitchController) -> str:
+    def _lagging_switch(self, controller: Switcher) -> str:
         # 1 s per record and key: blue handles about one record per key per second, fewer than are produced.
         self._set_faults("blue", delay_ms=1000.0)
         wait_for(lambda: (self.recorder.lag("blue") or 0) > 500, 120, "blue lag above 500")
@@ -199,7 +222,7 @@ class ScenarioRun:
         time.sleep(self.spec.options.settle_s)
         return "green" if result.ok else "blue"
 
-    def _switch_with_a_crash(self, controller: SwitchController) -> str:
+    def _switch_with_a_crash(self, controller: Switcher) -> str:
         """Kill an active blue member as the switch starts and restart it a second later.
 
         The controller's pause of the dead instance is retried until it is back; the restarted process reads
@@ -238,6 +261,15 @@ class ScenarioRun:
                                     activity_gap_s=self._activity_gap_s())
         return report, len(pending)
 
+    def _stop_kube(self) -> None:
+        """The Kubernetes driver's controller and API server, if any; a failure to stop is logged, not raised."""
+        if self.kube is None:
+            return
+        try:
+            self.kube.stop()
+        except Exception as exc:  # noqa: BLE001 - the run's result must still be written
+            log.warning("Stopping the Kubernetes driver of run %s: %s", self.spec.run_id, exc)
+
     def _stop_sink_watch(self) -> None:
         """Stop stamping the sink files (strategy E); a line seen but not produced is counted in the conditions."""
         if self.sink_watch is None:
@@ -263,7 +295,9 @@ class ScenarioRun:
                                                              f.records)
             for f in figures}
         switches = [RunSwitch.of(result, felt.get((i, result.action)),
-                                 felt.get((i, "rollback")) if result.action == "switch" else None)
+                                 felt.get((i, "rollback")) if result.action == "switch" else None,
+                                 controller_gap=(getattr(result, "controller_gap_s", None),
+                                                 getattr(result, "controller_gap_note", None)))
                     for i, result in enumerate(self.switches)]
         return switches, [LatencyPoint(b.t, b.p50_s, b.max_s, b.records) for b in buckets]
 
@@ -290,10 +324,11 @@ class ScenarioRun:
         record = RunRecord(
             verdict="FAIL" if failed else "PASS", cause="; ".join(failed) if failed else None,
             strategy=spec.strategy, scenario=spec.scenario, variant=spec.variant, title=SCENARIOS[spec.scenario],
-            run_id=spec.run_id, started_at=started, ended_at=time.time(), environment=environment(options),
+            run_id=spec.run_id, started_at=started, ended_at=time.time(),
+            environment={**environment(options), **(self.kube.environment() if self.kube else {"driver": "direct"})},
             conditions={"topic": spec.topic, "groups": spec.groups(), "workload": options.workload,
                         "instances_per_color": options.instances, "pending_after_drain": pending,
-                        **self.conditions},
+                        **(self.kube.conditions() if self.kube else {}), **self.conditions},
             switches=switches, latency=latency,
             validation=ValidationSummary.model_validate(validation.to_dict()),
             samples=samples, events=self.recorder.events, rebalances=rebalances, criteria=criteria,

@@ -9,19 +9,27 @@ import click
 
 from pyrallel_tools.bluegreen.reporting.build import build_report
 from pyrallel_tools.bluegreen.reporting.load import ReportError
-from pyrallel_tools.bluegreen.run_spec import SCENARIOS, VARIANTS, RunOptions, ScenarioError, combination_problem
+from pyrallel_tools.bluegreen.run_spec import (
+    DRIVERS,
+    KUBERNETES_SCENARIOS,
+    SCENARIOS,
+    VARIANTS,
+    RunOptions,
+    ScenarioError,
+    combination_problem,
+)
 from pyrallel_tools.bluegreen.scenarios import ScenarioRun
 from pyrallel_tools.kafka_pairs import parse_kafka_pairs
 
 log = logging.getLogger(__name__)
 
 
-def plan(strategies: list[str], scenarios: list[int]) -> list[tuple[str, int, str | None]]:
+def plan(strategies: list[str], scenarios: list[int], driver: str = "direct") -> list[tuple[str, int, str | None]]:
     """Every (strategy, scenario, variant) that applies (see ``combination_problem``)."""
     runs: list[tuple[str, int, str | None]] = []
     for strategy in strategies:
         for scenario in scenarios:
-            if combination_problem(strategy, scenario) is not None:
+            if combination_problem(strategy, scenario, driver) is not None:
                 continue
             runs.extend((strategy, scenario, variant) for variant in VARIANTS[scenario])
     return runs
@@ -41,7 +49,9 @@ def run_plan(runs: list[tuple[str, int, str | None]], options: RunOptions, repor
         for index, switch in enumerate(result["switches"]):
             click.echo(f"   {switch['action']} {index} to {switch['to_color']}: processing gap "
                        f"{_seconds(switch['processing_gap_s'])}, latency p99 {_seconds(switch['latency_p99_s'])}"
-                       f" (controller steps {switch['seconds']:.3f} s)")
+                       f" (controller steps {switch['seconds']:.3f} s"
+                       + (f", the Kubernetes controller's gap estimate {_seconds(switch['controller_gap_s'])}"
+                          if result["environment"].get("driver") == "kubernetes" else "") + ")")
         failed += result["verdict"] != "PASS"
     try:
         path = build_report(options.out_dir, report_dir)
@@ -90,18 +100,30 @@ def scenario() -> None:
               help="Scenario 6: switches in all, alternately to green and back to blue.")
 @click.option("--kafka", "kafka", multiple=True, metavar="KEY=VALUE",
               help="Extra librdkafka property for every consumer of the runs (repeatable).")
+@click.option("--driver", type=click.Choice(DRIVERS), default="direct", show_default=True,
+              help="Who switches: the runner's own controller (direct), or the Kubernetes-native controller "
+                   "(`controller serve --kubernetes`) through a ConsumerDeployment (kubernetes; scenarios "
+                   f"{', '.join(map(str, KUBERNETES_SCENARIOS))}).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Driver kubernetes: the API server to use (default: a local one started in each run's work "
+                   "directory, see pyrallel k8s up).")
 def run(bootstrap_servers: str, connect_url: str | None, strategies: tuple[str, ...], scenarios: tuple[int, ...],
         instances: int, partitions: int, rate: float, settle: float, switches: int, runs_dir: Path, report_dir: Path,
-        kafka: tuple[str, ...]) -> None:
+        kafka: tuple[str, ...], driver: str, kubeconfig: Path | None) -> None:
     """Run scenarios, validate each with the loss/duplicate validator, and write the report."""
-    chosen = plan(list(strategies or ("B", "C", "E")), list(scenarios or SCENARIOS))
+    if kubeconfig is not None and driver != "kubernetes":
+        raise click.UsageError("--kubeconfig goes with --driver kubernetes")
+    wanted = list(scenarios or SCENARIOS)
+    chosen = plan(list(strategies or ("B", "C", "E")), wanted, driver)
     if not chosen:
-        raise click.UsageError("no run applies: scenario 4 is C only, and E has no scenarios 3 and 5")
+        problems = {combination_problem(s, n, driver) for s in strategies or ("B", "C", "E") for n in wanted}
+        raise click.UsageError("no run applies: " + "; ".join(sorted(p for p in problems if p)))
     if any(s == "E" for s, _, _ in chosen) and not connect_url:
         raise click.UsageError("strategy E needs --connect-url (start Connect with: pyrallel kafka up --connect)")
     options = RunOptions(bootstrap=bootstrap_servers, connect_url=connect_url, out_dir=runs_dir,
                          work_dir=report_dir / "work", instances=instances, partitions=partitions, rate=rate,
-                         settle_s=settle, switches=switches, consumer_kafka=_checked_pairs(kafka))
+                         settle_s=settle, switches=switches, consumer_kafka=_checked_pairs(kafka),
+                         driver=driver, kubeconfig=kubeconfig)
     failed, path = run_plan(chosen, options, report_dir)
     click.echo(f"{len(chosen) - failed} of {len(chosen)} runs passed. Report: {path.resolve()}")
     if failed:

@@ -226,26 +226,35 @@ class LocalApiServer:
     # ---- objects ----------------------------------------------------------------------------------------
 
     def install_crds(self, documents: Iterable[dict[str, Any]], timeout_s: float = CRD_TIMEOUT_S) -> list[str]:
-        """Apply CustomResourceDefinitions server-side and wait until each is ``Established`` (until then, objects
-        of its kind are refused). Returns their names."""
+        """Apply CustomResourceDefinitions server-side and wait until each is ``Established`` (see
+        :func:`install_crds`). Returns their names."""
         client = self.client()
-        names: list[str] = []
-        for document in documents:
-            if document.get("kind") != "CustomResourceDefinition":
-                raise LocalKafkaError(f"not a CustomResourceDefinition: {document.get('kind')!r}")
-            crd = from_dict(document)
-            try:
-                client.apply(crd, force=True)
-            except ApiError as exc:
-                raise LocalKafkaError(f"CRD {document['metadata']['name']} refused: {exc.status.message}") from exc
-            names.append(str(document["metadata"]["name"]))
-        deadline = time.monotonic() + timeout_s
-        for name in names:
-            while not _established(client.get(CustomResourceDefinition, name)):
-                if time.monotonic() > deadline:
-                    raise LocalKafkaError(f"CRD {name} did not become established within {timeout_s:g}s")
-                time.sleep(0.1)
-        return names
+        try:
+            return install_crds(client, documents, timeout_s)
+        finally:
+            client.close()
+
+
+def install_crds(client: Client, documents: Iterable[dict[str, Any]], timeout_s: float = CRD_TIMEOUT_S) -> list[str]:
+    """Apply CustomResourceDefinitions server-side through ``client`` (any API server) and wait until each is
+    ``Established`` (until then, objects of its kind are refused). Returns their names."""
+    names: list[str] = []
+    for document in documents:
+        if document.get("kind") != "CustomResourceDefinition":
+            raise LocalKafkaError(f"not a CustomResourceDefinition: {document.get('kind')!r}")
+        crd = from_dict(document)
+        try:
+            client.apply(crd, force=True)
+        except ApiError as exc:
+            raise LocalKafkaError(f"CRD {document['metadata']['name']} refused: {exc.status.message}") from exc
+        names.append(str(document["metadata"]["name"]))
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while not _established(client.get(CustomResourceDefinition, name)):
+            if time.monotonic() > deadline:
+                raise LocalKafkaError(f"CRD {name} did not become established within {timeout_s:g}s")
+            time.sleep(0.1)
+    return names
 
 
 def _established(crd: CustomResourceDefinition) -> bool:

@@ -19,7 +19,7 @@ from pyrallel_tools.bluegreen.reporting.balance import balance
 from pyrallel_tools.bluegreen.reporting.handover import Handover
 from pyrallel_tools.bluegreen.reporting.load import RunFile
 from pyrallel_tools.bluegreen.reporting.summary import StrategySummary, rollback_seconds, summarize, switch_seconds
-from pyrallel_tools.bluegreen.run_record import RunRecord
+from pyrallel_tools.bluegreen.run_record import RunRecord, RunSwitch
 
 __all__ = ["render_report"]
 
@@ -91,6 +91,21 @@ def _by_color(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{c} {n}" for c, n in sorted(counts.items()))
 
 
+def driver(record: RunRecord) -> str:
+    """Who switched the run, in words: the Kubernetes controller or the runner's own (files without a driver were
+    all the runner's own)."""
+    if record.environment.get("driver") == "kubernetes":
+        version = record.environment.get("kube_apiserver")
+        return ("driven through the Kubernetes controller (`pyrallel controller serve --kubernetes`"
+                + (f", kube-apiserver {version}" if version else "") + ")")
+    return "driven by the runner's in-process SwitchController"
+
+
+def _drivers(records: Iterable[RunRecord]) -> str:
+    return ", ".join(sorted({"Kubernetes controller" if r.environment.get("driver") == "kubernetes" else "direct"
+                             for r in records}))
+
+
 def _summary(runs: Sequence[RunFile], summaries: Sequence[StrategySummary], skipped: Sequence[tuple[Path, str]]
              ) -> list[str]:
     failed = [r for r in runs if not r.record.passed]
@@ -100,8 +115,9 @@ def _summary(runs: Sequence[RunFile], summaries: Sequence[StrategySummary], skip
              "(targets per run: loss 0, dual-active 0, order kept, balance and the processing gap of each switch "
              "and rollback as listed in each run's criteria).",
              ""]
-    lines += _table(["strategy", "runs", "passed", "verdict"],
-                    [(s.strategy, s.runs, s.passed, "PASS" if s.ok else "FAIL") for s in summaries])
+    lines += _table(["strategy", "runs", "passed", "verdict", "lost", "switched by"],
+                    [(s.strategy, s.runs, s.passed, "PASS" if s.ok else "FAIL", s.lost,
+                      _drivers(r.record for r in runs if r.record.strategy == s.strategy)) for s in summaries])
     if skipped:
         lines += [f"**{len(skipped)} run file(s) could not be read and are not in this report:**", ""]
         lines += [f"- `{p.name}`: {why}" for p, why in skipped] + [""]
@@ -125,7 +141,8 @@ def _environment(runs: Sequence[RunFile]) -> list[str]:
 def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Path) -> list[str]:
     record = run.record
     lines = [f"### {run.label}: {record.verdict}", "", f"{record.title}. File `{run.path.name}`, started "
-             f"{_when(record.started_at)}, {record.ended_at - record.started_at:.3f} s.", ""]
+             f"{_when(record.started_at)}, {record.ended_at - record.started_at:.3f} s; strategy {record.strategy}, "
+             f"{driver(record)}; lost {record.validation.lost}.", ""]
     if record.conditions:
         lines += ["**Conditions**", "", *_table(["condition", "value"], sorted(record.conditions.items()))]
     if record.switches:
@@ -164,7 +181,7 @@ def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Pat
 
 def _felt(record: RunRecord) -> list[str]:
     """Per switch, the controller's step time next to what the records felt: the processing gap and the latency."""
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for index, result in enumerate(record.switches):
         for action, i in result.felt():
             step = switch_seconds(result) if action == "switch" else rollback_seconds(result)
@@ -173,13 +190,26 @@ def _felt(record: RunRecord) -> list[str]:
                          _secs(i.latency_p99_s), _secs(i.latency_max_s), i.records))
     if all(row[3] == row[5] == "—" for row in rows):
         return []  # files from before the figures were measured
+    header = ["switch", "action", "controller step time", "processing gap", "gap ended", "latency p50",
+              "latency p99", "latency max", "records"]
+    estimated = ""
+    if record.environment.get("driver") == "kubernetes":
+        header.append("Kubernetes controller's gap estimate")
+        rows = [(*row, _estimate(record.switches[row[0]]) if row[1] == record.switches[row[0]].action else "—")
+                for row in rows]
+        estimated = ("; the Kubernetes controller's gap estimate is its own, from status.lastSwitch: the old color's "
+                     "pause to the new color's first handled record, polled from the outside")
     return ["**As the records felt it** (the processing gap is the longest time a record waited on its partition "
             "with no one handling it, among the records handled from the switch's start to the next switch or the "
             "run's end, and when that wait ended in seconds since the run started; latency is produced (acked) to "
             "handled, over the records produced from the switch's start to its end plus the settle time; — where "
-            "the logs do not tell, e.g. sink files)", "",
-            *_table(["switch", "action", "controller step time", "processing gap", "gap ended", "latency p50",
-                     "latency p99", "latency max", "records"], rows)]
+            f"the logs do not tell, e.g. sink files{estimated})", "", *_table(header, rows)]
+
+
+def _estimate(switch: RunSwitch) -> str:
+    if switch.controller_gap_s is not None:
+        return _secs(switch.controller_gap_s)
+    return f"— ({switch.controller_gap_note})" if switch.controller_gap_note else "—"
 
 
 def _balance(record: RunRecord) -> list[str]:
