@@ -12,10 +12,10 @@ is bounded by a timeout.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.jars import cache_root
+from pyrallel_tools.toolcache import build_lock, run_checked
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class GoBuild:
     """One binary: ``command`` run in ``cwd`` (an empty folder when None) writes ``output`` into the staging folder.
 
     ``{out}`` in ``command`` is replaced by the staging folder (for ``go build -o {out}/NAME``); ``go install``
-    writes there through ``GOBIN``.
+    writes there through ``GOBIN``. A build inside one of our wrapper modules passes ``-mod=readonly``: the
+    committed go.mod and go.sum say what is built, and Go must not rewrite them.
     """
 
     binary: str
@@ -45,6 +47,9 @@ class GoBuild:
     cwd: Path | None = None
     timeout_s: float = 1200.0
     env: dict[str, str] = field(default_factory=dict)
+    inputs: tuple[Path, ...] = ()
+    """Files of ours the binary is built from (a wrapper module's go.mod and go.sum): an edit rebuilds it even
+    when no version in the cache key moved."""
 
 
 def tool_dir(key: str) -> Path:
@@ -55,13 +60,21 @@ def tool_dir(key: str) -> Path:
 def ensure_go_tools(key: str, builds: Sequence[GoBuild], what: str) -> Path:
     """The ``bin`` folder of ``<cache>/<key>`` holding every binary of ``builds``, built the first time only.
 
-    Builds run one after the other (two cores: a parallel ``go build`` of kube-apiserver and etcd only thrashes).
-    Raises ``LocalKafkaError`` naming the tool, the command and the last lines Go printed when one fails.
+    Builds run one after the other (two cores: a parallel ``go build`` of kube-apiserver and etcd only thrashes),
+    under ``build_lock``: a second process waits for the first one's build instead of repeating it. Raises
+    ``LocalKafkaError`` naming the tool, the command and the last lines Go printed when one fails.
     """
     folder = tool_dir(key)
     bin_dir = folder / "bin"
     marker = folder / _MARKER
-    if marker.exists() and all((bin_dir / b.binary).exists() for b in builds):
+    inputs = sorted({p for b in builds for p in b.inputs})
+    stamp = f"{key}\n" + (f"{_digest(inputs)}\n" if inputs else "")
+
+    def complete() -> bool:
+        return (marker.exists() and marker.read_text() == stamp
+                and all((bin_dir / b.binary).exists() for b in builds))
+
+    if complete():
         return bin_dir
     go = shutil.which("go")
     if go is None:
@@ -69,44 +82,43 @@ def ensure_go_tools(key: str, builds: Sequence[GoBuild], what: str) -> Path:
             f"Go was not found. {what} is built with Go, which needs Go {MIN_GO} or newer on PATH "
             "(see https://go.dev/doc/install)."
         )
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for build in builds:
-        if (bin_dir / build.binary).exists():
-            continue
-        _build_one(go, build, folder, bin_dir, what)
-    marker.write_text(key + "\n")
+    with build_lock(folder):
+        if complete():
+            return bin_dir
+        if marker.exists():  # built from other inputs: build everything anew
+            marker.unlink()
+            shutil.rmtree(bin_dir, ignore_errors=True)
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for build in builds:
+            if not (bin_dir / build.binary).exists():
+                _build_one(go, build, folder, bin_dir, what)
+        marker.write_text(stamp)
     return bin_dir
+
+
+def _digest(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _build_one(go: str, build: GoBuild, folder: Path, bin_dir: Path, what: str) -> None:
     staging = Path(tempfile.mkdtemp(prefix="build-", dir=folder))
     command = [go if part == "go" else part.replace("{out}", str(staging)) for part in build.command]
-    env = dict(os.environ, GOBIN=str(staging), GOFLAGS="-mod=mod", **build.env)
+    env = dict(os.environ, GOBIN=str(staging), **build.env)
     log.info("Building %s (%s) into %s; the first build takes minutes", build.binary, what, bin_dir)
     started = time.monotonic()
     try:
         # `go install pkg@version` ignores the cwd, but a go.mod or go.work around the caller's cwd must not be
         # able to change what is built: without a module folder of our own, run from an empty folder.
         with tempfile.TemporaryDirectory(prefix="go-build-") as empty:
-            try:
-                proc = subprocess.run(
-                    command, cwd=build.cwd or empty, env=env, capture_output=True, text=True,
-                    timeout=build.timeout_s, check=False,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise LocalKafkaError(
-                    f"Building {build.binary} ({what}) with `{' '.join(command)}` did not finish within "
-                    f"{build.timeout_s:.0f}s. Is the Go module proxy reachable?"
-                ) from exc
-            except OSError as exc:
-                raise LocalKafkaError(f"Could not run {go}: {exc}") from exc
+            run_checked(command, timeout_s=build.timeout_s, cwd=build.cwd or empty, env=env,
+                        failure=f"Building {build.binary} ({what}) failed; it needs Go {MIN_GO} or newer and the Go "
+                                "module proxy")
         built = staging / build.output
-        if proc.returncode != 0 or not built.exists():
-            last = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise LocalKafkaError(
-                f"Building {build.binary} ({what}) failed (exit {proc.returncode}) with `{' '.join(command)}`. "
-                f"It needs Go {MIN_GO} or newer and the Go module proxy. Last lines:\n{last}"
-            )
+        if not built.exists():
+            raise LocalKafkaError(f"Building {build.binary} ({what}) wrote no {build.output} into {staging}")
         os.replace(built, bin_dir / build.binary)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

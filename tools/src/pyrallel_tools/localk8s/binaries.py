@@ -50,16 +50,21 @@ class K8sBinaries:
     kube_apiserver: Path
 
 
+def _module_files(name: str) -> tuple[Path, ...]:
+    return tuple(_GOMOD / name / f for f in ("go.mod", "go.sum", "tools.go"))
+
+
 def _builds() -> list[GoBuild]:
     return [
-        GoBuild("etcd", ["go", "build", "-trimpath", "-o", "{out}/etcd", "go.etcd.io/etcd/server/v3"],
-                output="etcd", cwd=_GOMOD / "etcd"),
+        GoBuild("etcd", ["go", "build", "-mod=readonly", "-trimpath", "-o", "{out}/etcd", "go.etcd.io/etcd/server/v3"],
+                output="etcd", cwd=_GOMOD / "etcd", inputs=_module_files("etcd")),
         GoBuild("helm", ["go", "install", "-trimpath",
                          f"-ldflags=-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}",
                          f"helm.sh/helm/v4/cmd/helm@{HELM_VERSION}"], output="helm"),
-        GoBuild("kube-apiserver", ["go", "build", "-trimpath", f"-ldflags={_KUBE_LDFLAGS}", "-o",
+        GoBuild("kube-apiserver", ["go", "build", "-mod=readonly", "-trimpath", f"-ldflags={_KUBE_LDFLAGS}", "-o",
                                    "{out}/kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"],
-                output="kube-apiserver", cwd=_GOMOD / "kube-apiserver", timeout_s=2400.0),
+                output="kube-apiserver", cwd=_GOMOD / "kube-apiserver", timeout_s=2400.0,
+                inputs=_module_files("kube-apiserver")),
     ]
 
 

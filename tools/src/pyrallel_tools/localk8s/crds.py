@@ -43,6 +43,7 @@ import yaml
 
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.jars import cache_root
+from pyrallel_tools.toolcache import build_lock, last_lines, run_checked
 
 log = logging.getLogger(__name__)
 
@@ -146,21 +147,24 @@ def ensure_crds() -> Path:
                   "prometheus-operator modules that carry their CRDs")
     mvn = _require("mvn", "Maven resolves Strimzi's CRD generator from Maven Central (apt-get install maven)")
     java = _java_at_least(_MIN_STRIMZI_JAVA)
-    started = time.monotonic()
-    log.info("Fetching the KEDA, Argo Rollouts, prometheus-operator and Strimzi CRDs into %s", folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".k8s-crds-staging-", dir=folder.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp's 0700 would stay on the renamed folder
-        sources: list[str] = []
-        for source in _GO_MODULE_CRDS:
-            sources += _copy_from_module(go, source, staging)
-        sources += _generate_strimzi(mvn, java, staging)
-        (staging / _MARKER).write_text(crds_key() + "\n" + "\n".join(sources) + "\n")
-        _move_into_place(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("Fetched %d CRDs in %.1fs", len(list(folder.glob("*.yaml"))), time.monotonic() - started)
+    with build_lock(folder):  # a second process waits for the first one's folder instead of fetching it again
+        if (folder / _MARKER).exists():
+            return folder
+        started = time.monotonic()
+        log.info("Fetching the KEDA, Argo Rollouts, prometheus-operator and Strimzi CRDs into %s", folder)
+        shutil.rmtree(folder, ignore_errors=True)  # what an interrupted earlier run left, without its marker
+        staging = Path(tempfile.mkdtemp(prefix=".k8s-crds-staging-", dir=folder.parent))
+        try:
+            staging.chmod(0o755)  # mkdtemp's 0700 would stay on the renamed folder
+            sources: list[str] = []
+            for source in _GO_MODULE_CRDS:
+                sources += _copy_from_module(go, source, staging)
+            sources += _generate_strimzi(mvn, java, staging)
+            (staging / _MARKER).write_text(crds_key() + "\n" + "\n".join(sources) + "\n")
+            staging.rename(folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("Fetched %d CRDs in %.1fs", len(list(folder.glob("*.yaml"))), time.monotonic() - started)
     return folder
 
 
@@ -235,7 +239,7 @@ def _module_zip(go: str, module: str, version: str) -> Path:
         if error:
             log.info("go mod download %s@%s: %s (its CRD files are read all the same)", module, version, error)
         return Path(zip_path)
-    last = "\n".join((error or proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    last = last_lines(error or proc.stdout + proc.stderr)
     raise LocalKafkaError(
         f"`{' '.join(command)}` failed (exit {proc.returncode}); it needs the Go module proxy. Last lines:\n{last}"
     )
@@ -249,17 +253,17 @@ def _generate_strimzi(mvn: str, java: str, staging: Path) -> list[str]:
         out = Path(work) / "out"
         out.mkdir()
         with resources.as_file(resources.files("pyrallel_tools.localk8s") / "strimzi-crds.pom.xml") as pom:
-            _run(
+            run_checked(
                 [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies", "-DincludeScope=runtime",
                  f"-DoutputDirectory={lib}", f"-Dstrimzi.version={version}"],
-                _MAVEN_TIMEOUT_S, f"Maven could not resolve io.strimzi:api and io.strimzi:crd-generator {version}. "
-                "Is Maven Central reachable?",
+                timeout_s=_MAVEN_TIMEOUT_S, failure=f"Maven could not resolve io.strimzi:api and "
+                f"io.strimzi:crd-generator {version}. Is Maven Central reachable?",
             )
         targets = {cls: out / f"{cls.rsplit('.', 1)[1]}.yaml" for cls in _STRIMZI_CLASSES}
-        _run(
+        run_checked(
             [java, "-cp", f"{lib}{os.sep}*", "io.strimzi.crdgenerator.CrdGenerator", *_STRIMZI_GENERATOR_ARGS,
              *(f"{cls}={target}" for cls, target in targets.items())],
-            _JAVA_TIMEOUT_S, f"Strimzi's CRD generator {version} failed",
+            timeout_s=_JAVA_TIMEOUT_S, failure=f"Strimzi's CRD generator {version} failed",
         )
         lines: list[str] = []
         for cls, target in targets.items():
@@ -268,18 +272,6 @@ def _generate_strimzi(mvn: str, java: str, staging: Path) -> list[str]:
             name = _write_crd(target.read_bytes(), f"Strimzi {version} CRD generator ({cls})", staging)
             lines.append(f"{name} <- io.strimzi:crd-generator:{version} over io.strimzi:api:{version} {cls}")
     return lines
-
-
-def _run(command: list[str], timeout_s: float, failure: str) -> None:
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise LocalKafkaError(f"{failure}: `{' '.join(command)}` did not finish within {timeout_s:.0f}s") from exc
-    except OSError as exc:
-        raise LocalKafkaError(f"{failure}: could not run {command[0]}: {exc}") from exc
-    if proc.returncode != 0:
-        last = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise LocalKafkaError(f"{failure} (exit {proc.returncode}). Last lines:\n{last}")
 
 
 def _java_major(java: str) -> int | None:
@@ -350,14 +342,3 @@ def _write_crd(data: bytes, origin: str, staging: Path) -> str:
     return target.name
 
 
-def _move_into_place(staging: Path, folder: Path) -> None:
-    """Rename ``staging`` to ``folder`` in one step; a complete ``folder`` another process made first wins."""
-    for _ in range(2):
-        try:
-            staging.rename(folder)
-            return
-        except OSError:
-            if (folder / _MARKER).exists():
-                return
-            shutil.rmtree(folder, ignore_errors=True)
-    raise LocalKafkaError(f"Could not move the CRDs into {folder}")
