@@ -27,6 +27,8 @@ from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessR
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Secret, Service
+from lightkube.resources.networking_v1 import NetworkPolicy
+from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
 from pyrallel_consumer import ConsumerConfig
@@ -181,10 +183,10 @@ def test_strict_lint_passes(helm: Helm, combination: str) -> None:
 
 EXPECTED_KINDS = {
     "plain": {"Deployment": 3, "ConsumerDeployment": 1, "Secret": 1, "Service": 1, "ServiceMonitor": 1,
-              "PrometheusRule": 1, "ConfigMap": 1, "PodDisruptionBudget": 2, "ServiceAccount": 2, "Role": 1,
-              "RoleBinding": 1},
+              "PrometheusRule": 1, "ConfigMap": 1, "PodDisruptionBudget": 3, "ServiceAccount": 2, "Role": 1,
+              "RoleBinding": 1, "NetworkPolicy": 0},
     "keda": {"Deployment": 3, "ScaledObject": 1},
-    "strimzi": {"Deployment": 1, "KafkaConnect": 1, "KafkaConnector": 2, "ConsumerDeployment": 1},
+    "strimzi": {"Deployment": 1, "KafkaConnect": 1, "KafkaConnector": 2, "ConsumerDeployment": 1, "NetworkPolicy": 1},
     "argo": {"Deployment": 1, "Rollout": 1, "AnalysisTemplate": 2, "Service": 3, "Role": 2, "RoleBinding": 2},
     "all": {"Deployment": 1, "Rollout": 1, "ScaledObject": 1, "PodMonitor": 1, "Secret": 0, "ServiceMonitor": 0},
 }
@@ -376,7 +378,13 @@ def test_argo_rollout_gates_promotion_on_health_and_promotes_through_the_custom_
         (job_container,) = pod["containers"]
         assert job_container["image"] == "pyrallel-tools:0.1.0"
         commands[phase] = " ".join([*job_container["command"], *job_container["args"]])
-        assert {e["name"] for e in job_container["env"]} >= {"PYRALLEL_CONTROL_TOKEN", "PYRALLEL_BOOTSTRAP_SERVERS"}
+        env = {e["name"]: e for e in job_container["env"]}
+        assert env["PYRALLEL_LOG_FORMAT"]["value"] == "json", "the Jobs' logs are JSON like the controller's"
+        # Neither command talks to Kafka; only health calls the pods' control APIs and needs the token.
+        assert set(env) == ({"PYRALLEL_LOG_FORMAT", "PYRALLEL_CONTROL_TOKEN"} if phase == "prePromotionAnalysis"
+                            else {"PYRALLEL_LOG_FORMAT"})
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert job_container["securityContext"]["readOnlyRootFilesystem"] is True
     color_arg = "{{args.color}}"  # filled in by Argo from the analysis args above
     assert commands == {
         "prePromotionAnalysis":
@@ -387,12 +395,13 @@ def test_argo_rollout_gates_promotion_on_health_and_promotes_through_the_custom_
     scaled = one(docs, "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
                                                 "name": FULLNAME}
-    # The analysis account can read pods and patch the one ConsumerDeployment, nothing else.
+    # The analysis account can read pods (health) and get/patch the one ConsumerDeployment (set-active patches
+    # the spec and polls the status with get), nothing else.
     analysis_role = one(docs, "Role", f"{FULLNAME}-analysis")
     assert analysis_role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
         {"apiGroups": ["pyrallel.io"], "resources": ["consumerdeployments"], "resourceNames": [FULLNAME],
-         "verbs": ["get", "watch", "patch"]},
+         "verbs": ["get", "patch"]},
     ]
 
 
@@ -400,14 +409,12 @@ def test_controller_role_is_least_privilege(helm: Helm) -> None:
     role = one(helm.render(COMBINATIONS["plain"]), "Role", f"{FULLNAME}-controller")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["pyrallel.io"], "resources": ["consumerdeployments"],
-         "verbs": ["get", "list", "watch", "patch"]},
-        {"apiGroups": ["pyrallel.io"], "resources": ["consumerdeployments/status"],
-         "verbs": ["get", "patch", "update"]},
+        {"apiGroups": ["pyrallel.io"], "resources": ["consumerdeployments"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["pyrallel.io"], "resources": ["consumerdeployments/status"], "verbs": ["get", "patch"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
          "resourceNames": [lease_name(FULLNAME)], "verbs": ["get", "update"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
 
 
@@ -438,6 +445,118 @@ def test_the_pyrallel_cli_takes_the_arguments_the_chart_runs_it_with(
         (job,) = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]["containers"]
         params = _parse_cli([arg.replace("{{args.color}}", "green") for arg in job["args"]])
         assert params["deployment"] == FULLNAME and params["namespace"] == "shop" and params["color"] == "green"
+
+
+def _cli_group_params(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The options of the ``pyrallel`` group itself (``--log-format``, ``-v``) as the real CLI reads them from this
+    environment alone."""
+    for name in [n for n in os.environ if n.startswith("PYRALLEL_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return dict(cli.make_context("pyrallel", ["controller"]).params)
+
+
+def _analysis_jobs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pod specs of the Argo analysis Jobs."""
+    return [t["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]
+            for t in docs if t["kind"] == "AnalysisTemplate"]
+
+
+def test_the_controller_and_the_analysis_jobs_log_json(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented controller LogQL (`| json | event=...`) needs JSON lines: the rendered environment makes the
+    real CLI log JSON, and controller.logFormat=text makes it plain again."""
+    docs = helm.render(COMBINATIONS["all"])
+    environments = [{n: e["value"] for n, e in env_of(one(docs, "Deployment", f"{FULLNAME}-controller")).items()
+                     if "value" in e}]
+    environments += [{e["name"]: e["value"] for e in job["containers"][0]["env"] if "value" in e}
+                     for job in _analysis_jobs(docs)]
+    assert len(environments) == 3
+    for environment in environments:
+        assert environment["PYRALLEL_LOG_FORMAT"] == "json"
+        assert _cli_group_params(environment, monkeypatch)["log_format"] == "json"
+    text = merged(COMBINATIONS["all"], {"controller": {"logFormat": "text"}})
+    controller = one(helm.render(text), "Deployment", f"{FULLNAME}-controller")
+    assert env_of(controller)["PYRALLEL_LOG_FORMAT"]["value"] == "text"
+
+
+def test_the_controller_pod_outlives_a_switch_and_a_drain(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRALLEL_CONTROL_TOKEN", TOKEN)
+    docs = helm.render(COMBINATIONS["plain"])
+    deployment = one(docs, "Deployment", f"{FULLNAME}-controller")
+    pod, controller = deployment["spec"]["template"], container(deployment)
+    # serve --kubernetes takes the brokers from the ConsumerDeployment's spec.bootstrapServers.
+    assert "PYRALLEL_BOOTSTRAP_SERVERS" not in env_of(deployment)
+    # Liveness: the metrics server the real CLI starts from these arguments, on the port named "metrics".
+    serve = _parse_cli(controller["args"])
+    assert serve["metrics_port"] == 9400 and serve["host"] == "0.0.0.0"
+    assert controller["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
+    assert controller["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert "readinessProbe" not in controller, "no Service sends the controller traffic"
+    # SIGTERM: the leader finishes a running switch (steps of up to 60 s, the health window, the 30 s gap bound).
+    grace = pod["spec"]["terminationGracePeriodSeconds"]
+    assert grace == 180 and grace > 2 * 60 + COMBINATIONS["plain"].get("health", {}).get("windowSeconds", 5) + 30
+    # The two replicas on different nodes when possible, and never both evicted by a drain.
+    (term,) = pod["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    pdb = one(docs, "PodDisruptionBudget", f"{FULLNAME}-controller")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": deployment["spec"]["selector"]}
+    # No metrics port: no HTTP endpoint at all in --kubernetes mode, hence no probe. One replica: no PDB (it would
+    # block every drain).
+    bare = helm.render(merged(COMBINATIONS["plain"], {"controller": {"metricsPort": None, "replicas": 1}}))
+    bare_controller = container(one(bare, "Deployment", f"{FULLNAME}-controller"))
+    assert "livenessProbe" not in bare_controller and "ports" not in bare_controller
+    assert _parse_cli(bare_controller["args"])["metrics_port"] is None
+    assert not [d for d in bare if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("-controller")]
+
+
+def test_the_controller_and_jobs_have_their_own_security_context(helm: Helm) -> None:
+    values = merged(COMBINATIONS["argo"], {"controller": {
+        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 20002, "runAsGroup": 20002},
+        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "privileged": False}}})
+    docs = helm.render(values)
+    consumer_pod = one(docs, "Rollout")["spec"]["template"]["spec"]
+    assert consumer_pod["securityContext"]["runAsUser"] == 10001, "the consumers keep consumer.podSecurityContext"
+    controller_pod = one(docs, "Deployment", f"{FULLNAME}-controller")["spec"]["template"]["spec"]
+    for pod in (controller_pod, *_analysis_jobs(docs)):
+        assert pod["securityContext"]["runAsUser"] == 20002
+        assert pod["containers"][0]["securityContext"]["privileged"] is False
+
+
+def test_every_read_only_container_has_a_writable_tmp(helm: Helm) -> None:
+    """readOnlyRootFilesystem everywhere, and /tmp an emptyDir in every pod (the only place anything may write)."""
+    docs = helm.render(COMBINATIONS["all"])
+    pods = [one(docs, "Rollout")["spec"]["template"]["spec"],
+            one(docs, "Deployment", f"{FULLNAME}-controller")["spec"]["template"]["spec"], *_analysis_jobs(docs)]
+    for pod in pods:
+        (box,) = pod["containers"]
+        assert box["securityContext"]["readOnlyRootFilesystem"] is True
+        (mount,) = [m for m in box["volumeMounts"] if m["mountPath"] == "/tmp"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume == {"name": mount["name"], "emptyDir": {}}
+
+
+def test_strimzi_lets_the_controller_reach_the_connect_rest_api(helm: Helm) -> None:
+    """Strimzi's own NetworkPolicy on the Connect pods admits only the Cluster Operator and Connect itself to 8083;
+    the chart's policy (policies add up) admits the controller's pods too."""
+    docs = helm.render(COMBINATIONS["strimzi"])
+    connect = one(docs, "KafkaConnect")["metadata"]["name"]
+    assert one(docs, "ConsumerDeployment")["spec"]["connect"]["url"].endswith(":8083")
+    policy = one(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"strimzi.io/cluster": connect,
+                                                             "strimzi.io/kind": "KafkaConnect"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 8083, "protocol": "TCP"}]
+    controller_labels = one(docs, "Deployment", f"{FULLNAME}-controller")["spec"]["template"]["metadata"]["labels"]
+    same_namespace = [p["podSelector"]["matchLabels"] for p in rule["from"] if "namespaceSelector" not in p]
+    assert any(labels.items() <= controller_labels.items() for labels in same_namespace), "the controller's pods"
+    assert {"strimzi.io/cluster": connect, "strimzi.io/kind": "KafkaConnect"} in same_namespace, "Connect itself"
+    assert {"podSelector": {"matchLabels": {"strimzi.io/kind": "cluster-operator"}}, "namespaceSelector": {}} \
+        in rule["from"], "the Cluster Operator, wherever it runs"
+    off = helm.render(merged(COMBINATIONS["strimzi"], {"strimzi": {"networkPolicy": {"enabled": False}}}))
+    assert not [d for d in off if d["kind"] == "NetworkPolicy"]
 
 
 def test_alerts_and_dashboard_come_from_the_one_copy_in_the_chart(helm: Helm) -> None:
@@ -573,6 +692,7 @@ def test_every_object_is_accepted_by_the_api_server(
     assert cr["spec"]["activeColor"] == values.get("activeColor", "blue")
     assert cr["spec"]["strategy"] == values.get("strategy", "C")
     if combination == "plain":
+        assert client.get(PodDisruptionBudget, f"{FULLNAME}-controller").spec.minAvailable == 1  # type: ignore[union-attr]
         blue = client.get(Deployment, f"{FULLNAME}-blue")
         assert blue.spec is not None and blue.spec.template.metadata is not None
         assert (blue.spec.template.metadata.labels or {})["pyrallel.io/color"] == "blue"
@@ -582,6 +702,9 @@ def test_every_object_is_accepted_by_the_api_server(
     if combination == "strimzi":
         states = {c: client.get(KafkaConnector, f"{FULLNAME}-{c}")["spec"]["state"] for c in ("blue", "green")}
         assert states == {"blue": "running", "green": "stopped"}
+        policy = client.get(NetworkPolicy, f"{FULLNAME}-connect-controller-access")
+        assert policy.spec is not None and policy.spec.ingress is not None
+        assert [p.port for p in policy.spec.ingress[0].ports or []] == [8083]
     if combination in ("argo", "all"):
         rollout = client.get(Rollout, FULLNAME)
         assert rollout["spec"]["strategy"]["blueGreen"]["activeService"] == f"{FULLNAME}-active"
@@ -629,6 +752,21 @@ def test_an_upgrade_keeps_the_state_the_controller_gave_a_connector(
     assert states == {"blue": "stopped", "green": "stopped"}, "helm upgrade restarted no connector"
 
 
+def test_an_argo_upgrade_that_keeps_the_active_color_warns(
+        install: Callable[..., tuple[str, str]]) -> None:
+    """An upgrade with argo.color still the live active color rolls new pods into the active color without a gate:
+    the notes warn (the upgrade itself succeeds); an upgrade that flips argo.color does not warn."""
+    values = COMBINATIONS["argo"]
+    namespace, out = install(values)
+    assert "WARNING" not in out
+    _, out = install(merged(values, {"image": {"tag": "1.5.0"}}), namespace=namespace, upgrade=True)
+    assert "STATUS: deployed" in out and "WARNING: argo.color=blue is the ACTIVE color" in out
+    assert "--set argo.color=green" in out
+    _, out = install(merged(values, {"image": {"tag": "1.5.0"}, "argo": {"color": "green"}}), namespace=namespace,
+                     upgrade=True)
+    assert "STATUS: deployed" in out and "WARNING" not in out
+
+
 def _allowed(client: Any, namespace: str, account: str, verb: str, resource: str, group: str = "",
              name: str | None = None, subresource: str | None = None, in_namespace: str | None = None) -> bool:
     """Whether the API server's RBAC lets the service account ``account`` of ``namespace`` do this."""
@@ -651,17 +789,23 @@ def test_the_installed_rbac_grants_the_controller_and_analysis_jobs_only_what_th
         return _allowed(client, namespace, account, verb, resource, group, **kw)
 
     assert can(controller, "watch", "pods")
-    assert can(controller, "patch", "consumerdeployments", "pyrallel.io", name=FULLNAME)
-    assert can(controller, "update", "consumerdeployments", "pyrallel.io", name=FULLNAME, subresource="status")
+    assert can(controller, "watch", "consumerdeployments", "pyrallel.io")
+    assert can(controller, "patch", "consumerdeployments", "pyrallel.io", name=FULLNAME, subresource="status")
+    assert not can(controller, "patch", "consumerdeployments", "pyrallel.io", name=FULLNAME), "never the spec"
+    assert not can(controller, "update", "consumerdeployments", "pyrallel.io", name=FULLNAME, subresource="status")
     assert can(controller, "create", "leases", "coordination.k8s.io")
     assert can(controller, "update", "leases", "coordination.k8s.io", name=lease)
     assert can(controller, "create", "events")
+    assert not can(controller, "patch", "events")
+    assert not can(controller, "create", "events", "events.k8s.io")
     assert not can(controller, "update", "leases", "coordination.k8s.io", name="someone-elses-lease")
     assert not can(controller, "delete", "pods")
     assert not can(controller, "get", "secrets", name=f"{FULLNAME}-control-token")
     assert not can(controller, "delete", "consumerdeployments", "pyrallel.io", name=FULLNAME)
     assert not _allowed(client, namespace, controller, "list", "pods", in_namespace="kube-system"), "namespaced"
     assert can(analysis, "patch", "consumerdeployments", "pyrallel.io", name=FULLNAME)
+    assert can(analysis, "get", "consumerdeployments", "pyrallel.io", name=FULLNAME)
+    assert not can(analysis, "watch", "consumerdeployments", "pyrallel.io", name=FULLNAME)
     assert can(analysis, "list", "pods")
     assert not can(analysis, "patch", "consumerdeployments", "pyrallel.io", name="another-deployment")
     assert not can(analysis, "update", "consumerdeployments", "pyrallel.io", name=FULLNAME, subresource="status")
