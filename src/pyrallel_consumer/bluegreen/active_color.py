@@ -138,6 +138,12 @@ class ActiveColorWriter:
         producer.init_transactions(30)
         return producer
 
+    def close(self) -> None:
+        """Close the transactional producer (each write is committed before it returns: nothing is pending)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close()
+
     def write(self, deployment: str, color: str, generation: int) -> ActiveColor:
         record = ActiveColor(deployment, color, generation, self.controller_id, time.time())
         if self._producer is None:

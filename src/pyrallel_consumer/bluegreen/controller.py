@@ -8,6 +8,7 @@ lifecycle command carries the new generation, so a command from a fenced-off con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -140,6 +141,14 @@ class SwitchController:
         """Called with each step as it ends (on the switching thread), e.g. to log it live; must not raise."""
 
     # ---- public ----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the active-color writer and take this controller's histograms off its registry, so a replacement
+        (e.g. for other bootstrap servers) can register its own on the same registry."""
+        self._writer.close()
+        for collector in (self._switch_hist, self._rollback_hist):
+            with contextlib.suppress(KeyError):  # already taken off
+                self.registry.unregister(collector)
 
     def current(self) -> ActiveColor | None:
         try:

@@ -214,6 +214,7 @@ class Lifecycle:
             "instance": self._config.instance_id,
             "group_id": self._config.group_id,
             "generation": self.generation,
+            "max_generation_step": self._config.control_max_generation_step,
             "pause_mode": self._config.pause_mode,
             "assigned_partitions": [f"{t}[{p}]" for t, p in self._coordinator.assigned],
             "in_flight": snapshot.in_flight,

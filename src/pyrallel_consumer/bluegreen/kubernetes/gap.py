@@ -33,6 +33,7 @@ class GapSampler:
         self._interval_s = interval_s
         self._bound_s = bound_s
         self._stop = threading.Event()
+        self._cancelled = False
         self._deadline: float | None = None
         self.baseline: int | None = None
         self.first_record_at: float | None = None
@@ -69,6 +70,11 @@ class GapSampler:
                 return
             self._stop.wait(self._interval_s)
 
+    def cancel(self) -> None:
+        """Stop polling now (the controller is shutting down); a ``finish`` waiting returns at once."""
+        self._cancelled = True
+        self._stop.set()
+
     def finish(self, result: SwitchResult) -> tuple[float | None, str | None]:
         """(gap in seconds, None) or (None, why not); waits up to the bound for the first record."""
         try:
@@ -85,6 +91,8 @@ class GapSampler:
             remaining = max(0.0, resumed_at + self._bound_s - time.time())
             self._deadline = time.monotonic() + remaining
             self._thread.join(remaining + 5)
+            if self.first_record_at is None and self._cancelled:
+                return None, "not measured: the controller stopped before the first record"
             if self.first_record_at is None:
                 return None, f"no record was handled by {result.to_color} within {self._bound_s:g}s of its resume"
             if self.first_record_at < paused_at:

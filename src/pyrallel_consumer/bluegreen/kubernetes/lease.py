@@ -8,14 +8,18 @@ Lease every ``retry_period_s``, then renews it every ``retry_period_s``. Updates
 Timing contract (``LeaseTimings``: lease 15 s, renew deadline 10 s, retry 2 s by default, like client-go):
 
 * a standby takes over a Lease only when its record has not changed for ``leaseDurationSeconds`` *as the standby
-  observed it* (its own monotonic clock, from when it first saw that record; no clock comparison across machines);
+  observed it* (its own monotonic clock, read when the GET that first showed it that record had answered, as
+  client-go does; no clock comparison across machines);
 * the leader measures from the start of its last successful renewal; if ``renew_deadline_s`` passes without
   another, a watchdog thread calls ``on_stopped_leading`` at once, even while a renewal hangs.
 
 So the old leader has stopped (``renew_deadline_s`` after its last renewal) before any standby can start
 (``lease_duration_s`` after it saw that renewal, which was later). The serve command's ``on_stopped_leading``
 ends the process (non-zero), which also stops a switch running on another thread; Kubernetes restarts it as a
-standby. The Lease does not fence by itself: a leader stopped by the OS for longer than the Lease would still
+standby. ``run`` stops on an event of its own, which the reconciler sets only once it has stopped acting (a SIGTERM
+does not end the renewals of a leader that is still switching).
+
+The Lease does not fence by itself: a leader stopped by the OS for longer than the Lease would still
 send what it had started. The control topic fences that (see ``pyrallel_consumer.bluegreen.active_color``).
 """
 
@@ -36,6 +40,7 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from pyrallel_consumer.bluegreen import log_events as ev
 from pyrallel_consumer.bluegreen.kubernetes.client import KUBE_ERRORS, describe, is_status
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,7 @@ class LeaderElector:
     name: str
     identity: str
     on_started_leading: Callable[[], None]
+    """Called on the elector's thread once the Lease is held; must return at once (no API calls)."""
     on_stopped_leading: Callable[[str], None]
     """Called once, with the reason, on the thread that noticed (elector or watchdog); must stop all acting."""
     timings: LeaseTimings = field(default_factory=LeaseTimings)
@@ -116,9 +122,9 @@ class LeaderElector:
             with self._lock:
                 self._leading = True
             log.info("Acquired lease %s/%s as %s", self.namespace, self.name, self.identity,
-                     extra={**self.log_extra, "event": "lease_acquired", "holder": self.identity})
+                     extra={**self.log_extra, ev.EVENT: ev.LEASE_ACQUIRED, "holder": self.identity})
             threading.Thread(target=self._watchdog, args=(stop,), name="lease-watchdog", daemon=True).start()
-            self.on_started_leading()
+            self.on_started_leading()  # must not block: the first renewal is due one retry period from now
             while not stop.wait(self.timings.retry_period_s):
                 if self._lost:
                     return
@@ -141,7 +147,7 @@ class LeaderElector:
                 lease.spec.renewTime = datetime.now(UTC)
                 client.replace(lease)
                 log.info("Released lease %s/%s", self.namespace, self.name,
-                         extra={**self.log_extra, "event": "lease_released", "holder": self.identity})
+                         extra={**self.log_extra, ev.EVENT: ev.LEASE_RELEASED, "holder": self.identity})
         except KUBE_ERRORS as exc:
             log.warning("Could not release lease %s/%s: %s (a standby takes over when it expires)",
                         self.namespace, self.name, describe(exc))
@@ -156,13 +162,14 @@ class LeaderElector:
         except KUBE_ERRORS as exc:
             if not acquiring:
                 log.warning("Renewing lease %s/%s failed: %s", self.namespace, self.name, describe(exc),
-                            extra={**self.log_extra, "event": "lease_renew_failed", "holder": self.identity})
+                            extra={**self.log_extra, ev.EVENT: ev.LEASE_RENEW_FAILED, "holder": self.identity,
+                                   "error": describe(exc)})
             else:
                 log.debug("Acquiring lease %s/%s failed: %s", self.namespace, self.name, describe(exc))
             return False
 
     def _try_acquire_or_renew(self, client: Client) -> bool:
-        started = self.clock()
+        started = self.clock()  # the leader's renew deadline counts from before its request
         now = datetime.now(UTC)
         try:
             lease = client.get(Lease, self.name, namespace=self.namespace)
@@ -183,14 +190,15 @@ class LeaderElector:
         spec = lease.spec or LeaseSpec()
         holder = spec.holderIdentity or ""
         version = lease.metadata.resourceVersion if lease.metadata else None
+        answered = self.clock()  # a standby times what it saw from the answer (a slow GET must not shorten its wait)
         if version != self._observed.resource_version:
-            self._observed = _Observed(version, started, holder, spec.leaseDurationSeconds or 0)
+            self._observed = _Observed(version, answered, holder, spec.leaseDurationSeconds or 0)
         if holder and holder != self.identity:
             if self._leading:
-                self._lose(f"the lease is held by {holder}")
+                self.lose(f"the lease is held by {holder}")
                 return False
             expires = self._observed.at + (self._observed.lease_seconds or self.timings.lease_seconds)
-            if started < expires:
+            if answered < expires:
                 return False
         taking_over = holder != self.identity
         lease.spec = LeaseSpec(
@@ -220,14 +228,16 @@ class LeaderElector:
                     return
                 overdue = self.clock() - self._renewed_at >= self.timings.renew_deadline_s
             if overdue:
-                self._lose(f"no renewal within the renew deadline of {self.timings.renew_deadline_s:g}s")
+                self.lose(f"no renewal within the renew deadline of {self.timings.renew_deadline_s:g}s")
                 return
 
-    def _lose(self, reason: str) -> None:
+    def lose(self, reason: str) -> None:
+        """Stop leading now (once): log ``lease_lost`` with ``reason`` and call ``on_stopped_leading``; also called
+        by the reconciler when its writer was fenced in the control topic."""
         with self._lock:
             if self._lost:
                 return
             self._lost, self._leading = True, False
         log.error("Lost lease %s/%s: %s; stopping", self.namespace, self.name, reason,
-                  extra={**self.log_extra, "event": "lease_lost", "holder": self.identity})
+                  extra={**self.log_extra, ev.EVENT: ev.LEASE_LOST, "holder": self.identity, "reason": reason})
         self.on_stopped_leading(reason)

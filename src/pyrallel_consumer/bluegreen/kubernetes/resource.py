@@ -48,6 +48,9 @@ class DeploymentSpec:
     connectors: dict[str, str] = field(default_factory=dict)
     health: HealthCheck | None = field(default_factory=HealthCheck)
     """None when ``health.windowSeconds`` is 0: no health check after a switch."""
+    switch_request: int = 0
+    """``spec.switchRequest``: raised to request a switch to ``active_color`` again (after a rollback); only its
+    change matters, through ``metadata.generation``."""
 
 
 def parse_spec(spec: Any) -> DeploymentSpec:
@@ -77,8 +80,11 @@ def parse_spec(spec: Any) -> DeploymentSpec:
     if strategy == "E" and not url:
         raise SpecError("spec.connect.url: strategy E needs the Kafka Connect REST URL")
     connectors = _color_map(connect.get("connectors"), "spec.connect.connectors")
+    request = spec.get("switchRequest", 0)
+    if isinstance(request, bool) or not isinstance(request, int) or request < 0:
+        raise SpecError(f"spec.switchRequest: must be a whole number >= 0, not {request!r}")
     return DeploymentSpec(color, strategy, bootstrap.strip(), groups, url.rstrip("/") if url else None,
-                          connectors, _health(spec.get("health")))
+                          connectors, _health(spec.get("health")), request)
 
 
 def _color_map(value: Any, where: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pyrallel_consumer.bluegreen.controller import COLORS, STRATEGIES
+from pyrallel_tools.cli.controller_options import KUBECONFIG_OPTION, NAMESPACE_OPTION, check_token, urls
 
 if TYPE_CHECKING:
     from lightkube import Client
@@ -30,12 +31,6 @@ if TYPE_CHECKING:
 
 EXIT_LEASE_LOST = 3
 """Exit code of ``serve --kubernetes`` when the Lease was lost (or the writer fenced): restart as a standby."""
-
-_KUBECONFIG = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                           help="Kubeconfig file (default: in-cluster service account, $KUBECONFIG, ~/.kube/config).")
-_NAMESPACE = click.option("--namespace", default="default", show_default=True,
-                          help="Namespace of the ConsumerDeployment.")
-
 
 def _factory(kubeconfig: Path | None, namespace: str) -> Callable[[], Client]:
     from pyrallel_consumer.bluegreen.kubernetes.client import KubeSetupError, client_factory, load_config
@@ -128,15 +123,18 @@ def _exit_lost(reason: str) -> None:
 
 @click.command("set-active")
 @click.option("--deployment", required=True, help="Name of the ConsumerDeployment.")
-@_NAMESPACE
+@NAMESPACE_OPTION
 @click.option("--color", type=click.Choice(COLORS), required=True, help="The color that should process.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="Also set spec.strategy.")
 @click.option("--wait", type=click.FloatRange(0), default=None,
               help="Wait up to SECONDS for the switch's outcome; exit 1 unless it is Active on COLOR.")
-@_KUBECONFIG
+@KUBECONFIG_OPTION
 def set_active(deployment: str, namespace: str, color: str, strategy: str | None, wait: float | None,
                kubeconfig: Path | None) -> None:
-    """Request a switch: set spec.activeColor of a ConsumerDeployment (merge patch), optionally wait for it."""
+    """Request a switch: set spec.activeColor of a ConsumerDeployment (merge patch), optionally wait for it.
+
+    When spec.activeColor already names COLOR but the status does not (the last switch to it was rolled back or
+    failed), spec.switchRequest is raised as well: that changes the spec, so the controller tries again."""
     from lightkube.types import PatchType
 
     from pyrallel_consumer.bluegreen.kubernetes.client import KUBE_ERRORS
@@ -147,10 +145,18 @@ def set_active(deployment: str, namespace: str, color: str, strategy: str | None
     if strategy is not None:
         spec["strategy"] = strategy
     try:
-        patched = client.patch(ConsumerDeployment, deployment, {"spec": spec}, namespace=namespace,
+        current = client.get(ConsumerDeployment, deployment, namespace=namespace)
+        body: dict[str, Any] = {"spec": spec}
+        if _needs_new_request(dict(current.get("spec") or {}), dict(current.get("status") or {}),
+                              int((current.metadata.generation if current.metadata else None) or 0), color):
+            spec["switchRequest"] = int((current.get("spec") or {}).get("switchRequest") or 0) + 1
+            # Read-modify-write: refused (409) if anyone changed the resource since the read.
+            body["metadata"] = {"resourceVersion": current.metadata.resourceVersion if current.metadata else None}
+        patched = client.patch(ConsumerDeployment, deployment, body, namespace=namespace,
                                patch_type=PatchType.MERGE)
         generation = int(patched.metadata.generation or 0) if patched.metadata else 0
-        click.echo(f"{namespace}/{deployment}: spec.activeColor={color} (generation {generation})")
+        again = f", switchRequest={spec['switchRequest']}" if "switchRequest" in spec else ""
+        click.echo(f"{namespace}/{deployment}: spec.activeColor={color}{again} (generation {generation})")
         if wait is None:
             return
         deadline = time.monotonic() + wait
@@ -176,18 +182,26 @@ def set_active(deployment: str, namespace: str, color: str, strategy: str | None
         raise click.ClickException(f"the switch to {color} ended {status.get('phase')}: {last.get('error')}")
 
 
+def _needs_new_request(spec: dict[str, Any], status: dict[str, Any], generation: int, color: str) -> bool:
+    """spec.activeColor already is ``color``, the status is not on it, and no request is pending (the controller
+    observed the current generation): patching activeColor alone would change nothing."""
+    return (spec.get("activeColor") == color and status.get("activeColor") != color
+            and int(status.get("observedGeneration") or 0) >= generation)
+
+
 @click.command()
 @click.option("--kubernetes", is_flag=True, help="Find the color's instances from the pods of the deployment.")
 @click.option("--deployment", default=None, help="Name of the ConsumerDeployment (with --kubernetes).")
-@_NAMESPACE
-@click.option("--color", type=click.Choice(COLORS), required=True)
+@NAMESPACE_OPTION
+@click.option("--color", type=click.Choice(COLORS), required=True, help="The color to check (e.g. Argo's preview).")
 @click.option("--instances", default=None, help="Without --kubernetes: comma-separated control URLs of the color.")
 @click.option("--window", type=click.FloatRange(0, 600), default=5.0, show_default=True,
               help="Seconds over which handler failures are counted.")
-@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.2, show_default=True)
-@click.option("--token", envvar="PYRALLEL_CONTROL_TOKEN", default=None,
+@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Highest share of handler failures (of what the color handled over the window) still healthy.")
+@click.option("--token", envvar="PYRALLEL_CONTROL_TOKEN", default=None, callback=check_token,
               help="Bearer token of the consumers' control APIs (env PYRALLEL_CONTROL_TOKEN).")
-@_KUBECONFIG
+@KUBECONFIG_OPTION
 def health(kubernetes: bool, deployment: str | None, namespace: str, color: str, instances: str | None,
            window: float, max_error_rate: float, token: str | None, kubeconfig: Path | None) -> None:
     """Exit 0 when every instance of COLOR is ready and its handler failures stay under the rate (a paused color
@@ -204,14 +218,14 @@ def health(kubernetes: bool, deployment: str | None, namespace: str, color: str,
 
         client = _client(kubeconfig, namespace)
         try:
-            urls = urls_by_color(list_instances(client, namespace, deployment))[color]
+            found = urls_by_color(list_instances(client, namespace, deployment))[color]
         except KUBE_ERRORS as exc:
             raise _api_error(exc, namespace, deployment) from None
         finally:
             client.close()
     else:
-        urls = [u.strip().rstrip("/") for u in (instances or "").split(",") if u.strip()]
-    result = check_color(color, urls, token, window, max_error_rate)
+        found = urls(instances)
+    result = check_color(color, found, token, window, max_error_rate)
     click.echo(json.dumps(result.to_dict(), indent=2))
     if not result.healthy:
         raise SystemExit(1)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,14 +20,16 @@ from pyrallel_consumer.bluegreen.controller import (
     SwitchController,
     SwitchError,
 )
-from pyrallel_consumer.config import token_problem
 from pyrallel_consumer.control_server import HttpError, HttpServer, Request, Response
+from pyrallel_tools.cli.controller_options import (
+    KUBECONFIG_OPTION,
+    NAMESPACE_OPTION,
+    check_token,
+    kafka_pairs,
+    urls,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _urls(value: str | None) -> list[str]:
-    return [u.strip().rstrip("/") for u in (value or "").split(",") if u.strip()]
 
 
 def _deployment_options(fn: F, bootstrap_required: bool = True) -> F:
@@ -46,7 +47,7 @@ def _deployment_options(fn: F, bootstrap_required: bool = True) -> F:
         click.option("--connect-url", envvar="PYRALLEL_CONNECT_URL", help="Strategy E: Kafka Connect REST URL."),
         click.option("--blue-connector", help="Strategy E: blue's connector name (default: blue)."),
         click.option("--green-connector", help="Strategy E: green's connector name (default: green)."),
-        click.option("--token", envvar="PYRALLEL_CONTROL_TOKEN", callback=_check_token,
+        click.option("--token", envvar="PYRALLEL_CONTROL_TOKEN", callback=check_token,
                      help="Bearer token of the consumers' control APIs."),
         click.option("--health-window", type=click.FloatRange(0, 600), default=5.0, show_default=True,
                      help="Seconds the new color is watched after the switch (0 = no health check)."),
@@ -58,20 +59,12 @@ def _deployment_options(fn: F, bootstrap_required: bool = True) -> F:
     return fn
 
 
-def _check_token(_ctx: click.Context, _param: click.Parameter, token: str | None) -> str | None:
-    """A token that could never match is refused here, not as a traceback when the server starts."""
-    problem = token_problem(token) if token is not None else None
-    if problem is not None:
-        raise click.BadParameter(problem)
-    return token
-
-
 def _controller(options: dict[str, Any]) -> tuple[SwitchController, HealthCheck | None]:
     groups = {c: options[f"{c}_group"] for c in COLORS if options.get(f"{c}_group")}
     connectors = {c: options[f"{c}_connector"] for c in COLORS if options.get(f"{c}_connector")}
     deployment = Deployment(
         name=options["deployment"], bootstrap=options["bootstrap_servers"],
-        instances={c: _urls(options.get(c)) for c in COLORS}, groups=groups, token=options.get("token"),
+        instances={c: urls(options.get(c)) for c in COLORS}, groups=groups, token=options.get("token"),
         connect_url=options.get("connect_url"), connectors=connectors, kafka=dict(options.get("kafka") or {}),
     )
     health = (HealthCheck(window_s=options["health_window"], max_error_rate=options["max_error_rate"])
@@ -135,19 +128,17 @@ def _optional_bootstrap(fn: F) -> F:
     return _deployment_options(fn, bootstrap_required=False)
 
 
-def _kafka_pairs(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}")
-        pairs[key.strip()] = val
-    return pairs
-
-
 _KUBERNETES_ONLY = ("namespace", "kubeconfig", "identity")
 _URL_ONLY = ("blue", "green", "blue_group", "green_group", "connect_url", "blue_connector", "green_connector",
-             "controller_id")
+             "controller_id", "port", "bootstrap_servers", "health_window", "max_error_rate")
+"""Options of the URL mode that ``--kubernetes`` takes from the ConsumerDeployment (or does not have)."""
+
+
+def _from_command_line(context: click.Context, names: tuple[str, ...]) -> list[str]:
+    """The options of ``names`` given on the command line. Only those: an environment that also serves the other
+    mode (PYRALLEL_BOOTSTRAP_SERVERS, PYRALLEL_CONNECT_URL of a shell or a Makefile) must not stop a start."""
+    return [f"--{name.replace('_', '-')}" for name in names
+            if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
 
 
 @controller.command()
@@ -155,14 +146,14 @@ _URL_ONLY = ("blue", "green", "blue_group", "green_group", "connect_url", "blue_
 @click.option("--port", type=click.IntRange(0, 65535), default=8090, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address of the HTTP API and the metrics.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve bg_switch_duration_seconds and bg_rollback_duration_seconds for Prometheus.")
+              help="Serve bg_switch_duration_seconds and bg_rollback_duration_seconds for Prometheus (with "
+                   "--kubernetes also pyrallel_controller_leader, 1 on the replica holding the Lease).")
 @click.option("--kubernetes", is_flag=True,
               help="Kubernetes-native: reconcile the ConsumerDeployment --deployment in --namespace, one replica "
                    "acting through a Lease (no HTTP API; bootstrap servers, strategy and colors come from the "
                    "resource and the pods). See docs/kubernetes.md.")
-@click.option("--namespace", default=None, help="--kubernetes: namespace of the ConsumerDeployment [default].")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="--kubernetes: kubeconfig file (default: in-cluster service account, $KUBECONFIG, ~/.kube/config).")
+@NAMESPACE_OPTION
+@KUBECONFIG_OPTION
 @click.option("--identity", default=None, help="--kubernetes: Lease holder identity (default: <pod name>_<random>).")
 @click.option("--lease-duration", type=click.FloatRange(0, min_open=True), default=15.0, show_default=True,
               help="--kubernetes: seconds a standby waits on an unrenewed Lease before taking it.")
@@ -172,28 +163,26 @@ _URL_ONLY = ("blue", "green", "blue_group", "green_group", "connect_url", "blue_
               help="--kubernetes: seconds between Lease attempts and renewals.")
 @click.option("--resync", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="--kubernetes: seconds between reconciliations without any change seen.")
-@click.option("--kafka", "kafka", multiple=True, metavar="KEY=VALUE", callback=_kafka_pairs,
+@click.option("--kafka", "kafka", multiple=True, metavar="KEY=VALUE", callback=kafka_pairs,
               help="librdkafka property of the controller's own Kafka clients (repeatable), e.g. security.protocol.")
 def serve(port: int, host: str, metrics_port: int | None, kubernetes: bool, lease_duration: float,
           renew_deadline: float, retry_period: float, resync: float, kafka: dict[str, str],
           **options: Any) -> None:
     """HTTP API: POST /switch {"strategy", "to"}, POST /rollback {"strategy"}, GET /status; or, with
     --kubernetes, the Kubernetes-native controller of a ConsumerDeployment."""
+    context = click.get_current_context()
     if kubernetes:
         from pyrallel_tools.cli.controller_kube_cmds import lease_timings, serve_kubernetes
 
-        # Only what the command line says is refused: an environment that also serves the other mode (e.g.
-        # PYRALLEL_CONNECT_URL of a shell or a Makefile) must not stop the Kubernetes controller from starting.
-        context = click.get_current_context()
-        given = [f"--{name.replace('_', '-')}" for name in _URL_ONLY if options.get(name)
-                 and context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        given = _from_command_line(context, _URL_ONLY)
         if given:
-            raise click.UsageError(f"{', '.join(given)}: with --kubernetes these come from the ConsumerDeployment")
-        serve_kubernetes(options["deployment"], options.get("namespace") or "default", options.get("kubeconfig"),
+            raise click.UsageError(f"{', '.join(given)}: not with --kubernetes (the ConsumerDeployment and its "
+                                   f"pods say these)")
+        serve_kubernetes(options["deployment"], options["namespace"], options.get("kubeconfig"),
                          options.get("token"), kafka, lease_timings(lease_duration, renew_deadline, retry_period),
                          options.get("identity"), resync, host, metrics_port)
         return
-    given = [f"--{name}" for name in _KUBERNETES_ONLY if options.get(name)]
+    given = _from_command_line(context, _KUBERNETES_ONLY)
     if given:
         raise click.UsageError(f"{', '.join(given)}: only with --kubernetes")
     if not options.get("bootstrap_servers"):
