@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from lightkube import ApiError, Client
-from lightkube.models.core_v1 import Container, ContainerPort, PodSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Namespace, Pod
-from lightkube.types import PatchType
+from lightkube.resources.core_v1 import Namespace
 
 from pyrallel_consumer.bluegreen.active_color import read_active_color
 from pyrallel_consumer.bluegreen.controller import SwitchError, http_json
@@ -37,11 +34,17 @@ from pyrallel_consumer.bluegreen.kubernetes.resource import ConsumerDeployment
 from pyrallel_tools.bluegreen.processes import Instance
 from pyrallel_tools.bluegreen.validation.from_logs import validate_files
 from pyrallel_tools.localk8s.apiserver import LocalApiServer
+from pyrallel_tools.localk8s.consumer_pods import (
+    LeaseSettings,
+    LocalPod,
+    consumer_deployment_crd,
+    start_controller,
+    stop_controller,
+)
 from pyrallel_tools.localkafka.ports import free_port
 
 pytestmark = pytest.mark.k8s
 
-CRD = Path(__file__).resolve().parents[2] / "deploy/helm/pyrallel-consumer/crds/consumerdeployments.yaml"
 LEASE_S, RENEW_S, RETRY_S = 4.0, 3.0, 0.5
 RATE = 100.0
 CLI = [sys.executable, "-m", "pyrallel_tools.cli"]
@@ -65,7 +68,7 @@ def state_of(url: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def crd_installed(k8s_api: LocalApiServer) -> LocalApiServer:
-    k8s_api.install_crds([yaml.safe_load(CRD.read_text())])
+    k8s_api.install_crds([consumer_deployment_crd()])
     return k8s_api
 
 
@@ -168,22 +171,15 @@ class Bed:
                             args)
         instance.start(paused=True)  # the chart sets PYRALLEL_START_PAUSED=true: the controller resumes
         self.instances[color].append(instance)
-        pod = Pod(metadata=ObjectMeta(name=instance.name, namespace=self.namespace,
-                                      labels={"pyrallel.io/deployment": self.name, "pyrallel.io/color": color}),
-                  spec=PodSpec(containers=[Container(name="consumer", image="example/consumer:test",
-                                                     ports=[ContainerPort(containerPort=instance.port,
-                                                                          name="control")])]))
-        self.kube.create(pod, namespace=self.namespace)
-        self.report_running(instance, restarts=0)
+        self.pod(instance).create(self.kube)
         return instance
+
+    def pod(self, instance: Instance) -> LocalPod:
+        return LocalPod(self.namespace, self.name, instance.color, instance.name, instance.port)
 
     def report_running(self, instance: Instance, restarts: int) -> None:
         """What a kubelet would write: the pod's IP, Running, and the container's restart count."""
-        self.kube.patch(Pod.Status, instance.name, {"status": {
-            "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
-            "containerStatuses": [{"name": "consumer", "image": "example/consumer:test", "imageID": "",
-                                   "ready": True, "restartCount": restarts, "state": {"running": {}}}],
-        }}, namespace=self.namespace, patch_type=PatchType.MERGE)
+        self.pod(instance).report_running(self.kube, restarts)
 
     def start_consumers(self, per_color: int = 1) -> None:
         for color in ("blue", "green"):
@@ -202,12 +198,8 @@ class Bed:
 
     def start_controller(self, identity: str) -> Controller:
         log_path = self.work / f"controller-{identity}.log"
-        with log_path.open("ab") as err:
-            proc = subprocess.Popen([
-                *CLI, "--log-format", "json", "controller", "serve", "--kubernetes", "--deployment", self.name,
-                "--namespace", self.namespace, "--kubeconfig", str(self.api.kubeconfig), "--identity", identity,
-                "--lease-duration", str(LEASE_S), "--renew-deadline", str(RENEW_S), "--retry-period", str(RETRY_S),
-                "--resync", "2"], stdout=subprocess.DEVNULL, stderr=err)
+        proc = start_controller(self.api.kubeconfig, self.namespace, self.name, identity, log_path,
+                                LeaseSettings(LEASE_S, RENEW_S, RETRY_S, resync_s=2.0))
         controller = Controller(identity, proc, log_path)
         self.controllers.append(controller)
         return controller
@@ -255,12 +247,7 @@ class Bed:
 
     def close(self) -> None:
         for controller in self.controllers:
-            if controller.proc.poll() is None:
-                controller.proc.send_signal(signal.SIGTERM)
-                try:
-                    controller.proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    controller.proc.kill()
+            stop_controller(controller.proc)
         for proc in self.producers:
             if proc.poll() is None:
                 proc.kill()

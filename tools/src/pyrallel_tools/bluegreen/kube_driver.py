@@ -86,6 +86,8 @@ class KubernetesDriver:
 
     def start(self, instances: dict[str, list[Instance]]) -> KubernetesSwitcher:
         """Everything up to the controller leading with blue active; the switcher that requests the switches."""
+        for noisy in ("httpx2", "httpx"):  # one INFO line per request: ten a second while a switch is awaited
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         kubeconfig = self._api_server()
         self.version = server_version(kubeconfig)
         self._client = client_factory(load_config(kubeconfig), self.namespace, timeout_s=30.0)()
