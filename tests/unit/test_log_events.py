@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from pyrallel_consumer import ConsumerConfig, Record
+from pyrallel_consumer.bluegreen import log_events as controller_events
 from pyrallel_consumer.control.exhaustion import LogAndSkip
 from pyrallel_consumer.control.lifecycle import LifecycleState, StaleGenerationError
 from pyrallel_consumer.control.offset_tracker import PartitionOffsets
@@ -95,6 +96,37 @@ def test_the_operations_guide_documents_every_event_and_field() -> None:
         assert row is not None, f"{name} is missing from the events table of docs/operations.md"
         for field in spec.fields:
             assert f"`{field}`" in row, f"{name}: field {field} is missing from its row"
+
+
+def _table_rows(section: str) -> dict[str, str]:
+    """First-column event name -> its row, for the rows of a markdown table that name one event."""
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `([a-z_]+)` \|", line)
+        if match:
+            rows[match.group(1)] = line
+    return rows
+
+
+def test_the_operations_guide_documents_every_controller_event_and_field() -> None:
+    """The switch controller's events (``pyrallel_consumer.bluegreen.log_events``) against their own table."""
+    text = DOCS.read_text()
+    start = text.index("### Switch controller events")
+    section = text[start:text.index("\n### ", start + 1)]
+    rows = _table_rows(section)
+    assert set(rows) == set(controller_events.EVENTS), "the table and EVENTS list different events"
+    for name, spec in controller_events.EVENTS.items():
+        assert getattr(controller_events, name.upper()) == name, "each event has its constant"
+        assert set(spec.fields) <= set(controller_events.FIELDS), name
+        assert "deployment" in spec.fields, name
+        cells = rows[name].split(" | ")
+        assert spec.level.split(" ")[0] in cells[1], f"{name}: level"
+        documented = set(re.findall(r"`([a-z_]+)`", cells[2]))
+        assert documented == set(spec.fields), f"{name}: fields {documented ^ set(spec.fields)}"
+    used = {f for spec in controller_events.EVENTS.values() for f in spec.fields}
+    assert used == set(controller_events.FIELDS), "a field no event uses"
+    reserved = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+    assert not set(controller_events.FIELDS) & (reserved | STANDARD_KEYS)
 
 
 # ---- call sites ------------------------------------------------------------------------------------------
