@@ -494,3 +494,13 @@ def test_health_refuses_a_blank_token() -> None:
     result = CliRunner().invoke(cli, ["controller", "health", "--color", "blue", "--instances", "http://x",
                                       "--token", " "])
     assert result.exit_code == 2 and "token" in result.output.lower(), result.output
+
+
+def test_set_active_raises_switch_request_only_when_spec_already_names_the_color_and_nothing_is_pending() -> None:
+    from pyrallel_tools.cli.controller_kube_cmds import _needs_new_request
+
+    rolled_back = {"activeColor": "blue", "phase": "RolledBack", "observedGeneration": 4}
+    assert _needs_new_request({"activeColor": "green"}, rolled_back, 4, "green")  # retry after the rollback
+    assert not _needs_new_request({"activeColor": "blue"}, rolled_back, 4, "green")  # activeColor alone changes it
+    assert not _needs_new_request({"activeColor": "green"}, {**rolled_back, "observedGeneration": 3}, 4, "green")
+    assert not _needs_new_request({"activeColor": "green"}, {"activeColor": "green"}, 4, "green")  # already there

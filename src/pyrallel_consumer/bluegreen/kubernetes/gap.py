@@ -1,8 +1,9 @@
 """The controller's estimate of a switch's processing gap: from the old color's pause completing (the pause waits
 for in-flight records) to the new color's first handled record after its resume.
 
-The reconciler starts a ``GapSampler`` on a thread of its own just before a switch (B or C) and asks it for the
-figure when the switch returned. The sampler polls ``GET /lifecycle/status`` of the new color's instances every
+The reconciler starts a ``GapSampler`` on a thread of its own just before a switch (B or C) and, once the switch
+returned and its status was written, waits for the figure on another thread (``finish``); ``cancel`` ends the wait
+when the controller shuts down. The sampler polls ``GET /lifecycle/status`` of the new color's instances every
 50 ms; the first poll whose summed ``records_succeeded`` exceeds the first one's (taken while the new color was
 still paused) marks the first record, with up to one poll interval (plus the request's time) of overstatement.
 When no record flows within the bound after the switch (nothing was produced), the gap is None with the reason.

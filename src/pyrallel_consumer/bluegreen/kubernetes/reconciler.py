@@ -11,7 +11,12 @@
   switches when ``metadata.generation`` moved past ``status.observedGeneration`` and ``spec.activeColor`` differs
   from the record, and keeps the pods consistent with the record (the active color's PAUSED pods resumed, the
   other color's ACTIVE pods paused - stop first, start second);
-* a switch runs ``SwitchController.switch`` on a worker thread, with a ``gap.GapSampler`` thread beside it.
+* a switch runs ``SwitchController.switch`` on a worker thread, with a ``gap.GapSampler`` thread beside it; its
+  status is written when it returns, and the gap is patched in by a later pass once the sampler knows it;
+* a pass that fails (Kafka, the API server) is retried with exponential backoff (``backoff_s``).
+
+Stopping (SIGTERM): the caller's ``stop`` only wakes the loop; a switch or pass running finishes (the elector keeps
+renewing meanwhile, on a stop event of its own), then the elector and the watches stop and the Lease is released.
 
 The ``SwitchController`` is created with the deployment's name as controller id: a new leader's writer fences
 the previous leader's producer, and its commands carry newer generations, so consumers refuse a deposed leader's
