@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
     from pyrallel_consumer.kafka.clients import KafkaClients as KafkaClients
     from pyrallel_consumer.kafka.topic_check import BrokerUnreachableError as BrokerUnreachableError
     from pyrallel_consumer.kafka.topic_check import MissingTopicError as MissingTopicError
+    from pyrallel_consumer.observability.log_events import LogEventSpec as LogEventSpec
     from pyrallel_consumer.observability.snapshot import MetricsSnapshot as MetricsSnapshot
     from pyrallel_consumer.observability.snapshot import PartitionMetrics as PartitionMetrics
     from pyrallel_consumer.record import Ordering as Ordering
@@ -57,6 +58,7 @@ _PUBLIC: dict[str, str] = {
     "KafkaClients": "pyrallel_consumer.kafka.clients",
     "LifecycleState": "pyrallel_consumer.control.lifecycle",
     "LogAndSkip": "pyrallel_consumer.control.exhaustion",
+    "LogEventSpec": "pyrallel_consumer.observability.log_events",
     "MetricsSnapshot": "pyrallel_consumer.observability.snapshot",
     "MissingTopicError": "pyrallel_consumer.kafka.topic_check",
     "Ordering": "pyrallel_consumer.record",

@@ -10,8 +10,9 @@ new ones. Every controller line also carries ``deployment``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final
+
+from pyrallel_consumer import LogEventSpec
 
 EVENT: Final = "event"
 
@@ -48,42 +49,34 @@ POD_PAUSED: Final = "pod_paused"
 POD_RESUMED: Final = "pod_resumed"
 
 
-@dataclass(frozen=True, slots=True)
-class EventSpec:
-    level: str
-    logger: str
-    fields: tuple[str, ...]
-    meaning: str
-
-
 _LEASE = "pyrallel_consumer.bluegreen.kubernetes.lease"
 _LOOP = "pyrallel_consumer.bluegreen.kubernetes.reconciler"
 
-EVENTS: Final[Mapping[str, EventSpec]] = {
-    LEASE_ACQUIRED: EventSpec("INFO", _LEASE, ("deployment", "holder"), "this replica became leader"),
-    LEASE_RENEW_FAILED: EventSpec("WARNING", _LEASE, ("deployment", "holder", "error"),
+EVENTS: Final[Mapping[str, LogEventSpec]] = {
+    LEASE_ACQUIRED: LogEventSpec("INFO", _LEASE, ("deployment", "holder"), "this replica became leader"),
+    LEASE_RENEW_FAILED: LogEventSpec("WARNING", _LEASE, ("deployment", "holder", "error"),
                                   "a renewal failed; the leader keeps acting until its renew deadline"),
-    LEASE_LOST: EventSpec("ERROR", _LEASE, ("deployment", "holder", "reason"),
+    LEASE_LOST: LogEventSpec("ERROR", _LEASE, ("deployment", "holder", "reason"),
                           "leadership ended without a release: the process exits 3 before anyone else can act"),
-    LEASE_RELEASED: EventSpec("INFO", _LEASE, ("deployment", "holder"),
+    LEASE_RELEASED: LogEventSpec("INFO", _LEASE, ("deployment", "holder"),
                               "the leader gave the Lease up on shutdown, after it stopped acting"),
-    SWITCH_STARTED: EventSpec("INFO", _LOOP, ("deployment", "color", "strategy", "resource_generation"),
+    SWITCH_STARTED: LogEventSpec("INFO", _LOOP, ("deployment", "color", "strategy", "resource_generation"),
                               "a switch to color starts (once per resource generation, retries included)"),
-    SWITCH_STEP: EventSpec("INFO", _LOOP, ("deployment", "color", "generation", "step", "ok", "seconds"),
+    SWITCH_STEP: LogEventSpec("INFO", _LOOP, ("deployment", "color", "generation", "step", "ok", "seconds"),
                            "one step of the switch ended"),
-    SWITCH_FINISHED: EventSpec("INFO (ok) / ERROR", _LOOP,
+    SWITCH_FINISHED: LogEventSpec("INFO (ok) / ERROR", _LOOP,
                                ("deployment", "color", "generation", "ok", "seconds", "phase"),
                                "the switch ended; the status says so at once"),
-    SWITCH_GAP_MEASURED: EventSpec("INFO", _LOOP,
+    SWITCH_GAP_MEASURED: LogEventSpec("INFO", _LOOP,
                                    ("deployment", "color", "generation", "processing_gap_seconds",
                                     "processing_gap_note"),
                                    "the processing gap of the last switch is known (or known not to be)"),
-    RECONCILE_FAILED: EventSpec("WARNING", _LOOP, ("deployment", "error", "retry_seconds"),
+    RECONCILE_FAILED: LogEventSpec("WARNING", _LOOP, ("deployment", "error", "retry_seconds"),
                                 "a pass failed (Kafka or the API server away, a switch that cannot start); "
                                 "retried with exponential backoff"),
-    POD_PAUSED: EventSpec("INFO", _LOOP, ("deployment", "color", "generation", "pod", "ok"),
+    POD_PAUSED: LogEventSpec("INFO", _LOOP, ("deployment", "color", "generation", "pod", "ok"),
                           "the consistency pass paused a pod of the inactive color"),
-    POD_RESUMED: EventSpec("INFO", _LOOP, ("deployment", "color", "generation", "pod", "ok"),
+    POD_RESUMED: LogEventSpec("INFO", _LOOP, ("deployment", "color", "generation", "pod", "ok"),
                            "the consistency pass resumed a pod of the active color"),
 }
 """Every event the controller logs: level, logger, fields (``ts``, ``level``, ``logger``, ``message`` aside)."""

@@ -77,8 +77,11 @@ RECORD_EXHAUSTED: Final = "record_exhausted"
 
 
 @dataclass(frozen=True, slots=True)
-class EventSpec:
-    """How a line of one event is logged: its level(s), its logger, the fields it carries, what it means."""
+class LogEventSpec:
+    """How a line of one event is logged: its level(s), its logger, the fields it carries, what it means.
+
+    Public (``pyrallel_consumer.LogEventSpec``): the event names are a contract with log queries, and the switch
+    controller, which may use only the public API, describes its own events with it."""
 
     level: str
     logger: str
@@ -88,46 +91,46 @@ class EventSpec:
 
 _LABELS = ("color", "instance")
 
-EVENTS: Final[Mapping[str, EventSpec]] = {
-    CONSUMER_STARTED: EventSpec(
+EVENTS: Final[Mapping[str, LogEventSpec]] = {
+    CONSUMER_STARTED: LogEventSpec(
         "INFO", "pyrallel_consumer.consumer", ("group_id", "topics", "state", *_LABELS),
         "start() finished: fetching, ACTIVE or PAUSED"),
-    CONSUMER_STOPPED: EventSpec(
+    CONSUMER_STOPPED: LogEventSpec(
         "INFO", "pyrallel_consumer.control.coordinator", ("group_id", "drained", *_LABELS),
         "stop() finished: final offsets committed, group left"),
-    LIFECYCLE_TRANSITION: EventSpec(
+    LIFECYCLE_TRANSITION: LogEventSpec(
         "INFO", "pyrallel_consumer.control.lifecycle",
         ("from_state", "to_state", "cause", "generation", *_LABELS),
         "the lifecycle state changed"),
-    LIFECYCLE_COMMAND: EventSpec(
+    LIFECYCLE_COMMAND: LogEventSpec(
         "INFO", "pyrallel_consumer.control_server.lifecycle_routes",
         ("command", "requested_generation", "generation", "state", "status", "seconds", *_LABELS),
         "POST /lifecycle/pause|resume|positions answered (any status, 409 and 503 included)"),
-    POSITIONS_TAKEN: EventSpec(
+    POSITIONS_TAKEN: LogEventSpec(
         "INFO", "pyrallel_consumer.control.lifecycle", ("position_count", "generation", *_LABELS),
         "a PAUSED consumer committed handed-over positions (strategy B)"),
-    PARTITIONS_ASSIGNED: EventSpec(
+    PARTITIONS_ASSIGNED: LogEventSpec(
         "INFO", "pyrallel_consumer.kafka.poller", ("partitions", "partition_count", "paused", *_LABELS),
         "the group assigned partitions (onPartitionsAssigned); paused=true: they stay paused"),
-    PARTITIONS_REVOKED: EventSpec(
+    PARTITIONS_REVOKED: LogEventSpec(
         "INFO", "pyrallel_consumer.kafka.poller", ("partitions", "partition_count", *_LABELS),
         "the group revokes partitions (onPartitionsRevoked); their offsets are committed next"),
-    PARTITIONS_LOST: EventSpec(
+    PARTITIONS_LOST: LogEventSpec(
         "WARNING", "pyrallel_consumer.kafka.poller", ("partitions", "partition_count", *_LABELS),
         "partitions lost without a revocation (session timeout): nothing committed"),
-    OFFSETS_COMMITTED: EventSpec(
+    OFFSETS_COMMITTED: LogEventSpec(
         "INFO (sync) / DEBUG (async)", "pyrallel_consumer.kafka.commits",
         ("mode", "partitions", "partition_count", "seconds", *_LABELS),
         "the broker acknowledged an offset commit"),
-    COMMIT_FAILED: EventSpec(
+    COMMIT_FAILED: LogEventSpec(
         "WARNING", "pyrallel_consumer.control.commit_schedule",
         ("topic", "partition", "offset", "error", *_LABELS),
         "the broker refused or failed an offset commit"),
-    HANDLER_FAILED: EventSpec(
+    HANDLER_FAILED: LogEventSpec(
         "DEBUG (retrying) / WARNING (last attempt)", "pyrallel_consumer.execution.*",
         ("topic", "partition", "offset", "attempt", "retrying", "error_type", "error"),
         "a handler attempt raised or timed out; the async engine adds the stack as exc_info"),
-    RECORD_EXHAUSTED: EventSpec(
+    RECORD_EXHAUSTED: LogEventSpec(
         "ERROR (skipped) / INFO (dead-lettered)", "pyrallel_consumer.control.exhaustion, .kafka.dead_letter",
         ("topic", "partition", "offset", "attempts", "error_type", "error", "outcome", "dlq_topic", *_LABELS),
         "every attempt failed; the exhaustion policy let the record go (skipped, or written to the DLQ)"),
