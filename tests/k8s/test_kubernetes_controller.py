@@ -356,19 +356,25 @@ def test_switch_requested_through_the_resource_loses_nothing(bed_factory: Callab
           f"switch {last['seconds']}s, {verdict['produced']} produced, 0 lost")
 
 
+def _leader_and_standby(bed: Bed) -> tuple[Controller, Controller]:
+    """Blue active under controller ``ctl-a`` (the leader), and ``ctl-b`` started after it, standing by."""
+    bed.start_consumers()
+    bed.create_resource("blue")
+    leader = bed.start_controller("ctl-a")
+    _wait_active(bed, "blue")
+    standby = bed.start_controller("ctl-b")
+    wait_until(lambda: any("standing by" in str(r.get("message")) for r in standby.events()), 30,
+               "the second controller standing by")
+    return leader, standby
+
+
 # ---- b) a standby does not act ------------------------------------------------------------------------------
 
 
 def test_a_second_controller_does_not_act_while_the_first_holds_the_lease(bed_factory: Callable[[str], Bed]) -> None:
     bed = bed_factory("C")
-    bed.start_consumers()
-    bed.create_resource("blue")
-    leader = bed.start_controller("ctl-a")
-    _wait_active(bed, "blue")
+    leader, standby = _leader_and_standby(bed)
     assert bed.holder() == "ctl-a"
-    standby = bed.start_controller("ctl-b")
-    wait_until(lambda: any("standing by" in str(r.get("message")) for r in standby.events()), 30,
-               "the second controller standing by")
     holders: list[str | None] = []
     poller_stop = threading.Event()
 
@@ -401,13 +407,7 @@ def test_a_second_controller_does_not_act_while_the_first_holds_the_lease(bed_fa
 
 def test_killed_leader_is_replaced_within_the_lease_without_dual_active(bed_factory: Callable[[str], Bed]) -> None:
     bed = bed_factory("C")
-    bed.start_consumers()
-    bed.create_resource("blue")
-    leader = bed.start_controller("ctl-a")
-    _wait_active(bed, "blue")
-    standby = bed.start_controller("ctl-b")
-    wait_until(lambda: any("standing by" in str(r.get("message")) for r in standby.events()), 30,
-               "the second controller standing by")
+    leader, standby = _leader_and_standby(bed)
     bed.produce(20)
     wait_until(lambda: bed.handled() >= 100, 30, "blue handling")
     with DualActiveWatch(bed) as watch:
@@ -524,13 +524,7 @@ def test_sigterm_during_a_switch_finishes_it_then_releases_the_lease(bed_factory
     """The leader keeps renewing while it finishes the switch it is in, writes the outcome, then releases the
     Lease (exit 0); the standby acts only after that."""
     bed = bed_factory("C")
-    bed.start_consumers()
-    bed.create_resource("blue")
-    leader = bed.start_controller("ctl-a")
-    _wait_active(bed, "blue")
-    standby = bed.start_controller("ctl-b")
-    wait_until(lambda: any("standing by" in str(r.get("message")) for r in standby.events()), 30,
-               "the second controller standing by")
+    leader, standby = _leader_and_standby(bed)
     requester = subprocess.Popen([*CLI, "controller", "set-active", "--deployment", bed.name, "--namespace",
                                   bed.namespace, "--color", "green", "--kubeconfig", str(bed.api.kubeconfig)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
