@@ -61,6 +61,7 @@ from pyrallel_consumer.bluegreen.kubernetes.lease import LeaderElector, LeaseTim
 from pyrallel_consumer.bluegreen.kubernetes.pods import PodInstance, list_instances, urls_by_color
 from pyrallel_consumer.bluegreen.kubernetes.resource import (
     DEPLOYMENT_LABEL,
+    GAP_BEING_MEASURED,
     ConsumerDeployment,
     DeploymentSpec,
     SpecError,
@@ -443,7 +444,7 @@ class Reconciler:
         gap: float | None
         note: str | None
         if sampler is not None and result.ok:
-            gap, note = None, "being measured"
+            gap, note = None, GAP_BEING_MEASURED
         else:
             gap, note = (sampler.finish(result) if sampler is not None
                          else (None, "strategy E: the connectors expose no per-record counter to the controller"))

@@ -28,6 +28,11 @@ ConsumerDeployment = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 """The lightkube resource class; ``ConsumerDeployment.Status`` is its status subresource."""
 
 PHASES = ("Pending", "Switching", "Active", "RolledBack", "Failed")
+FINAL_PHASES = ("Active", "RolledBack", "Failed")
+"""Phases in which the controller is done with the generation it observed."""
+GAP_BEING_MEASURED = "being measured"
+"""``lastSwitch.processingGapNote`` of a switch whose status is written and whose gap is not known yet: the
+controller patches ``processingGapSeconds`` in when the new color handles its first record (or the bound passes)."""
 DEPLOYMENT_LABEL = "pyrallel.io/deployment"
 COLOR_LABEL = "pyrallel.io/color"
 

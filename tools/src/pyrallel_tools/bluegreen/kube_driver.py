@@ -30,7 +30,8 @@ from lightkube.types import PatchType
 
 from pyrallel_consumer.bluegreen.controller import COLORS, HealthCheck, Step, SwitchError, SwitchResult
 from pyrallel_consumer.bluegreen.kubernetes.client import KUBE_ERRORS, client_factory, describe, load_config
-from pyrallel_consumer.bluegreen.kubernetes.resource import ConsumerDeployment
+from pyrallel_consumer.bluegreen.kubernetes.gap import BOUND_S as GAP_BOUND_S
+from pyrallel_consumer.bluegreen.kubernetes.resource import FINAL_PHASES, GAP_BEING_MEASURED, ConsumerDeployment
 from pyrallel_tools.bluegreen.processes import Instance
 from pyrallel_tools.bluegreen.run_spec import RunSpec, ScenarioError
 from pyrallel_tools.localk8s.apiserver import LocalApiServer, install_crds
@@ -46,7 +47,6 @@ from pyrallel_tools.localkafka.errors import LocalKafkaError
 
 log = logging.getLogger(__name__)
 
-FINAL_PHASES = ("Active", "RolledBack", "Failed")
 READY_TIMEOUT_S = 60.0
 SWITCH_TIMEOUT_S = 300.0
 """A switch's own bound (health checks, a rollback, the controller's 30 s wait for the first record included)."""
@@ -177,6 +177,7 @@ class KubernetesSwitcher:
                 patch_type=PatchType.MERGE)
             generation = int(patched.metadata.generation or 0) if patched.metadata else 0
             status = self.wait_settled(generation, SWITCH_TIMEOUT_S)
+            status = self._wait_gap(status, generation)
         except KUBE_ERRORS as exc:
             raise SwitchError(f"the Kubernetes API server: {describe(exc)}") from exc
         last = status.get("lastSwitch")
@@ -184,6 +185,16 @@ class KubernetesSwitcher:
             raise SwitchError(f"the controller finished generation {generation} ({status.get('phase')}) without a "
                               f"switch to {to_color} by {strategy}: lastSwitch {last!r}")
         return _result(last, action, int(status.get("generation") or 0), requested)
+
+    def _wait_gap(self, status: dict[str, Any], generation: int) -> dict[str, Any]:
+        """The status once the controller's gap estimate of the switch is in (it writes the outcome first and the
+        gap when the new color handles its first record, within the sampler's bound); as it is after that bound."""
+        deadline = time.monotonic() + GAP_BOUND_S + 10.0
+        while (status.get("lastSwitch") or {}).get("processingGapNote") == GAP_BEING_MEASURED \
+                and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            status = self.wait_settled(generation, SWITCH_TIMEOUT_S)
+        return status
 
     def wait_settled(self, generation: int, timeout_s: float) -> dict[str, Any]:
         """The resource's status once the controller observed ``generation`` and is in a final phase."""

@@ -138,7 +138,7 @@ def set_active(deployment: str, namespace: str, color: str, strategy: str | None
     from lightkube.types import PatchType
 
     from pyrallel_consumer.bluegreen.kubernetes.client import KUBE_ERRORS
-    from pyrallel_consumer.bluegreen.kubernetes.resource import ConsumerDeployment
+    from pyrallel_consumer.bluegreen.kubernetes.resource import FINAL_PHASES, ConsumerDeployment
 
     client = _client(kubeconfig, namespace)
     spec: dict[str, Any] = {"activeColor": color}
@@ -164,7 +164,7 @@ def set_active(deployment: str, namespace: str, color: str, strategy: str | None
             status: dict[str, Any] = dict(client.get(ConsumerDeployment, deployment, namespace=namespace)
                                           .get("status") or {})
             done = (int(status.get("observedGeneration") or 0) >= generation
-                    and status.get("phase") in ("Active", "RolledBack", "Failed"))
+                    and status.get("phase") in FINAL_PHASES)
             if done or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
