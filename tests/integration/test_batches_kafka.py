@@ -1,0 +1,150 @@
+"""Batch handlers against the real broker: every record once, key order across batches, partial failures retried
+alone, dead letters per record, commits at the end. How long lingering makes records wait is measured by the
+benchmark (``pyrallel bench --suite batch``), not asserted here."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+from tests.integration import batch_handlers
+from tests.integration.batch_handlers import CallLog, handled_in_call, key_order_violations
+from tests.support import committed, seq_of, wait_for
+
+from pyrallel_consumer import BatchResult, ConsumerConfig, Ordering, PyrallelConsumer, Record
+from pyrallel_tools.localkafka.topics import produce_keyed
+
+pytestmark = pytest.mark.integration
+
+ENGINES = ["async", "process"]
+
+
+def _config(bootstrap: str, group: str, topic: str, **extra: object) -> ConsumerConfig:
+    values: dict[str, object] = {
+        "bootstrap_servers": bootstrap, "group_id": group, "topics": [topic], "commit_interval_ms": 100,
+        "batch_max_records": 50, "batch_linger_ms": 5, "max_retries": 2, "retry_backoff_ms": 10,
+        "max_retry_backoff_ms": 100,
+    }
+    values.update(extra)
+    return ConsumerConfig(**values)
+
+
+def _committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    return sum(max(offset, 0) for offset, _ in committed(bootstrap, group, topic, partitions))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("ordering", [Ordering.KEY, Ordering.PARTITION])
+async def test_every_record_once_in_key_order_across_batches(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, engine: str, ordering: Ordering,
+) -> None:
+    topic, group = new_topic(4), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 4000, keys=40)
+    monkeypatch.setenv(batch_handlers.DIR_ENV, str(tmp_path))
+    log = CallLog(engine, tmp_path)
+
+    async def handle_batch(records: list[Record]) -> None:
+        await batch_handlers.handle_batch_briefly_async(records, log)
+
+    handler = handle_batch if engine == "async" else batch_handlers.handle_batch_briefly
+    config = _config(kafka_bootstrap, group, topic, engine=engine, ordering=ordering, max_in_flight=400)
+    async with PyrallelConsumer(config, batch_handler=handler) as consumer:
+        await wait_for(lambda: len(log.handled()) >= 4000, what="4000 records")
+        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 4) == 4000, what="commits at the end")
+        snapshot = consumer.metrics()
+    handled = log.handled()
+    assert sorted(h.seq for h in handled) == list(range(4000)), "every record once"
+    assert key_order_violations(handled) == []
+    if ordering is Ordering.PARTITION:
+        by_partition = [h._replace(key="-") for h in handled]
+        assert key_order_violations(by_partition) == [], "one batch at a time per partition, in offset order"
+    calls = log.calls()
+    assert max(len(records) for records in calls.values()) <= 50
+    assert len(calls) < 4000 / 2, "records travel in batches"
+    assert snapshot.records_succeeded == 4000
+
+
+async def test_a_partial_failure_retries_only_the_records_it_names(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], tmp_path: Path,
+) -> None:
+    topic, group = new_topic(3), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 1500, keys=30)
+    log = CallLog("async", tmp_path)
+    attempts: Counter[int] = Counter()
+
+    async def handle_batch(records: list[Record]) -> BatchResult | None:
+        log.add(handled_in_call(records, 0))
+        failed = []
+        for record in records:
+            seq = seq_of(record.value)
+            attempts[seq] += 1
+            if seq % 10 == 3 and attempts[seq] == 1:
+                failed.append(record)
+        return BatchResult(failed) if failed else None
+
+    async with PyrallelConsumer(_config(kafka_bootstrap, group, topic), batch_handler=handle_batch) as consumer:
+        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 3) == 1500, what="commits at the end")
+        snapshot = consumer.metrics()
+    named = {seq for seq in range(1500) if seq % 10 == 3}
+    assert attempts == Counter({seq: 2 if seq in named else 1 for seq in range(1500)})
+    retries = [records for records in log.calls().values() if any(attempts[h.seq] == 2 and h.seq in named
+                                                                  for h in records)]
+    second_calls = [records for records in retries if all(h.seq in named for h in records)]
+    assert sum(len(records) for records in second_calls) == len(named), "each named record retried once, alone"
+    assert snapshot.records_succeeded == 1500
+    assert snapshot.records_failed == 0
+
+
+def _read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
+                            "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    reader = Consumer(conf)
+    reader.subscribe([topic])
+    out: list[Any] = []
+    try:
+        for _ in range(int(timeout_s / 0.5)):
+            out += [m for m in reader.consume(500, 0.5) if m.error() is None]
+            if len(out) >= expected:
+                break
+    finally:
+        reader.close()
+    return out
+
+
+async def test_records_failing_every_attempt_are_dead_lettered_one_by_one(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    topic, group = new_topic(3), unique_name("g")
+    produce_keyed(kafka_bootstrap, topic, 600, keys=60)
+    succeeded: Counter[int] = Counter()
+
+    async def handle_batch(records: list[Record]) -> BatchResult:
+        failed: dict[Record, BaseException] = {}
+        for record in records:
+            seq = seq_of(record.value)
+            if seq % 20 == 7:
+                failed[record] = ValueError(f"bad record {seq}")
+        for record in records:
+            if record not in failed:
+                succeeded[seq_of(record.value)] += 1
+        return BatchResult(failed)
+
+    config = _config(kafka_bootstrap, group, topic, dlq_enabled=True, max_retries=1)
+    async with PyrallelConsumer(config, batch_handler=handle_batch) as consumer:
+        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 3) == 600, what="commits at the end")
+        snapshot = consumer.metrics()
+    failing = {seq for seq in range(600) if seq % 20 == 7}
+    assert succeeded == Counter(set(range(600)) - failing), "the others succeeded once, never retried"
+    assert snapshot.records_failed == len(failing)
+    dead = _read_all(kafka_bootstrap, f"{topic}.dlq", len(failing))
+    assert sorted(seq_of(m.value()) for m in dead) == sorted(failing)
+    for message in dead:
+        headers = dict(message.headers())
+        assert headers["x-error-type"] == b"ValueError"
+        assert headers["x-error-message"] == f"bad record {seq_of(message.value())}".encode()
+        assert headers["x-attempts"] == b"2"
