@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 from tests.integration import batch_handlers
-from tests.integration.batch_handlers import CallLog, handled_in_call, key_order_violations
+from tests.integration.batch_handlers import CallLog, key_order_violations
 from tests.support import committed, seq_of, wait_for
 
 from pyrallel_consumer import BatchResult, ConsumerConfig, Ordering, PyrallelConsumer, Record
@@ -70,21 +70,23 @@ async def test_every_record_once_in_key_order_across_batches(
 
 
 async def test_a_partial_failure_retries_only_the_records_it_names(
-    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], tmp_path: Path,
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str],
 ) -> None:
     topic, group = new_topic(3), unique_name("g")
     produce_keyed(kafka_bootstrap, topic, 1500, keys=30)
-    log = CallLog("async", tmp_path)
     attempts: Counter[int] = Counter()
+    calls: list[list[tuple[int, int]]] = []
+    """(seq, attempt) of each record of each call."""
 
     async def handle_batch(records: list[Record]) -> BatchResult | None:
-        log.add(handled_in_call(records, 0))
-        failed = []
+        call = []
         for record in records:
             seq = seq_of(record.value)
             attempts[seq] += 1
-            if seq % 10 == 3 and attempts[seq] == 1:
-                failed.append(record)
+            call.append((seq, attempts[seq]))
+        calls.append(call)
+        failed = [record for record, (seq, attempt) in zip(records, call, strict=True)
+                  if seq % 10 == 3 and attempt == 1]
         return BatchResult(failed) if failed else None
 
     async with PyrallelConsumer(_config(kafka_bootstrap, group, topic), batch_handler=handle_batch) as consumer:
@@ -92,10 +94,10 @@ async def test_a_partial_failure_retries_only_the_records_it_names(
         snapshot = consumer.metrics()
     named = {seq for seq in range(1500) if seq % 10 == 3}
     assert attempts == Counter({seq: 2 if seq in named else 1 for seq in range(1500)})
-    retries = [records for records in log.calls().values() if any(attempts[h.seq] == 2 and h.seq in named
-                                                                  for h in records)]
-    second_calls = [records for records in retries if all(h.seq in named for h in records)]
-    assert sum(len(records) for records in second_calls) == len(named), "each named record retried once, alone"
+    retry_calls = [call for call in calls if any(attempt == 2 for _, attempt in call)]
+    assert all(attempt == 2 and seq in named for call in retry_calls for seq, attempt in call), (
+        "a retry holds only records the BatchResult named, never a fresh one")
+    assert sorted(seq for call in retry_calls for seq, _ in call) == sorted(named)
     assert snapshot.records_succeeded == 1500
     assert snapshot.records_failed == 0
 
