@@ -308,7 +308,7 @@ class Supervisor:
     def _send_work(self, worker: WorkerHandle, batch: list[Item]) -> None:
         for item in batch:
             worker.held[item.item_id] = item
-        worker.assigned += len(batch)
+        worker.assigned += sum(len(item.sent) or 1 for item in batch)  # records: a handler's batch counts each
         worker.send(codec.encode_work([item.payload for item in batch]))
         if worker.task_limit and worker.assigned >= worker.task_limit:
             worker.retiring = True  # recycled: finishes what it holds, then gets STOP
