@@ -4,6 +4,9 @@ benchmark (``pyrallel bench --suite batch``), not asserted here."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -150,3 +153,21 @@ async def test_records_failing_every_attempt_are_dead_lettered_one_by_one(
         assert headers["x-error-type"] == b"ValueError"
         assert headers["x-error-message"] == f"bad record {seq_of(message.value())}".encode()
         assert headers["x-attempts"] == b"2"
+
+
+def test_readme_batch_example_writes_ten_thousand_records(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], tmp_path: Path
+) -> None:
+    """The README's batch example runs as written (only the address and topic are swapped for the test's)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = next((block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "batch_handler=" in block),
+                   None)
+    assert example is not None
+    topic = new_topic(8)
+    produce_keyed(kafka_bootstrap, topic, 10_000, keys=100)
+    code = example.replace('"127.0.0.1:9092"', repr(kafka_bootstrap)).replace('["orders"]', repr([topic]))
+    script = tmp_path / "batch_example.py"
+    script.write_text(code)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "written=10000" in run.stdout
