@@ -149,7 +149,7 @@ class AsyncExecutionEngine(ExecutionEngine):
         current = asyncio.current_task()
         try:
             async with asyncio.timeout(self._retry.timeout_s) as scope:
-                returned = await self._handler(records)
+                returned = await self._handler(list(records))  # a copy: positions must survive a handler's sort
         except TimeoutError as exc:
             return (HandlerTimeoutError(self._retry.timeout_s) if scope.expired() else exc), {}
         except asyncio.CancelledError as exc:

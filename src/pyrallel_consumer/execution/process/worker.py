@@ -200,7 +200,7 @@ def _attempt_batch(handler: Callable[..., object], fields: tuple[Any, ...], slot
     records = [codec.decode_record(record) for record in fields[1]]
     attempt_begins(slot, batch_id)
     try:
-        returned = handler(records)
+        returned = handler(list(records))  # a copy: positions must survive a handler's sort
     except BaseException as exc:  # noqa: BLE001 - as for one record: any exception fails the attempt
         return codec.failure(batch_id, *_describe(exc))
     finally:
