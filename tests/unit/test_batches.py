@@ -268,6 +268,35 @@ async def test_a_keys_next_batch_waits_and_commits_stop_at_an_unfinished_record_
     await c.stop(drain=False)
 
 
+async def test_a_batch_stopped_unfinished_runs_again_first_and_in_order() -> None:
+    c, engine = coordinator(batch_max_records=3, batch_linger_ms=0)
+    c.on_assigned([Assignment("t", 0, 1, -1, None)])
+    c.on_records([(rec(0, o, b"a"), 1) for o in range(5)])
+    assert [offsets_of(b) for b in engine.batches] == [[0, 1, 2]]
+    c._cancel_in_flight(c._work.in_flight_items(), requeue=True)  # what a suspension that keeps the partitions does
+    c._dispatch()
+    assert [offsets_of(b) for b in engine.batches] == [[0, 1, 2], [0, 1, 2]]
+    await c.stop(drain=False)
+
+
+async def test_a_revoke_cancels_only_the_revoked_partitions_records_of_a_batch() -> None:
+    c, engine = coordinator(batch_max_records=4, batch_linger_ms=0, rebalance_grace_ms=0)
+    c.on_assigned([Assignment("t", 0, 1, -1, None), Assignment("t", 1, 1, -1, None)])
+    c.on_records([(rec(p, o, b"k%d" % o), 1) for o in range(2) for p in (0, 1)])
+    (batch,) = engine.batches
+    assert sorted((i.record.partition, i.record.offset) for i in batch) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    points = await c.on_revoked([("t", 1)])
+    assert engine.cancelled == {i.item_id for i in batch if i.record.partition == 1}
+    assert [p.offset for p in points] == [0], "nothing of partition 1 finished"
+    for item in batch:
+        c._on_complete(Completion(item.item_id, True, 1, 0.0))  # a late completion of p1 is dropped
+    tracker = c._assignments.of(("t", 0))
+    point = tracker.commit_point() if tracker is not None else None
+    assert point is not None and point.offset == 2
+    assert c.metrics().records_succeeded == 2
+    await c.stop(drain=False)
+
+
 # ---- how the user supplies it -------------------------------------------------------------------------------------
 
 async def handle(record: Record) -> None:
