@@ -20,7 +20,8 @@ from pyrallel_consumer.control.batch_queues import BatchWorkManager
 from pyrallel_consumer.control.coordinator import Coordinator
 from pyrallel_consumer.control.offset_tracker import PartitionOffsets
 from pyrallel_consumer.control.work_manager import QueuedRecord, slot_of
-from pyrallel_consumer.execution.engine import Completion, ExecutionEngine, WorkItem
+from pyrallel_consumer.execution.async_engine import AsyncExecutionEngine
+from pyrallel_consumer.execution.engine import Completion, EngineError, ExecutionEngine, RetryPolicy, WorkItem
 from pyrallel_consumer.kafka.events import Assignment
 
 pytestmark = pytest.mark.unit
@@ -327,3 +328,13 @@ def test_batch_fields_with_a_per_record_handler_are_refused(monkeypatch: pytest.
 def test_a_batch_larger_than_max_in_flight_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"batch_max_records \(200\) is larger than max_in_flight \(100\)"):
         PyrallelConsumer(config(batch_max_records=200, max_in_flight=100), batch_handler=handle_batch)
+
+
+def sync_handle_batch(records: list[Record]) -> None:
+    """A synchronous batch handler, for engine='process' only."""
+
+
+async def test_the_async_engine_refuses_a_synchronous_batch_handler_at_start() -> None:
+    engine = AsyncExecutionEngine(sync_handle_batch, RetryPolicy(), batch=True)
+    with pytest.raises(EngineError, match="async batch handler"):
+        await engine.start(lambda completion: None)
