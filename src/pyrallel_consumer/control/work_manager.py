@@ -1,9 +1,9 @@
 """Virtual queues: one per ordering slot (key or partition), dispatched oldest-first.
 
-A slot holds at most one record in flight (one batch with a batch handler: see ``batch_queues``); the records
-behind it wait in the slot's queue. Slots whose
-head may run sit in a heap ordered by arrival, so the oldest fetched record (and with it the lowest
-blocking offset of its partition) is dispatched first. Every operation is O(log n) at most. UNORDERED
+A slot holds at most one record in flight (or its records of one batch, with a batch handler: see
+``batch_queues``); the records behind it wait in the slot's queue. Slots whose head may run sit in a heap
+ordered by arrival, so the oldest fetched record (and with it the lowest blocking offset of its partition) is
+dispatched first. Every operation is O(log n) at most. UNORDERED
 needs no slots: its records wait in one FIFO, which is arrival order too.
 
 It is the one owner of "in flight": a record is in flight from ``next_ready`` until ``finish`` or ``requeue``,
