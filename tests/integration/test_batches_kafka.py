@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +198,52 @@ async def test_a_paused_batch_consumer_finishes_its_batches_and_resumes_without_
         await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 4) == 3000, what="commits at the end")
     assert sorted(seq for _, seq in handled) == list(range(3000)), "the pause drained its batches: none ran twice"
     assert not [seq for t, seq in handled if paused_at <= t < resumed_at], "handled while PAUSED"
+
+
+async def test_a_member_joins_then_the_first_leaves_without_loss_duplicates_or_reordering(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], tmp_path: Path,
+) -> None:
+    topic, group = new_topic(6), unique_name("g")
+    records, half = 6000, 3000
+    produce_keyed(kafka_bootstrap, topic, half, keys=60)
+    log = CallLog("async", tmp_path)
+    members: dict[str, set[str]] = {"first": set(), "second": set()}
+
+    def handler(name: str) -> Callable[[list[Record]], Awaitable[None]]:
+        async def handle_batch(records: list[Record]) -> None:
+            started = time.monotonic_ns()
+            await asyncio.sleep(0.02)
+            handled = batch_handlers.handled_in_call(records, started)
+            members[name].update(h.call for h in handled)
+            log.add(handled)
+
+        return handle_batch
+
+    def config() -> ConsumerConfig:
+        return _config(kafka_bootstrap, group, topic, max_in_flight=100, batch_max_records=20,
+                       commit_interval_ms=200)
+
+    def seqs() -> list[int]:
+        return [h.seq for h in log.handled()]
+
+    first = PyrallelConsumer(config(), batch_handler=handler("first"))
+    second = PyrallelConsumer(config(), batch_handler=handler("second"))
+    await first.start()
+    try:
+        await wait_for(lambda: len(seqs()) >= records // 5, what="first member under way")
+        await second.start()
+        await wait_for(lambda: len(second.lifecycle.status()["assigned_partitions"]) > 0, what="the group split")
+        produce_keyed(kafka_bootstrap, topic, half, keys=60, start_seq=half)
+        await wait_for(lambda: bool(members["second"]), what="second member handling")
+        await wait_for(lambda: len(seqs()) >= half + records // 8, what="both under way")
+        await first.stop(drain=True)
+        await wait_for(lambda: len(set(seqs())) == records, timeout_s=120, what="all records")
+        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 6) == records, what="commits at the end")
+    finally:
+        await first.stop()
+        await second.stop()
+    handled = log.handled()
+    assert sorted({h.seq for h in handled}) == list(range(records))
+    assert len(handled) == records, f"{len(handled) - records} records were handled twice across the hand-over"
+    assert key_order_violations(handled) == []
+    assert all(members.values())
