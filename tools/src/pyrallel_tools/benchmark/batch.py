@@ -4,7 +4,8 @@ The handler models a database write: every call costs ``call_ms`` plus ``record_
 holds one of ``connections`` connections meanwhile (a pool; 0 = no limit, a service that scales out). The
 per-record handler pays the call cost for every record; the batch handler once per batch of up to
 ``batch_size`` records. Both run in this process on the async engine, one after the other, each in a group of its
-own on the same pre-produced topic:
+own on the same pre-produced topic; then on the process engine, where each of ``process_workers`` workers is one
+connection (``time.sleep`` in :func:`process_handle` and :func:`process_handle_batch`):
 
 * throughput: records per second from the first handled record to the last, for at most ``max_seconds``;
 * latency: records produced at ``rate`` per second with their produce time, end-to-end latency percentiles
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyrallel_consumer import BatchResult, ConsumerConfig, PyrallelConsumer, Record
+from pyrallel_consumer import BatchResult, ConsumerConfig, ConsumerObserver, PyrallelConsumer, Record
 from pyrallel_tools.benchmark import harness
 from pyrallel_tools.benchmark.production import RateProducer, prepared_topic
 from pyrallel_tools.benchmark.results import percentile
@@ -51,6 +52,8 @@ class BatchPlan:
     rate_seconds: float = 10.0
     lingers_ms: tuple[int, ...] = (5, 20)
     latency_connections: int = 10
+    process_workers: int = 2
+    """Worker processes of the process-engine case (0: skip it); each is one connection."""
     join_timeout_s: float = 60.0
 
 
@@ -62,6 +65,7 @@ class Throughput:
     rate: float = 0.0
     mean_batch: float | None = None
     error: str = ""
+    engine: str = "async"
 
 
 @dataclass(slots=True)
@@ -162,6 +166,72 @@ async def _until(condition: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
+CALL_S = BatchPlan().call_ms / 1000
+RECORD_S = BatchPlan().record_ms / 1000
+"""The process engine's handlers run in worker processes, which know the default plan's cost only."""
+
+
+def process_handle(record: Record) -> None:
+    """Process engine, per record: one write of one record on this worker's connection."""
+    time.sleep(CALL_S + RECORD_S)
+
+
+def process_handle_batch(records: list[Record]) -> None:
+    """Process engine, batch: one write of every record of the batch."""
+    time.sleep(CALL_S + RECORD_S * len(records))
+
+
+class _BatchSizes(ConsumerObserver):
+    """The size of every batch the consumer dispatched (its handlers run in other processes)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def batch_dispatched(self, records: int) -> None:
+        self.sizes.append(records)
+
+
+def _throughput_process(bootstrap: str, topic: str, plan: BatchPlan, batch: bool) -> Throughput:
+    """Records per second from the first completed record to the last, read from the consumer's metrics."""
+    m = Throughput("batch" if batch else "per-record", plan.process_workers, engine="process")
+    values: dict[str, Any] = {"bootstrap_servers": bootstrap, "group_id": f"bench-batch-{uuid.uuid4().hex[:8]}",
+                              "topics": [topic], "max_in_flight": plan.max_in_flight, "engine": "process",
+                              "process_workers": plan.process_workers}
+    if batch:
+        values.update(batch_max_records=plan.batch_size)
+    config = ConsumerConfig(**values)
+    sizes = _BatchSizes()
+
+    async def run() -> None:
+        consumer = (PyrallelConsumer(config, batch_handler=process_handle_batch, observer=sizes) if batch
+                    else PyrallelConsumer(config, process_handle, observer=sizes))
+        async with consumer:
+            first = last = 0.0
+            first_count = count = 0
+            deadline = time.monotonic() + plan.join_timeout_s
+            while count < plan.records:
+                await asyncio.sleep(0.02)
+                done = consumer.metrics().records_succeeded
+                now = time.perf_counter()
+                if done > count:
+                    if not first_count:
+                        first, first_count = now, done
+                    count, last = done, now
+                if (first_count and now - first >= plan.max_seconds) or (not first_count
+                                                                         and time.monotonic() > deadline):
+                    break
+        m.handled = count
+        m.rate = round((count - first_count) / (last - first), 1) if last > first else 0.0
+        m.mean_batch = round(sum(sizes.sizes) / len(sizes.sizes), 1) if sizes.sizes else None
+        if not count:
+            m.error = "no record handled"
+
+    asyncio.run(run())
+    log.info("batch suite: throughput %-10s process engine, %d workers: %.0f rec/s (%d records) %s", m.handler,
+             plan.process_workers, m.rate, m.handled, m.error)
+    return m
+
+
 def _throughput(bootstrap: str, topic: str, plan: BatchPlan, batch: bool, connections: int) -> Throughput:
     m = Throughput("batch" if batch else "per-record", connections)
     counter = _Counter()
@@ -228,6 +298,12 @@ def run_batch_bench(bootstrap: str, plan: BatchPlan, out_dir: Path) -> BatchRepo
         report.throughput += [per_record, batched]
         if per_record.rate and batched.rate:
             report.ratios[str(connections)] = round(batched.rate / per_record.rate, 1)
+    if plan.process_workers:
+        per_record = _throughput_process(bootstrap, topic, plan, False)
+        batched = _throughput_process(bootstrap, topic, plan, True)
+        report.throughput += [per_record, batched]
+        if per_record.rate and batched.rate:
+            report.ratios[f"process-{plan.process_workers}"] = round(batched.rate / per_record.rate, 1)
     report.latency.append(_latency(bootstrap, plan, False, None))
     report.latency += [_latency(bootstrap, plan, True, linger) for linger in plan.lingers_ms]
     report.duration_s = round(time.monotonic() - started, 1)
@@ -243,18 +319,23 @@ def markdown(report: BatchReport) -> str:
     lines = [
         f"Handler cost: {plan['call_ms']:g} ms per call + {plan['record_ms']:g} ms per record; batches of up to "
         f"{plan['batch_size']}; {plan['keys']:,} keys, {plan['partitions']} partitions, max_in_flight "
-        f"{plan['max_in_flight']}, async engine.",
+        f"{plan['max_in_flight']}; async engine unless said otherwise.",
         "",
         "| connections | per-record rec/s | batch rec/s | mean batch | batch / per-record |",
         "|---|---|---|---|---|",
     ]
-    by_case = {(t.handler, t.connections): t for t in report.throughput}
-    for connections in plan["connections"]:
-        single, batch = by_case.get(("per-record", connections)), by_case.get(("batch", connections))
+    by_case = {(t.engine, t.handler, t.connections): t for t in report.throughput}
+    cases = [("async", c, str(c), str(c or "unlimited")) for c in plan["connections"]]
+    workers = plan.get("process_workers", 0)
+    if workers:
+        cases.append(("process", workers, f"process-{workers}", f"{workers} (process engine, one per worker)"))
+    for engine, connections, key, label in cases:
+        single = by_case.get((engine, "per-record", connections))
+        batch = by_case.get((engine, "batch", connections))
         if single is None or batch is None:
             continue
-        ratio = report.ratios.get(str(connections))
-        lines.append(f"| {connections or 'unlimited'} | {single.rate:,.0f}{_err(single.error)} | "
+        ratio = report.ratios.get(key)
+        lines.append(f"| {label} | {single.rate:,.0f}{_err(single.error)} | "
                      f"{batch.rate:,.0f}{_err(batch.error)} | {batch.mean_batch} | "
                      f"{f'{ratio:g}x' if ratio else '-'} |")
     lines += [
