@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters; a test keeps them equal to _PUBLIC
+    from pyrallel_consumer.batch import BatchResult as BatchResult
     from pyrallel_consumer.config import ConfigError as ConfigError
     from pyrallel_consumer.config import ConsumerConfig as ConsumerConfig
     from pyrallel_consumer.consumer import PyrallelConsumer as PyrallelConsumer
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
 __version__ = "0.1.0"
 
 _PUBLIC: dict[str, str] = {
+    "BatchResult": "pyrallel_consumer.batch",
     "BrokerUnreachableError": "pyrallel_consumer.kafka.topic_check",
     "Completion": "pyrallel_consumer.execution.engine",
     "CompletionCallback": "pyrallel_consumer.execution.engine",

@@ -37,6 +37,8 @@ OWNED_KAFKA_PROPERTIES: dict[str, str] = {
 }
 DLQ_OWNED_PROPERTIES = ("acks", "request.required.acks", "enable.idempotence", "transactional.id")
 """Properties of the dead-letter producer that decide whether an acknowledged copy is durable."""
+BATCH_FIELDS = ("batch_max_records", "batch_max_bytes", "batch_linger_ms")
+"""Fields that apply to batch handlers only: setting one for a per-record handler is refused by PyrallelConsumer."""
 REVOKE_MARGIN_MS = 30_000
 """How much longer than rebalance_grace_ms the poller waits for a revocation to settle on the event loop."""
 _ENUM_PROPERTIES: dict[str, tuple[str, ...]] = {
@@ -126,6 +128,20 @@ class ConsumerConfig(BaseSettings):
         default=100_000, ge=100, le=100_000_000,
         description="Offsets of one partition tracked from its lowest incomplete one up (done or not) before its "
                     "fetching pauses: bounds memory and commit work while one record blocks the partition.",
+    )
+    batch_max_records: int = Field(
+        default=100, ge=1, le=100_000,
+        description="With a batch_handler: records per handler call at most; no more than max_in_flight.",
+    )
+    batch_max_bytes: int = Field(
+        default=1_048_576, ge=1, le=1 << 31,
+        description="With a batch_handler: bytes of record values per handler call at most (a larger record goes "
+                    "alone).",
+    )
+    batch_linger_ms: int = Field(
+        default=20, ge=0, le=60_000,
+        description="With a batch_handler: how long ready records that do not fill a batch wait for more before "
+                    "they go as a smaller batch (0: at once).",
     )
     commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
                                     description="Period of the asynchronous commits.")

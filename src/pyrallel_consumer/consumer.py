@@ -7,7 +7,7 @@ import logging
 from types import TracebackType
 from typing import Any
 
-from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.config import BATCH_FIELDS, ConfigError, ConsumerConfig
 from pyrallel_consumer.control.coordinator import Coordinator
 from pyrallel_consumer.control.exhaustion import ExhaustionPolicy
 from pyrallel_consumer.control.lifecycle import Lifecycle
@@ -31,6 +31,10 @@ class PyrallelConsumer:
     exit. The handler is ``async def handle(record)`` for the async engine, or an importable
     ``def handle(record)`` (or ``"module:function"``) for ``engine="process"``.
 
+    ``batch_handler`` instead of ``handler`` makes it a batch consumer: ``async def handle_batch(records)`` (or an
+    importable ``def handle_batch(records)`` for ``engine="process"``) gets lists of up to ``batch_max_records``
+    records and returns None or a ``BatchResult`` naming the records that failed (see docs/architecture.md).
+
     ``kafka_clients`` creates the confluent-kafka clients (consumer, dead-letter producer, admin); test tooling
     passes a subclass of ``KafkaClients`` that injects faults, applications leave the default.
     """
@@ -38,8 +42,9 @@ class PyrallelConsumer:
     def __init__(
         self,
         config: ConsumerConfig,
-        handler: Any,
+        handler: Any = None,
         *,
+        batch_handler: Any = None,
         on_exhausted: ExhaustionPolicy | None = None,
         engine: ExecutionEngine | None = None,
         observer: ConsumerObserver | None = None,
@@ -47,8 +52,11 @@ class PyrallelConsumer:
     ) -> None:
         if not isinstance(config, ConsumerConfig):
             raise TypeError("config must be a ConsumerConfig")
+        batch = batch_handler is not None
+        check_handlers(config, handler, batch_handler, engine)
         self.config = config
-        self._engine = engine if engine is not None else create_engine(config, handler)
+        self._engine = engine if engine is not None else create_engine(config, batch_handler if batch else handler,
+                                                                        batch=batch)
         self._observer = self.metrics_exporter = PrometheusExporter(config, self.metrics, chained=observer)
         self.metrics_registry = self.metrics_exporter.registry
         """This consumer's own Prometheus registry (never the global one); an app may serve it itself."""
@@ -56,7 +64,8 @@ class PyrallelConsumer:
         self._dead_letters: DeadLetterPublisher | None = None
         if on_exhausted is None and config.dlq_enabled:
             self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer)
-        self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped, clients)
+        self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped, clients,
+                                        batch=batch)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
         self.control_server: HttpServer | None = None
         """The HTTP lifecycle API when ``config.control_port`` is set; apps may add routes (``add_route``)."""
@@ -127,3 +136,29 @@ class PyrallelConsumer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop(drain=True)
+
+
+def check_handlers(config: ConsumerConfig, handler: object, batch_handler: object,
+                   engine: ExecutionEngine | None) -> None:
+    """Refuse a consumer that would not run what its author meant: called by PyrallelConsumer's constructor.
+
+    Exactly one of ``handler`` and ``batch_handler`` (with a custom ``engine``, ``handler`` may be left out: the
+    engine runs its own); the batch fields only with a batch handler (they would silently do nothing otherwise),
+    and ``batch_max_records`` within ``max_in_flight`` (a batch's records count as in flight).
+    """
+    if handler is not None and batch_handler is not None:
+        raise TypeError("pass either handler (one record per call) or batch_handler (a list of records per call), "
+                        "not both")
+    if handler is None and batch_handler is None and engine is None:
+        raise TypeError("PyrallelConsumer needs a handler: PyrallelConsumer(config, handle) for one record per "
+                        "call, or PyrallelConsumer(config, batch_handler=handle_batch) for lists of records")
+    if batch_handler is None:
+        set_here = [name for name in BATCH_FIELDS if name in config.model_fields_set]
+        if set_here:
+            raise ConfigError(f"{', '.join(set_here)} only apply to a batch handler, and this consumer has a "
+                              "per-record handler: pass batch_handler=... instead of handler, or leave them unset "
+                              "(PYRALLEL_BATCH_* environment variables count as set)")
+    elif config.batch_max_records > config.max_in_flight:
+        raise ConfigError(f"batch_max_records ({config.batch_max_records}) is larger than max_in_flight "
+                          f"({config.max_in_flight}): a batch's records count as in flight, so no batch could fill; "
+                          "raise max_in_flight or lower batch_max_records")

@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from pyrallel_consumer.batch import BatchResult
 from pyrallel_consumer.record import Record
 
 DIR_HEADER = "contract-dir"
@@ -84,3 +85,69 @@ async def async_handle(record: Record) -> None:
         started = time.time()
         await asyncio.sleep(delay)
         _note_span(record, started)
+
+
+# ---- batch handlers ------------------------------------------------------------------------------------------------
+# A batch runs the behaviour of each record's value (``fail:N`` or ``always_fail`` in any record fails the whole
+# call), plus ``name_failed:N`` (named failed in the BatchResult for the first N attempts of that record) and
+# ``bad_result`` (the call returns something that is not a BatchResult). Every call appends the offsets it got, in
+# order, as one line to ``batches.log``.
+
+BATCHES_LOG = "batches.log"
+
+
+def batch_calls(directory: Path) -> list[list[int]]:
+    """The offsets of every batch handler call so far, one list per call, in the order the calls began."""
+    path = directory / BATCHES_LOG
+    if not path.exists():
+        return []
+    return [[int(o) for o in line.split()] for line in path.read_text().splitlines() if line]
+
+
+def _note_batch(records: list[Record]) -> None:
+    line = (" ".join(str(r.offset) for r in records) + "\n").encode()
+    fd = os.open(state_dir(records[0]) / BATCHES_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, line)  # one write per call: lines of concurrent calls do not interleave
+    finally:
+        os.close(fd)
+
+
+def _prepare_batch(records: list[Record]) -> tuple[float, object]:
+    """(seconds to sleep, what to return) for a batch; raises what a record's value asks for."""
+    _note_batch(records)
+    named: dict[Record, BaseException] = {}
+    delay = 0.0
+    for record in records:
+        kind, _, arg = (record.value or b"").decode().partition(":")
+        if kind == "name_failed":
+            attempt = _count_attempt(record)
+            if attempt <= int(arg):
+                named[record] = ValueError(f"attempt {attempt} named failed")
+        elif kind == "bad_result":
+            return 0.0, ["not", "a", "BatchResult"]
+        else:
+            delay = max(delay, _prepare(record))
+    return delay, BatchResult(named) if named else None
+
+
+def sync_handle_batch(records: list[Record]) -> object:
+    """The contract's batch behaviours for engines that run synchronous handlers."""
+    delay, result = _prepare_batch(records)
+    if delay:
+        started = time.time()
+        time.sleep(delay)
+        for record in records:
+            _note_span(record, started)
+    return result
+
+
+async def async_handle_batch(records: list[Record]) -> object:
+    """The contract's batch behaviours for engines that run async handlers."""
+    delay, result = _prepare_batch(records)
+    if delay:
+        started = time.time()
+        await asyncio.sleep(delay)
+        for record in records:
+            _note_span(record, started)
+    return result

@@ -205,6 +205,9 @@ class Recorder(ConsumerObserver):
     def commit_finished(self, latency_s: float, ok: bool) -> None:
         self.calls.append(("commit_finished", (latency_s, ok)))
 
+    def batch_dispatched(self, records: int) -> None:
+        self.calls.append(("batch_dispatched", (records,)))
+
     def rebalanced(self, kind: str, partitions: int) -> None:
         self.calls.append(("rebalanced", (kind, partitions)))
 
@@ -247,6 +250,21 @@ def test_observer_hooks_update_counters_histograms_and_are_chained() -> None:
         ["records_received"] * 2 + ["record_finished"] * 5 + ["commit_finished"] * 2 + ["rebalanced"] * 2 + ["error"]
     )
     assert chained.calls[-4] == ("commit_finished", (0.2, False))
+
+
+def test_batches_are_counted_with_their_sizes_and_chained() -> None:
+    chained = Recorder()
+    exporter = PrometheusExporter(config(), lambda: snapshot(), chained=chained)
+    assert sample(exporter, "pyrallel_batches_total") == 0
+    for size in (100, 100, 7):
+        exporter.batch_dispatched(size)
+
+    assert sample(exporter, "pyrallel_batches_total") == 3
+    assert sample(exporter, "pyrallel_batch_size_records_count") == 3
+    assert sample(exporter, "pyrallel_batch_size_records_sum") == 207
+    assert sample(exporter, "pyrallel_batch_size_records_bucket", le="10.0") == 1
+    assert sample(exporter, "pyrallel_batch_size_records_bucket", le="100.0") == 3
+    assert chained.calls == [("batch_dispatched", (100,)), ("batch_dispatched", (100,)), ("batch_dispatched", (7,))]
 
 
 def test_lifecycle_state_is_one_for_the_current_state_and_zero_for_the_others() -> None:

@@ -67,6 +67,11 @@ def exits_on_bad(record: Record) -> None:
         os._exit(7)
 
 
+def batch_exits_on_bad(records: list[Record]) -> None:
+    if any(record.value == b"bad" for record in records):
+        os._exit(7)
+
+
 def note_pid(record: Record) -> None:
     (_dir(record) / f"{record.offset}.pid").write_text(str(os.getpid()))
 
@@ -179,8 +184,8 @@ MakeRun = Callable[..., Awaitable[Run]]
 async def make_run(tmp_path: Path) -> AsyncIterator[MakeRun]:
     engines: list[ProcessExecutionEngine] = []
 
-    async def make(handler: Any, retry: RetryPolicy = RETRY, **config: Any) -> Run:
-        engine = ProcessExecutionEngine(handler, retry, make_config(**config))
+    async def make(handler: Any, retry: RetryPolicy = RETRY, batch: bool = False, **config: Any) -> Run:
+        engine = ProcessExecutionEngine(handler, retry, make_config(**config), batch=batch)
         engines.append(engine)
         run = Run(engine, tmp_path)
         await engine.start(run.completions.append)
@@ -336,6 +341,34 @@ async def test_record_too_large_fails_without_reaching_a_worker(make_run: MakeRu
     assert "max_item_bytes=1024" in (done[1].error_message or "")
     assert f"is {len(encode_record(1, big))} bytes" in (done[1].error_message or "")
     assert not (run.directory / "1.pid").exists()
+
+
+async def test_a_batch_that_kills_its_worker_is_charged_and_the_batch_behind_it_is_not(make_run: MakeRun) -> None:
+    run = await make_run(batch_exits_on_bad, RetryPolicy(max_retries=1, backoff_s=0.01, timeout_s=30.0),
+                         batch=True, process_workers=1)
+    headers = (("dir", str(run.directory).encode()),)
+    batches = [[1, 2], [3, 4]]
+    for ids in batches:
+        run.engine.submit_batch([WorkItem(i, Record("t", 0, i, None, b"bad" if i == 2 else b"ok", headers))
+                                 for i in ids])
+    await run.wait_for(4)
+
+    done = run.by_id()
+    assert [(done[i].ok, done[i].attempts, done[i].error_type) for i in (1, 2)] == [
+        (False, 2, WorkerDiedError.__name__)] * 2
+    assert [(done[i].ok, done[i].attempts) for i in (3, 4)] == [(True, 1)] * 2
+
+
+async def test_a_too_large_record_of_a_batch_fails_alone(make_run: MakeRun) -> None:
+    run = await make_run(batch_exits_on_bad, batch=True, max_item_bytes=1024)
+    headers = (("dir", str(run.directory).encode()),)
+    run.engine.submit_batch([WorkItem(1, Record("t", 0, 1, None, b"x" * 2000, headers)),
+                             WorkItem(2, Record("t", 0, 2, None, b"ok", headers))])
+    await run.wait_for(2)
+
+    done = run.by_id()
+    assert (done[1].ok, done[1].error_type) == (False, RecordTooLargeError.__name__)
+    assert (done[2].ok, done[2].attempts) == (True, 1)
 
 
 def _nested_handler() -> Callable[[Record], None]:

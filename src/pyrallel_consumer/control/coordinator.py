@@ -3,7 +3,8 @@
 PyrallelConsumer creates one Coordinator and calls it on the event loop; the BrokerPoller reports to it as its
 sink (posted to the loop); the engine reports completions to it on the loop. Every method runs on the event
 loop. It owns little itself (the life cycle, dispatch, completion and the counters) and wires the owners:
-Assignments (is an assignment current), WorkManager (queued and in-flight records), Backpressure (held
+Assignments (is an assignment current), WorkManager (queued and in-flight records; with a batch handler a
+BatchWorkManager, and a Batcher that decides when batches go), Backpressure (held
 partitions and what the fetch gate sees), CommitSchedule, Exhaustion, StuckGuard, and the Kafka adapter
 (KafkaClients, BrokerPoller). It talks to handlers only through the ExecutionEngine contract.
 """
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig
 from pyrallel_consumer.control.assignments import Assignments
 from pyrallel_consumer.control.backpressure import Backpressure
+from pyrallel_consumer.control.batch_queues import BatchWorkManager
+from pyrallel_consumer.control.batcher import Batcher
 from pyrallel_consumer.control.commit_schedule import CommitSchedule
 from pyrallel_consumer.control.exhaustion import Exhaustion, ExhaustionPolicy
 from pyrallel_consumer.control.metrics_view import Counts, metrics_snapshot
@@ -51,6 +54,7 @@ class Coordinator:
         observer: ConsumerObserver | None = None,
         on_stopped: Callable[[], None] | None = None,
         kafka_clients: KafkaClients | None = None,
+        batch: bool = False,
     ) -> None:
         self._config = config
         self._on_stopped = on_stopped
@@ -59,6 +63,11 @@ class Coordinator:
         self._clients = kafka_clients or KafkaClients()
         self._exhaustion = Exhaustion(on_exhausted, config, self._let_go)
         self._work = WorkManager(config.ordering)
+        self._batcher: Batcher | None = None
+        """With a batch handler (``batch=True``): forms the batches ``_dispatch`` submits."""
+        if batch:
+            self._work = batch_work = BatchWorkManager(config.ordering)
+            self._batcher = Batcher(config, batch_work, engine, self._observer, self._dispatch)
         self._assignments = Assignments(config.max_pending_offsets)
         self._gate = FetchGate(config.queue_max_messages, config.queue_max_bytes)
         self._backpressure = Backpressure(config, self._assignments, self._work, self._gate)
@@ -102,6 +111,8 @@ class Coordinator:
             await self._stopped.wait()
             return
         self._stopping = True
+        if self._batcher is not None:
+            self._batcher.close()
         self._exhaustion.stop()
         self._backpressure.stop()
         poller = self._poller
@@ -285,7 +296,9 @@ class Coordinator:
 
     def _dispatch(self) -> None:
         """Hand ready records to the engine up to max_in_flight; publish the queue's new level to the fetch gate."""
-        if not self._stopping and self._active:
+        if not self._stopping and self._active and self._batcher is not None:
+            self._batcher.dispatch()
+        elif not self._stopping and self._active:
             work, limit = self._work, self._config.max_in_flight
             while work.in_flight < limit and (item := work.next_ready()) is not None:
                 self._engine.submit(item)
@@ -338,6 +351,8 @@ class Coordinator:
         gone, or the consumer stops).
         """
         doomed = list(items)
+        if requeue:
+            doomed.sort(key=lambda q: q.item_id, reverse=True)  # back at the head newest first: order kept
         self._engine.cancel(q.item_id for q in doomed)
         for item in doomed:
             self._exhaustion.cancel(item.item_id)

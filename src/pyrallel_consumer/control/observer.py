@@ -27,6 +27,10 @@ class ConsumerObserver:
     def record_finished(self, outcome: str, duration_s: float, attempts: int) -> None:
         """A record left the in-flight set: outcome is success, retried (success after retries), failed or dlq."""
 
+    def batch_dispatched(self, records: int) -> None:
+        """A batch of ``records`` records went to the batch handler (its first attempt; retries of its failed
+        records are not batches of their own here)."""
+
     def commit_finished(self, latency_s: float, ok: bool) -> None:
         """One partition's commit was acknowledged (ok) or refused by the broker."""
 

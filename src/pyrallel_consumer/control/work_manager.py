@@ -1,8 +1,9 @@
 """Virtual queues: one per ordering slot (key or partition), dispatched oldest-first.
 
-A slot holds at most one record in flight; the records behind it wait in the slot's queue. Slots whose
-head may run sit in a heap ordered by arrival, so the oldest fetched record (and with it the lowest
-blocking offset of its partition) is dispatched first. Every operation is O(log n) at most. UNORDERED
+A slot holds at most one record in flight (or its records of one batch, with a batch handler: see
+``batch_queues``); the records behind it wait in the slot's queue. Slots whose head may run sit in a heap
+ordered by arrival, so the oldest fetched record (and with it the lowest blocking offset of its partition) is
+dispatched first. Every operation is O(log n) at most. UNORDERED
 needs no slots: its records wait in one FIFO, which is arrival order too.
 
 It is the one owner of "in flight": a record is in flight from ``next_ready`` until ``finish`` or ``requeue``,
@@ -54,7 +55,8 @@ class WorkManager:
         self._fifo: deque[QueuedRecord] = deque()
         """UNORDERED mode's only queue."""
         self._queues: dict[Slot, deque[QueuedRecord]] = {}
-        self._busy: set[Slot] = set()
+        self._busy: dict[Slot, int] = {}
+        """Slots with records in flight -> how many (one, or the slot's records in one batch)."""
         self._ready: list[tuple[int, Slot]] = []
         self._seq = 0
         self.queued = 0
@@ -93,11 +95,15 @@ class WorkManager:
         item = self._next_unordered() if self._unordered else self._next_in_slot()
         if item is None:
             return None
+        self._mark_in_flight(item)
+        return item
+
+    def _mark_in_flight(self, item: QueuedRecord) -> None:
+        """Count a record taken off its queue as in flight (its slot is marked busy by the caller)."""
         tp = (item.record.topic, item.record.partition)
         self._count_queued(tp, -1, -item.size)
         self._in_flight[item.item_id] = item
         self._in_flight_by_tp[tp] = self._in_flight_by_tp.get(tp, 0) + 1
-        return item
 
     def _next_unordered(self) -> QueuedRecord | None:
         return self._fifo.popleft() if self._fifo else None
@@ -111,7 +117,7 @@ class WorkManager:
             item = queue.popleft()
             if not queue:
                 del self._queues[slot]
-            self._busy.add(slot)
+            self._busy[slot] = 1
             return item
         return None
 
@@ -133,7 +139,10 @@ class WorkManager:
         self._in_flight_by_tp[tp] -= 1
         if self._unordered:
             return
-        self._busy.discard(item.slot)
+        left = self._busy.pop(item.slot, 1) - 1
+        if left > 0:
+            self._busy[item.slot] = left  # other records of its slot are still in flight (in the same batch)
+            return
         queue = self._queues.get(item.slot)
         if queue:
             heapq.heappush(self._ready, (queue[0].item_id, item.slot))
@@ -141,7 +150,8 @@ class WorkManager:
     def requeue(self, item: QueuedRecord) -> None:
         """Put an in-flight record that was stopped unfinished back at the head of its slot.
 
-        It runs again first when dispatch resumes, before the records of its key that arrived after it.
+        It runs again first when dispatch resumes, before the records of its key that arrived after it. Records of
+        one slot (a batch's) are requeued newest first, so they keep their order.
         """
         self.finish(item)
         tp = (item.record.topic, item.record.partition)

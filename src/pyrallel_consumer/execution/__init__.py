@@ -17,12 +17,15 @@ def retry_policy(config: ConsumerConfig) -> RetryPolicy:
     )
 
 
-def create_engine(config: ConsumerConfig, handler: Any) -> ExecutionEngine:
-    """The engine named by ``config.engine``; the control plane only ever sees the contract."""
+def create_engine(config: ConsumerConfig, handler: Any, *, batch: bool = False) -> ExecutionEngine:
+    """The engine named by ``config.engine``; the control plane only ever sees the contract.
+
+    ``batch=True``: ``handler`` is a batch handler, and the engine takes ``submit_batch`` instead of ``submit``.
+    """
     if config.engine == "async":
         from pyrallel_consumer.execution.async_engine import AsyncExecutionEngine
 
-        return AsyncExecutionEngine(handler, retry_policy(config))
+        return AsyncExecutionEngine(handler, retry_policy(config), batch=batch)
     from pyrallel_consumer.execution.process.engine import ProcessExecutionEngine
 
-    return ProcessExecutionEngine(handler, retry_policy(config), config)
+    return ProcessExecutionEngine(handler, retry_policy(config), config, batch=batch)

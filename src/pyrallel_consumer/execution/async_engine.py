@@ -1,4 +1,4 @@
-"""AsyncExecutionEngine: one asyncio task per in-flight record, for I/O-bound async handlers."""
+"""AsyncExecutionEngine: one asyncio task per in-flight record (or batch), for I/O-bound async handlers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 
+from pyrallel_consumer.batch import InvalidBatchResultError, batch_failures
 from pyrallel_consumer.execution.engine import (
     Completion,
     CompletionCallback,
@@ -24,6 +26,15 @@ from pyrallel_consumer.record import Record
 log = logging.getLogger(__name__)
 
 AsyncHandler = Callable[[Record], Awaitable[None]]
+AsyncBatchHandler = Callable[[list[Record]], Awaitable[object]]
+"""``async def handle_batch(records: list[Record]) -> BatchResult | None``."""
+
+
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """The items of one submit_batch() not completed nor cancelled yet, in batch order; its task runs them."""
+
+    live: dict[int, WorkItem]
 
 
 class AsyncExecutionEngine(ExecutionEngine):
@@ -33,12 +44,18 @@ class AsyncExecutionEngine(ExecutionEngine):
     the in-flight attempts a few times per timeout period, instead of a timer per attempt. And when a
     completion lets the control plane dispatch the next record (typically the next one of the same key),
     the finishing task runs it itself instead of creating a task that would start one loop turn later.
+
+    With ``batch=True`` the handler is a batch handler and the engine takes ``submit_batch``: one task per batch
+    runs its attempts, each bounded by ``asyncio.timeout`` (one timer per batch is cheap, unlike one per record).
     """
 
-    def __init__(self, handler: AsyncHandler, retry: RetryPolicy) -> None:
+    def __init__(self, handler: AsyncHandler | AsyncBatchHandler, retry: RetryPolicy, *, batch: bool = False) -> None:
         if not callable(handler):
             raise EngineError("handler must be an async function: async def handle(record) -> None")
-        self._handler = handler
+        self._handler: Callable[..., Awaitable[object]] = handler
+        self._batch = batch
+        self._batches: dict[int, _Batch] = {}
+        """Item id -> the batch it belongs to, for the items of submit_batch()."""
         self._retry = retry
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._attempt_started: dict[int, float] = {}
@@ -50,6 +67,12 @@ class AsyncExecutionEngine(ExecutionEngine):
         self._handoff: WorkItem | None = None
 
     async def start(self, on_complete: CompletionCallback) -> None:
+        if self._batch and not inspect.iscoroutinefunction(self._handler):
+            raise EngineError(
+                f"the async engine needs an async batch handler; {self._handler!r} is not a coroutine function: "
+                "async def handle_batch(records: list[Record]) -> BatchResult | None (use engine='process' for "
+                "synchronous, CPU-bound handlers)"
+            )
         if not inspect.iscoroutinefunction(self._handler):
             raise EngineError(
                 f"the async engine needs an async handler; {self._handler!r} is not a coroutine function "
@@ -61,6 +84,8 @@ class AsyncExecutionEngine(ExecutionEngine):
     def submit(self, item: WorkItem) -> None:
         if self._on_complete is None or self._closed:
             raise EngineError("submit() before start() or after shutdown()")
+        if self._batch:
+            raise EngineError("this engine runs a batch handler: use submit_batch()")
         if self._handoff_task is not None:
             self._tasks[item.item_id] = self._handoff_task
             self._handoff_task, self._handoff = None, item
@@ -78,6 +103,85 @@ class AsyncExecutionEngine(ExecutionEngine):
             finally:
                 self._handoff_task = None
             next_item, self._handoff = self._handoff, None
+
+    def submit_batch(self, items: Sequence[WorkItem]) -> None:
+        if self._on_complete is None or self._closed:
+            raise EngineError("submit_batch() before start() or after shutdown()")
+        if not self._batch:
+            raise EngineError("this engine runs a per-record handler: use submit()")
+        if not items:
+            return
+        batch = _Batch({item.item_id: item for item in items})
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        for item_id in batch.live:
+            self._tasks[item_id] = task
+            self._batches[item_id] = batch
+
+    async def _run_batch(self, batch: _Batch) -> None:
+        """Attempts of one batch until every item completed: failed items are retried together after a backoff."""
+        started = time.perf_counter()
+        attempts = 0
+        while batch.live:
+            attempts += 1
+            items = list(batch.live.values())
+            error, failures = await self._attempt_batch([item.record for item in items])
+            if error is not None:
+                failures = dict.fromkeys(range(len(items)), describe_error(error))
+            failed = [(items[i], failures[i]) for i in sorted(failures)]
+            duration = time.perf_counter() - started
+            failed_ids = {item.item_id for item, _ in failed}
+            for item in items:
+                if item.item_id not in failed_ids:
+                    self._finish_member(batch, Completion(item.item_id, True, attempts, duration))
+            if not failed:
+                return
+            retrying = attempts <= self._retry.max_retries
+            self._log_batch_failure(attempts, len(items), failed, retrying, error)
+            if not retrying:
+                for item, (err_type, err_msg) in failed:
+                    self._finish_member(batch, Completion(item.item_id, False, attempts, duration, err_type, err_msg))
+                return
+            batch.live = {item.item_id: item for item, _ in failed if item.item_id in batch.live}
+            await asyncio.sleep(self._retry.delay_s(attempts))
+
+    async def _attempt_batch(self, records: list[Record]) -> tuple[BaseException | None, dict[int, tuple[str, str]]]:
+        """One call of the batch handler: (the error that failed it whole, or None; the failures it named)."""
+        current = asyncio.current_task()
+        try:
+            async with asyncio.timeout(self._retry.timeout_s) as scope:
+                returned = await self._handler(list(records))  # a copy: positions must survive a handler's sort
+        except TimeoutError as exc:
+            return (HandlerTimeoutError(self._retry.timeout_s) if scope.expired() else exc), {}
+        except asyncio.CancelledError as exc:
+            if current is not None and current.cancelling() == 0:
+                return exc, {}  # raised by the handler itself, not a cancellation of this task
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not stop the consumer
+            return exc, {}
+        try:
+            return None, batch_failures(records, returned)
+        except InvalidBatchResultError as exc:
+            return exc, {}
+
+    def _log_batch_failure(self, attempt: int, size: int, failed: list[tuple[WorkItem, tuple[str, str]]],
+                           retrying: bool, error: BaseException | None) -> None:
+        """One line per failed batch attempt (not one per record), naming its first failed record."""
+        first, (err_type, err_msg) = failed[0]
+        record = first.record
+        log.log(logging.DEBUG if retrying else logging.WARNING,
+                "Attempt %d on a batch of %d record(s) failed for %d of them, first %s[%d]@%d (item %d): %s: %s%s",
+                attempt, size, len(failed), record.topic, record.partition, record.offset, first.item_id, err_type,
+                err_msg, "; retrying them" if retrying else "; no retry left",
+                exc_info=None if retrying else error,
+                extra=event_extra(HANDLER_FAILED, topic=record.topic, partition=record.partition,
+                                  offset=record.offset, attempt=attempt, retrying=retrying,
+                                  error_type=err_type, error=err_msg))
+
+    def _finish_member(self, batch: _Batch, completion: Completion) -> None:
+        """Report one item of a batch, unless it was cancelled meanwhile."""
+        if batch.live.pop(completion.item_id, None) is not None:
+            self._batches.pop(completion.item_id, None)
+            self._finish(completion)
 
     async def _handle(self, item: WorkItem) -> Completion:
         item_id = item.item_id
@@ -138,6 +242,13 @@ class AsyncExecutionEngine(ExecutionEngine):
 
     def cancel(self, item_ids: Iterable[int]) -> None:
         for item_id in item_ids:
+            batch = self._batches.pop(item_id, None)
+            if batch is not None:
+                batch.live.pop(item_id, None)
+                batch_task = self._tasks.pop(item_id, None)
+                if not batch.live and batch_task is not None:
+                    batch_task.cancel()  # no item of it is left: stop the handler call
+                continue
             task = self._tasks.pop(item_id, None)
             if task is not None:
                 self._timed_out.discard(item_id)
@@ -148,7 +259,7 @@ class AsyncExecutionEngine(ExecutionEngine):
 
     async def shutdown(self, drain: bool, timeout_s: float) -> None:
         self._closed = True
-        pending = list(self._tasks.values())
+        pending = list(set(self._tasks.values()))
         if drain and pending:
             await asyncio.wait(pending, timeout=timeout_s)
         leftover = list(self._tasks)

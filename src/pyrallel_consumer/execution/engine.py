@@ -4,13 +4,20 @@ An engine receives work items, runs the user's handler with retries, backoff and
 and reports exactly one Completion per item it was not told to cancel. Completions are delivered on the
 event loop that started the engine. Ordering is the control plane's job: an engine may run everything it
 is given at once.
+
+An engine built for a batch handler takes ``submit_batch(items)`` instead of ``submit(item)``: one handler call
+gets the records of all the items, in the order given. Completions stay per item: an attempt that raises or times
+out fails every item of the batch, which is retried whole; a returned ``BatchResult`` fails only the items it
+names, and the others complete at once. Failed items are retried together as a smaller batch, so the items of one
+batch always share an attempt count. Cancelling some items of a running batch drops their completions and leaves
+them out of its retries; the handler call itself is stopped only once every item of it is cancelled.
 """
 
 from __future__ import annotations
 
 import abc
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pyrallel_consumer.record import Record
@@ -80,6 +87,14 @@ class ExecutionEngine(abc.ABC):
     @abc.abstractmethod
     def submit(self, item: WorkItem) -> None:
         """Start handling ``item``; never blocks. The control plane bounds how many are in flight."""
+
+    def submit_batch(self, items: Sequence[WorkItem]) -> None:
+        """Start handling ``items`` in one call of the batch handler; never blocks. One Completion per item.
+
+        Only engines built for a batch handler implement it; the Coordinator calls it (on the event loop) instead
+        of ``submit`` when the consumer was given ``batch_handler``.
+        """
+        raise EngineError(f"{type(self).__name__} does not run batch handlers")
 
     @abc.abstractmethod
     def cancel(self, item_ids: Iterable[int]) -> None:

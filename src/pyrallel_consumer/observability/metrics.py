@@ -37,6 +37,7 @@ OUTCOMES = ("success", "retried", "failed", "dlq")
 REBALANCE_KINDS = ("assign", "revoke", "lost")
 ERROR_KINDS = ("commit", "poller", "handler", "dlq")
 HANDLER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 COMMIT_AVG_WEIGHT = 0.1
 """Weight of the newest commit in ``kafka_consumer_commit_latency_avg`` (about the last 10-20 commits count)."""
@@ -89,6 +90,10 @@ class PrometheusExporter(ConsumerObserver):
         self._commit_latency = Histogram("pyrallel_commit_latency_seconds",
                                          "Time from sending a partition's commit to the broker's answer.",
                                          buckets=COMMIT_BUCKETS, registry=reg)
+        self._batches = Counter("pyrallel_batches", "Batches handed to the batch handler (first attempts).",
+                                registry=reg)
+        self._batch_size = Histogram("pyrallel_batch_size_records", "Records per batch handed to the batch handler.",
+                                     buckets=BATCH_SIZE_BUCKETS, registry=reg)
         self._rebalances = Counter("pyrallel_rebalances", "Rebalance callbacks by kind: assign, revoke, lost.",
                                    ["kind"], registry=reg)
         self._rebalance_count = Counter("kafka_consumer_rebalance_count",
@@ -154,6 +159,11 @@ class PrometheusExporter(ConsumerObserver):
     def record_finished(self, outcome: str, duration_s: float, attempts: int) -> None:
         self._records.add(outcome, duration_s)
         self._next.record_finished(outcome, duration_s, attempts)
+
+    def batch_dispatched(self, records: int) -> None:
+        self._batches.inc()
+        self._batch_size.observe(records)
+        self._next.batch_dispatched(records)
 
     def commit_finished(self, latency_s: float, ok: bool) -> None:
         self._commit_latency.observe(latency_s)

@@ -4,9 +4,9 @@ Both sides import it: the supervisor, the worker handle and the engine in the pa
 thread), and the worker process (its main thread, its result flusher and any thread that logs).
 
 Parent to worker: ``(WORK, (item, ...))``, each item an :func:`encode_record` payload spliced in as it was
-encoded at submit, and ``(STOP,)``. Worker to parent: ``(READY,)``, ``(FATAL, reason)``, ``(DONE, (result,
-...))`` with results made by :func:`success` and :func:`failure`, and ``(LOG, fields)`` made by
-:func:`encode_log`.
+encoded at submit (or, for a batch handler, an :func:`encode_batch` payload: a batch id and its records), and
+``(STOP,)``. Worker to parent: ``(READY,)``, ``(FATAL, reason)``, ``(DONE, (result, ...))`` with results made by
+:func:`success`, :func:`failure` and :func:`partial`, and ``(LOG, fields)`` made by :func:`encode_log`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ _LOG_FIELDS: Final = (
 _packer = msgpack.Packer()
 
 Result = tuple[Any, ...]
-"""One completed attempt: ``(item_id,)`` on success, ``(item_id, error_type, message)`` on failure."""
+"""One completed attempt: ``(item_id,)`` on success, ``(item_id, error_type, message)`` on failure, and for a batch
+that failed some of its records ``(batch_id, ((position, error_type, message), ...))``."""
 
 
 def encode_record(item_id: int, record: Record) -> bytes:
@@ -56,6 +57,17 @@ def encode_record(item_id: int, record: Record) -> bytes:
 def decode_record(fields: tuple[Any, ...]) -> Record:
     """The record of an :func:`encode_record` payload read by an :func:`unpacker`."""
     return Record(*fields[1:])
+
+
+def encode_batch(batch_id: int, payloads: list[bytes]) -> bytes:
+    """A batch work item, ``(batch_id, (record, ...))``, its records' :func:`encode_record` payloads spliced in."""
+    return b"".join([_packer.pack_array_header(2), _packer.pack(batch_id), _packer.pack_array_header(len(payloads)),
+                     *payloads])
+
+
+def is_batch(fields: tuple[Any, ...]) -> bool:
+    """Whether a decoded work item is a batch (two fields) rather than one record (eight)."""
+    return len(fields) == 2
 
 
 def encode_work(payloads: list[bytes]) -> bytes:
@@ -83,11 +95,24 @@ def failure(item_id: int, error_type: str, message: str) -> Result:
     return (item_id, error_type, message)
 
 
+def partial(batch_id: int, failures: list[tuple[int, str, str]]) -> Result:
+    """A batch attempt that failed the records at these positions of the batch (and succeeded the others)."""
+    return (batch_id, tuple(failures))
+
+
 def decode_result(result: Result) -> tuple[int, tuple[str, str] | None]:
-    """The item id of a result and, for a failed attempt, its (error type, message)."""
-    if len(result) == 1:
+    """The item id of a result and, for a failed attempt, its (error type, message); None for a partial one."""
+    if len(result) != 3:
         return result[0], None
     return result[0], (result[1], result[2])
+
+
+def batch_failures(result: Result) -> tuple[tuple[int, str, str], ...] | None:
+    """The (position, error type, message) of each record a :func:`partial` result failed; None for others."""
+    if len(result) == 2:
+        failures: tuple[tuple[int, str, str], ...] = result[1]
+        return failures
+    return None
 
 
 def encode_log(record: logging.LogRecord) -> tuple[int, dict[str, Any]]:

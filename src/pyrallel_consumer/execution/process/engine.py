@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.execution.engine import (
@@ -36,13 +36,20 @@ class RecordTooLargeError(ValueError):
 
 
 class ProcessExecutionEngine(ExecutionEngine):
-    """Runs a synchronous ``def handle(record) -> None`` in a pool of supervised worker processes."""
+    """Runs a synchronous ``def handle(record) -> None`` in a pool of supervised worker processes.
 
-    def __init__(self, handler: SyncHandler | str, retry: RetryPolicy, config: ConsumerConfig) -> None:
+    With ``batch=True`` the handler is ``def handle_batch(records: list[Record]) -> BatchResult | None`` and the
+    engine takes ``submit_batch``: each batch travels, runs, times out and is blamed for a worker's death as one
+    item of the ledger.
+    """
+
+    def __init__(self, handler: SyncHandler | str, retry: RetryPolicy, config: ConsumerConfig, *,
+                 batch: bool = False) -> None:
         self._handler: object = handler
+        self._batch = batch
         self._max_item_bytes = config.max_item_bytes
         self._ledger = ItemLedger(retry)
-        self._supervisor = Supervisor(config, retry.timeout_s, self._ledger)
+        self._supervisor = Supervisor(config, retry.timeout_s, self._ledger, batches=batch)
         self._started = False
         self._closed = False
         self._accepting = False
@@ -75,6 +82,8 @@ class ProcessExecutionEngine(ExecutionEngine):
     def submit(self, item: WorkItem) -> None:
         if not self._accepting or self._closed:
             raise EngineError("submit() before start() or after shutdown()")
+        if self._batch:
+            raise EngineError("this engine runs a batch handler: use submit_batch()")
         payload = encode_record(item.item_id, item.record)
         record = item.record
         entry = self._ledger.add(item.item_id, payload, (record.topic, record.partition, record.offset))
@@ -83,6 +92,25 @@ class ProcessExecutionEngine(ExecutionEngine):
             return
         self._ledger.enqueue(entry)
         self._supervisor.schedule_dispatch()
+
+    def submit_batch(self, items: Sequence[WorkItem]) -> None:
+        if not self._accepting or self._closed:
+            raise EngineError("submit_batch() before start() or after shutdown()")
+        if not self._batch:
+            raise EngineError("this engine runs a per-record handler: use submit()")
+        members: list[tuple[int, bytes, tuple[str, int, int]]] = []
+        loop = asyncio.get_running_loop()
+        for item in items:
+            record = item.record
+            payload = encode_record(item.item_id, record)
+            source = (record.topic, record.partition, record.offset)
+            if len(payload) > self._max_item_bytes:  # failed alone, without reaching a worker; the rest runs
+                loop.call_soon(self._reject_too_large, self._ledger.add(item.item_id, payload, source), record)
+            else:
+                members.append((item.item_id, payload, source))
+        if members:
+            self._ledger.enqueue(self._ledger.add_batch(members))
+            self._supervisor.schedule_dispatch()
 
     def _reject_too_large(self, item: Item, record: Record) -> None:
         self._ledger.reject(

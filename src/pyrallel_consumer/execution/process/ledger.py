@@ -3,6 +3,10 @@
 The engine adds and cancels items; the supervisor takes waiting items for its workers, puts back those a dead
 worker held, and reports how each attempt ended. All of it runs on the event loop that started the engine, which
 is also where retries are scheduled and completions delivered.
+
+For a batch handler, a whole batch is one item (the supervisor sends, times and blames it as one), whose members are
+the work items of its records; completions are still per member. The batch's id is its first member's id, which no
+other item can have. Failed members are retried together in the same item, re-encoded without the others.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyrallel_consumer.execution.engine import Completion, CompletionCallback, RetryPolicy
+from pyrallel_consumer.execution.process.codec import encode_batch
 from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,10 @@ class Item:
     retry: asyncio.TimerHandle | None = None
     source: tuple[str, int, int] = ("", -1, -1)
     """The record's topic, partition and offset, for log lines."""
+    members: dict[int, tuple[bytes, tuple[str, int, int]]] | None = None
+    """A batch: its members neither completed nor cancelled (item id -> record payload, source), in batch order."""
+    sent: tuple[int, ...] = ()
+    """A batch: the members ``payload`` carries, in order: what the positions of a partial result refer to."""
 
 
 class ItemLedger:
@@ -42,6 +51,10 @@ class ItemLedger:
         self._waiting: deque[Item] = deque()
         self._on_complete: CompletionCallback | None = None
         self._on_requeued: Callable[[], None] | None = None
+        self._member_of: dict[int, Item] = {}
+        """Item id of a batch member -> its batch."""
+        self._batches = 0
+        """Batches among ``_items``."""
         self.idle = asyncio.Event()
         """Set while no item is in flight."""
         self.idle.set()
@@ -52,16 +65,36 @@ class ItemLedger:
         self._on_requeued = on_requeued
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Work items in flight: records, batch members counted one by one."""
+        return len(self._items) - self._batches + len(self._member_of)
 
     def ids(self) -> list[int]:
-        return list(self._items)
+        return [i for i, item in self._items.items() if item.members is None] + list(self._member_of)
 
     def add(self, item_id: int, payload: bytes, source: tuple[str, int, int] = ("", -1, -1)) -> Item:
         item = Item(item_id, payload, time.perf_counter(), source=source)
         self._items[item_id] = item
         self.idle.clear()
         return item
+
+    def add_batch(self, members: list[tuple[int, bytes, tuple[str, int, int]]]) -> Item:
+        """One item for a batch of (item id, record payload, source), in the order the handler gets them."""
+        first_id, _, first_source = members[0]
+        batch = Item(first_id, b"", time.perf_counter(), source=first_source,
+                     members={item_id: (payload, source) for item_id, payload, source in members})
+        self._encode(batch)
+        self._items[first_id] = batch
+        self._batches += 1
+        for item_id, _, _ in members:
+            self._member_of[item_id] = batch
+        self.idle.clear()
+        return batch
+
+    @staticmethod
+    def _encode(batch: Item) -> None:
+        members = batch.members or {}
+        batch.sent = tuple(members)
+        batch.payload = encode_batch(batch.item_id, [payload for payload, _ in members.values()])
 
     def enqueue(self, item: Item) -> None:
         """Queue a new item behind those waiting."""
@@ -73,9 +106,29 @@ class ItemLedger:
 
     def cancel(self, item_ids: Iterable[int]) -> None:
         for item_id in item_ids:
-            item = self._items.pop(item_id, None)
-            if item is not None and item.retry is not None:
+            batch = self._member_of.pop(item_id, None)
+            if batch is not None:
+                if batch.members is not None:
+                    batch.members.pop(item_id, None)
+                    if not batch.members:
+                        self._drop(batch)
+                continue
+            item = self._items.get(item_id)
+            if item is None or item.members is not None:
+                continue  # unknown, or the id of a batch whose first member is gone
+            del self._items[item_id]
+            if item.retry is not None:
                 item.retry.cancel()
+        if not self._items:
+            self.idle.set()
+
+    def _drop(self, batch: Item) -> None:
+        """Take a batch out of flight once no member is left in it."""
+        if self._items.get(batch.item_id) is batch:
+            del self._items[batch.item_id]
+            self._batches -= 1
+        if batch.retry is not None:
+            batch.retry.cancel()
         if not self._items:
             self.idle.set()
 
@@ -95,6 +148,8 @@ class ItemLedger:
             item = self._waiting.popleft()
             if not self.holds(item):
                 continue  # cancelled while it waited
+            if item.members is not None and item.sent != tuple(item.members):
+                self._encode(item)  # members were completed or cancelled since it was encoded
             if batch and size + len(item.payload) > max_bytes:
                 self._waiting.appendleft(item)
                 break
@@ -102,8 +157,15 @@ class ItemLedger:
             size += len(item.payload)
         return batch
 
-    def attempt_ended(self, item: Item, error: tuple[str, str] | None) -> None:
-        """Count an attempt of a held item: complete it on success, else retry it or, out of retries, fail it."""
+    def attempt_ended(self, item: Item, error: tuple[str, str] | None,
+                      failures: tuple[tuple[int, str, str], ...] | None = None) -> None:
+        """Count an attempt of a held item: complete it on success, else retry it or, out of retries, fail it.
+
+        For a batch, ``failures`` names the positions a partial result failed: the other members complete now.
+        """
+        if item.members is not None:
+            self._batch_attempt_ended(item, error, failures)
+            return
         item.attempts += 1
         if error is None:
             self._finish(item, True)
@@ -121,6 +183,55 @@ class ItemLedger:
         else:
             delay = self._retry.delay_s(item.attempts)
             item.retry = asyncio.get_running_loop().call_later(delay, self._requeue, item)
+
+    def _batch_attempt_ended(self, batch: Item, error: tuple[str, str] | None,
+                             failures: tuple[tuple[int, str, str], ...] | None) -> None:
+        batch.attempts += 1
+        members = batch.members if batch.members is not None else {}
+        failed: dict[int, tuple[str, str]] = {}
+        if error is not None:
+            failed = {member: error for member in batch.sent if member in members}
+        elif failures:
+            failed = {batch.sent[i]: (etype, msg) for i, etype, msg in failures
+                      if 0 <= i < len(batch.sent) and batch.sent[i] in members}
+        for member in [m for m in members if m not in failed]:
+            self._complete_member(batch, member, None)
+        if not failed:
+            self._drop(batch)
+            return
+        retrying = batch.attempts <= self._retry.max_retries
+        first = next(iter(failed))
+        topic, partition, offset = members[first][1] if first in members else batch.source
+        err_type, err_msg = failed[first]
+        log.log(logging.DEBUG if retrying else logging.WARNING,
+                "Attempt %d on a batch of %d record(s) failed for %d of them, first %s[%d]@%d (item %d): %s: %s%s",
+                batch.attempts, len(batch.sent), len(failed), topic, partition, offset, first, err_type, err_msg,
+                "; retrying them" if retrying else "; no retry left",
+                extra=event_extra(HANDLER_FAILED, topic=topic, partition=partition, offset=offset,
+                                  attempt=batch.attempts, retrying=retrying, error_type=err_type, error=err_msg))
+        if not retrying:
+            for member, member_error in failed.items():
+                if member in members:
+                    self._complete_member(batch, member, member_error)
+            self._drop(batch)
+        elif members:
+            batch.retry = asyncio.get_running_loop().call_later(self._retry.delay_s(batch.attempts), self._requeue,
+                                                                batch)
+        else:
+            self._drop(batch)  # every failed member was cancelled by a completion callback meanwhile
+
+    def _complete_member(self, batch: Item, member: int, error: tuple[str, str] | None) -> None:
+        """Deliver one member's completion (the batch's attempts are its attempts) and take it out of the batch."""
+        if batch.members is None or batch.members.pop(member, None) is None:
+            return
+        self._member_of.pop(member, None)
+        completion = Completion(member, error is None, batch.attempts, time.perf_counter() - batch.submitted,
+                                *(error or (None, None)))
+        if self._on_complete is not None:
+            try:
+                self._on_complete(completion)
+            except Exception:
+                log.exception("The completion callback failed for item %d", member)
 
     def reject(self, item: Item, error_type: str, message: str) -> None:
         """Fail an item that cannot run, charging one attempt; nothing if it was cancelled meanwhile."""

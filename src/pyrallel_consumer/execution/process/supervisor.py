@@ -55,12 +55,15 @@ class RespawnBackoff:
 class Supervisor:
     """The pool of worker processes of one engine, from :meth:`start` to :meth:`terminate`."""
 
-    def __init__(self, config: ConsumerConfig, timeout_s: float, ledger: ItemLedger) -> None:
+    def __init__(self, config: ConsumerConfig, timeout_s: float, ledger: ItemLedger, *, batches: bool = False) -> None:
         self.size = config.process_workers or os.cpu_count() or 1
         self._tasks_per_child = config.max_tasks_per_child
         self._batch = config.ipc_batch_size
         self._capacity = 2 * config.ipc_batch_size  # items a worker holds: one batch running, one queued
         self._max_batch_bytes = max(_MIN_BATCH_BYTES, config.max_item_bytes)
+        if batches:  # each item is a handler's batch already: one per message, one running and one queued
+            self._batch, self._capacity = 1, 2
+            self._max_batch_bytes = max(_MIN_BATCH_BYTES, config.max_item_bytes * config.batch_max_records + 1024)
         self._timeout_s = timeout_s
         self._ledger = ledger
         self._ctx = multiprocessing.get_context("spawn")
@@ -267,7 +270,7 @@ class Supervisor:
             item = worker.held.pop(item_id, None)
             if item is None or not self._ledger.holds(item):
                 continue  # cancelled while it ran: the result is dropped
-            self._ledger.attempt_ended(item, error)
+            self._ledger.attempt_ended(item, error, codec.batch_failures(result))
         if worker.retiring and not worker.held and worker.timed_out is None:
             worker.request_stop()
         self.schedule_dispatch()
@@ -305,7 +308,7 @@ class Supervisor:
     def _send_work(self, worker: WorkerHandle, batch: list[Item]) -> None:
         for item in batch:
             worker.held[item.item_id] = item
-        worker.assigned += len(batch)
+        worker.assigned += sum(len(item.sent) or 1 for item in batch)  # records: a handler's batch counts each
         worker.send(codec.encode_work([item.payload for item in batch]))
         if worker.task_limit and worker.assigned >= worker.task_limit:
             worker.retiring = True  # recycled: finishes what it holds, then gets STOP

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
+from pyrallel_consumer.batch import batch_failures
 from pyrallel_consumer.execution.engine import describe_error
 from pyrallel_consumer.execution.process import codec
 from pyrallel_consumer.execution.process.handler_ref import load_handler
@@ -180,6 +181,8 @@ def _serve(handler: Callable[..., object], channel: _Channel, slot: Slot, flush_
 
 def _attempt(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot) -> codec.Result:
     """One handler call, published in the slot while it runs."""
+    if codec.is_batch(fields):
+        return _attempt_batch(handler, fields, slot)
     item_id = fields[0]
     attempt_begins(slot, item_id)
     try:
@@ -189,6 +192,26 @@ def _attempt(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot
     finally:
         attempt_ends(slot)
     return codec.success(item_id)
+
+
+def _attempt_batch(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot) -> codec.Result:
+    """One call of a batch handler with the records of a batch item; the batch id stands in the slot meanwhile."""
+    batch_id = fields[0]
+    records = [codec.decode_record(record) for record in fields[1]]
+    attempt_begins(slot, batch_id)
+    try:
+        returned = handler(list(records))  # a copy: positions must survive a handler's sort
+    except BaseException as exc:  # noqa: BLE001 - as for one record: any exception fails the attempt
+        return codec.failure(batch_id, *_describe(exc))
+    finally:
+        attempt_ends(slot)
+    try:
+        failures = batch_failures(records, returned)
+    except BaseException as exc:  # noqa: BLE001 - an invalid BatchResult fails the whole attempt
+        return codec.failure(batch_id, *_describe(exc))
+    if not failures:
+        return codec.success(batch_id)
+    return codec.partial(batch_id, [(position, *error) for position, error in sorted(failures.items())])
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
