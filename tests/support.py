@@ -42,3 +42,21 @@ def seq_of(value: bytes | None) -> int:
     if value is None:
         raise ValueError("record without value")
     return int(value.split(b"|", 1)[0])
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+    """Every record of ``topic`` from the start, until ``expected`` came or ``timeout_s`` passed (a DLQ, an output
+    topic): the test judges what arrived."""
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
+                            "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    reader = Consumer(conf)
+    reader.subscribe([topic])
+    out: list[Any] = []
+    try:
+        for _ in range(int(timeout_s / 0.5)):
+            out += [m for m in reader.consume(500, 0.5) if m.error() is None]
+            if len(out) >= expected:
+                break
+    finally:
+        reader.close()
+    return out

@@ -12,13 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 from tests.integration import batch_handlers
 from tests.integration.batch_handlers import CallLog, key_order_violations
-from tests.support import committed, seq_of, wait_for
+from tests.support import committed, read_all, seq_of, wait_for
 
 from pyrallel_consumer import BatchResult, ConsumerConfig, Ordering, PyrallelConsumer, Record
 from pyrallel_tools.localkafka.topics import produce_keyed
@@ -107,22 +105,6 @@ async def test_a_partial_failure_retries_only_the_records_it_names(
     assert snapshot.records_failed == 0
 
 
-def _read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
-                            "auto.offset.reset": "earliest", "enable.auto.commit": False}
-    reader = Consumer(conf)
-    reader.subscribe([topic])
-    out: list[Any] = []
-    try:
-        for _ in range(int(timeout_s / 0.5)):
-            out += [m for m in reader.consume(500, 0.5) if m.error() is None]
-            if len(out) >= expected:
-                break
-    finally:
-        reader.close()
-    return out
-
-
 async def test_records_failing_every_attempt_are_dead_lettered_one_by_one(
     kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
 ) -> None:
@@ -148,7 +130,7 @@ async def test_records_failing_every_attempt_are_dead_lettered_one_by_one(
     failing = {seq for seq in range(600) if seq % 20 == 7}
     assert succeeded == Counter(set(range(600)) - failing), "the others succeeded once, never retried"
     assert snapshot.records_failed == len(failing)
-    dead = _read_all(kafka_bootstrap, f"{topic}.dlq", len(failing))
+    dead = read_all(kafka_bootstrap, f"{topic}.dlq", len(failing))
     assert sorted(seq_of(m.value()) for m in dead) == sorted(failing)
     for message in dead:
         headers = dict(message.headers())

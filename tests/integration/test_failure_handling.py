@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
-from tests.support import committed, seq_of, wait_for
+from confluent_kafka import Producer
+from tests.support import committed, read_all, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_consumer.kafka.topic_check import MissingTopicError
@@ -25,22 +25,6 @@ def _config(bootstrap: str, group: str, topic: str, **extra: object) -> Consumer
     }
     values.update(extra)
     return ConsumerConfig(**values)
-
-
-def _read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
-                            "auto.offset.reset": "earliest", "enable.auto.commit": False}
-    reader = Consumer(conf)
-    reader.subscribe([topic])
-    out: list[Any] = []
-    try:
-        for _ in range(int(timeout_s / 0.5)):
-            out += [m for m in reader.consume(500, 0.5) if m.error() is None]
-            if len(out) >= expected:
-                break
-    finally:
-        reader.close()
-    return out
 
 
 async def test_always_failing_records_go_to_the_dlq_with_their_story(
@@ -63,7 +47,7 @@ async def test_always_failing_records_go_to_the_dlq_with_their_story(
     failing = {s for s in range(500) if s % 10 == 3}
     assert handled == set(range(500)) - failing
     assert snapshot.records_failed == len(failing)
-    dead = _read_all(kafka_bootstrap, f"{topic}.dlq", len(failing))
+    dead = read_all(kafka_bootstrap, f"{topic}.dlq", len(failing))
     assert sorted(seq_of(m.value()) for m in dead) == sorted(failing)
     headers = dict(dead[0].headers())
     assert headers["x-error-type"] == b"ValueError"
@@ -95,7 +79,7 @@ async def test_unwritable_dlq_stalls_the_partition_until_it_can_be_written(
         assert consumer.metrics().partitions[0].blocking_offset == 5
         create_topic(kafka_bootstrap, dlq, 1)
         await wait_for(lambda: committed(kafka_bootstrap, group, topic, 1)[0][0] == 50, what="commit at the end")
-    assert [m.offset() for m in _read_all(kafka_bootstrap, dlq, 1)] == [0]
+    assert [m.offset() for m in read_all(kafka_bootstrap, dlq, 1)] == [0]
 
 
 async def test_stuck_record_is_dead_lettered_after_max_blocking_ms(
@@ -112,7 +96,7 @@ async def test_stuck_record_is_dead_lettered_after_max_blocking_ms(
                      task_timeout_ms=3_600_000)
     async with PyrallelConsumer(config, handle):
         await wait_for(lambda: committed(kafka_bootstrap, group, topic, 1)[0][0] == 20, what="commit at the end")
-    (dead,) = _read_all(kafka_bootstrap, f"{topic}.dlq", 1)
+    (dead,) = read_all(kafka_bootstrap, f"{topic}.dlq", 1)
     assert dict(dead.headers())["x-error-type"] == b"StuckRecordError"
     assert dict(dead.headers())["x-source-offset"] == b"3"
 
