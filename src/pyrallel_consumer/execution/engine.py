@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
 
@@ -34,6 +35,8 @@ class Completion:
     duration_s: float
     error_type: str | None = None
     error_message: str | None = None
+    outputs: tuple[Output, ...] = ()
+    """What a successful handler returned to produce (exactly-once); empty otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
@@ -100,6 +100,7 @@ class BrokerPoller:
         self._subscribe_at_start = subscribe
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
         self._finished: asyncio.Future[None] = loop.create_future()
         self.high_watermarks: dict[TopicPartitionKey, int] = {}
         self._last_watermark_poll = 0.0
@@ -113,6 +114,7 @@ class BrokerPoller:
     def start(self) -> None:
         """Create the Kafka consumer here, so a bad property fails the caller, then hand it to the poller thread."""
         consumer = self._clients.consumer(self._config, self._commits.on_commit)
+        self._consumer = consumer
         self._thread = threading.Thread(target=self._run, args=(consumer,), name="pyrallel-poller", daemon=True)
         self._thread.start()
 
@@ -161,6 +163,29 @@ class BrokerPoller:
                     raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
                                                     f"{exc} (for {_POSITIONS_TIMEOUT_S:g}s)")) from None
                 await asyncio.sleep(0.05)
+
+    def group_metadata(self) -> object:
+        """The consumer's ``consumer_group_metadata()`` (member id, generation) for send_offsets_to_transaction.
+
+        Called on the exactly-once transaction thread at every commit; librdkafka answers it from its own thread
+        (thread-safe). The Coordinator closes the transactions before the consumer, so it is never called after.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the Kafka consumer is not created yet")
+        return consumer.consumer_group_metadata()
+
+    def rewind(self, partitions: Sequence[TopicPartitionKey], fallback: dict[TopicPartitionKey, int]) -> None:
+        """Exactly-once, after an aborted transaction: restart these partitions from what the group committed.
+
+        On the thread, each still assigned partition gets a new epoch (the loop drops what it queued under the old
+        one and gets a new tracker from ``on_repositioned``, with the committed offset map) and a seek to the
+        committed offset; a partition with no committed offset goes back to ``fallback`` (the first offset the
+        aborted assignment received), else to where auto_offset_reset points. A seek that fails stops the poller:
+        fetching on past records whose outputs were aborted would lose them.
+        """
+        targets, starts = list(partitions), dict(fallback)
+        self._commands.put(lambda consumer: self._rewind(consumer, targets, starts))
 
     async def close(self) -> None:
         """Leave the group (the revoke callback commits) and end the thread; the thread is gone on return."""
@@ -324,6 +349,20 @@ class BrokerPoller:
         for tp in starts:
             if tp.offset >= 0:
                 consumer.seek(tp)
+
+    def _rewind(self, consumer: Consumer, partitions: list[TopicPartitionKey],
+                fallback: dict[TopicPartitionKey, int]) -> None:
+        held = [TopicPartition(t, p) for t, p in partitions if (t, p) in self._assigned]
+        if not held:
+            return
+        assignments, starts = self._table.assign(consumer, held)
+        self._post(self._sink.on_repositioned, assignments)
+        reset = OFFSET_BEGINNING if self._config.auto_offset_reset == "earliest" else OFFSET_END
+        for tp in starts:
+            offset = tp.offset if tp.offset >= 0 else fallback.get((tp.topic, tp.partition), reset)
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.info("Restarted %s from the last committed transaction",
+                 partition_names([(tp.topic, tp.partition) for tp in held]))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assignments, to_assign = self._table.assign(consumer, partitions)

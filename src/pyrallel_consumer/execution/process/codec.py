@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import msgpack
 
+from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
 # parent -> worker messages
@@ -41,7 +42,8 @@ _LOG_FIELDS: Final = (
 _packer = msgpack.Packer()
 
 Result = tuple[Any, ...]
-"""One completed attempt: ``(item_id,)`` on success, ``(item_id, error_type, message)`` on failure."""
+"""One completed attempt: ``(item_id,)`` on success, ``(item_id, outputs)`` on a success that returned outputs
+(each ``Output.as_wire()``), ``(item_id, error_type, message)`` on failure."""
 
 
 def encode_record(item_id: int, record: Record) -> bytes:
@@ -75,7 +77,9 @@ def unpacker(**limits: int) -> Any:
     return msgpack.Unpacker(use_list=False, raw=False, **limits)
 
 
-def success(item_id: int) -> Result:
+def success(item_id: int, outputs: tuple[Output, ...] = ()) -> Result:
+    if outputs:
+        return (item_id, tuple(o.as_wire() for o in outputs))
     return (item_id,)
 
 
@@ -85,9 +89,16 @@ def failure(item_id: int, error_type: str, message: str) -> Result:
 
 def decode_result(result: Result) -> tuple[int, tuple[str, str] | None]:
     """The item id of a result and, for a failed attempt, its (error type, message)."""
-    if len(result) == 1:
+    if len(result) <= 2:
         return result[0], None
     return result[0], (result[1], result[2])
+
+
+def decode_outputs(result: Result) -> tuple[Output, ...]:
+    """The outputs a successful attempt returned (empty for a failure or a success without outputs)."""
+    if len(result) != 2:
+        return ()
+    return tuple(Output.from_wire(fields) for fields in result[1])
 
 
 def encode_log(record: logging.LogRecord) -> tuple[int, dict[str, Any]]:

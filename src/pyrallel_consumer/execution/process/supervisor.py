@@ -267,7 +267,7 @@ class Supervisor:
             item = worker.held.pop(item_id, None)
             if item is None or not self._ledger.holds(item):
                 continue  # cancelled while it ran: the result is dropped
-            self._ledger.attempt_ended(item, error)
+            self._ledger.attempt_ended(item, error, codec.decode_outputs(result))
         if worker.retiring and not worker.held and worker.timed_out is None:
             worker.request_stop()
         self.schedule_dispatch()
