@@ -18,7 +18,7 @@ OutputHeader = tuple[str, bytes | None]
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to produce: ``value`` and ``key`` as bytes (str is encoded as UTF-8) or None.
+    """One record to produce: ``value`` and ``key`` as bytes or None (a str is encoded as UTF-8 and kept as bytes).
 
     ``partition`` None lets the producer's partitioner choose (by key), so outputs with the same key land in one
     partition in the order their input records were handled.
@@ -37,6 +37,7 @@ class Output:
             field = getattr(self, name)
             if field is not None and not isinstance(field, (bytes, str)):
                 raise TypeError(f"Output.{name} must be bytes, str or None, not {type(field).__name__}")
+            object.__setattr__(self, name, _as_bytes(field))  # stored as bytes: equal whichever engine ran it
         if self.partition is not None and (not isinstance(self.partition, int) or isinstance(self.partition, bool)
                                            or self.partition < 0):
             raise TypeError(f"Output.partition must be a partition number >= 0 or None, not {self.partition!r}")
