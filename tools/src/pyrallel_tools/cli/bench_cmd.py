@@ -16,7 +16,7 @@ _PATH = click.Path(path_type=Path)
 @click.command()
 @click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS",
               help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS); not needed with --rebuild.")
-@click.option("--suite", type=click.Choice(["all", "core", "cpu", "rebalance", "recovery"]), default="all",
+@click.option("--suite", type=click.Choice(["all", "core", "cpu", "eos", "rebalance", "recovery"]), default="all",
               show_default=True,
               help="all: every workload and contender, latency and restart checks, peers included. core: no-op and "
                    "I/O-bound, this library and the baseline. cpu: CPU-bound and no-op, process vs async engine. "
