@@ -180,15 +180,14 @@ class Transactions:
         return done
 
     async def close(self) -> None:
-        """Abort what is still open (nothing, after the stop's last commit) and end the thread."""
+        """Abort what is still open (nothing, after the stop's last commit) and end the thread (joined on an
+        executor thread: the abort may wait for the broker). A thread that ended already (init failed) is joined."""
         self.usable = False
-        if self._thread is None:
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        done = self._future()
-        self._commands.put(_Stop(done))
-        await done
-        self._thread.join(timeout=5.0)
-        self._thread = None
+        self._commands.put(_Stop(self._future()))
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
     def _future(self) -> asyncio.Future[TransactionOutcome]:
         loop = self._loop or asyncio.get_running_loop()
@@ -248,9 +247,10 @@ class Transactions:
                 continue
             try:
                 self._serve(producer, command)
-            except _FatalError as exc:
+            except Exception as exc:  # _FatalError, or a bug: either way nothing more may be committed
                 self._dead = True
-                log.error("Exactly-once producer failed: %s; the consumer stops (nothing more is committed)", exc)
+                log.error("Exactly-once producer failed: %s; the consumer stops (nothing more is committed)", exc,
+                          exc_info=not isinstance(exc, _FatalError))
                 if not isinstance(command, _Produce):
                     self._post(self._settle, command.done, TransactionOutcome(False, error=str(exc)))
                 self._post(self._failed, KafkaException(KafkaError(KafkaError._FATAL, str(exc))))
