@@ -387,6 +387,10 @@ class Coordinator:
 
     def _dispatch(self) -> None:
         """Hand ready records to the engine up to max_in_flight; publish the queue's new level to the fetch gate."""
+        transactions = self._transactions
+        if transactions is not None and transactions.backlogged(self._dispatch):
+            self._backpressure.publish()
+            return  # outputs wait for the producer thread: dispatched again once it caught up
         if not self._stopping and self._active:
             work, limit = self._work, self._config.max_in_flight
             while work.in_flight < limit and (item := work.next_ready()) is not None:

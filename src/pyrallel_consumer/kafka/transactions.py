@@ -125,6 +125,13 @@ class Transactions:
         """Started and neither failed nor closed: commits may be asked for."""
         self.committed_transactions = 0
         self.aborted_transactions = 0
+        self._backlog_limit = config.transaction_max_records
+        self._queued_total = 0
+        """Outputs the loop queued (written on the loop only)."""
+        self._taken_total = 0
+        """Outputs the thread took off the queue, produced or dropped (written on the thread only)."""
+        self._wake: Callable[[], None] | None = None
+        """Set by the loop while dispatch waits for the backlog to shrink; the thread posts it once it has."""
         # Thread-side state.
         self._producer: Producer | None = None
         self._thread_generation = 0
@@ -158,7 +165,23 @@ class Transactions:
         batch = tuple(outputs)
         if batch and self.usable:
             self.produced += len(batch)
+            self._queued_total += len(batch)
             self._commands.put(_Produce(self.generation, batch))
+
+    def backlogged(self, wake: Callable[[], None]) -> bool:
+        """Whether more than ``transaction_max_records`` outputs wait for the thread (a slow broker): dispatch then
+        waits, and ``wake`` is posted to the loop once half of them were taken. Called by the Coordinator's dispatch.
+
+        Each counter has one writer; the flag is set before the backlog is read again, so either this re-read or the
+        thread (which reads the flag after counting) sees the other side's update: no wake-up is missed.
+        """
+        if self._queued_total - self._taken_total <= self._backlog_limit:
+            return False
+        self._wake = wake
+        if self._queued_total - self._taken_total <= self._backlog_limit // 2 or not self.usable:
+            self._wake = None
+            return False
+        return True
 
     def commit(self, points: list[CommitPoint]) -> asyncio.Future[TransactionOutcome]:
         """Commit the open transaction with these points (of the same moment on the loop); see the module text."""
@@ -242,7 +265,9 @@ class Transactions:
                 self._stop(producer, command)
                 return
             if self._dead:
-                if not isinstance(command, _Produce):
+                if isinstance(command, _Produce):
+                    self._taken(len(command.outputs))
+                else:
                     self._post(self._settle, command.done, TransactionOutcome(False, error="producer failed"))
                 continue
             try:
@@ -255,13 +280,24 @@ class Transactions:
                     self._post(self._settle, command.done, TransactionOutcome(False, error=str(exc)))
                 self._post(self._failed, KafkaException(KafkaError(KafkaError._FATAL, str(exc))))
 
+    def _taken(self, count: int) -> None:
+        """Count outputs off the queue; post the loop's wake-up once the backlog is down to half its limit."""
+        self._taken_total += count
+        wake = self._wake
+        if wake is not None and self._queued_total - self._taken_total <= self._backlog_limit // 2:
+            self._wake = None
+            self._post(wake)
+
     def _serve(self, producer: Producer, command: _Produce | _Commit | _Abort) -> None:
         if command.generation != self._thread_generation:
-            if not isinstance(command, _Produce):  # queued before the abort: its transaction is gone
+            if isinstance(command, _Produce):
+                self._taken(len(command.outputs))
+            else:  # queued before the abort: its transaction is gone
                 self._post(self._settle, command.done, _STALE)
             return
         if isinstance(command, _Produce):
             self._produce(producer, command.outputs)
+            self._taken(len(command.outputs))
         elif isinstance(command, _Commit):
             self._commit(producer, command)
         else:

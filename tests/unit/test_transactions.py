@@ -129,6 +129,9 @@ class RecordingProducer:
         self.calls: list[tuple[Any, ...]] = []
         self.fail_next: dict[str, KafkaError] = {}
         self.thread_names: set[str] = set()
+        self.gate = threading.Event()
+        """produce() waits for it: a slow broker."""
+        self.gate.set()
 
     def _call(self, name: str, *args: Any) -> None:
         self.thread_names.add(threading.current_thread().name)
@@ -144,6 +147,7 @@ class RecordingProducer:
         self._call("begin")
 
     def produce(self, topic: str, value: Any = None, key: Any = None, **kwargs: Any) -> None:
+        self.gate.wait()
         self._call("produce", topic, value)
 
     def send_offsets_to_transaction(self, offsets: list[Any], metadata: Any, timeout: float) -> None:
@@ -273,6 +277,30 @@ def test_a_retriable_commit_error_is_tried_again_and_a_fatal_one_stops_the_consu
     assert _names(clients.producer.calls)[:6] == ["init", "begin", "produce", "offsets", "commit", "commit"]
     assert not failed.committed and not usable
     assert sink.events and sink.events[-1].startswith("failed:") and "fenced" in sink.events[-1]
+
+
+def test_dispatch_waits_while_the_producer_thread_is_behind_and_is_woken_when_it_caught_up() -> None:
+    clients, sink = RecordingClients(), Sink()
+    clients.producer.gate.clear()
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        transactions = Transactions(_config(processing_guarantee="exactly_once", transaction_max_records=10), clients)
+        await transactions.start(sink, lambda: "meta")
+        woken = asyncio.Event()
+        for n in range(12):
+            transactions.produce([Output("out", b"%d" % n)])
+        behind = transactions.backlogged(woken.set)
+        clients.producer.gate.set()
+        await asyncio.wait_for(woken.wait(), 30)
+        after = transactions.backlogged(woken.set)
+        committed = (await transactions.commit([_point(12)])).committed
+        await transactions.close()
+        return behind, after, committed
+
+    behind, after, committed = asyncio.run(scenario())
+    assert behind, "12 outputs waiting is over transaction_max_records=10"
+    assert not after and committed
+    assert len([c for c in clients.producer.calls if c[0] == "produce"]) == 12
 
 
 # ---- the coordinator's side -----------------------------------------------------------------------------------
