@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _INIT_TIMEOUT_S = 60.0
 _IDLE_POLL_S = 0.05
+_ABORT_MIN_S = 60.0
 
 
 class TransactionSink(Protocol):
@@ -303,7 +304,8 @@ class Transactions:
         else:
             self._abort(producer, command.reason)
             self._post(self._settle, command.done, TransactionOutcome(False, aborted=True, error=command.reason))
-        producer.poll(0)
+        if self._commands.empty():
+            producer.poll(0)  # delivery reports, between bursts of commands
 
     def _begin(self, producer: Producer) -> None:
         if not self._in_transaction:
@@ -318,7 +320,9 @@ class Transactions:
         if self._transaction_error is not None:
             return  # this transaction aborts at its commit; producing more is pointless
         for output in outputs:
-            kwargs: dict[str, Any] = {"value": output.value, "key": output.key, "on_delivery": self._delivered}
+            # No delivery callback per output: a transaction with an undelivered output fails its commit with an
+            # abortable error anyway (librdkafka), and a Python call per output would cost the thread the GIL.
+            kwargs: dict[str, Any] = {"value": output.value, "key": output.key}
             if output.headers:
                 kwargs["headers"] = list(output.headers)
             if output.partition is not None:
@@ -332,10 +336,6 @@ class Transactions:
                 except KafkaException as exc:
                     self._transaction_error = f"producing to {output.topic} failed: {exc.args[0]}"
                     return
-
-    def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None and self._transaction_error is None:
-            self._transaction_error = f"an output was not delivered: {err}"
 
     def _commit(self, producer: Producer, command: _Commit) -> None:
         started = time.monotonic()
@@ -389,7 +389,10 @@ class Transactions:
                     reason)
         if self._in_transaction:
             try:
-                self._retrying(lambda left: producer.abort_transaction(left), time.monotonic() + self._timeout_s)
+                # An abort that times out (the coordinator moving to another broker) may be tried again; give it
+                # longer than a commit: giving up here stops the consumer.
+                deadline = time.monotonic() + max(3 * self._timeout_s, _ABORT_MIN_S)
+                self._retrying(lambda left: producer.abort_transaction(left), deadline)
             except KafkaException as exc:
                 raise _FatalError(f"aborting the transaction failed: {exc.args[0]}") from exc
         self._in_transaction = False
