@@ -340,6 +340,18 @@ class FakeTransactions(Transactions):
         self.produced += len(batch)
         self.log.append(("produce", batch))
 
+    def commit(self, points: list[Any]) -> asyncio.Future[TransactionOutcome]:
+        self.log.append(("commit", sorted((p.partition, p.offset) for p in points)))
+        done: asyncio.Future[TransactionOutcome] = asyncio.get_running_loop().create_future()
+        done.set_result(TransactionOutcome(True))
+        return done
+
+    def abort(self, reason: str) -> asyncio.Future[TransactionOutcome]:
+        self.log.append(("abort", reason))
+        done: asyncio.Future[TransactionOutcome] = asyncio.get_running_loop().create_future()
+        done.set_result(TransactionOutcome(False, aborted=True))
+        return done
+
 
 def test_outputs_are_queued_before_the_record_counts_as_complete() -> None:
     config = _config(processing_guarantee="exactly_once")
@@ -428,3 +440,34 @@ def test_an_aborted_transaction_restarts_every_partition_and_nothing_of_the_old_
         assert engine.running[-1].record.offset == 5, "the record of the aborted transaction runs again"
 
     asyncio.run(scenario())
+
+
+def test_a_revocation_commits_the_open_transaction_before_the_partitions_go_and_commits_nothing_itself() -> None:
+    config = _config(processing_guarantee="exactly_once")
+    engine, transactions = HeldEngine(), FakeTransactions(config)
+    coordinator = Coordinator(config, engine, transactions=transactions)
+
+    async def scenario() -> list[Any]:
+        coordinator.on_assigned([Assignment("t", 0, 1, -1, None), Assignment("t", 1, 2, -1, None)])
+        coordinator.on_records([(Record("t", 0, 0, b"a", b"v"), 1), (Record("t", 1, 0, b"b", b"v"), 2)])
+        for item in list(engine.running):
+            coordinator._on_complete(Completion(item.item_id, True, 1, 0.0, outputs=(Output("out", b"x"),)))
+        return await coordinator.on_revoked([("t", 0)])
+
+    points = asyncio.run(scenario())
+    assert points == [], "nothing for the poller to commit outside the transaction"
+    assert transactions.log[-1] == ("commit", [(0, 1), (1, 1)]), "every partition's outputs and offsets, at once"
+    assert coordinator.assigned == [("t", 1)]
+
+
+def test_lost_partitions_abort_the_open_transaction() -> None:
+    config = _config(processing_guarantee="exactly_once")
+    engine, transactions = HeldEngine(), FakeTransactions(config)
+    coordinator = Coordinator(config, engine, transactions=transactions)
+
+    async def scenario() -> None:
+        coordinator.on_assigned([Assignment("t", 0, 1, -1, None)])
+        coordinator.on_lost([("t", 0)])
+
+    asyncio.run(scenario())
+    assert transactions.log == [("abort", "partitions lost: t[0]")]
