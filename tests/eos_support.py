@@ -153,32 +153,42 @@ def _settled(bootstrap: str, topic: str, partitions: int) -> bool:
         uncommitted.close()
 
 
+END = b"__end__"
+"""A sentinel produced (not transactionally) to every output partition once nothing is open: the reader is done with
+a partition when it reads it (a read_committed position does not always move past a trailing commit marker)."""
+
+
 def read_outputs(bootstrap: str, topic: str, partitions: int, timeout_s: float = 120) -> list[tuple[int, bytes, bytes]]:
     """Every output a read_committed reader sees, as (output partition, key, value), in each partition's order.
 
-    Waits (up to ``timeout_s``) until no transaction is open on the topic, then reads each partition up to its end.
+    Waits (up to ``timeout_s``) until no transaction is open on the topic, writes the END sentinel to every partition
+    and reads each partition up to it. Call it once every consumer has stopped.
     """
     deadline = time.monotonic() + timeout_s
     while not _settled(bootstrap, topic, partitions):
         if time.monotonic() > deadline:
             raise AssertionError(f"a transaction stayed open on {topic} for {timeout_s}s")
         time.sleep(0.2)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "logger": _QUIET})
+    for p in range(partitions):
+        producer.produce(topic, value=END, key=END, partition=p)
+    if producer.flush(30) > 0:
+        raise AssertionError("the END sentinels were not acknowledged")
     reader = _reader(bootstrap)
     seen: list[tuple[int, bytes, bytes]] = []
     try:
-        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
-        reader.assign([TopicPartition(topic, p, 0) for p in range(partitions) if ends[p] > 0])
-        left = {p for p in range(partitions) if ends[p] > 0}
+        reader.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        left = set(range(partitions))
         while left:
             if time.monotonic() > deadline:
-                raise AssertionError(f"reading {topic} did not reach its end {ends} in {timeout_s}s")
+                raise AssertionError(f"reading {topic} did not reach the END of {sorted(left)} in {timeout_s}s")
             for msg in reader.consume(500, 0.5):
-                if msg.error() is None:
+                if msg.error() is not None:
+                    continue
+                if msg.value() == END:
+                    left.discard(msg.partition() or 0)
+                else:
                     seen.append((msg.partition() or 0, msg.key() or b"", msg.value() or b""))
-            for p in list(left):
-                position = reader.position([TopicPartition(topic, p)])[0].offset
-                if position >= ends[p]:
-                    left.discard(p)
     finally:
         reader.close()
     return seen
