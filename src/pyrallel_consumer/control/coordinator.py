@@ -77,6 +77,7 @@ class Coordinator:
         self._stopped = asyncio.Event()
         self._failure: BaseException | None = None
         self._counts = Counts()
+        self._lossy_warned = False
         self._transactions: Transactions | None = None
         """Exactly-once only: the transactional producer; commits go through it instead of the consumer."""
         if config.processing_guarantee == "exactly_once":
@@ -337,11 +338,15 @@ class Coordinator:
         points = self._commits.points()
         lossy = [o.topic_partition for o in self._assignments.trackers() if o.map_lossy]
         if lossy:
+            if self._lossy_warned:
+                return
+            self._lossy_warned = True  # once until a transaction commits again: the size bound retries often
             log.warning("Not committing the transaction yet: the offset map of %s cannot hold every record done "
                         "above its committed offset (max_pending_offsets, or the 4,000-character map); it commits "
                         "once the blocking records finish, or is aborted after transaction_timeout_ms",
                         ", ".join(f"{t}[{p}]" for t, p in lossy))
             return
+        self._lossy_warned = False
         outcome = await transactions.commit(points)
         self._commits.on_committed(outcome.results)
 
