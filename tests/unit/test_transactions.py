@@ -471,3 +471,40 @@ def test_lost_partitions_abort_the_open_transaction() -> None:
 
     asyncio.run(scenario())
     assert transactions.log == [("abort", "partitions lost: t[0]")]
+
+
+def test_a_commit_point_that_leaves_done_records_out_of_its_map_is_marked_lossy() -> None:
+    from pyrallel_consumer.control.offset_tracker import PartitionOffsets
+
+    tracker = PartitionOffsets(("t", 0), 1, 0, max_window=100)
+    for offset in range(300):
+        tracker.receive(offset)
+    for offset in range(1, 250):
+        tracker.complete(offset)
+    point = tracker.commit_point()
+    assert point is not None and point.offset == 0
+    assert tracker.map_lossy, "offsets 100-249 are done but beyond the 100-offset window: they would run again"
+    tracker.complete(0)
+    assert tracker.commit_point() is not None and not tracker.map_lossy
+
+
+def test_exactly_once_holds_back_a_transaction_whose_offset_map_is_lossy() -> None:
+    config = _config(processing_guarantee="exactly_once", max_pending_offsets=100, ordering="unordered")
+    engine, transactions = HeldEngine(), FakeTransactions(config)
+    coordinator = Coordinator(config, engine, transactions=transactions)
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        coordinator.on_assigned([Assignment("t", 0, 1, -1, None)])
+        coordinator.on_records([(Record("t", 0, offset, None, b"v"), 1) for offset in range(300)])
+        first, rest = engine.running[0], engine.running[1:]
+        for item in rest:  # everything but offset 0 done: 1-299, most beyond the 100-offset window
+            coordinator._on_complete(Completion(item.item_id, True, 1, 0.0))
+        await coordinator._periodic_transaction()
+        held = list(transactions.log)
+        coordinator._on_complete(Completion(first.item_id, True, 1, 0.0))
+        await coordinator._periodic_transaction()
+        return held, list(transactions.log)
+
+    held, after = asyncio.run(scenario())
+    assert held == [], "not committed: records 100-299 would run again with their outputs visible"
+    assert after == [("commit", [(0, 300)])], "committed once the map is exact again"
