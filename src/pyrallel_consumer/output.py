@@ -31,6 +31,9 @@ class Output:
     partition: int | None = None
 
     def __post_init__(self) -> None:
+        if (type(self.value) is bytes and (self.key is None or type(self.key) is bytes) and self.headers == ()
+                and self.partition is None and type(self.topic) is str and self.topic):
+            return  # the common case, checked cheaply: it runs once per record on the hot path
         if not isinstance(self.topic, str) or not self.topic:
             raise TypeError(f"Output.topic must be a non-empty str, not {self.topic!r}")
         for name in ("value", "key"):

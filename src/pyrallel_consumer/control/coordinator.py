@@ -408,7 +408,7 @@ class Coordinator:
             return  # cancelled (revoked or stopping): never counted, never committed
         if completion.outputs and completion.ok and item.offsets.current:
             completion = self._produce_outputs(item, completion)
-            if completion.outputs:
+            if completion.ok and self._work.running(completion.item_id) is None:
                 return  # the producer is gone: left incomplete, handled again by the next owner
         self._observer.record_completed(item.record, completion)
         if completion.attempts > 1:
@@ -424,8 +424,8 @@ class Coordinator:
 
     def _produce_outputs(self, item: QueuedRecord, completion: Completion) -> Completion:
         """Queue a completed record's outputs into the open transaction (before the record is marked complete);
-        returns the completion to go on with: without outputs once queued, a failure under at_least_once, or as
-        it was (outputs kept) when the producer has failed - the caller then leaves the record unfinished."""
+        returns the completion to go on with: as it was once queued, a failure under at_least_once, or as it was
+        with the record already taken out of flight when the producer has failed (left unfinished)."""
         transactions = self._transactions
         if transactions is None:
             return dataclasses.replace(
@@ -439,7 +439,7 @@ class Coordinator:
         transactions.produce(completion.outputs)
         if transactions.produced >= self._config.transaction_max_records:
             self._commits.commit_early()
-        return dataclasses.replace(completion, outputs=())
+        return completion
 
     def _let_go(self, item: QueuedRecord, completion: Completion) -> None:
         """The exhaustion policy let the record go: its offset may be committed."""

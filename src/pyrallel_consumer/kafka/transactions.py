@@ -133,6 +133,9 @@ class Transactions:
         """Outputs the thread took off the queue, produced or dropped (written on the thread only)."""
         self._wake: Callable[[], None] | None = None
         """Set by the loop while dispatch waits for the backlog to shrink; the thread posts it once it has."""
+        self._pending: list[Output] = []
+        """Outputs queued on the loop this iteration, handed to the thread as one command (``_flush``): one queue
+        operation and one wake-up of the thread per loop iteration instead of per record."""
         # Thread-side state.
         self._producer: Producer | None = None
         self._thread_generation = 0
@@ -167,7 +170,15 @@ class Transactions:
         if batch and self.usable:
             self.produced += len(batch)
             self._queued_total += len(batch)
-            self._commands.put(_Produce(self.generation, batch))
+            if not self._pending and self._loop is not None:
+                self._loop.call_soon(self._flush)
+            self._pending.extend(batch)
+
+    def _flush(self) -> None:
+        """Hand the outputs queued on the loop to the thread, in order (before any later commit or abort)."""
+        if self._pending:
+            self._commands.put(_Produce(self.generation, tuple(self._pending)))
+            self._pending = []
 
     def backlogged(self, wake: Callable[[], None]) -> bool:
         """Whether more than ``transaction_max_records`` outputs wait for the thread (a slow broker): dispatch then
@@ -191,6 +202,7 @@ class Transactions:
             done.set_result(TransactionOutcome(False, error="the exactly-once producer is not running"))
             return done
         self.produced = 0
+        self._flush()
         self._commands.put(_Commit(self.generation, points, done, time.monotonic()))
         return done
 
@@ -200,6 +212,7 @@ class Transactions:
         if not self.usable:
             done.set_result(TransactionOutcome(False, error="the exactly-once producer is not running"))
             return done
+        self._flush()
         self._commands.put(_Abort(self.generation, reason, done))
         return done
 
@@ -219,6 +232,8 @@ class Transactions:
 
     def _aborted(self, generation: int, reason: str) -> None:
         """On the loop: the thread aborted a transaction and moved to ``generation``."""
+        self._queued_total -= len(self._pending)  # never handed over: outputs of the records being forgotten
+        self._pending = []
         self.generation = generation
         self.aborted_transactions += 1
         self.produced = 0
@@ -322,14 +337,15 @@ class Transactions:
         for output in outputs:
             # No delivery callback per output: a transaction with an undelivered output fails its commit with an
             # abortable error anyway (librdkafka), and a Python call per output would cost the thread the GIL.
-            kwargs: dict[str, Any] = {"value": output.value, "key": output.key}
-            if output.headers:
-                kwargs["headers"] = list(output.headers)
-            if output.partition is not None:
-                kwargs["partition"] = output.partition
+            plain = not output.headers and output.partition is None
             while True:
                 try:
-                    producer.produce(output.topic, **kwargs)
+                    if plain:
+                        producer.produce(output.topic, output.value, output.key)
+                    else:
+                        producer.produce(output.topic, output.value, output.key,
+                                         partition=-1 if output.partition is None else output.partition,
+                                         headers=list(output.headers) or None)
                     break
                 except BufferError:
                     producer.poll(0.1)  # the local queue is full: serve delivery reports, then try again

@@ -110,7 +110,7 @@ def catalog() -> list[ContenderSpec]:
                                    cpu_bound=True))
     specs.append(ContenderSpec("async-key-eos", "pyrallel async engine (key), exactly-once", "pyrallel", "main",
                                (*module, "async-eos"),
-                               Guarantees("yes", "yes: outputs and offsets in one transaction per 100 ms",
+                               Guarantees("yes", "yes: outputs and offsets in one transaction per second",
                                           "yes: the offset map goes with the transaction's offsets"), "key"))
     specs += [
         ContenderSpec("aio-gather", "AIOConsumer + asyncio.gather per batch", "peer", "main", ("aio_gather.py",),
