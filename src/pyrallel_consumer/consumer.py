@@ -16,7 +16,8 @@ from pyrallel_consumer.control_server import HttpServer, create_control_server
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
 from pyrallel_consumer.kafka.clients import KafkaClients
-from pyrallel_consumer.kafka.dead_letter import DeadLetterPublisher
+from pyrallel_consumer.kafka.dead_letter import DeadLetterPublisher, TransactionalDeadLetters
+from pyrallel_consumer.kafka.transactions import Transactions
 from pyrallel_consumer.observability.log_events import CONSUMER_STARTED, event_extra
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
@@ -62,10 +63,14 @@ class PyrallelConsumer:
         """This consumer's own Prometheus registry (never the global one); an app may serve it itself."""
         clients = kafka_clients or KafkaClients()
         self._dead_letters: DeadLetterPublisher | None = None
+        transactions = Transactions(config, clients) if config.processing_guarantee == "exactly_once" else None
         if on_exhausted is None and config.dlq_enabled:
-            self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer)
+            if transactions is not None:
+                on_exhausted = TransactionalDeadLetters(config, transactions)
+            else:
+                self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer)
         self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped, clients,
-                                        batch=batch)
+                                        batch=batch, transactions=transactions)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
         self.control_server: HttpServer | None = None
         """The HTTP lifecycle API when ``config.control_port`` is set; apps may add routes (``add_route``)."""
