@@ -149,7 +149,8 @@ def check_handlers(config: ConsumerConfig, handler: object, batch_handler: objec
 
     Exactly one of ``handler`` and ``batch_handler`` (with a custom ``engine``, ``handler`` may be left out: the
     engine runs its own); the batch fields only with a batch handler (they would silently do nothing otherwise),
-    and ``batch_max_records`` within ``max_in_flight`` (a batch's records count as in flight).
+    and ``batch_max_records`` within ``max_in_flight`` (a batch's records count as in flight); no batch handler under
+    ``processing_guarantee="exactly_once"`` (a batch cannot return outputs yet).
     """
     if handler is not None and batch_handler is not None:
         raise TypeError("pass either handler (one record per call) or batch_handler (a list of records per call), "
@@ -163,6 +164,9 @@ def check_handlers(config: ConsumerConfig, handler: object, batch_handler: objec
             raise ConfigError(f"{', '.join(set_here)} only apply to a batch handler, and this consumer has a "
                               "per-record handler: pass batch_handler=... instead of handler, or leave them unset "
                               "(PYRALLEL_BATCH_* environment variables count as set)")
+    elif config.processing_guarantee == "exactly_once":
+        raise ConfigError("batch handlers do not support processing_guarantee='exactly_once' yet: use a per-record "
+                          "handler that returns its outputs (list[Output]), or at_least_once with the batch handler")
     elif config.batch_max_records > config.max_in_flight:
         raise ConfigError(f"batch_max_records ({config.batch_max_records}) is larger than max_in_flight "
                           f"({config.max_in_flight}): a batch's records count as in flight, so no batch could fill; "
