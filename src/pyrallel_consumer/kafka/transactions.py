@@ -420,7 +420,10 @@ class Transactions:
                 offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in points]
                 metadata = self._group_metadata() if self._group_metadata is not None else None
                 self._retrying(lambda left: producer.send_offsets_to_transaction(offsets, metadata, left), deadline)
-            self._retrying(lambda left: producer.commit_transaction(left), deadline)
+            # A commit that timed out may still be under way on the coordinator (an abort would then conflict with
+            # it): librdkafka's advice is to call commit_transaction again, so it gets as long as an abort does.
+            commit_deadline = started + max(3 * self._timeout_s, _ABORT_MIN_S)
+            self._retrying(lambda left: producer.commit_transaction(left), commit_deadline)
         except KafkaException as exc:
             error = exc.args[0]
             if isinstance(error, KafkaError) and error.fatal():
