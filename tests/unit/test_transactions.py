@@ -530,3 +530,13 @@ def test_exactly_once_holds_back_a_transaction_whose_offset_map_is_lossy() -> No
     held, after = asyncio.run(scenario())
     assert held == [], "not committed: records 100-299 would run again with their outputs visible"
     assert after == [("commit", [(0, 300)])], "committed once the map is exact again"
+
+
+def test_the_integration_judge_counts_duplicates_gaps_and_reordered_keys() -> None:
+    from tests.eos_support import judge_outputs
+
+    delivered = {(0, 0): b"k1", (0, 1): b"k1", (0, 2): b"k2", (1, 0): b"k3"}
+    outputs = [(0, b"k1", b"0:1:v"), (0, b"k1", b"0:0:v"), (0, b"k2", b"0:2:v"), (0, b"k2", b"0:2:v")]
+    verdict = judge_outputs("control", delivered, outputs)
+    assert (verdict.inputs, verdict.outputs, verdict.duplicates, verdict.missing, verdict.order_violations,
+            verdict.unexpected) == (4, 4, 1, 1, 1, 0)
