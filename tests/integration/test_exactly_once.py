@@ -88,18 +88,19 @@ def test_two_consumers_and_their_rebalances_produce_every_output_exactly_once(ru
     run.finish(f"two consumers, two rebalances ({engine})")
 
 
-def test_a_consumer_killed_twice_mid_run_leaves_every_output_exactly_once(run: _Run) -> None:
-    """SIGKILL with transactions open; the restart (same instance: same transactional.id) aborts what its
-    predecessor left open and starts from the last committed transaction."""
-    first = run.consumer("x1", instance="x")
+@pytest.mark.parametrize("engine", ["async", "process"])
+def test_a_consumer_killed_twice_mid_run_leaves_every_output_exactly_once(run: _Run, engine: str) -> None:
+    """SIGKILL (with its workers) with transactions open; the restart (same instance: same transactional.id) aborts
+    what its predecessor left open and starts from the last committed transaction."""
+    first = run.consumer("x1", instance="x", engine=engine)
     run.progress(500, "the first process under way")
     first.kill()
-    second = run.consumer("x2", instance="x")
+    second = run.consumer("x2", instance="x", engine=engine)
     run.progress(500, "the second process under way")
     second.kill()
-    run.consumer("x3", instance="x")
+    run.consumer("x3", instance="x", engine=engine)
     run.progress(300, "the third process under way")
-    run.finish("consumer SIGKILL x2")
+    run.finish(f"consumer SIGKILL x2 ({engine})")
 
 
 def test_a_zombie_consumer_is_fenced_and_its_late_transaction_never_shows(run: _Run) -> None:

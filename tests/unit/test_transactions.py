@@ -303,6 +303,28 @@ def test_dispatch_waits_while_the_producer_thread_is_behind_and_is_woken_when_it
     assert len([c for c in clients.producer.calls if c[0] == "produce"]) == 12
 
 
+def test_a_fatal_state_that_is_not_fencing_gets_a_new_producer_and_the_records_run_again() -> None:
+    clients, sink = RecordingClients(), Sink()
+    clients.producer.fail_next["commit"] = KafkaError(KafkaError.INVALID_TXN_STATE, "bad state", fatal=True)
+
+    async def scenario() -> tuple[TransactionOutcome, TransactionOutcome, bool]:
+        transactions = Transactions(_config(processing_guarantee="exactly_once"), clients)
+        await transactions.start(sink, lambda: "meta")
+        transactions.produce([Output("out", b"1")])
+        failed = await transactions.commit([_point(1)])
+        transactions.produce([Output("out", b"again")])
+        committed = await transactions.commit([_point(1)])
+        usable = transactions.usable
+        await transactions.close()
+        return failed, committed, usable
+
+    failed, committed, usable = asyncio.run(scenario())
+    assert failed.aborted and not failed.committed
+    assert sink.events and sink.events[0].startswith("aborted: the producer was created again"), sink.events
+    assert committed.committed and usable, "the consumer goes on with the new producer"
+    assert _names(clients.producer.calls).count("init") == 2
+
+
 # ---- the coordinator's side -----------------------------------------------------------------------------------
 
 
@@ -508,3 +530,13 @@ def test_exactly_once_holds_back_a_transaction_whose_offset_map_is_lossy() -> No
     held, after = asyncio.run(scenario())
     assert held == [], "not committed: records 100-299 would run again with their outputs visible"
     assert after == [("commit", [(0, 300)])], "committed once the map is exact again"
+
+
+def test_the_integration_judge_counts_duplicates_gaps_and_reordered_keys() -> None:
+    from tests.eos_support import judge_outputs
+
+    delivered = {(0, 0): b"k1", (0, 1): b"k1", (0, 2): b"k2", (1, 0): b"k3"}
+    outputs = [(0, b"k1", b"0:1:v"), (0, b"k1", b"0:0:v"), (0, b"k2", b"0:2:v"), (0, b"k2", b"0:2:v")]
+    verdict = judge_outputs("control", delivered, outputs)
+    assert (verdict.inputs, verdict.outputs, verdict.duplicates, verdict.missing, verdict.order_violations,
+            verdict.unexpected) == (4, 4, 1, 1, 1, 0)

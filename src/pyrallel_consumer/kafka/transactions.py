@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 _INIT_TIMEOUT_S = 60.0
 _IDLE_POLL_S = 0.05
 _ABORT_MIN_S = 60.0
-
+_RECOVERY_PERIOD_S = 60.0
+"""At most one new producer per this period: a producer that keeps failing stops the consumer."""
+_FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                           KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED})
 
 class TransactionSink(Protocol):
     """What the transaction thread reports to the loop (the Coordinator); called on the event loop."""
@@ -103,7 +106,13 @@ _Command = _Produce | _Commit | _Abort | _Stop
 
 
 class _FatalError(Exception):
-    """The producer cannot go on: the thread ends and the consumer stops."""
+    """The producer cannot go on. ``fenced``: another producer took its transactional.id (the consumer stops);
+    otherwise a new producer may take over (``Transactions._recover``)."""
+
+    def __init__(self, message: str, error: object = None) -> None:
+        super().__init__(message)
+        code = error.code() if isinstance(error, KafkaError) else None
+        self.fenced = code in _FENCED_CODES
 
 
 class Transactions:
@@ -142,6 +151,7 @@ class Transactions:
         self._in_transaction = False
         self._transaction_error: str | None = None
         self._dead = False
+        self._recovered_at = -_RECOVERY_PERIOD_S
 
     # ---- loop side -------------------------------------------------------------------------------------------
 
@@ -288,13 +298,52 @@ class Transactions:
                 continue
             try:
                 self._serve(producer, command)
-            except Exception as exc:  # _FatalError, or a bug: either way nothing more may be committed
-                self._dead = True
-                log.error("Exactly-once producer failed: %s; the consumer stops (nothing more is committed)", exc,
-                          exc_info=not isinstance(exc, _FatalError))
-                if not isinstance(command, _Produce):
-                    self._post(self._settle, command.done, TransactionOutcome(False, error=str(exc)))
-                self._post(self._failed, KafkaException(KafkaError(KafkaError._FATAL, str(exc))))
+            except _FatalError as exc:
+                if not exc.fenced and self._recover(str(exc)):
+                    producer = self._producer or producer
+                    if isinstance(command, _Produce):
+                        self._taken(len(command.outputs))
+                    else:
+                        self._post(self._settle, command.done, TransactionOutcome(False, aborted=True, error=str(exc)))
+                    continue
+                self._fail(command, exc)
+            except Exception as exc:  # noqa: BLE001 - a bug: nothing more may be committed, the consumer stops
+                self._fail(command, exc)
+
+    def _fail(self, command: _Produce | _Commit | _Abort, exc: Exception) -> None:
+        """The producer is done for: settle the command, tell the loop (which stops the consumer)."""
+        self._dead = True
+        if isinstance(command, _Produce):
+            self._taken(len(command.outputs))
+        log.error("Exactly-once producer failed: %s; the consumer stops (nothing more is committed)", exc,
+                  exc_info=not isinstance(exc, _FatalError))
+        if not isinstance(command, _Produce):
+            self._post(self._settle, command.done, TransactionOutcome(False, error=str(exc)))
+        self._post(self._failed, KafkaException(KafkaError(KafkaError._FATAL, str(exc))))
+
+    def _recover(self, reason: str) -> bool:
+        """A fatal producer state that is not fencing (e.g. ``INVALID_TXN_STATE`` after a coordinator's crash): a new
+        producer with the same transactional.id takes over. Its ``init_transactions`` bumps the epoch, which aborts
+        what the old one left open and fences it; the loop restarts every partition from the last committed
+        transaction, as after any abort. At most once per ``_RECOVERY_PERIOD_S``; False when it cannot."""
+        now = time.monotonic()
+        if now - self._recovered_at < _RECOVERY_PERIOD_S:
+            return False
+        self._recovered_at = now
+        log.warning("The exactly-once producer failed (%s); creating it again, its records run again from the last "
+                    "committed transaction", reason)
+        try:
+            producer = self._clients.transactional_producer(self._config)
+            producer.init_transactions(_INIT_TIMEOUT_S)
+        except (KafkaException, ValueError) as exc:
+            log.error("Creating the exactly-once producer again failed: %s", exc)
+            return False
+        self._producer = producer
+        self._in_transaction = False
+        self._transaction_error = None
+        self._thread_generation += 1
+        self._post(self._aborted, self._thread_generation, f"the producer was created again: {reason}")
+        return True
 
     def _taken(self, count: int) -> None:
         """Count outputs off the queue; post the loop's wake-up once the backlog is down to half its limit."""
@@ -327,7 +376,7 @@ class Transactions:
             try:
                 producer.begin_transaction()
             except KafkaException as exc:
-                raise _FatalError(f"begin_transaction failed: {exc.args[0]}") from exc
+                raise _FatalError(f"begin_transaction failed: {exc.args[0]}", exc.args[0]) from exc
             self._in_transaction = True
 
     def _produce(self, producer: Producer, outputs: tuple[Output, ...]) -> None:
@@ -371,11 +420,14 @@ class Transactions:
                 offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in points]
                 metadata = self._group_metadata() if self._group_metadata is not None else None
                 self._retrying(lambda left: producer.send_offsets_to_transaction(offsets, metadata, left), deadline)
-            self._retrying(lambda left: producer.commit_transaction(left), deadline)
+            # A commit that timed out may still be under way on the coordinator (an abort would then conflict with
+            # it): librdkafka's advice is to call commit_transaction again, so it gets as long as an abort does.
+            commit_deadline = started + max(3 * self._timeout_s, _ABORT_MIN_S)
+            self._retrying(lambda left: producer.commit_transaction(left), commit_deadline)
         except KafkaException as exc:
             error = exc.args[0]
             if isinstance(error, KafkaError) and error.fatal():
-                raise _FatalError(str(error)) from exc
+                raise _FatalError(str(error), error) from exc
             reason = f"committing the transaction failed: {error}"
             self._abort(producer, reason)
             self._post(self._settle, command.done, TransactionOutcome(False, aborted=True, error=reason))
@@ -410,7 +462,7 @@ class Transactions:
                 deadline = time.monotonic() + max(3 * self._timeout_s, _ABORT_MIN_S)
                 self._retrying(lambda left: producer.abort_transaction(left), deadline)
             except KafkaException as exc:
-                raise _FatalError(f"aborting the transaction failed: {exc.args[0]}") from exc
+                raise _FatalError(f"aborting the transaction failed: {exc.args[0]}", exc.args[0]) from exc
         self._in_transaction = False
         self._transaction_error = None
         self._thread_generation += 1
