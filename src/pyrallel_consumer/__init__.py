@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
     from pyrallel_consumer.observability.log_events import LogEventSpec as LogEventSpec
     from pyrallel_consumer.observability.snapshot import MetricsSnapshot as MetricsSnapshot
     from pyrallel_consumer.observability.snapshot import PartitionMetrics as PartitionMetrics
+    from pyrallel_consumer.output import Output as Output
     from pyrallel_consumer.record import Ordering as Ordering
     from pyrallel_consumer.record import Record as Record
 
@@ -64,6 +65,7 @@ _PUBLIC: dict[str, str] = {
     "MetricsSnapshot": "pyrallel_consumer.observability.snapshot",
     "MissingTopicError": "pyrallel_consumer.kafka.topic_check",
     "Ordering": "pyrallel_consumer.record",
+    "Output": "pyrallel_consumer.output",
     "PartitionMetrics": "pyrallel_consumer.observability.snapshot",
     "Position": "pyrallel_consumer.control.positions",
     "PyrallelConsumer": "pyrallel_consumer.consumer",

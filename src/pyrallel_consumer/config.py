@@ -36,6 +36,8 @@ OWNED_KAFKA_PROPERTIES: dict[str, str] = {
     "enable.partition.eof": "the library reads topics continuously",
 }
 DLQ_OWNED_PROPERTIES = ("acks", "request.required.acks", "enable.idempotence", "transactional.id")
+OUTPUT_OWNED_PROPERTIES = (*DLQ_OWNED_PROPERTIES, "transaction.timeout.ms", "bootstrap.servers")
+"""Properties of the transactional producer that exactly-once depends on (or that have a field of their own)."""
 """Properties of the dead-letter producer that decide whether an acknowledged copy is durable."""
 BATCH_FIELDS = ("batch_max_records", "batch_max_bytes", "batch_linger_ms")
 """Fields that apply to batch handlers only: setting one for a per-record handler is refused by PyrallelConsumer."""
@@ -259,6 +261,33 @@ class ConsumerConfig(BaseSettings):
     log_format: LogFormat = Field(
         default="text", description="text, or json (one object per line); applied by configure_logging()."
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once: the outputs a handler returns and the offsets of the records they came from are "
+                    "committed in one Kafka transaction per commit_interval_ms (the consumer reads read_committed).",
+    )
+    transactional_id: str | None = Field(
+        default=None, min_length=1, max_length=255,
+        description="exactly_once: transactional.id of the consumer's producer; default "
+                    "pyrallel-<group_id>-<group_instance_id or instance_id>. A restarted instance with the same id "
+                    "aborts its predecessor's open transaction at once.",
+    )
+    transaction_timeout_ms: int = Field(
+        default=10_000, ge=1000, le=900_000,
+        description="exactly_once: the broker aborts a transaction open longer than this (a crashed or stopped "
+                    "producer's); must exceed commit_interval_ms. read_committed readers wait at most this long "
+                    "behind a dead producer's transaction.",
+    )
+    transaction_max_records: int = Field(
+        default=10_000, ge=1, le=10_000_000,
+        description="exactly_once: a transaction commits early once this many outputs (dead-letter copies "
+                    "included) were produced in it.",
+    )
+    output_kafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="exactly_once: extra librdkafka properties of the transactional producer (env: JSON object); "
+                    "transactional.id, transaction.timeout.ms, enable.idempotence and acks are the library's.",
+    )
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(set(values) - set(type(self).model_fields))
@@ -354,8 +383,43 @@ class ConsumerConfig(BaseSettings):
                 raise ValueError(describe_refusal(value, reason))
         return value
 
+    @field_validator("output_kafka")
+    @classmethod
+    def _check_output_kafka(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name in OUTPUT_OWNED_PROPERTIES:
+                raise ValueError(f"'{name}' is set by the library: outputs and offsets are committed in one "
+                                 "transaction (transactional_id, transaction_timeout_ms, bootstrap_servers)")
+        if value:
+            reason = librdkafka_refusal("producer", {"transactional.id": "pyrallel-config-check", **value})
+            if reason is not None:
+                raise ValueError(describe_refusal(value, reason))
+        return value
+
+    def _check_exactly_once(self) -> None:
+        """The settings that only make sense with exactly_once, and those that contradict it."""
+        if self.processing_guarantee != "exactly_once":
+            for name in ("transactional_id", "output_kafka"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} applies only to processing_guarantee='exactly_once'")
+            return
+        isolation = self.kafka.get("isolation.level", "read_committed").lower()
+        if isolation != "read_committed":
+            raise ValueError("processing_guarantee='exactly_once' reads with isolation.level=read_committed (so "
+                             "outputs of aborted transactions upstream are never handled); remove "
+                             f"isolation.level={isolation} from kafka")
+        if self.dlq_kafka:
+            raise ValueError("dlq_kafka does not apply to processing_guarantee='exactly_once': dead-letter copies go "
+                             "through the transactional producer, in the transaction of the record's offset "
+                             "(configure it with output_kafka)")
+        if self.transaction_timeout_ms <= self.commit_interval_ms:
+            raise ValueError(f"transaction_timeout_ms ({self.transaction_timeout_ms}) must be larger than "
+                             f"commit_interval_ms ({self.commit_interval_ms}): a transaction stays open about "
+                             "commit_interval_ms, and the broker would abort every one")
+
     @model_validator(mode="after")
     def _check_combinations(self) -> ConsumerConfig:
+        self._check_exactly_once()
         if self.max_retry_backoff_ms < self.retry_backoff_ms:
             raise ValueError("max_retry_backoff_ms must be >= retry_backoff_ms")
         if self.dlq_topic is not None and self.dlq_topic in self.topics:
@@ -370,7 +434,7 @@ class ConsumerConfig(BaseSettings):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            if name in ("kafka", "dlq_kafka") and isinstance(value, dict):
+            if name in ("kafka", "dlq_kafka", "output_kafka") and isinstance(value, dict):
                 yield name, {k: ("***" if is_secret_property(k) else v) for k, v in value.items()}
             else:
                 yield name, value

@@ -51,6 +51,8 @@ def reference_markdown() -> str:
             rule = "valid Kafka topic names (1-249 of a-z A-Z 0-9 . _ -)"
         if name == "kafka":
             rule = "library-owned properties refused; enum properties checked"
+        if name == "output_kafka":
+            rule = "library-owned properties refused; checked by librdkafka"
         if name == "control_token":
             rule = "printable ASCII, not blank, no leading/trailing whitespace"
         if name == "control_host":

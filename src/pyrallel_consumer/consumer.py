@@ -16,7 +16,8 @@ from pyrallel_consumer.control_server import HttpServer, create_control_server
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import ExecutionEngine
 from pyrallel_consumer.kafka.clients import KafkaClients
-from pyrallel_consumer.kafka.dead_letter import DeadLetterPublisher
+from pyrallel_consumer.kafka.dead_letter import DeadLetterPublisher, TransactionalDeadLetters
+from pyrallel_consumer.kafka.transactions import Transactions
 from pyrallel_consumer.observability.log_events import CONSUMER_STARTED, event_extra
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
@@ -62,10 +63,14 @@ class PyrallelConsumer:
         """This consumer's own Prometheus registry (never the global one); an app may serve it itself."""
         clients = kafka_clients or KafkaClients()
         self._dead_letters: DeadLetterPublisher | None = None
+        transactions = Transactions(config, clients) if config.processing_guarantee == "exactly_once" else None
         if on_exhausted is None and config.dlq_enabled:
-            self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer)
+            if transactions is not None:
+                on_exhausted = TransactionalDeadLetters(config, transactions)
+            else:
+                self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer)
         self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped, clients,
-                                        batch=batch)
+                                        batch=batch, transactions=transactions)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
         self.control_server: HttpServer | None = None
         """The HTTP lifecycle API when ``config.control_port`` is set; apps may add routes (``add_route``)."""
@@ -144,7 +149,8 @@ def check_handlers(config: ConsumerConfig, handler: object, batch_handler: objec
 
     Exactly one of ``handler`` and ``batch_handler`` (with a custom ``engine``, ``handler`` may be left out: the
     engine runs its own); the batch fields only with a batch handler (they would silently do nothing otherwise),
-    and ``batch_max_records`` within ``max_in_flight`` (a batch's records count as in flight).
+    and ``batch_max_records`` within ``max_in_flight`` (a batch's records count as in flight); no batch handler under
+    ``processing_guarantee="exactly_once"`` (a batch cannot return outputs yet).
     """
     if handler is not None and batch_handler is not None:
         raise TypeError("pass either handler (one record per call) or batch_handler (a list of records per call), "
@@ -158,6 +164,9 @@ def check_handlers(config: ConsumerConfig, handler: object, batch_handler: objec
             raise ConfigError(f"{', '.join(set_here)} only apply to a batch handler, and this consumer has a "
                               "per-record handler: pass batch_handler=... instead of handler, or leave them unset "
                               "(PYRALLEL_BATCH_* environment variables count as set)")
+    elif config.processing_guarantee == "exactly_once":
+        raise ConfigError("batch handlers do not support processing_guarantee='exactly_once' yet: use a per-record "
+                          "handler that returns its outputs (list[Output]), or at_least_once with the batch handler")
     elif config.batch_max_records > config.max_in_flight:
         raise ConfigError(f"batch_max_records ({config.batch_max_records}) is larger than max_in_flight "
                           f"({config.max_in_flight}): a batch's records count as in flight, so no batch could fill; "

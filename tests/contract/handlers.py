@@ -2,7 +2,8 @@
 
 They are top-level functions so the process engine's workers can import them. Values:
 ``ok``, ``fail:N`` (fail the first N attempts), ``always_fail``, ``sleep:S``, ``hang``, ``system_exit``,
-``keyboard_interrupt``. Attempts, start marks and run spans go to files in the directory named by the record's
+``keyboard_interrupt``, ``output:TEXT`` (returns one Output of TEXT), ``bad_output`` (returns what is not a list of
+outputs). Attempts, start marks and run spans go to files in the directory named by the record's
 ``contract-dir`` header, because the attempts of one record may run in different processes.
 """
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from pyrallel_consumer.batch import BatchResult
+from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
 DIR_HEADER = "contract-dir"
@@ -69,22 +71,38 @@ def _note_span(record: Record, started: float) -> None:
     span_path(state_dir(record), record.offset).write_text(f"{started} {time.time()}")
 
 
-def sync_handle(record: Record) -> None:
+def _returned(record: Record) -> list[Output] | None:
+    """What the handler returns: outputs for ``output:TEXT``, a wrong value for ``bad_output``, else None."""
+    kind, _, arg = (record.value or b"").decode().partition(":")
+    if kind == "output":
+        return [Output("contract-out", arg.encode(), key=str(record.offset), headers=(("h", b"1"),))]
+    if kind == "bad_output":
+        return 42  # type: ignore[return-value]
+    return None
+
+
+def sync_handle(record: Record) -> list[Output] | None:
     """The contract behaviours for engines that run synchronous handlers."""
+    if record.value and record.value.split(b":")[0] in (b"output", b"bad_output"):
+        return _returned(record)
     delay = _prepare(record)
     if delay:
         started = time.time()
         time.sleep(delay)
         _note_span(record, started)
+    return None
 
 
-async def async_handle(record: Record) -> None:
+async def async_handle(record: Record) -> list[Output] | None:
     """The contract behaviours for engines that run async handlers."""
+    if record.value and record.value.split(b":")[0] in (b"output", b"bad_output"):
+        return _returned(record)
     delay = _prepare(record)
     if delay:
         started = time.time()
         await asyncio.sleep(delay)
         _note_span(record, started)
+    return None
 
 
 # ---- batch handlers ------------------------------------------------------------------------------------------------

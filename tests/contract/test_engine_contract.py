@@ -26,6 +26,7 @@ from pyrallel_consumer.execution.engine import (
     HandlerTimeoutError,
     WorkItem,
 )
+from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
 from . import handlers
@@ -155,6 +156,16 @@ async def test_exactly_one_completion_per_item(make_harness: MakeHarness) -> Non
     assert all(c.ok for c in done.values())
     assert [done[i].attempts for i in ids] == [2 if v.startswith(b"fail") else 1 for v in values]
     assert h.engine.in_flight() == 0
+
+
+async def test_outputs_the_handler_returned_travel_with_its_completion(make_harness: MakeHarness) -> None:
+    h = await make_harness(max_retries=0)
+    good, bad, plain = h.submit_many([b"output:hello", b"bad_output", b"ok"])
+    done = await h.wait_for([good, bad, plain])
+    assert done[good].ok and done[good].outputs == (
+        Output("contract-out", b"hello", str(good).encode(), (("h", b"1"),)),), "str keys arrive as UTF-8 bytes"
+    assert not done[bad].ok and done[bad].error_type == "TypeError", "a wrong return value fails the attempt"
+    assert done[plain].ok and done[plain].outputs == ()
 
 
 async def test_completions_are_delivered_on_the_starting_loop(make_harness: MakeHarness) -> None:

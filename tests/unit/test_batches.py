@@ -334,6 +334,16 @@ def sync_handle_batch(records: list[Record]) -> None:
     """A synchronous batch handler, for engine='process' only."""
 
 
+def test_a_batch_handler_under_exactly_once_is_refused() -> None:
+    """A batch cannot return outputs yet: refused at construction, for both engines, rather than ignored."""
+    for engine in ("async", "process"):
+        handler = handle_batch if engine == "async" else sync_handle_batch
+        with pytest.raises(ConfigError, match="batch handlers do not support processing_guarantee='exactly_once'"):
+            PyrallelConsumer(config(processing_guarantee="exactly_once", engine=engine), batch_handler=handler)
+    PyrallelConsumer(config(processing_guarantee="exactly_once"), handle)  # the per-record handler is the way
+    PyrallelConsumer(config(), batch_handler=handle_batch)  # and batches under at_least_once
+
+
 async def test_the_async_engine_refuses_a_synchronous_batch_handler_at_start() -> None:
     engine = AsyncExecutionEngine(sync_handle_batch, RetryPolicy(), batch=True)
     with pytest.raises(EngineError, match="async batch handler"):

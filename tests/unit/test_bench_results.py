@@ -236,3 +236,12 @@ def test_update_readme_without_markers_leaves_the_file_alone(tmp_path: Path) -> 
     readme.write_text("no markers\n")
     update_readme(readme, "| table |\n", [])
     assert readme.read_text() == "no markers\n"
+
+
+def test_the_eos_suite_reports_exactly_once_against_at_least_once_as_the_mean_of_each_contenders_runs() -> None:
+    report = BenchReport({"cpus": 2}, {"keys": [1000], "records": {"sleep5ms": 1000}})
+    report.contenders = [info("async-key", ordering="key"), info("async-key-eos", ordering="key")]
+    report.throughput = [cell("async-key", "sleep5ms", 1000, 50_000), cell("async-key-eos", "sleep5ms", 1000, 40_000),
+                         cell("async-key", "sleep5ms", 1000, 30_000), cell("async-key-eos", "sleep5ms", 1000, 36_000)]
+    (eos,) = [t for t in compute_targets(report) if "exactly-once" in t.name]
+    assert eos.measured == 0.95 and eos.goal == 0.8 and eos.met

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pyrallel_consumer import ConsumerConfig, Record
+from pyrallel_consumer import ConsumerConfig, Output, Record
 from pyrallel_tools.bluegreen import consume_app
 from pyrallel_tools.bluegreen.consume_app import (
     STATE_ENV,
@@ -89,3 +89,37 @@ def test_the_consume_command_passes_fail_every_to_the_app(monkeypatch: pytest.Mo
     refused = CliRunner().invoke(cli, ["consume", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t",
                                        "--group", "g", "--until-signal", "--fault-fail-every", "-1"])
     assert refused.exit_code == 2
+
+
+async def test_output_topic_makes_every_record_return_its_output_in_both_handlers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = ConsumerConfig(bootstrap_servers="127.0.0.1:1", group_id="g", topics=["t"],
+                            processing_guarantee="exactly_once")
+    app = ConsumeApp(config, "noop", Faults(), None, RunLimits(duration_s=1), output_topic="out")
+    record = _record(5)
+    assert await app.handle(record) == [Output("out", record.value, key=record.key)]
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"workload": "noop", "delay_ms": 0, "failure_rate": 0, "output_topic": "out"}))
+    monkeypatch.setenv(STATE_ENV, str(state))
+    monkeypatch.setattr(consume_app._WorkerState, "checked_at", 0.0)
+    monkeypatch.setattr(consume_app._WorkerState, "version", None)
+    monkeypatch.setattr(consume_app._WorkerState, "output_topic", None)  # restored after the test
+    assert handle_sync(record) == [Output("out", record.value, key=record.key)]
+
+
+def test_the_consume_command_turns_exactly_once_on_with_an_output_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_run(self: ConsumeApp, stop: Any = None, on_ready: Any = None) -> Any:
+        seen["config"], seen["output_topic"] = self.config, self.output_topic
+
+        async def summary() -> dict[str, Any]:
+            return {"error": None}
+
+        return summary()
+
+    monkeypatch.setattr(ConsumeApp, "run", fake_run)
+    result = CliRunner().invoke(cli, ["consume", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t",
+                                      "--group", "g", "--until-signal", "--output-topic", "out"])
+    assert result.exit_code == 0, result.output
+    assert seen["config"].processing_guarantee == "exactly_once" and seen["output_topic"] == "out"

@@ -8,7 +8,9 @@ of it runs on the event loop; the commits themselves are sent by the BrokerPolle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.assignments import Assignments
@@ -31,6 +33,7 @@ class CommitSchedule:
         self._labels = {"color": config.color, "instance": config.instance_id}
         self.commits = 0
         self.failures = 0
+        self._early = asyncio.Event()
 
     def points(self) -> list[CommitPoint]:
         """The commit point of each current assignment that changed since its last acknowledged commit."""
@@ -40,6 +43,19 @@ class CommitSchedule:
         while True:
             await asyncio.sleep(self._interval_s)
             poller.commit(self.points())
+
+    async def run_transactions(self, commit: Callable[[], Awaitable[None]]) -> None:
+        """Exactly-once: ``commit()`` one transaction each ``commit_interval_ms``, or as soon as ``commit_early`` was
+        called (the size bound); one at a time, so the next transaction starts when the last one has committed."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._early.wait(), self._interval_s)
+            self._early.clear()
+            await commit()
+
+    def commit_early(self) -> None:
+        """Exactly-once: the open transaction reached transaction_max_records; commit it without waiting."""
+        self._early.set()
 
     def on_committed(self, results: list[CommitResult]) -> None:
         for result in results:

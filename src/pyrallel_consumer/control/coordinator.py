@@ -12,6 +12,7 @@ partitions and what the fetch gate sees), CommitSchedule, Exhaustion, StuckGuard
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
@@ -36,6 +37,7 @@ from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.kafka.poller import BrokerPoller
 from pyrallel_consumer.kafka.settings import warn_if_revocation_outlasts_poll_interval
 from pyrallel_consumer.kafka.topic_check import check_topics_exist
+from pyrallel_consumer.kafka.transactions import Transactions
 from pyrallel_consumer.observability.log_events import CONSUMER_STOPPED, event_extra
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
 from pyrallel_consumer.record import Record
@@ -55,6 +57,7 @@ class Coordinator:
         on_stopped: Callable[[], None] | None = None,
         kafka_clients: KafkaClients | None = None,
         batch: bool = False,
+        transactions: Transactions | None = None,
     ) -> None:
         self._config = config
         self._on_stopped = on_stopped
@@ -83,6 +86,11 @@ class Coordinator:
         self._stopped = asyncio.Event()
         self._failure: BaseException | None = None
         self._counts = Counts()
+        self._lossy_warned = False
+        self._transactions: Transactions | None = None
+        """Exactly-once only: the transactional producer; commits go through it instead of the consumer."""
+        if config.processing_guarantee == "exactly_once":
+            self._transactions = transactions or Transactions(config, self._clients)
 
     # ---- life cycle ------------------------------------------------------------------------------------
 
@@ -92,6 +100,8 @@ class Coordinator:
         if self._config.missing_topic == "fail":
             await loop.run_in_executor(None, check_topics_exist, self._config, self._clients)
         await self._engine.start(self._on_complete)
+        if self._transactions is not None:  # ready before any record can complete with outputs
+            await self._transactions.start(self, self._group_metadata)
         warn_if_revocation_outlasts_poll_interval(self._config)
         paused = self._config.start_paused
         self._active = not paused
@@ -101,7 +111,11 @@ class Coordinator:
                               start_paused=paused, subscribe=not self._released)
         poller.start()
         self._poller = poller  # only once its thread runs: stop() sends it commands
-        self._commit_task = loop.create_task(self._commits.run(poller), name="pyrallel-commit")
+        if self._transactions is not None:
+            commits = self._commits.run_transactions(self._periodic_transaction)
+        else:
+            commits = self._commits.run(poller)
+        self._commit_task = loop.create_task(commits, name="pyrallel-commit")
         if self._config.max_blocking_ms:
             self._guard_task = loop.create_task(self._guard.run(), name="pyrallel-stuck-guard")
 
@@ -130,8 +144,12 @@ class Coordinator:
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
+            if self._transactions is not None:
+                if poller is not None and not poller.finished.done():
+                    await self._end_transaction()
+                await self._transactions.close()
             if poller is not None:
-                if not poller.finished.done():
+                if not poller.finished.done() and self._transactions is None:
                     await poller.commit_sync(self._commits.points())
                 await poller.close()
             await self._engine.shutdown(drain=False, timeout_s=0)
@@ -157,7 +175,10 @@ class Coordinator:
         poller.pause_all()
         await self._progress.until(self._only_held_left, self._config.drain_timeout_ms / 1000)
         self._cancel_in_flight(self._work.in_flight_items(), requeue=True)
-        await poller.commit_sync(self._commits.points())
+        if self._transactions is not None:
+            await self._end_transaction()
+        else:
+            await poller.commit_sync(self._commits.points())
         if release:
             await poller.set_subscribed(False)
             self._released = True
@@ -169,6 +190,9 @@ class Coordinator:
         poller = self._poller
         if poller is None or self._stopping:
             raise RuntimeError("the consumer is not running")
+        if self._transactions is not None:
+            raise RuntimeError("handed-over positions are not supported with processing_guarantee='exactly_once': "
+                               "they would be committed outside the transactions")
         await poller.take_positions(positions)
 
     async def activate(self) -> None:
@@ -250,6 +274,13 @@ class Coordinator:
             log.warning("%d record(s) of revoked partitions did not finish within rebalance_grace_ms; "
                         "cancelled, they will be handled again by the next owner", len(leftovers))
             self._cancel_in_flight(leftovers)
+        if self._transactions is not None:
+            # The transaction holding the revoked partitions' outputs ends (committed, or aborted: then every
+            # partition restarts from the last committed transaction) before the poller releases them.
+            if ending and self._transactions.usable:
+                await self._end_transaction()
+            self._end_assignments([offsets for offsets in ending if offsets.current])
+            return []
         points = [point for offsets in ending if (point := offsets.commit_point()) is not None]
         self._end_assignments(ending)
         return points
@@ -258,6 +289,10 @@ class Coordinator:
         self._counts.rebalances["lost"] += len(partitions)
         self._observer.rebalanced("lost", len(partitions))
         self._forget_partitions(partitions)
+        if self._transactions is not None and self._transactions.usable:
+            # The open transaction may hold outputs of the lost partitions' records, whose offsets can no longer be
+            # committed: abort it (every other partition restarts from the last committed transaction).
+            self._transactions.abort(f"partitions lost: {', '.join(f'{t}[{p}]' for t, p in partitions)}")
 
     def on_repositioned(self, assignments: list[Assignment]) -> None:
         """Held partitions restarted from handed-over positions: what was queued for them is dropped (it was
@@ -292,22 +327,103 @@ class Coordinator:
         if not self._stopping:
             asyncio.get_running_loop().create_task(self.stop(drain=False), name="pyrallel-stop-on-failure")
 
+    # ---- exactly-once ---------------------------------------------------------------------------------------
+
+    def _group_metadata(self) -> object:
+        """The consumer's group metadata, for send_offsets_to_transaction; called on the transaction thread."""
+        poller = self._poller
+        if poller is None:
+            raise RuntimeError("the consumer is not running")
+        return poller.group_metadata()
+
+    async def _periodic_transaction(self) -> None:
+        """The CommitSchedule's commit under exactly-once: one transaction with every partition's commit point.
+
+        A point whose offset map cannot carry every record done above it is not committed (those records would run
+        again with their outputs visible): the transaction stays open until the map fits again, or the broker
+        aborts it after transaction_timeout_ms and its records run again.
+        """
+        transactions = self._transactions
+        if transactions is None or not transactions.usable:
+            return
+        points = self._commits.points()
+        lossy = [o.topic_partition for o in self._assignments.trackers() if o.map_lossy]
+        if lossy:
+            if self._lossy_warned:
+                return
+            self._lossy_warned = True  # once until a transaction commits again: the size bound retries often
+            log.warning("Not committing the transaction yet: the offset map of %s cannot hold every record done "
+                        "above its committed offset (max_pending_offsets, or the 4,000-character map); it commits "
+                        "once the blocking records finish, or is aborted after transaction_timeout_ms",
+                        ", ".join(f"{t}[{p}]" for t, p in lossy))
+            return
+        self._lossy_warned = False
+        outcome = await transactions.commit(points)
+        self._commits.on_committed(outcome.results)
+
+    async def _end_transaction(self) -> None:
+        """Commit the open transaction now (revoke, pause, stop); abort it when a point cannot be exact."""
+        transactions = self._transactions
+        if transactions is None or not transactions.usable:
+            return
+        points = self._commits.points()
+        if any(o.map_lossy for o in self._assignments.trackers()):
+            await transactions.abort("an offset map cannot hold every record done above its committed offset")
+            return
+        outcome = await transactions.commit(points)
+        self._commits.on_committed(outcome.results)
+
+    def on_transaction_aborted(self, reason: str) -> None:
+        """The transaction thread aborted a transaction: forget what every partition did since the last committed
+        transaction and restart them from its position (the poller reads it back from the group and seeks).
+
+        Called on the loop before the aborted commit's future resolves. The trackers end at once, so no record
+        completed from now on under them produces outputs or moves a commit point; records fetched before the
+        seek carry the old epoch and are dropped.
+        """
+        trackers = self._assignments.trackers()
+        fallback = {o.topic_partition: o.start for o in trackers if o.start is not None}
+        tps = [o.topic_partition for o in trackers]
+        log.warning("Transaction aborted (%s): restarting %d partition(s) from the last committed transaction",
+                    reason, len(tps))
+        self._forget_partitions(tps)
+        poller = self._poller
+        if poller is not None and tps and not self._stopping:
+            poller.rewind(tps, fallback)
+
+    def on_transactions_failed(self, error: BaseException) -> None:
+        """The exactly-once producer failed for good (fenced): stop without committing, like a fenced member."""
+        self._observer.error("transactions")
+        if self._failure is None:
+            self._failure = error
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(self.stop(drain=False), name="pyrallel-stop-on-failure")
+
     # ---- dispatch and completion -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
         """Hand ready records to the engine up to max_in_flight; publish the queue's new level to the fetch gate."""
-        if not self._stopping and self._active and self._batcher is not None:
-            self._batcher.dispatch()
-        elif not self._stopping and self._active:
-            work, limit = self._work, self._config.max_in_flight
-            while work.in_flight < limit and (item := work.next_ready()) is not None:
-                self._engine.submit(item)
+        transactions = self._transactions
+        if transactions is not None and transactions.backlogged(self._dispatch):
+            self._backpressure.publish()
+            return  # outputs wait for the producer thread: dispatched again once it caught up
+        if not self._stopping and self._active:
+            if self._batcher is not None:
+                self._batcher.dispatch()
+            else:
+                work, limit = self._work, self._config.max_in_flight
+                while work.in_flight < limit and (item := work.next_ready()) is not None:
+                    self._engine.submit(item)
         self._backpressure.publish()
 
     def _on_complete(self, completion: Completion) -> None:
         item = self._work.running(completion.item_id)
         if item is None:
             return  # cancelled (revoked or stopping): never counted, never committed
+        if completion.outputs and completion.ok and item.offsets.current:
+            completion = self._produce_outputs(item, completion)
+            if completion.ok and self._work.running(completion.item_id) is None:
+                return  # the producer is gone: left incomplete, handled again by the next owner
         self._observer.record_completed(item.record, completion)
         if completion.attempts > 1:
             self._counts.retries += completion.attempts - 1
@@ -319,6 +435,25 @@ class Coordinator:
         self._counts.exhausted += 1
         self._observer.error("handler")
         self._exhaustion.handle(item, completion)
+
+    def _produce_outputs(self, item: QueuedRecord, completion: Completion) -> Completion:
+        """Queue a completed record's outputs into the open transaction (before the record is marked complete);
+        returns the completion to go on with: as it was once queued, a failure under at_least_once, or as it was
+        with the record already taken out of flight when the producer has failed (left unfinished)."""
+        transactions = self._transactions
+        if transactions is None:
+            return dataclasses.replace(
+                completion, ok=False, outputs=(), error_type="OutputsNeedExactlyOnceError",
+                error_message="the handler returned outputs, which the library produces only with "
+                              "processing_guarantee='exactly_once'")
+        if not transactions.usable:
+            self._work.finish(item)
+            self._progress.made()
+            return completion
+        transactions.produce(completion.outputs)
+        if transactions.produced >= self._config.transaction_max_records:
+            self._commits.commit_early()
+        return completion
 
     def _let_go(self, item: QueuedRecord, completion: Completion) -> None:
         """The exhaustion policy let the record go: its offset may be committed."""

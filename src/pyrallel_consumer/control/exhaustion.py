@@ -109,6 +109,8 @@ class Exhaustion:
     async def _resolve(self, item: QueuedRecord, completion: Completion) -> None:
         failures = 0
         try:
+            if not item.offsets.current:
+                return  # revoked or restarted before the policy ran: the next owner (or run) handles it again
             while not await self._policy(item.record, completion):
                 failures += 1
                 delay = min(self._config.max_retry_backoff_ms, self._config.retry_backoff_ms * 2**failures) / 1000

@@ -68,6 +68,7 @@ class PartitionOffsets:
         "current",
         "epoch",
         "gap_offsets",
+        "map_lossy",
         "metadata_bytes",
         "revoking",
         "start",
@@ -96,6 +97,9 @@ class PartitionOffsets:
         self._last_metadata = ""
         """The offset map last encoded, and the state it was encoded in (commit offset, done count, ...)."""
         self.metadata_bytes = 0
+        self.map_lossy = False
+        """The last commit point's metadata leaves out records done above its offset (the map did not fit, or they
+        lie beyond the window): they would run again after a restart. Exactly-once must not commit such a point."""
         self.gap_offsets = 0
         """Offsets skipped by the fetcher (transaction markers, compaction, retention): never incomplete."""
 
@@ -219,12 +223,17 @@ class PartitionOffsets:
             window_end = max(window_end, self._restored.base + self._restored.length)
         # The next owner distrusts a window longer than max_pending_offsets: leave the done offsets beyond it
         # out (handled again after a restart) rather than have the whole map ignored.
+        natural_end = window_end
         window_end = min(window_end, offset + self._max_window)
         metadata = ""
+        self.map_lossy = False
+        if natural_end > window_end:
+            self.map_lossy = any(done >= window_end for done in self._done)
         if window_end > offset and (self._done or self._restored is not None):
             ranges = _clipped(self._completed_ranges(offset), window_end)
             encoded = encode_offset_ranges(offset, ranges, window_end, limit)
             if encoded is None:
+                self.map_lossy = True
                 log.warning(
                     "Offset map of %s[%d] above offset %d exceeds %d characters; committing without it "
                     "(records done above the commit will be handled again after a restart)",

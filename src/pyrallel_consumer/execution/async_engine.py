@@ -21,11 +21,12 @@ from pyrallel_consumer.execution.engine import (
     describe_error,
 )
 from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
+from pyrallel_consumer.output import Output, outputs_of
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
 
-AsyncHandler = Callable[[Record], Awaitable[None]]
+AsyncHandler = Callable[[Record], Awaitable[list[Output] | None]]
 AsyncBatchHandler = Callable[[list[Record]], Awaitable[object]]
 """``async def handle_batch(records: list[Record]) -> BatchResult | None``."""
 
@@ -191,7 +192,7 @@ class AsyncExecutionEngine(ExecutionEngine):
             attempts += 1
             self._attempt_started[item_id] = time.monotonic()
             try:
-                await self._handler(item.record)
+                outputs = outputs_of(await self._handler(item.record))
             except asyncio.CancelledError as exc:
                 current = asyncio.current_task()
                 if item_id in self._timed_out:
@@ -206,7 +207,7 @@ class AsyncExecutionEngine(ExecutionEngine):
             except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not stop the consumer
                 error = exc
             else:
-                return Completion(item_id, True, attempts, time.perf_counter() - started)
+                return Completion(item_id, True, attempts, time.perf_counter() - started, outputs=outputs)
             finally:
                 self._attempt_started.pop(item_id, None)
             retrying = attempts <= self._retry.max_retries

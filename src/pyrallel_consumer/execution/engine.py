@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
 
@@ -41,6 +42,8 @@ class Completion:
     duration_s: float
     error_type: str | None = None
     error_message: str | None = None
+    outputs: tuple[Output, ...] = ()
+    """What a successful handler returned to produce (exactly-once); empty otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

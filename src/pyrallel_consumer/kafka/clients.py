@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.kafka.property_check import describe_refusal, reason_of
-from pyrallel_consumer.kafka.settings import admin_conf, dead_letter_conf, kafka_conf
+from pyrallel_consumer.kafka.settings import admin_conf, dead_letter_conf, kafka_conf, transactional_conf
 
 _Client = TypeVar("_Client")
 
@@ -32,7 +32,7 @@ def _created(field: str, properties: dict[str, str], create: Callable[[], _Clien
 
 
 class KafkaClients:
-    """Creates the consumer, the dead-letter producer and the admin client from a ConsumerConfig."""
+    """Creates the consumer, the dead-letter producer, the exactly-once producer and the admin client."""
 
     def consumer(self, config: ConsumerConfig, on_commit: Callable[[Any, list[Any]], None]) -> Consumer:
         """The group member; ``on_commit`` receives the results of asynchronous commits (on the poller thread)."""
@@ -41,6 +41,10 @@ class KafkaClients:
 
     def dead_letter_producer(self, config: ConsumerConfig) -> Producer:
         return _created("dlq_kafka", config.dlq_kafka, lambda: self.new_producer(dead_letter_conf(config)))
+
+    def transactional_producer(self, config: ConsumerConfig) -> Producer:
+        """The exactly-once producer (``processing_guarantee="exactly_once"``); created in start() on the loop."""
+        return _created("output_kafka", config.output_kafka, lambda: self.new_producer(transactional_conf(config)))
 
     def admin(self, config: ConsumerConfig, error_cb: Callable[[Any], None]) -> AdminClient:
         """An admin client for the topic check; ``error_cb`` collects what librdkafka met while connecting."""

@@ -21,7 +21,9 @@ from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution.engine import Completion
 from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer.kafka.transactions import Transactions
 from pyrallel_consumer.observability.log_events import RECORD_EXHAUSTED, event_extra
+from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
@@ -114,3 +116,40 @@ class DeadLetterPublisher:
         self._producer.flush(timeout_s)
         self._closed.set()
         self._poller.join(timeout_s)
+
+
+class TransactionalDeadLetters:
+    """Exactly-once's dead-letter policy: the copy goes into the open transaction, with the record's offset.
+
+    It queues the copy on the transactional producer and lets the record go at once: the record is marked complete
+    after the copy was queued, so the transaction that commits its offset also commits the copy, and an aborted
+    transaction drops both (the record runs again). Called by Exhaustion on the event loop; PyrallelConsumer
+    creates it for ``dlq_enabled`` under ``processing_guarantee="exactly_once"``.
+    """
+
+    outcome = "dlq"
+
+    def __init__(self, config: ConsumerConfig, transactions: Transactions) -> None:
+        self._config = config
+        self._transactions = transactions
+
+    def topic_for(self, record: Record) -> str:
+        return self._config.dlq_topic or f"{record.topic}{self._config.dlq_suffix}"
+
+    async def __call__(self, record: Record, completion: Completion) -> bool:
+        if not self._transactions.usable:
+            return False  # the consumer is stopping on the producer's failure: the record stays incomplete
+        full = self._config.dlq_payload_mode == "full"
+        topic = self.topic_for(record)
+        headers = tuple((name, value.encode() if isinstance(value, str) else value)
+                        for name, value in dead_letter_headers(record, completion, self._config.group_id))
+        self._transactions.produce([Output(topic, record.value if full else None, record.key if full else None,
+                                           headers)])
+        log.info("Dead-lettered %s[%d]@%d to %s (in the transaction of its offset) after %d attempt(s): %s",
+                 record.topic, record.partition, record.offset, topic, completion.attempts, completion.error_type,
+                 extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, attempts=completion.attempts,
+                                   error_type=completion.error_type, error=completion.error_message,
+                                   outcome=self.outcome, dlq_topic=topic, color=self._config.color,
+                                   instance=self._config.instance_id))
+        return True

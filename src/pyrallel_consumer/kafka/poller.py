@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
@@ -48,6 +48,7 @@ _PROBE_PERIOD_S = 1.0
 """Until a broker has answered: how long one metadata request may wait, and how often one is sent."""
 
 _WAKE_TIMEOUT_S = 2.0
+_GROUP_METADATA_PERIOD_S = 0.5
 _POSITIONS_TIMEOUT_S = 30.0
 _REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
                           KafkaError.UNKNOWN_MEMBER_ID, KafkaError.STALE_MEMBER_EPOCH,
@@ -100,6 +101,9 @@ class BrokerPoller:
         self._subscribe_at_start = subscribe
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._group_metadata: object | None = None
+        """The Consumer's consumer_group_metadata() as the poller thread read it last (see group_metadata)."""
+        self._group_metadata_read = 0.0
         self._finished: asyncio.Future[None] = loop.create_future()
         self.high_watermarks: dict[TopicPartitionKey, int] = {}
         self._last_watermark_poll = 0.0
@@ -161,6 +165,33 @@ class BrokerPoller:
                     raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
                                                     f"{exc} (for {_POSITIONS_TIMEOUT_S:g}s)")) from None
                 await asyncio.sleep(0.05)
+
+    def group_metadata(self) -> object:
+        """The consumer's group metadata (member id, generation) for send_offsets_to_transaction.
+
+        Called on the exactly-once transaction thread at every commit. It returns what the poller thread read last
+        (``_refresh_group_metadata``): asking the Consumer from another thread blocks while this thread is inside a
+        rebalance callback (measured: > 15 s, until the callback returns), which is exactly when a revocation's
+        transaction must commit. The poller reads it in every assign and revoke callback (a new generation is
+        always announced by one) and every ``_GROUP_METADATA_PERIOD_S``; a stale one makes the broker refuse the
+        offsets, and the transaction is aborted: never a wrong commit.
+        """
+        metadata = self._group_metadata
+        if metadata is None:
+            raise RuntimeError("the consumer has not joined its group yet")
+        return metadata
+
+    def rewind(self, partitions: Sequence[TopicPartitionKey], fallback: dict[TopicPartitionKey, int]) -> None:
+        """Exactly-once, after an aborted transaction: restart these partitions from what the group committed.
+
+        On the thread, each still assigned partition gets a new epoch (the loop drops what it queued under the old
+        one and gets a new tracker from ``on_repositioned``, with the committed offset map) and a seek to the
+        committed offset; a partition with no committed offset goes back to ``fallback`` (the first offset the
+        aborted assignment received), else to where auto_offset_reset points. A seek that fails stops the poller:
+        fetching on past records whose outputs were aborted would lose them.
+        """
+        targets, starts = list(partitions), dict(fallback)
+        self._commands.put(lambda consumer: self._rewind(consumer, targets, starts))
 
     async def close(self) -> None:
         """Leave the group (the revoke callback commits) and end the thread; the thread is gone on return."""
@@ -226,6 +257,7 @@ class BrokerPoller:
                     self._wake_after_assign = False
                     self._wake_fetchers(consumer)
                 self._refresh_watermarks(consumer)
+                self._refresh_group_metadata(consumer)
             self._run_commands(consumer)
         except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
             error = exc
@@ -302,6 +334,19 @@ class BrokerPoller:
             if high is not None and high >= 0:
                 self.high_watermarks[(topic, partition)] = high
 
+    def _refresh_group_metadata(self, consumer: Consumer, now: bool = False) -> None:
+        """Read the group metadata for the exactly-once transactions (on this thread only; see group_metadata)."""
+        if self._config.processing_guarantee != "exactly_once":
+            return
+        moment = time.monotonic()
+        if not now and moment - self._group_metadata_read < _GROUP_METADATA_PERIOD_S:
+            return
+        self._group_metadata_read = moment
+        try:
+            self._group_metadata = consumer.consumer_group_metadata()
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("Reading the group metadata failed: %s", exc)
+
     def _take_positions(self, consumer: Consumer, positions: Sequence[Position]) -> None:
         offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in positions]
         try:
@@ -325,7 +370,22 @@ class BrokerPoller:
             if tp.offset >= 0:
                 consumer.seek(tp)
 
+    def _rewind(self, consumer: Consumer, partitions: list[TopicPartitionKey],
+                fallback: dict[TopicPartitionKey, int]) -> None:
+        held = [TopicPartition(t, p) for t, p in partitions if (t, p) in self._assigned]
+        if not held:
+            return
+        assignments, starts = self._table.assign(consumer, held)
+        self._post(self._sink.on_repositioned, assignments)
+        reset = OFFSET_BEGINNING if self._config.auto_offset_reset == "earliest" else OFFSET_END
+        for tp in starts:
+            offset = tp.offset if tp.offset >= 0 else fallback.get((tp.topic, tp.partition), reset)
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.info("Restarted %s from the last committed transaction",
+                 partition_names([(tp.topic, tp.partition) for tp in held]))
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refresh_group_metadata(consumer, now=True)
         assignments, to_assign = self._table.assign(consumer, partitions)
         keys = [(a.topic, a.partition) for a in assignments]
         log.info("Assigned %s%s", partition_list(keys, [a.committed_offset for a in assignments]),
@@ -343,6 +403,7 @@ class BrokerPoller:
         self._sync_paused(consumer)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refresh_group_metadata(consumer, now=True)  # the revocation's transaction commits with it
         keys = [(tp.topic, tp.partition) for tp in partitions]
         log.info("Revoking %s", partition_names(keys),
                  extra=event_extra(PARTITIONS_REVOKED, partitions=partition_list(keys), partition_count=len(keys),

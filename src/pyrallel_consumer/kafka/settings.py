@@ -55,7 +55,43 @@ def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
         conf["partition.assignment.strategy"] = "cooperative-sticky"
     if config.group_instance_id:
         conf["group.instance.id"] = config.group_instance_id
+    if config.processing_guarantee == "exactly_once":
+        # Chained pipelines: an upstream exactly-once stage's aborted outputs must never be handled here. It also
+        # makes librdkafka ask for stable offsets (KIP-447), so a new owner waits for a pending transaction's offsets.
+        conf["isolation.level"] = "read_committed"
     conf.update(config.kafka)
+    return conf
+
+
+def transactional_id(config: ConsumerConfig) -> str:
+    """The transactional.id of the consumer's exactly-once producer: ``transactional_id``, else one derived from the
+    group and the instance (the static member id when set, which survives a restart; else ``instance_id``).
+
+    Fencing of zombies does not rest on it (KIP-447: offsets are sent with the consumer's group metadata, and the
+    broker refuses those of an older group generation), so one id per consumer instance is enough; a stable one
+    lets a restarted instance abort its predecessor's open transaction at once instead of after
+    ``transaction_timeout_ms``."""
+    if config.transactional_id:
+        return config.transactional_id
+    return f"pyrallel-{config.group_id}-{config.group_instance_id or config.instance_id}"
+
+
+def transactional_conf(config: ConsumerConfig) -> dict[str, Any]:
+    """The exactly-once producer's configuration: transactional (idempotent, acks=all), then ``output_kafka``."""
+    conf: dict[str, Any] = {k: v for k, v in config.kafka.items()
+                            if k.startswith(_SHARED_PREFIXES) or k in _SECURITY_PROPERTIES}
+    conf.update({
+        "bootstrap.servers": config.bootstrap_servers,
+        "transactional.id": transactional_id(config),
+        "transaction.timeout.ms": config.transaction_timeout_ms,
+        "enable.idempotence": True,
+        "acks": "all",
+        # Outputs become visible at the commit anyway (commit_transaction flushes): batching longer costs no
+        # visible latency and saves broker and client work per output.
+        "linger.ms": 50,
+        "logger": librdkafka_logger(f"{LIBRDKAFKA_LOGGER}.transactions"),
+    })
+    conf.update(config.output_kafka)
     return conf
 
 

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import msgpack
 
+from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
 # parent -> worker messages
@@ -41,8 +42,10 @@ _LOG_FIELDS: Final = (
 _packer = msgpack.Packer()
 
 Result = tuple[Any, ...]
-"""One completed attempt: ``(item_id,)`` on success, ``(item_id, error_type, message)`` on failure, and for a batch
-that failed some of its records ``(batch_id, ((position, error_type, message), ...))``."""
+"""One completed attempt: ``(item_id,)`` on success, ``(item_id, error_type, message)`` on failure, and a pair whose
+second element depends on what the item is (the parent knows): for a record, a success that returned outputs
+``(item_id, outputs)`` (each ``Output.as_wire()``); for a batch that failed some of its records
+``(batch_id, ((position, error_type, message), ...))``."""
 
 
 def encode_record(item_id: int, record: Record) -> bytes:
@@ -87,7 +90,9 @@ def unpacker(**limits: int) -> Any:
     return msgpack.Unpacker(use_list=False, raw=False, **limits)
 
 
-def success(item_id: int) -> Result:
+def success(item_id: int, outputs: tuple[Output, ...] = ()) -> Result:
+    if outputs:
+        return (item_id, tuple(o.as_wire() for o in outputs))
     return (item_id,)
 
 
@@ -101,18 +106,26 @@ def partial(batch_id: int, failures: list[tuple[int, str, str]]) -> Result:
 
 
 def decode_result(result: Result) -> tuple[int, tuple[str, str] | None]:
-    """The item id of a result and, for a failed attempt, its (error type, message); None for a partial one."""
+    """The item id of a result and, for a failed attempt, its (error type, message); None for a success or a partial
+    batch."""
     if len(result) != 3:
         return result[0], None
     return result[0], (result[1], result[2])
 
 
 def batch_failures(result: Result) -> tuple[tuple[int, str, str], ...] | None:
-    """The (position, error type, message) of each record a :func:`partial` result failed; None for others."""
+    """For a batch: the (position, error type, message) of each record a :func:`partial` result failed; else None."""
     if len(result) == 2:
         failures: tuple[tuple[int, str, str], ...] = result[1]
         return failures
     return None
+
+
+def decode_outputs(result: Result) -> tuple[Output, ...]:
+    """For a record: the outputs its successful attempt returned (empty for a failure or a success without any)."""
+    if len(result) != 2:
+        return ()
+    return tuple(Output.from_wire(fields) for fields in result[1])
 
 
 def encode_log(record: logging.LogRecord) -> tuple[int, dict[str, Any]]:

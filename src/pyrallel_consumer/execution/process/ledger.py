@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pyrallel_consumer.execution.engine import Completion, CompletionCallback, RetryPolicy
 from pyrallel_consumer.execution.process.codec import encode_batch
 from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
+from pyrallel_consumer.output import Output
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,10 @@ class ItemLedger:
             size += len(item.payload)
         return batch
 
-    def attempt_ended(self, item: Item, error: tuple[str, str] | None,
+    def attempt_ended(self, item: Item, error: tuple[str, str] | None, outputs: tuple[Output, ...] = (),
                       failures: tuple[tuple[int, str, str], ...] | None = None) -> None:
-        """Count an attempt of a held item: complete it on success, else retry it or, out of retries, fail it.
+        """Count an attempt of a held item: complete it on success (with the ``outputs`` its handler returned),
+        else retry it or, out of retries, fail it.
 
         For a batch, ``failures`` names the positions a partial result failed: the other members complete now.
         """
@@ -168,7 +170,7 @@ class ItemLedger:
             return
         item.attempts += 1
         if error is None:
-            self._finish(item, True)
+            self._finish(item, True, outputs=outputs)
             return
         retrying = item.attempts <= self._retry.max_retries
         topic, partition, offset = item.source
@@ -246,12 +248,13 @@ class ItemLedger:
             if self._on_requeued is not None:
                 self._on_requeued()
 
-    def _finish(self, item: Item, ok: bool, error_type: str | None = None, message: str | None = None) -> None:
+    def _finish(self, item: Item, ok: bool, error_type: str | None = None, message: str | None = None,
+                outputs: tuple[Output, ...] = ()) -> None:
         del self._items[item.item_id]
         if not self._items:
             self.idle.set()
         completion = Completion(item.item_id, ok, item.attempts, time.perf_counter() - item.submitted,
-                                error_type, message)
+                                error_type, message, outputs)
         if self._on_complete is not None:
             try:
                 self._on_complete(completion)

@@ -270,7 +270,10 @@ class Supervisor:
             item = worker.held.pop(item_id, None)
             if item is None or not self._ledger.holds(item):
                 continue  # cancelled while it ran: the result is dropped
-            self._ledger.attempt_ended(item, error, codec.batch_failures(result))
+            if item.members is None:  # what a result's second field carries depends on the item (see codec.Result)
+                self._ledger.attempt_ended(item, error, outputs=codec.decode_outputs(result))
+            else:
+                self._ledger.attempt_ended(item, error, failures=codec.batch_failures(result))
         if worker.retiring and not worker.held and worker.timed_out is None:
             worker.request_stop()
         self.schedule_dispatch()

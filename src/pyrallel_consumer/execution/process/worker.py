@@ -29,6 +29,7 @@ from pyrallel_consumer.execution.engine import describe_error
 from pyrallel_consumer.execution.process import codec
 from pyrallel_consumer.execution.process.handler_ref import load_handler
 from pyrallel_consumer.execution.process.slot import Slot, attempt_begins, attempt_ends
+from pyrallel_consumer.output import outputs_of
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +187,12 @@ def _attempt(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot
     item_id = fields[0]
     attempt_begins(slot, item_id)
     try:
-        handler(codec.decode_record(fields))
+        outputs = outputs_of(handler(codec.decode_record(fields)))
     except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit or KeyboardInterrupt is a failed attempt
         return codec.failure(item_id, *_describe(exc))
     finally:
         attempt_ends(slot)
-    return codec.success(item_id)
+    return codec.success(item_id, outputs)
 
 
 def _attempt_batch(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot) -> codec.Result:

@@ -5,6 +5,11 @@ pyrallel_tools.benchmark.contenders {async|process} --name ... --topic ...`` (se
 * ``process``: the process engine with ``--concurrency`` worker processes; the handler
   (:func:`process_handler`) runs in the workers, where nothing can be counted for this process, so the
   consumer's own completion counter, ``metrics().records_succeeded``, is read every 5 ms.
+* ``async-eos``: the async engine under ``processing_guarantee="exactly_once"``; the handler awaits the workload
+  and returns one output per record (to ``<group>-out``, created with the input's partition count). A record
+  counts once its transaction committed (the committed offsets, read every 20 ms), not when its handler returned;
+  the library's defaults otherwise, as for ``async``: a transaction every second (commit_interval_ms), or after
+  10,000 outputs (transaction_max_records).
 
 Both print one JSON result line (:func:`harness.emit`).
 """
@@ -17,11 +22,16 @@ from typing import Any
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.consumer import PyrallelConsumer
+from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Ordering, Record
 from pyrallel_tools.benchmark import harness
+from pyrallel_tools.localkafka.topics import create_topic
 
 PROCESS_HANDLER = "pyrallel_tools.benchmark.contenders:process_handler"
 _POLL_S = 0.005
+_COMMITTED_POLL_S = 0.02
+"""The exactly-once contender's reading of the committed offsets: a metrics snapshot per read, so less often than
+the process contender's counter (a transaction commits every 100 ms anyway)."""
 
 
 def process_handler(record: Record) -> None:
@@ -31,6 +41,10 @@ def process_handler(record: Record) -> None:
 
 def consumer_config(args: harness.ContenderArgs, engine: str) -> ConsumerConfig:
     kafka = {"session.timeout.ms": str(args.session_timeout_ms), **dict(args.kafka)}
+    if engine == "async-eos":
+        return ConsumerConfig(bootstrap_servers=args.bootstrap, group_id=args.group, topics=[args.topic],
+                              ordering=Ordering(args.ordering), max_in_flight=args.concurrency, kafka=kafka,
+                              processing_guarantee="exactly_once")
     if engine == "process":
         return ConsumerConfig(bootstrap_servers=args.bootstrap, group_id=args.group, topics=[args.topic],
                               ordering=Ordering(args.ordering), engine="process",
@@ -45,6 +59,8 @@ async def run(engine: str, args: harness.ContenderArgs) -> dict[str, Any]:
     if engine == "process":
         harness.export_worker_env(args)
         handler = PROCESS_HANDLER
+    elif engine == "async-eos":
+        handler = _eos_handler(args)
     else:
         workload = args.workload
 
@@ -54,7 +70,11 @@ async def run(engine: str, args: harness.ContenderArgs) -> dict[str, Any]:
 
     consumer = PyrallelConsumer(consumer_config(args, engine), handler)
     await consumer.start()
-    poller = asyncio.create_task(_poll_completions(consumer, tracker)) if engine == "process" else None
+    poller = None
+    if engine == "process":
+        poller = asyncio.create_task(_poll_completions(consumer, tracker))
+    elif engine == "async-eos":
+        poller = asyncio.create_task(_poll_committed(consumer, tracker))
     try:
         await harness.wait_finished_async(tracker)
     finally:
@@ -65,6 +85,40 @@ async def run(engine: str, args: harness.ContenderArgs) -> dict[str, Any]:
     return tracker.result(args.name)
 
 
+def _eos_handler(args: harness.ContenderArgs) -> Any:
+    """The exactly-once contender's handler: the workload, then one output per record to ``<group>-out``."""
+    sink = f"{args.group}-out"
+    create_topic(args.bootstrap, sink, _partitions(args))
+    workload = args.workload
+
+    async def handler(record: Record) -> list[Output]:
+        await harness.run_async(workload)
+        return [Output(sink, record.value, key=record.key)]
+
+    return handler
+
+
+def _partitions(args: harness.ContenderArgs) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    topic = AdminClient({"bootstrap.servers": args.bootstrap}).list_topics(args.topic, timeout=10).topics[args.topic]
+    return len(topic.partitions)
+
+
+async def _poll_committed(consumer: PyrallelConsumer, tracker: harness.Tracker) -> None:
+    """Count records whose transaction committed: the committed offsets' progress since the first assignment."""
+    started: dict[tuple[str, int], int] = {}
+    while not tracker.finished.is_set():
+        committed = 0
+        for p in consumer.metrics().partitions:
+            if p.committed_offset is not None:
+                first = started.setdefault((p.topic, p.partition), p.committed_offset)
+                committed += p.committed_offset - first
+        if committed:
+            tracker.observe(committed)
+        await asyncio.sleep(_COMMITTED_POLL_S)
+
+
 async def _poll_completions(consumer: PyrallelConsumer, tracker: harness.Tracker) -> None:
     while not tracker.finished.is_set():
         tracker.observe(consumer.metrics().records_succeeded)
@@ -73,8 +127,8 @@ async def _poll_completions(consumer: PyrallelConsumer, tracker: harness.Tracker
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("async", "process"):
-        sys.stderr.write("usage: python -m pyrallel_tools.benchmark.contenders {async|process} ARGS...\n")
+    if not argv or argv[0] not in ("async", "process", "async-eos"):
+        sys.stderr.write("usage: python -m pyrallel_tools.benchmark.contenders {async|process|async-eos} ARGS...\n")
         return 2
     engine = argv[0]
     return harness.run_contender(lambda args: asyncio.run(run(engine, args)), argv[1:])

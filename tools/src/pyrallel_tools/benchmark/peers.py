@@ -108,6 +108,10 @@ def catalog() -> list[ContenderSpec]:
         specs.append(ContenderSpec(f"process-{ordering}", f"pyrallel process engine ({ordering})",
                                    "pyrallel", "main", (*module, "process"), _ordered(_OURS, ordering), ordering,
                                    cpu_bound=True))
+    specs.append(ContenderSpec("async-key-eos", "pyrallel async engine (key), exactly-once", "pyrallel", "main",
+                               (*module, "async-eos"),
+                               Guarantees("yes", "yes: outputs and offsets in one transaction per second",
+                                          "yes: the offset map goes with the transaction's offsets"), "key"))
     specs += [
         ContenderSpec("aio-gather", "AIOConsumer + asyncio.gather per batch", "peer", "main", ("aio_gather.py",),
                       _BATCH, group="AIOConsumer + asyncio.gather", extra=SAME_FETCH),

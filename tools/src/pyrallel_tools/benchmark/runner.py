@@ -107,6 +107,9 @@ class Plan:
     restart_drain_s: float = 20.0
     """After the production: how long the restarted contender gets to handle every record."""
     join_timeout_s: float = 60.0
+    io_contenders: tuple[str, ...] = IO_CONTENDERS
+    """Contenders of the I/O-bound workload (the eos suite: at-least-once against exactly-once)."""
+    io_orderings: tuple[str, ...] = IO_ORDERINGS
 
     def cells(self) -> list[tuple[str, str, int]]:
         """(contender id, workload, keys) of every throughput run, in order."""
@@ -118,9 +121,9 @@ class Plan:
                 cells.append(("process-key", workload, self.cpu_keys))
             elif workload == "sleep5ms":
                 for keys in self.keys:
-                    cells += [(c, workload, keys) for c in IO_CONTENDERS]
+                    cells += [(c, workload, keys) for c in self.io_contenders]
                     if keys == min(self.keys):
-                        cells += [(c, workload, keys) for c in IO_ORDERINGS]
+                        cells += [(c, workload, keys) for c in self.io_orderings]
             elif workload == "cpu2ms":
                 cells += [(c, workload, self.cpu_keys) for c in CPU_CONTENDERS]
             else:
@@ -164,7 +167,11 @@ SUITES: Final[dict[str, Plan]] = {
     "all": Plan(),
     "core": Plan(workloads=("noop", "sleep5ms"), with_peers=False),
     "cpu": Plan(workloads=("cpu2ms", "noop"), keys=(1000,), with_peers=False),
+    "eos": Plan(workloads=("sleep5ms",), keys=(1000,), with_peers=False, latency=False, restart=False,
+                io_contenders=("async-key", "async-key-eos", "async-key", "async-key-eos"), io_orderings=(),
+                max_seconds=10.0, records={"sleep5ms": 400_000}, topic_records=400_000),
 }
+"""``eos`` runs at-least-once and exactly-once twice each, alternating, on the same topic in the same run."""
 
 
 @dataclass(slots=True)

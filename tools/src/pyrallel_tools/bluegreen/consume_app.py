@@ -31,7 +31,15 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyrallel_consumer import Completion, ConsumerConfig, ConsumerObserver, LifecycleState, PyrallelConsumer, Record
+from pyrallel_consumer import (
+    Completion,
+    ConsumerConfig,
+    ConsumerObserver,
+    LifecycleState,
+    Output,
+    PyrallelConsumer,
+    Record,
+)
 from pyrallel_consumer.control_server import Request, Response
 from pyrallel_tools.benchmark.workloads import Workload
 from pyrallel_tools.bluegreen.fault_clients import FaultInjectingClients
@@ -161,8 +169,11 @@ class ConsumeApp:
     """One consumer instance of a validation run: handle, log, inject faults, stop at the limits."""
 
     def __init__(self, config: ConsumerConfig, workload: str, faults: Faults, log_path: Path | None,
-                 limits: RunLimits, keep_failed: bool = False, generation: int = 0) -> None:
+                 limits: RunLimits, keep_failed: bool = False, generation: int = 0,
+                 output_topic: str | None = None) -> None:
         self.config = config
+        self.output_topic = output_topic
+        """Exactly-once runs: each handled record returns one output (its key and value) to this topic."""
         self.generation = generation
         """The deployment's generation read before the start: lifecycle commands older than it are refused."""
         self.keep_failed = keep_failed
@@ -185,13 +196,14 @@ class ConsumeApp:
 
     # ---- handling ------------------------------------------------------------------------------------------
 
-    async def handle(self, record: Record) -> None:
-        """Handler of engine=async: faults first, then the workload."""
+    async def handle(self, record: Record) -> list[Output] | None:
+        """Handler of engine=async: faults first, then the workload; the record's output with ``--output-topic``."""
         faults = self.faults
         if faults.delay_ms:
             await asyncio.sleep(faults.delay_ms / 1000)
         inject_failures(record, faults.failure_rate, faults.fail_every, self._rng)
         await self._workload.run_async(record)
+        return output_of(record, self.output_topic)
 
     def _on_done(self, record: Record, completion: Completion) -> None:
         if completion.ok:
@@ -238,7 +250,8 @@ class ConsumeApp:
             os.environ[STATE_ENV] = name  # inherited by the workers the engine spawns later
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"workload": self.workload_spec, "delay_ms": self.faults.delay_ms,
-                                   "failure_rate": self.faults.failure_rate, "fail_every": self.faults.fail_every}))
+                                   "failure_rate": self.faults.failure_rate, "fail_every": self.faults.fail_every,
+                                   "output_topic": self.output_topic}))
         os.replace(tmp, self._state_path)
 
     # ---- status --------------------------------------------------------------------------------------------
@@ -343,6 +356,7 @@ class _WorkerState:
     delay_s = 0.0
     failure_rate = 0.0
     fail_every = 0
+    output_topic: str | None = None
     rng = random.Random()  # fault dice, not security
 
     @classmethod
@@ -364,15 +378,23 @@ class _WorkerState:
             cls.delay_s = float(data["delay_ms"]) / 1000
             cls.failure_rate = float(data["failure_rate"])
             cls.fail_every = int(data.get("fail_every", 0))
+            topic = data.get("output_topic")
+            cls.output_topic = str(topic) if topic else None
             cls.version = version
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("Could not read the fault state %s: %s", path, exc)
 
 
-def handle_sync(record: Record) -> None:
-    """Handler of engine=process workers: the same faults and workload as ``ConsumeApp.handle``."""
+def handle_sync(record: Record) -> list[Output] | None:
+    """Handler of engine=process workers: the same faults, workload and output as ``ConsumeApp.handle``."""
     _WorkerState.refresh()
     if _WorkerState.delay_s:
         time.sleep(_WorkerState.delay_s)
     inject_failures(record, _WorkerState.failure_rate, _WorkerState.fail_every, _WorkerState.rng)
     _WorkerState.workload.run_sync(record)
+    return output_of(record, _WorkerState.output_topic)
+
+
+def output_of(record: Record, topic: str | None) -> list[Output] | None:
+    """``--output-topic``: the record's key and value as one output (exactly-once), else nothing."""
+    return [Output(topic, record.value, key=record.key, headers=record.headers)] if topic else None

@@ -16,10 +16,12 @@ _PATH = click.Path(path_type=Path)
 @click.command()
 @click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS",
               help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS); not needed with --rebuild.")
-@click.option("--suite", type=click.Choice(["all", "core", "cpu", "rebalance", "recovery", "batch"]), default="all",
+@click.option("--suite", type=click.Choice(["all", "core", "cpu", "eos", "rebalance", "recovery", "batch"]),
+              default="all",
               show_default=True,
               help="all: every workload and contender, latency and restart checks, peers included. core: no-op and "
                    "I/O-bound, this library and the baseline. cpu: CPU-bound and no-op, process vs async engine. "
+                   "eos: exactly-once vs at-least-once (async engine, 1,000 keys, 5 ms), twice each, alternating. "
                    "rebalance: hand-over time when a member joins and leaves, a plain confluent-kafka group vs "
                    "PyrallelConsumers (writes rebalance-*.json/md only). recovery: time until a SIGKILLed member's "
                    "partitions are handled again, default vs recommended settings (static membership), plain "

@@ -199,6 +199,9 @@ def produce(bootstrap_servers: str, topic: str, rate: float, size: int, keys: in
 @click.option("--idle-timeout", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop after this many seconds without a record while ACTIVE.")
 @click.option("--until-signal", is_flag=True, help="Run without limits until SIGTERM/SIGINT.")
+@click.option("--output-topic", default=None,
+              help="Exactly-once: every record yields one output (its key and value) on this topic, committed with "
+                   "its offset in one transaction (processing_guarantee=exactly_once).")
 @click.option("--fault-delay-ms", type=float, envvar="PYRALLEL_FAULT_DELAY_MS", default=0.0,
               help="Extra processing time per attempt.")
 @click.option("--fault-failure-rate", type=float, envvar="PYRALLEL_FAULT_FAILURE_RATE", default=0.0,
@@ -219,7 +222,8 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
             on_exhausted: str, group_instance_id: str | None,
             control_port: int | None, control_host: str, control_token: str | None, log_path: Path | None,
             duration: float | None, max_records: int | None, idle_timeout: float | None, until_signal: bool,
-            fault_delay_ms: float, fault_failure_rate: float, fault_fail_every: int, fault_commit_delay_ms: float,
+            output_topic: str | None, fault_delay_ms: float, fault_failure_rate: float, fault_fail_every: int,
+            fault_commit_delay_ms: float,
             fault_stall_ms: float, fault_stall_after_s: float, kafka: tuple[str, ...]) -> None:
     """Consume with the library, log every handled record for the validator, inject faults on demand."""
     if duration is None and max_records is None and idle_timeout is None and not until_signal:
@@ -244,12 +248,14 @@ def consume(bootstrap_servers: str, topic: str, group: str, color: str | None, i
     }
     if instance_id is not None:
         values["instance_id"] = instance_id
+    if output_topic is not None:
+        values["processing_guarantee"] = "exactly_once"
     try:
         config = ConsumerConfig(**values)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     app = ConsumeApp(config, workload, faults, log_path, RunLimits(duration, max_records, idle_timeout),
-                     keep_failed=on_exhausted == "keep", generation=generation)
+                     keep_failed=on_exhausted == "keep", generation=generation, output_topic=output_topic)
 
     def ready(running: ConsumeApp) -> None:
         server = running.consumer.control_server if running.consumer is not None else None
