@@ -96,6 +96,9 @@ CHART_OWNED_FIELDS = {
     "bootstrap_servers", "group_id", "topics", "pause_mode", "start_paused", "color", "instance_id", "control_port",
     "control_host", "control_token", "control_insecure", "metrics_port", "metrics_host", "log_format",
     "group_instance_id",
+    # Not settable: its default derives it per pod (group + pod name); one value for every pod would have each
+    # pod's transactional producer fence the others'.
+    "transactional_id",
 }
 
 
