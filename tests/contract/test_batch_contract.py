@@ -22,7 +22,7 @@ from pyrallel_consumer.execution.engine import EngineError, ExecutionEngine, Han
 from pyrallel_consumer.record import Record
 
 from . import handlers
-from .test_engine_contract import ENGINES, PROCESS_WORKERS, WAIT_S, Harness
+from .test_engine_contract import ENGINES, WAIT_S, Harness, build_engine
 
 pytestmark = pytest.mark.unit
 
@@ -51,16 +51,6 @@ class BatchHarness(Harness):
 MakeBatchHarness = Callable[..., Awaitable[BatchHarness]]
 
 
-def build_batch_engine(name: str, *, max_retries: int, timeout_s: float) -> ExecutionEngine:
-    config = ConsumerConfig(
-        bootstrap_servers="localhost:9092", group_id="contract", topics=["contract"], engine=name,
-        max_retries=max_retries, task_timeout_ms=int(timeout_s * 1000), retry_backoff_ms=10,
-        max_retry_backoff_ms=50, process_workers=PROCESS_WORKERS,
-    )
-    handler = handlers.async_handle_batch if name == "async" else handlers.sync_handle_batch
-    return create_engine(config, handler, batch=True)
-
-
 @pytest.fixture(params=ENGINES)
 def engine_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -71,7 +61,7 @@ async def make_harness(engine_name: str, tmp_path: Path) -> AsyncIterator[MakeBa
     made: list[BatchHarness] = []
 
     async def make(*, max_retries: int = 0, timeout_s: float = 30.0) -> BatchHarness:
-        harness = BatchHarness(build_batch_engine(engine_name, max_retries=max_retries, timeout_s=timeout_s),
+        harness = BatchHarness(build_engine(engine_name, max_retries=max_retries, timeout_s=timeout_s, batch=True),
                                tmp_path)
         made.append(harness)
         await harness.start()

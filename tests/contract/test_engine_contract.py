@@ -111,15 +111,18 @@ class Harness:
 MakeHarness = Callable[..., Awaitable[Harness]]
 
 
-def build_engine(name: str, *, max_retries: int, timeout_s: float) -> ExecutionEngine:
-    """The engine called ``name``, built the way the consumer builds it: from a ConsumerConfig."""
+def build_engine(name: str, *, max_retries: int, timeout_s: float, batch: bool = False) -> ExecutionEngine:
+    """The engine called ``name``, built the way the consumer builds it: from a ConsumerConfig; with ``batch``, for
+    the contract's batch handlers."""
     config = ConsumerConfig(
         bootstrap_servers="localhost:9092", group_id="contract", topics=["contract"], engine=name,
         max_retries=max_retries, task_timeout_ms=int(timeout_s * 1000), retry_backoff_ms=10,
         max_retry_backoff_ms=50, process_workers=PROCESS_WORKERS,
     )
-    handler = handlers.async_handle if name == "async" else handlers.sync_handle
-    return create_engine(config, handler)
+    if batch:
+        return create_engine(config, handlers.async_handle_batch if name == "async" else handlers.sync_handle_batch,
+                             batch=True)
+    return create_engine(config, handlers.async_handle if name == "async" else handlers.sync_handle)
 
 
 @pytest.fixture(params=ENGINES)
