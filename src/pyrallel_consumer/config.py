@@ -11,7 +11,7 @@ import re
 import socket
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -373,28 +373,18 @@ class ConsumerConfig(BaseSettings):
     @field_validator("dlq_kafka")
     @classmethod
     def _check_dlq_kafka(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if name in DLQ_OWNED_PROPERTIES:
-                raise ValueError(f"'{name}' is set by the library: a record's offset is committed only once the "
-                                 "broker acknowledged its dead-letter copy (acks=all, idempotent producer)")
-        if value:
-            reason = librdkafka_refusal("producer", {"enable.idempotence": True, "acks": "all", **value})
-            if reason is not None:
-                raise ValueError(describe_refusal(value, reason))
-        return value
+        return _checked_producer_properties(
+            value, DLQ_OWNED_PROPERTIES, {"enable.idempotence": True, "acks": "all"},
+            "a record's offset is committed only once the broker acknowledged its dead-letter copy (acks=all, "
+            "idempotent producer)")
 
     @field_validator("output_kafka")
     @classmethod
     def _check_output_kafka(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if name in OUTPUT_OWNED_PROPERTIES:
-                raise ValueError(f"'{name}' is set by the library: outputs and offsets are committed in one "
-                                 "transaction (transactional_id, transaction_timeout_ms, bootstrap_servers)")
-        if value:
-            reason = librdkafka_refusal("producer", {"transactional.id": "pyrallel-config-check", **value})
-            if reason is not None:
-                raise ValueError(describe_refusal(value, reason))
-        return value
+        return _checked_producer_properties(
+            value, OUTPUT_OWNED_PROPERTIES, {"transactional.id": "pyrallel-config-check"},
+            "outputs and offsets are committed in one transaction (transactional_id, transaction_timeout_ms, "
+            "bootstrap_servers)")
 
     def _check_exactly_once(self) -> None:
         """The settings that only make sense with exactly_once, and those that contradict it."""
@@ -488,3 +478,17 @@ def _describe(exc: ValidationError) -> str:
         shown = f" (got {err.get('input')!r})" if echo else ""
         lines.append(f"{loc}: {msg}{shown}")
     return "Invalid ConsumerConfig: " + "; ".join(lines)
+
+
+def _checked_producer_properties(value: dict[str, str], owned: Collection[str], base: dict[str, Any],
+                                 why: str) -> dict[str, str]:
+    """librdkafka properties of one of the library's producers: none of ``owned`` (the library sets them, ``why``),
+    and accepted by librdkafka on top of ``base``."""
+    for name in value:
+        if name in owned:
+            raise ValueError(f"'{name}' is set by the library: {why}")
+    if value:
+        reason = librdkafka_refusal("producer", {**base, **value})
+        if reason is not None:
+            raise ValueError(describe_refusal(value, reason))
+    return value
