@@ -2,9 +2,9 @@
 the schema registry): start, wait until ready, stop by PID.
 
 Called from :class:`~pyrallel_tools.localkafka.cluster.LocalKafka`, ``LocalApiServer`` and ``LocalRegistry`` on the
-caller's thread (the CLI's or a test's);
-every wait is bounded. A PID is only ever signalled when ``/proc/<pid>/cmdline`` still names the program we
-started, so a PID the kernel recycled for another program is left alone.
+caller's thread (the CLI's or a test's); every wait is bounded. A PID is only ever signalled when
+``/proc/<pid>/cmdline`` still names the program we started, so a PID the kernel recycled for another program is left
+alone.
 """
 
 from __future__ import annotations
