@@ -109,7 +109,7 @@ class LocalRegistry:
                 lambda: processes.http_ok(f"http://127.0.0.1:{state.management_port}/health/ready"),
                 proc, f"schema registry (Apicurio Registry {APICURIO_VERSION})", self.log_file, str(runner),
                 START_TIMEOUT_S)
-        except LocalKafkaError:
+        except BaseException:  # a failed start, or a Ctrl-C during the wait: no JVM lives on unowned
             self.down(keep_log=True)
             raise
         return self
