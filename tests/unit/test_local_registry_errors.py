@@ -13,7 +13,8 @@ import pytest
 
 from pyrallel_tools.jdk import java_at_least
 from pyrallel_tools.localkafka.errors import LocalKafkaError
-from pyrallel_tools.localregistry.distribution import ensure_registry
+from pyrallel_tools.localregistry.distribution import APICURIO_VERSION, RUNNER, ensure_registry
+from pyrallel_tools.localregistry.server import LocalRegistry
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +63,25 @@ def test_down_cleans_up_after_a_registry_that_died(tmp_path: Path) -> None:
     down = subprocess.run([*CLI, "down", "--run-dir", str(run_dir)], capture_output=True, text=True, check=False)
     assert down.returncode == 0, down.stderr
     assert not run_dir.exists()
+
+
+def test_a_registry_that_fails_to_start_is_reported_with_its_log(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    jdk = tmp_path / "jdk" / "bin" / "java"
+    jdk.parent.mkdir(parents=True)
+    jdk.write_text('#!/bin/sh\nif [ "$1" = -version ]; then echo \'openjdk version "25" 2025-09-16\' >&2; exit 0; fi\n'
+                   "echo 'Port 8080 seems to be in use by another process'\nexit 1\n")
+    jdk.chmod(0o755)
+    distribution = tmp_path / "cache" / f"apicurio-{APICURIO_VERSION}"
+    distribution.mkdir(parents=True)
+    (distribution / RUNNER).write_bytes(b"")
+    (distribution / ".complete").write_text("a distribution resolved earlier\n")
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    monkeypatch.setenv("PYRALLEL_CACHE_DIR", str(tmp_path / "cache"))
+    registry = LocalRegistry(tmp_path / "run")
+
+    with pytest.raises(LocalKafkaError, match=r"(?s)exited during start.*Port 8080 seems to be in use"):
+        registry.up()
+
+    assert registry.state is None
+    assert registry.log_file.read_text().strip() == "Port 8080 seems to be in use by another process"
