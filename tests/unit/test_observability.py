@@ -249,6 +249,9 @@ class Recorder(ConsumerObserver):
     def batch_dispatched(self, records: int) -> None:
         self.calls.append(("batch_dispatched", (records,)))
 
+    def commits_refused_in_rebalance(self, partitions: int) -> None:
+        self.calls.append(("commits_refused_in_rebalance", (partitions,)))
+
     def rebalanced(self, kind: str, partitions: int) -> None:
         self.calls.append(("rebalanced", (kind, partitions)))
 
@@ -291,6 +294,17 @@ def test_observer_hooks_update_counters_histograms_and_are_chained() -> None:
         ["records_received"] * 2 + ["record_finished"] * 5 + ["commit_finished"] * 2 + ["rebalanced"] * 2 + ["error"]
     )
     assert chained.calls[-4] == ("commit_finished", (0.2, False))
+
+
+def test_commits_refused_in_a_rebalance_are_counted_apart_from_errors_and_chained() -> None:
+    chained = Recorder()
+    exporter = PrometheusExporter(config(), lambda: snapshot(), chained=chained)
+    assert sample(exporter, "pyrallel_commit_rebalance_refusals_total") == 0
+    exporter.commits_refused_in_rebalance(3)
+    exporter.commits_refused_in_rebalance(2)
+    assert sample(exporter, "pyrallel_commit_rebalance_refusals_total") == 5
+    assert sample(exporter, "kafka_consumer_errors_total", kind="commit") == 0
+    assert chained.calls == [("commits_refused_in_rebalance", (3,)), ("commits_refused_in_rebalance", (2,))]
 
 
 def test_batches_are_counted_with_their_sizes_and_chained() -> None:
