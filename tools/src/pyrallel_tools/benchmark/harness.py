@@ -227,7 +227,7 @@ class Tracker:
             self._finish(self.first_ts + (self.last - self.first))
 
     def result(self, contender: str, **extra: Any) -> dict[str, Any]:
-        counted = self.last_count - self.first_count
+        counted = self.last_count - self.first_count if self.first_count else 0  # nothing before the window
         seconds = self.last - self.first
         if not self.last_ts:
             self.last_ts = self.first_ts + seconds

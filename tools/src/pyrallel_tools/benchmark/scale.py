@@ -148,7 +148,8 @@ class ScalePlan:
         return points
 
     def summary(self) -> dict[str, Any]:
-        return asdict(self)
+        """The plan as the results JSON holds it (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 # --- running -------------------------------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ def _run_drain(launcher: _Launcher, point: Point, topic: str, m: ScaleMeasure) -
     """One consumer reads the whole topic (or for ``max_seconds``)."""
     proc = launcher.start(point, topic, new_group(f"scale-{point.id}"), f"scale-{point.id}")
     outcome = wait_outcome(proc, launcher.plan.join_timeout_s + launcher.plan.max_seconds + 60)
-    _apply(m, [outcome])
+    fill_measure(m, [outcome])
     if point.rss_series and proc.sampler.times:
         start = proc.sampler.times[0]
         m.rss_series = _thin([[round(t - start, 2), round(kb / 1024, 1)]
@@ -267,7 +268,7 @@ def _run_group(launcher: _Launcher, point: Point, topic: str, m: ScaleMeasure) -
         for proc in procs[len(outcomes):]:
             proc.kill()
             proc.finish(0.0)
-    _apply(m, outcomes)
+    fill_measure(m, outcomes)
 
 
 def wait_group_settled(bootstrap: str, group: str, members: int, partitions: int,
@@ -303,7 +304,7 @@ def wait_group_settled(bootstrap: str, group: str, members: int, partitions: int
         time.sleep(0.2)
 
 
-def _apply(m: ScaleMeasure, outcomes: Sequence[Outcome]) -> None:
+def fill_measure(m: ScaleMeasure, outcomes: Sequence[Outcome]) -> None:
     """The figures of one consumer, or the aggregate of a group's instances: records over the span from the
     earliest first record to the latest last one, CPU summed, the largest peak RSS."""
     errors = [str(o.result["error"]) for o in outcomes if o.result.get("error")]
