@@ -13,6 +13,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import StrMethodFormatter
 
 from pyrallel_tools.benchmark.scale_report import CURVES, ScaleMeasure, ScaleReport, size_text
 
@@ -47,6 +48,7 @@ def _panels(fig: Figure, curve: str, points: list[tuple[int, ScaleMeasure]]) -> 
         ax.set_xlabel(CURVES[curve])
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0, top=max((y for _, y in shown), default=1) * 1.25)
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         ax.grid(True, alpha=0.3)
         axes.append(ax)
     return axes
@@ -95,7 +97,8 @@ def backlog_figure(report: ScaleReport, path: Path) -> Path | None:
     fig = Figure(figsize=(10, 4.6), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot([t for t, _ in m.rss_series], [mb for _, mb in m.rss_series], color=_COLOR, linewidth=2, label="RSS MB")
+    alive = [(t, mb) for t, mb in m.rss_series if mb > 0]  # the sample after the process exited reads 0
+    ax.plot([t for t, _ in alive], [mb for _, mb in alive], color=_COLOR, linewidth=2, label="RSS MB")
     if len(m.window) == 2:
         ax.axvspan(m.window[0], m.window[1], color="tab:green", alpha=0.12, label="first to last handled record")
     ax.set_xlabel("seconds since the consumer process started")
