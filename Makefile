@@ -8,13 +8,14 @@ STAMP := $(VENV)/.installed
 DEMO_RUN := $(CURDIR)/.run/kafka
 TEST_RUN := $(CURDIR)/.run/test-kafka
 PYTEST_ARGS ?=
+SUITE ?= all
 
 .PHONY: help install jars toxiproxy k8s registry promtool kafka-up kafka-down demo test test-matrix lint typecheck unit bench report clean
 
 help:
 	@echo "make demo   - set up, start a local Kafka, run the main job, print where the result is"
 	@echo "make test   - set up, lint, type-check, run every test against a real local Kafka"
-	@echo "make bench  - benchmarks (results under benchmarks/results/)"
+	@echo "make bench  - benchmarks (results under benchmarks/results/); SUITE=scale (or batch, eos...) for one suite"
 	@echo "make test-matrix - the core integration tests against Kafka 4.1, 4.2, 4.3 and 4.4 (docs/compatibility.md)"
 
 $(STAMP): pyproject.toml tools/pyproject.toml
@@ -68,8 +69,9 @@ demo: jars
 report: jars
 	$(call with_kafka,$(DEMO_RUN),$(BIN)/pyrallel scenario run)
 
+# SUITE=scale|batch|recovery|... runs one suite of `pyrallel bench --suite` (see `pyrallel bench --help`).
 bench: jars
-	$(call with_kafka,$(DEMO_RUN),$(BIN)/pyrallel bench)
+	$(call with_kafka,$(DEMO_RUN),$(BIN)/pyrallel bench --suite $(SUITE))
 
 lint: install
 	$(BIN)/ruff check src tools tests
