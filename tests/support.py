@@ -53,11 +53,12 @@ def seq_of(value: bytes | None) -> int:
     return int(value.split(b"|", 1)[0])
 
 
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30,
+             extra_conf: dict[str, Any] | None = None) -> list[Any]:
     """Every record of ``topic`` from the start, until ``expected`` came or ``timeout_s`` passed (a DLQ, an output
-    topic): the test judges what arrived."""
+    topic): the test judges what arrived. ``extra_conf``: more reader properties, e.g. read_committed."""
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
-                            "auto.offset.reset": "earliest", "enable.auto.commit": False}
+                            "auto.offset.reset": "earliest", "enable.auto.commit": False, **(extra_conf or {})}
     reader = Consumer(conf)
     reader.subscribe([topic])
     out: list[Any] = []

@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
     from pyrallel_consumer.control.lifecycle import LifecycleState as LifecycleState
     from pyrallel_consumer.control.observer import ConsumerObserver as ConsumerObserver
     from pyrallel_consumer.control.positions import Position as Position
+    from pyrallel_consumer.deserialization import DeserializationError as DeserializationError
+    from pyrallel_consumer.deserialization import KeyDeserializationError as KeyDeserializationError
+    from pyrallel_consumer.deserialization import ValueDeserializationError as ValueDeserializationError
     from pyrallel_consumer.execution.engine import (
         Completion as Completion,
     )
@@ -56,9 +59,11 @@ _PUBLIC: dict[str, str] = {
     "ConfigError": "pyrallel_consumer.config",
     "ConsumerConfig": "pyrallel_consumer.config",
     "ConsumerObserver": "pyrallel_consumer.control.observer",
+    "DeserializationError": "pyrallel_consumer.deserialization",
     "ExecutionEngine": "pyrallel_consumer.execution.engine",
     "ExhaustionPolicy": "pyrallel_consumer.control.exhaustion",
     "HandlerTimeoutError": "pyrallel_consumer.execution.engine",
+    "KeyDeserializationError": "pyrallel_consumer.deserialization",
     "KafkaClients": "pyrallel_consumer.kafka.clients",
     "LibrdkafkaLog": "pyrallel_consumer.observability.librdkafka_log",
     "LifecycleState": "pyrallel_consumer.control.lifecycle",
@@ -72,6 +77,7 @@ _PUBLIC: dict[str, str] = {
     "Position": "pyrallel_consumer.control.positions",
     "PyrallelConsumer": "pyrallel_consumer.consumer",
     "Record": "pyrallel_consumer.record",
+    "ValueDeserializationError": "pyrallel_consumer.deserialization",
     "WorkItem": "pyrallel_consumer.execution.engine",
 }
 """Public name -> the module that defines it."""

@@ -42,7 +42,8 @@ class ConsumerObserver:
         """kind is assign, revoke or lost."""
 
     def error(self, kind: str) -> None:
-        """A failure worth alerting on: commit, poller, handler, dlq."""
+        """A failure worth alerting on: commit, poller, handler (a record failed every attempt), deserialization
+        (a poison record), dlq."""
 
     def lifecycle_changed(self, state: str) -> None:
         """The consumer entered a lifecycle state (STARTING, ACTIVE, DRAINING, PAUSED, STOPPED)."""

@@ -28,6 +28,7 @@ from pyrallel_consumer.control.positions import Position
 from pyrallel_consumer.kafka.assignment_table import AssignmentTable
 from pyrallel_consumer.kafka.clients import KafkaClients
 from pyrallel_consumer.kafka.commits import CommitSender, is_rebalancing
+from pyrallel_consumer.kafka.deserializing import RecordDeserializer
 from pyrallel_consumer.kafka.events import PollerSink, partition_names
 from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.kafka.inbox import Inbox
@@ -73,8 +74,11 @@ class BrokerPoller:
         revoke_timeout_s: float,
         start_paused: bool = False,
         subscribe: bool = True,
+        deserializer: RecordDeserializer | None = None,
     ) -> None:
         self._config = config
+        self._deserializer = deserializer
+        """Deserializes each fetched batch on this thread before the loop gets it (None: records stay bytes)."""
         self._clients = clients
         self._topics = list(config.topics)
         self._sink = sink
@@ -313,9 +317,11 @@ class BrokerPoller:
             command(consumer)
 
     def _deliver(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
-        """Hand the raw batch to the loop's Inbox, which converts it there."""
+        """Hand the raw batch to the loop's Inbox, which converts it there; deserialize it first, here, when
+        deserializers are configured (not on the loop: see ``kafka/deserializing.py``)."""
         self._gate.fetched(len(messages), sum(map(len, messages)))  # len(message) is its value's length
-        self._post(self._inbox.put, messages, epochs)
+        contents = self._deserializer.messages(messages) if self._deserializer is not None else None
+        self._post(self._inbox.put, messages, epochs, contents)
 
     def _refresh_watermarks(self, consumer: Consumer) -> None:
         now = time.monotonic()

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = ("success", "retried", "failed", "dlq")
 REBALANCE_KINDS = ("assign", "revoke", "lost")
-ERROR_KINDS = ("commit", "poller", "handler", "dlq")
+ERROR_KINDS = ("commit", "poller", "handler", "deserialization", "dlq")
 HANDLER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -102,7 +102,8 @@ class PrometheusExporter(ConsumerObserver):
                                    ["kind"], registry=reg)
         self._rebalance_count = Counter("kafka_consumer_rebalance_count",
                                         "Rebalance callbacks of any kind (blue/green name).", registry=reg)
-        self._errors = Counter("kafka_consumer_errors", "Failures worth alerting on: commit, poller, handler, dlq.",
+        self._errors = Counter("kafka_consumer_errors",
+                               "Failures worth alerting on: commit, poller, handler, deserialization, dlq.",
                                ["kind"], registry=reg)
         self._commit_avg = Gauge("kafka_consumer_commit_latency_avg",
                                  "Exponentially weighted moving average of the commit latency in seconds.",
