@@ -1,8 +1,9 @@
 """CommitSchedule: what to commit and when, and what the broker acknowledged.
 
-The Coordinator starts ``run`` as a task at start() and cancels it when stopping; it asks ``points()`` for the
-commits of a suspension, a revocation and the stop, and hands the poller's results to ``on_committed``. All
-of it runs on the event loop; the commits themselves are sent by the BrokerPoller on its thread.
+The Coordinator starts ``run`` as a task at start() and cancels it when stopping; it calls ``progressed()`` each
+time a record completes, asks ``points()`` for the commits of a suspension, a revocation and the stop, and hands
+the poller's results to ``on_committed``. All of it runs on the event loop; the commits themselves are sent by the
+BrokerPoller on its thread. When the next asynchronous commit is due is decided by a CommitCadence.
 """
 
 from __future__ import annotations
@@ -23,11 +24,46 @@ from pyrallel_consumer.observability.log_events import COMMIT_FAILED, event_extr
 log = logging.getLogger(__name__)
 
 
+class CommitCadence:
+    """When the next asynchronous commit is due (at_least_once): soon after progress, never too often.
+
+    A throttle, not a timer: the first progress after a quiet spell is committed at once, more progress within
+    ``min_interval_s`` of the last commit waits for that interval to end and goes out with it (coalesced). Without
+    progress a commit is still due ``interval_s`` after the last one: it retries a failed commit and carries the
+    changes no completion reports (offsets skipped on arrival). The poller keeps one commit in flight on top of
+    this (CommitSender). Pure bookkeeping on times the caller passes: CommitSchedule.run feeds it the loop's
+    clock, the unit tests a fake one.
+    """
+
+    __slots__ = ("_interval_s", "_last_s", "_min_interval_s", "progressed")
+
+    def __init__(self, min_interval_s: float, interval_s: float, now: float) -> None:
+        self._min_interval_s = min_interval_s
+        self._interval_s = interval_s
+        self._last_s = now
+        self.progressed = False
+        """A commit point moved since the last commit."""
+
+    def delay(self, now: float) -> float:
+        """Seconds until the next commit is due; 0 when it is due now."""
+        wait = self._min_interval_s if self.progressed else self._interval_s
+        return max(0.0, self._last_s + wait - now)
+
+    def committed(self, now: float) -> None:
+        """A commit of everything progressed so far was handed to the poller at ``now``."""
+        self._last_s = now
+        self.progressed = False
+
+
 class CommitSchedule:
-    """Commits every assigned partition's commit point each ``commit_interval_ms``; counts the results."""
+    """Commits the assigned partitions' commit points when a CommitCadence says so; counts the results."""
 
     def __init__(self, config: ConsumerConfig, assignments: Assignments, observer: ConsumerObserver) -> None:
         self._interval_s = config.commit_interval_ms / 1000
+        self._min_interval_s = config.commit_min_interval_ms / 1000
+        self._cadence: CommitCadence | None = None
+        """Created by ``run`` (at_least_once only): exactly-once commits in transactions, see run_transactions."""
+        self._progress = asyncio.Event()
         self._assignments = assignments
         self._observer = observer
         self._labels = {"color": config.color, "instance": config.instance_id}
@@ -39,9 +75,29 @@ class CommitSchedule:
         """The commit point of each current assignment that changed since its last acknowledged commit."""
         return [p for offsets in self._assignments.trackers() if (p := offsets.commit_point()) is not None]
 
+    def progressed(self) -> None:
+        """A record completed (its partition's commit point or offset map moved); called by the Coordinator on the
+        loop for every completion, so it costs a flag check; the first one after a commit wakes ``run``."""
+        cadence = self._cadence
+        if cadence is not None and not cadence.progressed:
+            cadence.progressed = True
+            self._progress.set()
+
     async def run(self, poller: BrokerPoller) -> None:
+        """At-least-once: hand the changed commit points to the poller whenever the CommitCadence says so."""
+        loop = asyncio.get_running_loop()
+        cadence = self._cadence = CommitCadence(self._min_interval_s, self._interval_s, loop.time())
         while True:
-            await asyncio.sleep(self._interval_s)
+            delay = cadence.delay(loop.time())
+            if delay > 0:
+                if cadence.progressed:
+                    await asyncio.sleep(delay)  # more completions within it only set the flag again
+                else:
+                    self._progress.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._progress.wait(), delay)
+                continue
+            cadence.committed(loop.time())
             poller.commit(self.points())
 
     async def run_transactions(self, commit: Callable[[], Awaitable[None]]) -> None:

@@ -474,6 +474,7 @@ class Coordinator:
             self._counts.failed += 1
         if item.offsets.current:
             item.offsets.complete(item.record.offset)
+            self._commits.progressed()
         self._progress.made()
         self._dispatch()
         self._backpressure.recheck(item.offsets.topic_partition)
