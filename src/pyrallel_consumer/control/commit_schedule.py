@@ -1,7 +1,7 @@
 """CommitSchedule: what to commit and when, and what the broker acknowledged.
 
 The Coordinator starts ``run`` as a task at start() and cancels it when stopping; it calls ``progressed()`` each
-time a record completes, asks ``points()`` for the commits of a suspension, a revocation and the stop, and hands
+time a commit point moves, asks ``points()`` for the commits of a suspension, a revocation and the stop, and hands
 the poller's results to ``on_committed``. All of it runs on the event loop; the commits themselves are sent by the
 BrokerPoller on its thread. When the next asynchronous commit is due is decided by a CommitCadence.
 """
@@ -30,9 +30,9 @@ class CommitCadence:
     A throttle, not a timer: the first progress after a quiet spell is committed at once, more progress within
     ``min_interval_s`` of the last commit waits for that interval to end and goes out with it (coalesced). Without
     progress a commit is still due ``interval_s`` after the last one: it retries a failed commit and carries the
-    changes no completion reports (offsets skipped on arrival). The poller keeps one commit in flight on top of
-    this (CommitSender). Pure bookkeeping on times the caller passes: CommitSchedule.run feeds it the loop's
-    clock, the unit tests a fake one.
+    moves nothing reports (over offsets the fetcher never hands out: transaction markers, compacted records). On
+    top of this the poller keeps at most one commit in flight (CommitSender). Pure bookkeeping on times the
+    caller passes: CommitSchedule.run feeds it the loop's clock, the unit tests a fake one.
     """
 
     __slots__ = ("_interval_s", "_last_s", "_min_interval_s", "progressed")
@@ -63,7 +63,7 @@ class CommitSchedule:
         self._min_interval_s = config.commit_min_interval_ms / 1000
         self._cadence: CommitCadence | None = None
         """Created by ``run`` (at_least_once only): exactly-once commits in transactions, see run_transactions."""
-        self._progress = asyncio.Event()
+        self._wake = asyncio.Event()
         self._assignments = assignments
         self._observer = observer
         self._labels = {"color": config.color, "instance": config.instance_id}
@@ -76,12 +76,13 @@ class CommitSchedule:
         return [p for offsets in self._assignments.trackers() if (p := offsets.commit_point()) is not None]
 
     def progressed(self) -> None:
-        """A record completed (its partition's commit point or offset map moved); called by the Coordinator on the
-        loop for every completion, so it costs a flag check; the first one after a commit wakes ``run``."""
+        """A commit point or offset map moved: a record completed, or records done before a restart were skipped on
+        arrival. Called by the Coordinator on the loop for every completion, so it costs a flag check; the first
+        call after a commit wakes ``run``."""
         cadence = self._cadence
         if cadence is not None and not cadence.progressed:
             cadence.progressed = True
-            self._progress.set()
+            self._wake.set()
 
     async def run(self, poller: BrokerPoller) -> None:
         """At-least-once: hand the changed commit points to the poller whenever the CommitCadence says so."""
@@ -93,9 +94,9 @@ class CommitSchedule:
                 if cadence.progressed:
                     await asyncio.sleep(delay)  # more completions within it only set the flag again
                 else:
-                    self._progress.clear()
+                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._progress.wait(), delay)
+                        await asyncio.wait_for(self._wake.wait(), delay)
                 continue
             cadence.committed(loop.time())
             poller.commit(self.points())

@@ -245,6 +245,8 @@ class Coordinator:
                 skipped += 1
         self._counts.received += accepted
         self._counts.skipped += skipped
+        if skipped:
+            self._commits.progressed()  # done before (the restored offset map): the commit point moves over them
         if accepted:
             self._observer.records_received(accepted)
         self._dispatch()
