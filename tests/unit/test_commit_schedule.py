@@ -9,7 +9,7 @@ import pytest
 
 from pyrallel_consumer import ConsumerConfig
 from pyrallel_consumer.control.assignments import Assignments
-from pyrallel_consumer.control.commit_schedule import CommitCadence, CommitSchedule
+from pyrallel_consumer.control.commit_schedule import WORK_SHARE, CommitCadence, CommitSchedule
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import PartitionOffsets
 from pyrallel_consumer.kafka.events import Assignment, CommitResult
@@ -69,7 +69,7 @@ def _drive(cadence: CommitCadence, completions: list[float], until: float) -> li
         if due > until:
             break
         now = due
-        cadence.committed(now)
+        cadence.committed(now, took_s=0.0)
         if waiting:
             commits.append((now, waiting))
             waiting = []
@@ -93,10 +93,20 @@ def test_without_progress_a_commit_is_due_only_after_the_commit_interval() -> No
     assert cadence.delay(0.25) == pytest.approx(0.75), "nothing completed: the periodic commit (a failed one again)"
     cadence.progressed = True
     assert cadence.delay(0.25) == 0.0, "the first completion after a quiet spell goes at once"
-    cadence.committed(0.25)
+    cadence.committed(0.25, took_s=0.0001)
     cadence.progressed = True
     assert cadence.delay(0.253) == pytest.approx(0.007), "the next one waits for the min interval to end"
     assert cadence.delay(0.3) == 0.0
+
+
+def test_commit_points_that_took_long_to_compute_space_the_next_commit_out() -> None:
+    cadence = CommitCadence(min_interval_s=0.010, interval_s=1.0, now=0.0)
+    cadence.committed(0.0, took_s=0.042)  # 100,000 offsets behind a blocked record: 42 ms of the loop
+    cadence.progressed = True
+    assert cadence.delay(0.0) == pytest.approx(0.042 / WORK_SHARE)
+    cadence.committed(1.0, took_s=0.0001)
+    cadence.progressed = True
+    assert cadence.delay(1.0) == pytest.approx(0.010), "cheap again: back to the min interval"
 
 
 def test_a_min_interval_of_zero_commits_every_completion_at_once() -> None:
