@@ -32,6 +32,15 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[t
     return [(tp.offset, tp.metadata) for tp in tps]
 
 
+def log_ends(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """The high watermark of each partition: where the records produced (and acknowledged) so far end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{topic}"})
+    try:
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
+    finally:
+        consumer.close()
+
+
 def committed_map(bootstrap: str, group: str, topic: str, partition: int = 0) -> tuple[int, OffsetMap | None]:
     offset, metadata = committed(bootstrap, group, topic, partition + 1)[partition]
     return offset, decode_offset_map(metadata or "", offset) if offset >= 0 else None

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
     from pyrallel_consumer.kafka.clients import KafkaClients as KafkaClients
     from pyrallel_consumer.kafka.topic_check import BrokerUnreachableError as BrokerUnreachableError
     from pyrallel_consumer.kafka.topic_check import MissingTopicError as MissingTopicError
+    from pyrallel_consumer.observability.librdkafka_log import LibrdkafkaLog as LibrdkafkaLog
     from pyrallel_consumer.observability.log_events import LogEventSpec as LogEventSpec
     from pyrallel_consumer.observability.snapshot import MetricsSnapshot as MetricsSnapshot
     from pyrallel_consumer.observability.snapshot import PartitionMetrics as PartitionMetrics
@@ -59,6 +60,7 @@ _PUBLIC: dict[str, str] = {
     "ExhaustionPolicy": "pyrallel_consumer.control.exhaustion",
     "HandlerTimeoutError": "pyrallel_consumer.execution.engine",
     "KafkaClients": "pyrallel_consumer.kafka.clients",
+    "LibrdkafkaLog": "pyrallel_consumer.observability.librdkafka_log",
     "LifecycleState": "pyrallel_consumer.control.lifecycle",
     "LogAndSkip": "pyrallel_consumer.control.exhaustion",
     "LogEventSpec": "pyrallel_consumer.observability.log_events",

@@ -37,6 +37,9 @@ class CommitResult:
     point: CommitPoint
     error: str | None
     latency_s: float
+    rebalancing: bool = False
+    """The broker refused the commit because the group is rebalancing (``commits.REBALANCING``): expected, and the
+    next commit after the rebalance sends the same progress again."""
 
 
 class PollerSink(Protocol):

@@ -94,6 +94,10 @@ class PrometheusExporter(ConsumerObserver):
                                 registry=reg)
         self._batch_size = Histogram("pyrallel_batch_size_records", "Records per batch handed to the batch handler.",
                                      buckets=BATCH_SIZE_BUCKETS, registry=reg)
+        self._rebalance_refusals = Counter(
+            "pyrallel_commit_rebalance_refusals",
+            "Partition commits refused because the group was rebalancing (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS, "
+            "...): expected; the next commit after the rebalance sends the same progress.", registry=reg)
         self._rebalances = Counter("pyrallel_rebalances", "Rebalance callbacks by kind: assign, revoke, lost.",
                                    ["kind"], registry=reg)
         self._rebalance_count = Counter("kafka_consumer_rebalance_count",
@@ -171,6 +175,10 @@ class PrometheusExporter(ConsumerObserver):
         self._commit_avg_s = latency_s if avg is None else avg + COMMIT_AVG_WEIGHT * (latency_s - avg)
         self._commit_avg.set(self._commit_avg_s)
         self._next.commit_finished(latency_s, ok)
+
+    def commits_refused_in_rebalance(self, partitions: int) -> None:
+        self._rebalance_refusals.inc(partitions)
+        self._next.commits_refused_in_rebalance(partitions)
 
     def rebalanced(self, kind: str, partitions: int) -> None:
         self._rebalances.labels(kind).inc()
