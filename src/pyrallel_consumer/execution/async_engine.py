@@ -8,8 +8,9 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from pyrallel_consumer.batch import InvalidBatchResultError, batch_failures
 from pyrallel_consumer.execution.engine import (
@@ -35,6 +36,44 @@ AsyncBatchHandler = Callable[[list[Record]], Awaitable[object]]
 _RUNS_BEFORE_YIELD = 64
 """Records a worker runs back to back before it lets the loop turn: handlers that never suspend (no-op, cached)
 would otherwise hold the loop, and with it the fetched batches and every timer, for as long as work is ready."""
+
+
+class _FirstSuspension:
+    """Awaits a handler's coroutine like ``await`` does, and calls ``on_suspend`` when it first suspends.
+
+    That is the moment a worker knows its handler waits on I/O and the ready records need other workers; a
+    handler that returns without suspending (a cache hit, a no-op) lets its worker go on with the next record
+    and nobody is woken. The coroutine is driven as ``yield from`` would: what the task sends or throws in is
+    passed on, so cancellation and timeouts reach the handler unchanged.
+    """
+
+    __slots__ = ("_coro", "_on_suspend")
+
+    def __init__(self, coro: Coroutine[Any, Any, object], on_suspend: Callable[[], None]) -> None:
+        self._coro = coro
+        self._on_suspend = on_suspend
+
+    def __await__(self) -> Generator[Any, Any, object]:
+        coro = self._coro
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration as returned:
+            return returned.value
+        self._on_suspend()
+        while True:
+            sent: object = None
+            thrown: BaseException | None = None
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - what the task throws in (a cancellation) goes to the handler
+                thrown = exc
+            try:
+                waiting_on = coro.send(sent) if thrown is None else coro.throw(thrown)
+            except StopIteration as returned:
+                return returned.value
 
 
 def _uncancel(worker: asyncio.Task[None]) -> None:
@@ -121,13 +160,28 @@ class AsyncExecutionEngine(ExecutionEngine):
             raise EngineError("this engine runs a batch handler: use submit_batch()")
         self._items[item.item_id] = item
         self._ready.append(item)
-        if len(self._ready) > self._spare:
+        if not self._spare:
+            self._wake(1)
+
+    def _wake(self, most: int) -> None:
+        """Have up to ``most`` more workers take ready items: parked ones first, else new ones.
+
+        submit() wakes one worker when none is about to take an item; a worker whose handler suspends wakes two
+        more (see ``_FirstSuspension``), so a burst of I/O-bound records fans out in a few loop turns, and a
+        burst of records whose handler never suspends runs in one worker without waking anybody.
+        """
+        while most and len(self._ready) > self._spare:
+            most -= 1
             self._spare += 1
             if self._parked:
                 self._parked.popleft().set_result(None)
             else:
                 worker = asyncio.get_running_loop().create_task(self._work(), name="pyrallel-async-worker")
                 self._workers.add(worker)
+
+    def _fan_out(self) -> None:
+        """A handler suspended: more workers for the records that are ready."""
+        self._wake(2)
 
     async def _work(self) -> None:
         """One worker: runs ready items one at a time, oldest first; returns once shutdown() left nothing to run."""
@@ -260,7 +314,8 @@ class AsyncExecutionEngine(ExecutionEngine):
             attempts += 1
             self._attempt_started[item_id] = time.monotonic()
             try:
-                outputs = outputs_of(await self._handler(item.record))
+                outputs = outputs_of(await _FirstSuspension(
+                    cast("Coroutine[Any, Any, object]", self._handler(item.record)), self._fan_out))
             except asyncio.CancelledError as exc:
                 current = asyncio.current_task()
                 if item_id in self._timed_out:
