@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from pyrallel_consumer import ConsumerConfig
@@ -47,3 +49,37 @@ def test_a_commit_acknowledged_after_the_partition_came_back_marks_only_the_old_
     schedule.on_committed([CommitResult(point, None, 0.01)])
     assert old.last_committed_offset == 1
     assert [p.epoch for p in schedule.points()] == [2], "the new assignment still has its own commit to make"
+
+
+class Refusals(ConsumerObserver):
+    def __init__(self) -> None:
+        self.refused: list[int] = []
+        self.errors: list[str] = []
+
+    def commits_refused_in_rebalance(self, partitions: int) -> None:
+        self.refused.append(partitions)
+
+    def error(self, kind: str) -> None:
+        self.errors.append(kind)
+
+
+def test_commits_refused_in_a_rebalance_are_counted_logged_once_and_offered_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assignments = Assignments(100)
+    _assign_and_complete(assignments, 1, 10)
+    observer = Refusals()
+    schedule = CommitSchedule(CONFIG, assignments, observer)
+    caplog.set_level(logging.INFO, logger="pyrallel_consumer.control.commit_schedule")
+    [point] = schedule.points()
+    refused = CommitResult(point, "KafkaError{code=ILLEGAL_GENERATION}", 0.01, rebalancing=True)
+    for _ in range(3):  # every periodic commit of the rebalance is refused
+        schedule.on_committed([refused])
+    assert schedule.points() == [point], "the next commit after the rebalance sends the same progress"
+    schedule.on_committed([CommitResult(point, None, 0.01)])
+    schedule.on_committed([refused])  # the next rebalance
+    assert observer.refused == [1, 1, 1, 1] and observer.errors == []
+    lines = [(r.levelname, getattr(r, "event", None)) for r in caplog.records]
+    assert lines == [("INFO", "commit_refused_in_rebalance")] * 2, "one line per rebalance, no WARNING"
+    schedule.on_committed([CommitResult(point, "KafkaError{code=_TRANSPORT}", 0.01)])
+    assert observer.errors == ["commit"] and caplog.records[-1].levelname == "WARNING"

@@ -18,7 +18,12 @@ from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint
 from pyrallel_consumer.kafka.events import CommitResult
 from pyrallel_consumer.kafka.poller import BrokerPoller
-from pyrallel_consumer.observability.log_events import COMMIT_FAILED, event_extra
+from pyrallel_consumer.observability.log_events import (
+    COMMIT_FAILED,
+    COMMIT_REFUSED_IN_REBALANCE,
+    event_extra,
+    partition_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,9 @@ class CommitSchedule:
         self._labels = {"color": config.color, "instance": config.instance_id}
         self.commits = 0
         self.failures = 0
+        """Refused or failed partition commits, those refused during a rebalance included."""
+        self._refused_since_ack = False
+        """A commit was refused for a rebalance and none acknowledged since: the rebalance's INFO line was logged."""
         self._early = asyncio.Event()
 
     def points(self) -> list[CommitPoint]:
@@ -58,16 +66,41 @@ class CommitSchedule:
         self._early.set()
 
     def on_committed(self, results: list[CommitResult]) -> None:
+        """Count each partition's result, mark acknowledged points committed, log what went wrong.
+
+        A commit refused because the group is rebalancing (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS, ...) is
+        expected: the partitions the member keeps are committed again by the first periodic commit after the
+        rebalance (their points stay unacknowledged, so ``points()`` offers them again), the revoked ones by the
+        revocation's synchronous commit. Those refusals are counted and logged once per rebalance at INFO (until a
+        commit is acknowledged again); any other failure is a WARNING line each and counts as an error.
+        """
+        refused: list[CommitResult] = []
+        acknowledged = False
         for result in results:
             point = result.point
             self._observer.commit_finished(result.latency_s, result.error is None)
-            if result.error is not None:
-                self.failures += 1
-                self._observer.error("commit")
-                log.warning("Commit of %s[%d]@%d failed: %s", point.topic, point.partition, point.offset,
-                            result.error,
-                            extra=event_extra(COMMIT_FAILED, topic=point.topic, partition=point.partition,
-                                              offset=point.offset, error=result.error, **self._labels))
+            if result.error is None:
+                self.commits += 1
+                acknowledged = True
+                point.tracker.mark_committed(point)
                 continue
-            self.commits += 1
-            point.tracker.mark_committed(point)
+            self.failures += 1
+            if result.rebalancing:
+                refused.append(result)
+                continue
+            self._observer.error("commit")
+            log.warning("Commit of %s[%d]@%d failed: %s", point.topic, point.partition, point.offset,
+                        result.error,
+                        extra=event_extra(COMMIT_FAILED, topic=point.topic, partition=point.partition,
+                                          offset=point.offset, error=result.error, **self._labels))
+        if refused:
+            self._observer.commits_refused_in_rebalance(len(refused))
+            if not self._refused_since_ack:
+                keys = [(r.point.topic, r.point.partition) for r in refused]
+                log.info("Commit of %s refused while the group rebalances (%s): expected; the first commit after "
+                         "the rebalance covers this progress", partition_list(keys), refused[0].error,
+                         extra=event_extra(COMMIT_REFUSED_IN_REBALANCE, partitions=partition_list(keys),
+                                           partition_count=len(keys), error=refused[0].error, **self._labels))
+            self._refused_since_ack = True
+        elif acknowledged:
+            self._refused_since_ack = False

@@ -19,6 +19,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from pyrallel_consumer.control.offset_tracker import PartitionOffsets, TopicPartitionKey
+from pyrallel_consumer.deserialization import Deserialized
 from pyrallel_consumer.execution.engine import WorkItem
 from pyrallel_consumer.record import Ordering, Record
 
@@ -67,14 +68,15 @@ class WorkManager:
         """Bytes of the queued records' values."""
         self._queued_bytes_by_tp: dict[TopicPartitionKey, int] = {}
 
-    def add(self, record: Record, offsets: PartitionOffsets) -> None:
+    def add(self, record: Record, offsets: PartitionOffsets, deserialized: Deserialized = None) -> None:
+        """Queue a fetched record (with what the poller deserialized of it, see ``WorkItem.deserialized``)."""
         self._seq += 1
         size = len(record.value) if record.value else 0
         if self._unordered:
-            self._fifo.append(QueuedRecord(self._seq, record, offsets, size=size))
+            self._fifo.append(QueuedRecord(self._seq, record, offsets, size=size, deserialized=deserialized))
         else:
             slot = slot_of(record, self._ordering)
-            item = QueuedRecord(self._seq, record, offsets, slot, size)
+            item = QueuedRecord(self._seq, record, offsets, slot, size, deserialized=deserialized)
             queue = self._queues.get(slot)
             if queue is None:
                 queue = self._queues[slot] = deque()

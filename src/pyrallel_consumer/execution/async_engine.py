@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from pyrallel_consumer.batch import InvalidBatchResultError, batch_failures
+from pyrallel_consumer.deserialization import DeserializationError
 from pyrallel_consumer.execution.engine import (
     Completion,
     CompletionCallback,
@@ -22,6 +23,7 @@ from pyrallel_consumer.execution.engine import (
     RetryPolicy,
     WorkItem,
     describe_error,
+    poisoned,
 )
 from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
 from pyrallel_consumer.output import Output, outputs_of
@@ -241,13 +243,21 @@ class AsyncExecutionEngine(ExecutionEngine):
             self._batches[item_id] = batch
 
     async def _run_batch(self, batch: _Batch) -> None:
-        """Attempts of one batch until every item completed: failed items are retried together after a backoff."""
+        """Attempts of one batch until every item completed: failed items are retried together after a backoff.
+        Poison records (``WorkItem.deserialized``) fail at once and never reach the handler."""
+        records: dict[int, Record[Any, Any]] = {}
+        for item_id, item in list(batch.live.items()):
+            record = item.deserialized or item.record
+            if isinstance(record, DeserializationError):
+                self._finish_member(batch, poisoned(item_id, record))
+            else:
+                records[item_id] = record
         started = time.perf_counter()
         attempts = 0
         while batch.live:
             attempts += 1
             items = list(batch.live.values())
-            error, failures = await self._attempt_batch([item.record for item in items])
+            error, failures = await self._attempt_batch([records[item.item_id] for item in items])
             if error is not None:
                 failures = dict.fromkeys(range(len(items)), describe_error(error))
             failed = [(items[i], failures[i]) for i in sorted(failures)]
@@ -267,7 +277,8 @@ class AsyncExecutionEngine(ExecutionEngine):
             batch.live = {item.item_id: item for item, _ in failed if item.item_id in batch.live}
             await asyncio.sleep(self._retry.delay_s(attempts))
 
-    async def _attempt_batch(self, records: list[Record]) -> tuple[BaseException | None, dict[int, tuple[str, str]]]:
+    async def _attempt_batch(self, records: list[Record[Any, Any]]
+                             ) -> tuple[BaseException | None, dict[int, tuple[str, str]]]:
         """One call of the batch handler: (the error that failed it whole, or None; the failures it named)."""
         current = asyncio.current_task()
         try:
@@ -308,6 +319,9 @@ class AsyncExecutionEngine(ExecutionEngine):
 
     async def _handle(self, item: WorkItem) -> Completion:
         item_id = item.item_id
+        record = item.deserialized or item.record
+        if isinstance(record, DeserializationError):
+            return poisoned(item_id, record)
         started = time.perf_counter()
         attempts = 0
         while True:
@@ -315,7 +329,7 @@ class AsyncExecutionEngine(ExecutionEngine):
             self._attempt_started[item_id] = time.monotonic()
             try:
                 outputs = outputs_of(await _FirstSuspension(
-                    cast("Coroutine[Any, Any, object]", self._handler(item.record)), self._fan_out))
+                    cast("Coroutine[Any, Any, object]", self._handler(record)), self._fan_out))
             except asyncio.CancelledError as exc:
                 current = asyncio.current_task()
                 if item_id in self._timed_out:
@@ -335,7 +349,6 @@ class AsyncExecutionEngine(ExecutionEngine):
                 self._attempt_started.pop(item_id, None)
             retrying = attempts <= self._retry.max_retries
             err_type, err_msg = describe_error(error)
-            record = item.record
             log.log(logging.DEBUG if retrying else logging.WARNING,
                     "Attempt %d on %s[%d]@%d (item %d) failed: %s: %s%s", attempts, record.topic, record.partition,
                     record.offset, item_id, err_type, err_msg, "; retrying" if retrying else "; no retry left",
