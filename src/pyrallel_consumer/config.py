@@ -113,6 +113,12 @@ class ConsumerConfig(BaseSettings):
     ordering: Ordering = Field(
         default=Ordering.KEY, description="What may run concurrently: records of one key, of one partition, or any."
     )
+    group_type: Literal["consumer", "share"] = Field(
+        default="consumer",
+        description="consumer: a consumer group (PyrallelConsumer); share: a share group (KIP-932, Kafka 4.2+; "
+                    "PyrallelShareConsumer), whose records are acknowledged one by one and come in no order: "
+                    "needs ordering='unordered' and at_least_once.",
+    )
     engine: Literal["async", "process"] = Field(
         default="async", description="Execution engine: asyncio tasks or a pool of worker processes."
     )
@@ -469,9 +475,23 @@ class ConsumerConfig(BaseSettings):
                                  "object cannot be copied into another process: a schema-registry one holds an HTTP "
                                  f"client), and {exc}") from None
 
+    def _check_share_group(self) -> None:
+        """group_type='share': the broker hands a partition's records to many members, so no order exists to keep,
+        and acknowledgements are not part of a transaction."""
+        if self.group_type != "share":
+            return
+        if self.ordering != Ordering.UNORDERED:
+            raise ValueError(f"group_type='share' gives no order (the broker hands the records of one partition to "
+                             f"many consumers and redelivers released ones later), so ordering={self.ordering.value!r} "
+                             "cannot be kept: set ordering='unordered'")
+        if self.processing_guarantee == "exactly_once":
+            raise ValueError("group_type='share' acknowledges records one by one, outside any transaction: "
+                             "processing_guarantee='exactly_once' is not available; use at_least_once")
+
     @model_validator(mode="after")
     def _check_combinations(self) -> ConsumerConfig:
         self._check_exactly_once()
+        self._check_share_group()
         self._check_deserializers_reach_workers()
         if self.commit_min_interval_ms > self.commit_interval_ms:
             raise ValueError(f"commit_min_interval_ms ({self.commit_min_interval_ms}) must be at most "
