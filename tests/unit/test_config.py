@@ -81,3 +81,15 @@ def test_secrets_are_masked_and_never_echoed() -> None:
 def test_documentation_table_matches_the_model() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     assert reference_markdown() in doc, "run: pyrallel config-reference, and paste it into docs/configuration.md"
+
+
+@pytest.mark.parametrize("ordering", ["key", "partition"])
+def test_a_share_group_refuses_an_order_it_cannot_keep(ordering: str) -> None:
+    with pytest.raises(ConfigError, match="group_type='share' gives no order.*set ordering='unordered'"):
+        ConsumerConfig(bootstrap_servers="b:9092", group_id="g", topics=["t"], group_type="share", ordering=ordering)
+
+
+def test_a_share_group_refuses_exactly_once() -> None:
+    with pytest.raises(ConfigError, match="exactly_once' is not available"):
+        ConsumerConfig(bootstrap_servers="b:9092", group_id="g", topics=["t"], group_type="share",
+                       ordering="unordered", processing_guarantee="exactly_once")
