@@ -13,10 +13,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigResource,
     ResourceType,
 )
+from tests.support import read_all, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelShareConsumer, Record
 from pyrallel_tools.localkafka.topics import produce_keyed
-from tests.support import read_all, seq_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,8 @@ async def test_three_instances_share_two_partitions_with_retries_and_a_dead_lett
         # Members join over a few seconds: keep producing small batches until every one has handled records.
         while not all(handled) and produced < BATCH * MAX_BATCHES:
             produced += await asyncio.to_thread(produce_keyed, kafka_bootstrap, topic, BATCH, 5, 16, produced)
-            await wait_for(lambda: len(attempts) >= produced, 30, "the new batch to be acquired")
+            await wait_for(lambda target=produced: len(attempts) >= target, 30,  # type: ignore[misc]
+                           "the new batch to be acquired")
         assert all(handled), f"an instance handled nothing: {[len(h) for h in handled]}"
 
         def accepted() -> int:

@@ -85,7 +85,7 @@ def test_documentation_table_matches_the_model() -> None:
 
 @pytest.mark.parametrize("ordering", ["key", "partition"])
 def test_a_share_group_refuses_an_order_it_cannot_keep(ordering: str) -> None:
-    with pytest.raises(ConfigError, match="group_type='share' gives no order.*set ordering='unordered'"):
+    with pytest.raises(ConfigError, match=r"group_type='share' gives no order.*set ordering='unordered'"):
         ConsumerConfig(bootstrap_servers="b:9092", group_id="g", topics=["t"], group_type="share", ordering=ordering)
 
 

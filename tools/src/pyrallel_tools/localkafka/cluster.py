@@ -405,9 +405,12 @@ class LocalKafka:
 
     def share_version(self) -> int:
         """The finalized ``share.version`` feature level of the running cluster (0: share groups are off), read from
-        the first node's log where the controller records the finalized features at start-up. Share groups are
-        generally available from level 1 (Kafka 4.2 formats its storage with them on); ``kafka up`` prints it."""
-        log_file = self.log_path("server", self._require_state().nodes[0].node_id)
+        the first node's log where the controller records the finalized features at start-up (0 too when nothing
+        runs). Share groups are generally available from level 1 (Kafka 4.2 formats its storage with them on); ``kafka up`` prints it."""
+        state = self.state()
+        if state is None:
+            return 0
+        log_file = self.log_path("server", state.nodes[0].node_id)
         levels = _FINALIZED_SHARE_VERSION.findall(log_file.read_text(errors="replace")) if log_file.exists() else []
         return int(levels[-1]) if levels else 0
 
