@@ -406,7 +406,8 @@ class LocalKafka:
     def share_version(self) -> int:
         """The finalized ``share.version`` feature level of the running cluster (0: share groups are off), read from
         the first node's log where the controller records the finalized features at start-up (0 too when nothing
-        runs). Share groups are generally available from level 1 (Kafka 4.2 formats its storage with them on); ``kafka up`` prints it."""
+        runs). Share groups are generally available from level 1 (Kafka 4.2 formats its storage with them on);
+        ``kafka up`` prints it."""
         state = self.state()
         if state is None:
             return 0
