@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.deserialization import DeserializationError
@@ -39,8 +39,9 @@ from pyrallel_consumer.kafka.share_poller import (
     Acquired,
     ShareGroupSettings,
     SharePoller,
-    read_share_group_settings,
+    prepare_share_group,
 )
+from pyrallel_consumer.observability.metrics_server import MetricsServer
 from pyrallel_consumer.observability.share_metrics import ShareMetricsSnapshot, ShareStats
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class PyrallelShareConsumer:
         self.metrics_registry = CollectorRegistry()
         """This consumer's own Prometheus registry (served on ``metrics_port`` when set)."""
         self.metrics_registry.register(self._stats)
+        self._metrics_server = MetricsServer(self.metrics_registry, config.metrics_port, config.metrics_host)
         self._deserializer = (None if self._engine.deserializes_records
                               else RecordDeserializer.of(config.key_deserializer, config.value_deserializer))
         self._poller: SharePoller | None = None
@@ -99,15 +101,15 @@ class PyrallelShareConsumer:
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Read the group's lock duration and delivery limit, start the engine, then acquire records."""
+        """Set where a new group starts (``auto_offset_reset``), read the group's lock duration and delivery limit,
+        start the engine, then acquire records."""
         if self._started:
             raise RuntimeError("PyrallelShareConsumer.start() was called twice; create a new consumer")
         self._started = True
         loop = asyncio.get_running_loop()
-        self._settings = await loop.run_in_executor(None, read_share_group_settings, self.config, self._clients)
+        self._settings = await loop.run_in_executor(None, prepare_share_group, self.config, self._clients)
         await self._engine.start(self._on_complete)
-        if self.config.metrics_port is not None:
-            start_http_server(self.config.metrics_port, self.config.metrics_host, self.metrics_registry)
+        self._metrics_server.start()
         self._poller = SharePoller(self.config, self._clients, self, loop, self._settings, self._deserializer)
         self._poller.start()
         log.info("Share consumer started: group %s, topics %s, lock %gs, delivery limit %d", self.config.group_id,
@@ -144,6 +146,7 @@ class PyrallelShareConsumer:
         finally:
             if self._dead_letters is not None:
                 self._dead_letters.close()
+            self._metrics_server.stop()
             self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -151,6 +154,11 @@ class PyrallelShareConsumer:
         await self._stopped.wait()
         if self._failure is not None:
             raise self._failure
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on (the one the OS picked for metrics_port=0), None when not serving."""
+        return self._metrics_server.port
 
     def metrics(self) -> ShareMetricsSnapshot:
         self._stats.in_flight = len(self._held)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
 import pytest
@@ -35,6 +37,11 @@ def set_share_group(bootstrap: str, group: str, **settings: str) -> None:
     admin.incremental_alter_configs([resource])[resource].result(timeout=30)
 
 
+def scrape(port: int | None) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
 def failing_once(seq: int) -> bool:
     return seq % 10 == 1
 
@@ -48,7 +55,7 @@ async def test_three_instances_share_two_partitions_with_retries_and_a_dead_lett
     topic, group = new_topic(2), unique_name("share")
     dlq = f"{topic}.dlq"
     set_share_group(kafka_bootstrap, group, **{
-        "share.auto.offset.reset": "earliest", "share.record.lock.duration.ms": str(LOCK_MS),
+        "share.record.lock.duration.ms": str(LOCK_MS),
         "share.delivery.count.limit": str(DELIVERY_LIMIT)})
     handled: list[dict[int, int]] = [{}, {}, {}]  # per instance: seq -> successful handlings
     attempts: dict[int, int] = {}
@@ -65,12 +72,13 @@ async def test_three_instances_share_two_partitions_with_retries_and_a_dead_lett
 
     config = ConsumerConfig(bootstrap_servers=kafka_bootstrap, group_id=group, topics=[topic], group_type="share",
                             ordering="unordered", max_retries=0, dlq_enabled=True, max_in_flight=5,
-                            drain_timeout_ms=5000)
+                            drain_timeout_ms=5000, metrics_port=0)
     consumers = [PyrallelShareConsumer(config, handler_of(i)) for i in range(3)]
+    # Produced before any member joined: the library sets the new group's share.auto.offset.reset to earliest.
+    produced = await asyncio.to_thread(produce_keyed, kafka_bootstrap, topic, BATCH, 5, 16, 0)
     for consumer in consumers:
         await consumer.start()
     try:
-        produced = 0
         # Members join over a few seconds: keep producing small batches until every one has handled records.
         while not all(handled) and produced < BATCH * MAX_BATCHES:
             produced += await asyncio.to_thread(produce_keyed, kafka_bootstrap, topic, BATCH, 5, 16, produced)
@@ -82,9 +90,14 @@ async def test_three_instances_share_two_partitions_with_retries_and_a_dead_lett
             return sum(c.metrics().acknowledged["accept"] for c in consumers)
 
         await wait_for(lambda: accepted() >= produced, 60, "every record to be accepted")
+        ports = [c.metrics_port for c in consumers]
+        assert "pyrallel_share_acknowledgements_total" in await asyncio.to_thread(scrape, ports[0])
     finally:
         for consumer in consumers:
             await consumer.stop()
+    for port in ports:  # each instance's /metrics ends with it
+        with pytest.raises(urllib.error.URLError):
+            await asyncio.to_thread(scrape, port)
     every = set(range(produced))
     succeeded = set().union(*handled)
     assert succeeded == every - {POISON}

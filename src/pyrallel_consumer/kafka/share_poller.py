@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from confluent_kafka import AcknowledgeType, KafkaException, Message, ShareConsumer
-from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.deserialization import Deserialized
@@ -78,16 +83,28 @@ class ShareSink(Protocol):
     def on_poller_failed(self, error: BaseException) -> None: ...
 
 
-def read_share_group_settings(config: ConsumerConfig, clients: KafkaClients) -> ShareGroupSettings:
-    """The group's lock duration and delivery limit (the broker's defaults for a group that sets none).
+def prepare_share_group(config: ConsumerConfig, clients: KafkaClients) -> ShareGroupSettings:
+    """Set the group's ``share.auto.offset.reset`` to ``auto_offset_reset`` when it differs, and read its lock
+    duration and delivery limit (the broker's defaults for a group that sets none).
 
-    Called on an executor thread by PyrallelShareConsumer.start(); raises KafkaException when no broker answers.
+    The broker's default is latest: a new group would never see the records produced before its first member
+    joined. The setting only counts when a partition's share state is first made, so it is written before this
+    member joins; an existing group's start point does not move. Called on an executor thread by
+    PyrallelShareConsumer.start(); raises KafkaException when no broker answers or the group's configuration may
+    not be altered (ALTER_CONFIGS on the group).
     """
     errors: list[Any] = []
     admin = clients.admin(config, errors.append)
     resource = ConfigResource(ResourceType.GROUP, config.group_id)
     entries = admin.describe_configs([resource], request_timeout=_SETTINGS_TIMEOUT_S)[resource].result(
         timeout=_SETTINGS_TIMEOUT_S)
+    if entries["share.auto.offset.reset"].value != config.auto_offset_reset:
+        change = ConfigResource(ResourceType.GROUP, config.group_id, incremental_configs=[
+            ConfigEntry("share.auto.offset.reset", config.auto_offset_reset,
+                        incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([change], request_timeout=_SETTINGS_TIMEOUT_S)[change].result(
+            timeout=_SETTINGS_TIMEOUT_S)
+        log.info("Share group %s: share.auto.offset.reset set to %s", config.group_id, config.auto_offset_reset)
     return ShareGroupSettings(lock_duration_s=int(entries["share.record.lock.duration.ms"].value) / 1000.0,
                               delivery_limit=int(entries["share.delivery.count.limit"].value))
 
