@@ -3,8 +3,9 @@
 The ShareConsumer refuses calls from two threads at once (ConcurrentModificationException) and, in explicit
 acknowledgement mode, refuses to poll again before every record of the previous poll was acknowledged. So this
 thread polls one batch, hands it to the event loop (``ShareSink.on_acquired``), then only runs the loop's
-acknowledgements (a command queue) until the whole batch is acknowledged; the next poll sends them. The broker's
-answers come back through the acknowledgement-commit callback, on this thread, and go to the loop
+acknowledgements (a command queue) until the whole batch is acknowledged; the next poll sends them, and those
+settled meanwhile go out on their own every 0.1 s (a poll may return far more records than ``max_in_flight``).
+The broker's answers come back through the acknowledgement-commit callback, on this thread, and go to the loop
 (``ShareSink.on_acknowledged``).
 
 PyrallelShareConsumer creates it and calls its public methods on the event loop; everything prefixed ``_`` runs
@@ -45,6 +46,8 @@ _ACK_TYPES = {"accept": AcknowledgeType.ACCEPT, "release": AcknowledgeType.RELEA
 _POLL_TIMEOUT_S = 0.1
 _COMMAND_WAIT_S = 0.05
 _CLOSE_COMMIT_TIMEOUT_S = 10.0
+_ACK_SEND_INTERVAL_S = 0.1
+"""How often the acknowledgements of a batch still being handled are sent on their own (commit_async)."""
 _SETTINGS_TIMEOUT_S = 10.0
 RecordKey = tuple[str, int, int]
 """(topic, partition, offset): one acquired record."""
@@ -127,6 +130,7 @@ class SharePoller:
         self._sent: dict[RecordKey, AckKind] = {}
         """Acknowledged records whose broker answer has not come (poller thread)."""
         self._unsent = False
+        self._last_send = 0.0
         self._paused = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -232,9 +236,12 @@ class SharePoller:
         else:
             command(consumer)
         self._run_commands(consumer)
-        if not self._outstanding and self._unsent and self._paused.is_set():
-            # No poll will carry them while paused: send the acknowledgements on their own.
+        if self._unsent and (self._outstanding or self._paused.is_set()) \
+                and time.monotonic() - self._last_send >= _ACK_SEND_INTERVAL_S:
+            # No poll carries them before the whole batch is settled (or while paused): send them on their own, so
+            # a member that dies mid-batch leaves only its unsettled records to be delivered again.
             self._unsent = False
+            self._last_send = time.monotonic()
             consumer.commit_async()
 
     def _run_commands(self, consumer: ShareConsumer) -> None:
