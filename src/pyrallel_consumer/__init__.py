@@ -43,11 +43,13 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
     from pyrallel_consumer.kafka.topic_check import MissingTopicError as MissingTopicError
     from pyrallel_consumer.observability.librdkafka_log import LibrdkafkaLog as LibrdkafkaLog
     from pyrallel_consumer.observability.log_events import LogEventSpec as LogEventSpec
+    from pyrallel_consumer.observability.share_metrics import ShareMetricsSnapshot as ShareMetricsSnapshot
     from pyrallel_consumer.observability.snapshot import MetricsSnapshot as MetricsSnapshot
     from pyrallel_consumer.observability.snapshot import PartitionMetrics as PartitionMetrics
     from pyrallel_consumer.output import Output as Output
     from pyrallel_consumer.record import Ordering as Ordering
     from pyrallel_consumer.record import Record as Record
+    from pyrallel_consumer.share_consumer import PyrallelShareConsumer as PyrallelShareConsumer
 
 __version__ = "0.1.0"
 
@@ -76,6 +78,8 @@ _PUBLIC: dict[str, str] = {
     "PartitionMetrics": "pyrallel_consumer.observability.snapshot",
     "Position": "pyrallel_consumer.control.positions",
     "PyrallelConsumer": "pyrallel_consumer.consumer",
+    "PyrallelShareConsumer": "pyrallel_consumer.share_consumer",
+    "ShareMetricsSnapshot": "pyrallel_consumer.observability.share_metrics",
     "Record": "pyrallel_consumer.record",
     "ValueDeserializationError": "pyrallel_consumer.deserialization",
     "WorkItem": "pyrallel_consumer.execution.engine",

@@ -37,6 +37,14 @@ OWNED_KAFKA_PROPERTIES: dict[str, str] = {
     "partition.assignment.strategy": "the library needs cooperative-sticky (incremental) assignment",
     "enable.partition.eof": "the library reads topics continuously",
 }
+SHARE_OWNED_KAFKA_PROPERTIES: dict[str, str] = {
+    "share.acknowledgement.mode": "the library acknowledges every record itself (explicit mode: accept, release or "
+                                  "reject as it settles)",
+    "bootstrap.servers": "use the bootstrap_servers field",
+    "group.id": "use the group_id field",
+    "max.poll.records": "use max_in_flight (one poll's records are what an instance handles at once, under lock)",
+}
+"""librdkafka properties of the share consumer (group_type='share') the library sets itself."""
 DLQ_OWNED_PROPERTIES = ("acks", "request.required.acks", "enable.idempotence", "transactional.id")
 OUTPUT_OWNED_PROPERTIES = (*DLQ_OWNED_PROPERTIES, "transaction.timeout.ms", "bootstrap.servers")
 """Properties of the transactional producer that exactly-once depends on (or that have a field of their own)."""
@@ -112,6 +120,12 @@ class ConsumerConfig(BaseSettings):
     )
     ordering: Ordering = Field(
         default=Ordering.KEY, description="What may run concurrently: records of one key, of one partition, or any."
+    )
+    group_type: Literal["consumer", "share"] = Field(
+        default="consumer",
+        description="consumer: a consumer group (PyrallelConsumer); share: a share group (KIP-932, Kafka 4.2+; "
+                    "PyrallelShareConsumer), whose records are acknowledged one by one and come in no order: "
+                    "needs ordering='unordered' and at_least_once.",
     )
     engine: Literal["async", "process"] = Field(
         default="async", description="Execution engine: asyncio tasks or a pool of worker processes."
@@ -268,7 +282,9 @@ class ConsumerConfig(BaseSettings):
         description="classic (cooperative-sticky, client-side assignment) or consumer (KIP-848, broker-side).",
     )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
-        default="earliest", description="Where a group without a committed offset starts."
+        default="earliest",
+        description="Where a group without a committed offset starts; group_type='share': set as the group's "
+                    "share.auto.offset.reset at start (the broker's default, latest, skips what came before).",
     )
     kafka: dict[str, str] = Field(
         default_factory=dict,
@@ -394,6 +410,8 @@ class ConsumerConfig(BaseSettings):
     @field_validator("kafka")
     @classmethod
     def _check_kafka(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if info.data.get("group_type") == "share":
+            return _checked_share_properties(value)
         for name, setting in value.items():
             if name in OWNED_KAFKA_PROPERTIES:
                 raise ValueError(f"'{name}' is set by the library: {OWNED_KAFKA_PROPERTIES[name]}")
@@ -469,9 +487,23 @@ class ConsumerConfig(BaseSettings):
                                  "object cannot be copied into another process: a schema-registry one holds an HTTP "
                                  f"client), and {exc}") from None
 
+    def _check_share_group(self) -> None:
+        """group_type='share': the broker hands a partition's records to many members, so no order exists to keep,
+        and acknowledgements are not part of a transaction."""
+        if self.group_type != "share":
+            return
+        if self.ordering != Ordering.UNORDERED:
+            raise ValueError(f"group_type='share' gives no order (the broker hands the records of one partition to "
+                             f"many consumers and redelivers released ones later), so ordering={self.ordering.value!r} "
+                             "cannot be kept: set ordering='unordered'")
+        if self.processing_guarantee == "exactly_once":
+            raise ValueError("group_type='share' acknowledges records one by one, outside any transaction: "
+                             "processing_guarantee='exactly_once' is not available; use at_least_once")
+
     @model_validator(mode="after")
     def _check_combinations(self) -> ConsumerConfig:
         self._check_exactly_once()
+        self._check_share_group()
         self._check_deserializers_reach_workers()
         if self.commit_min_interval_ms > self.commit_interval_ms:
             raise ValueError(f"commit_min_interval_ms ({self.commit_min_interval_ms}) must be at most "
@@ -544,6 +576,20 @@ def _describe(exc: ValidationError) -> str:
         shown = f" (got {err.get('input')!r})" if echo else ""
         lines.append(f"{loc}: {msg}{shown}")
     return "Invalid ConsumerConfig: " + "; ".join(lines)
+
+
+def _checked_share_properties(value: dict[str, str]) -> dict[str, str]:
+    """``kafka`` of a share group: none of SHARE_OWNED_KAFKA_PROPERTIES, and accepted by librdkafka's share consumer
+    (which refuses the consumer-group properties, e.g. auto.offset.reset or session.timeout.ms)."""
+    for name in value:
+        if name in SHARE_OWNED_KAFKA_PROPERTIES:
+            raise ValueError(f"'{name}' is set by the library for share groups: {SHARE_OWNED_KAFKA_PROPERTIES[name]}")
+    if value:
+        reason = librdkafka_refusal("share_consumer", {"group.id": "pyrallel-config-check",
+                                                       "share.acknowledgement.mode": "explicit", **value})
+        if reason is not None:
+            raise ValueError(describe_refusal(value, reason))
+    return value
 
 
 def _checked_producer_properties(value: dict[str, str], owned: Collection[str], base: dict[str, Any],

@@ -53,6 +53,8 @@ class PyrallelConsumer:
     ) -> None:
         if not isinstance(config, ConsumerConfig):
             raise TypeError("config must be a ConsumerConfig")
+        if config.group_type == "share":
+            raise ConfigError("group_type='share': a share group's records are consumed by PyrallelShareConsumer")
         batch = batch_handler is not None
         check_handlers(config, handler, batch_handler, engine)
         self.config = config

@@ -94,7 +94,8 @@ def test_cli_up_then_down_leaves_no_java_process(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         assert f"Port {busy_port} is taken" in up.stderr
         assert up.stdout.startswith("bootstrap.servers=127.0.0.1:")
-        assert not up.stdout.strip().endswith(f":{busy_port}")
+        assert f":{busy_port}\n" not in up.stdout
+        assert "share.groups=enabled" in up.stdout, up.stdout
         assert _java_pids_under(run_dir), "the broker should be running"
         status = subprocess.run([*cli, "status", "--run-dir", str(run_dir)],
                                 capture_output=True, text=True, timeout=60, check=False)

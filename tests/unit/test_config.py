@@ -81,3 +81,35 @@ def test_secrets_are_masked_and_never_echoed() -> None:
 def test_documentation_table_matches_the_model() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     assert reference_markdown() in doc, "run: pyrallel config-reference, and paste it into docs/configuration.md"
+
+
+@pytest.mark.parametrize("ordering", ["key", "partition"])
+def test_a_share_group_refuses_an_order_it_cannot_keep(ordering: str) -> None:
+    with pytest.raises(ConfigError, match=r"group_type='share' gives no order.*set ordering='unordered'"):
+        ConsumerConfig(bootstrap_servers="b:9092", group_id="g", topics=["t"], group_type="share", ordering=ordering)
+
+
+def test_a_share_group_refuses_exactly_once() -> None:
+    with pytest.raises(ConfigError, match="exactly_once' is not available"):
+        ConsumerConfig(bootstrap_servers="b:9092", group_id="g", topics=["t"], group_type="share",
+                       ordering="unordered", processing_guarantee="exactly_once")
+
+
+
+@pytest.mark.parametrize(("kafka", "refusal"), [
+    ({"share.acknowledgement.mode": "implicit"}, "'share.acknowledgement.mode' is set by the library for share groups"),
+    ({"max.poll.records": "500"}, "'max.poll.records' is set by the library for share groups: use max_in_flight"),
+    ({"auto.offset.reset": "latest"}, "librdkafka refuses 'auto.offset.reset'.*not applicable for share consumer"),
+    ({"session.timeout.ms": "6000"}, "librdkafka refuses 'session.timeout.ms'"),
+])
+def test_a_share_group_owns_its_acknowledgement_and_refuses_consumer_group_properties(
+        kafka: dict[str, str], refusal: str) -> None:
+    with pytest.raises(ConfigError, match=refusal):
+        ConsumerConfig(bootstrap_servers="b:9092", group_id="g", topics=["t"], group_type="share",
+                       ordering="unordered", kafka=kafka)
+
+
+def test_a_share_group_takes_share_consumer_properties() -> None:
+    config = ConsumerConfig(bootstrap_servers="b:9092", group_id="g", topics=["t"], group_type="share",
+                            ordering="unordered", kafka={"fetch.wait.max.ms": "50"})
+    assert config.kafka == {"fetch.wait.max.ms": "50"}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pyrallel_consumer import ConsumerConfig, PyrallelConsumer
+from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, PyrallelShareConsumer
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.promtool import ensure_promtool
 
@@ -53,6 +53,16 @@ def consumer_registry() -> CollectorRegistry:
         return None
 
     return PyrallelConsumer(config, handle).metrics_registry
+
+
+def share_consumer_registry() -> CollectorRegistry:
+    config = ConsumerConfig(bootstrap_servers="127.0.0.1:1", group_id="g", topics=["t"], group_type="share",
+                            ordering="unordered")
+
+    async def handle(_record: object) -> None:
+        return None
+
+    return PyrallelShareConsumer(config, handle).metrics_registry
 
 
 def exported_names() -> set[str]:
@@ -200,6 +210,6 @@ def test_the_operations_guide_lists_every_metric_the_exporter_produces_and_no_ot
     """docs/operations.md's metrics table, one row per metric as a user queries it (``_total`` on counters)."""
     table = (MONITORING.parents[1] / "docs" / "operations.md").read_text().split("## Metrics", 1)[1]
     documented = set(re.findall(r"^\| `(\w+)` \| (?:counter|gauge|histogram) \|", table, re.MULTILINE))
-    exported = {family.name + ("_total" if family.type == "counter" else "")
-                for family in consumer_registry().collect()}
+    families = [*consumer_registry().collect(), *share_consumer_registry().collect()]
+    exported = {family.name + ("_total" if family.type == "counter" else "") for family in families}
     assert documented == exported

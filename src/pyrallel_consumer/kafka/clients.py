@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, ShareConsumer
 from confluent_kafka.admin import AdminClient
 
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.kafka.property_check import describe_refusal, reason_of
-from pyrallel_consumer.kafka.settings import admin_conf, dead_letter_conf, kafka_conf, transactional_conf
+from pyrallel_consumer.kafka.settings import admin_conf, dead_letter_conf, kafka_conf, share_conf, transactional_conf
 
 _Client = TypeVar("_Client")
 
@@ -32,12 +32,16 @@ def _created(field: str, properties: dict[str, str], create: Callable[[], _Clien
 
 
 class KafkaClients:
-    """Creates the consumer, the dead-letter producer, the exactly-once producer and the admin client."""
+    """Creates the consumer (or share consumer), the dead-letter producer, the exactly-once producer, the admin."""
 
     def consumer(self, config: ConsumerConfig, on_commit: Callable[[Any, list[Any]], None]) -> Consumer:
         """The group member; ``on_commit`` receives the results of asynchronous commits (on the poller thread)."""
         conf = {**kafka_conf(config), "on_commit": on_commit}
         return _created("kafka", config.kafka, lambda: self.new_consumer(conf))
+
+    def share_consumer(self, config: ConsumerConfig) -> ShareConsumer:
+        """The share-group member (group_type="share"); created on the event loop in start()."""
+        return _created("kafka", config.kafka, lambda: self.new_share_consumer(share_conf(config)))
 
     def dead_letter_producer(self, config: ConsumerConfig) -> Producer:
         return _created("dlq_kafka", config.dlq_kafka, lambda: self.new_producer(dead_letter_conf(config)))
@@ -53,6 +57,9 @@ class KafkaClients:
 
     def new_consumer(self, conf: dict[str, Any]) -> Consumer:
         return Consumer(conf)
+
+    def new_share_consumer(self, conf: dict[str, Any]) -> ShareConsumer:
+        return ShareConsumer(conf)
 
     def new_producer(self, conf: dict[str, Any]) -> Producer:
         return Producer(conf)

@@ -44,6 +44,13 @@ def _headers(raw: object) -> tuple[Header, ...]:
     return tuple((str(name), _as_bytes(value)) for name, value in cast("list[tuple[str, Any]]", items))
 
 
+def record_of(msg: Message) -> Record:
+    """The Record of a fetched message (a consumer's or a share consumer's), detached from librdkafka."""
+    ts_type, ts = msg.timestamp()
+    return Record(msg.topic(), msg.partition(), msg.offset(), _as_bytes(msg.key()),  # type: ignore[arg-type]
+                  _as_bytes(msg.value()), _headers(msg.headers()), ts if ts_type else -1)
+
+
 class Inbox:
     """Fetched batches waiting for conversion, oldest first (a partition's offsets stay in order)."""
 
@@ -101,9 +108,7 @@ class Inbox:
                 epoch = epochs.get((topic, partition))  # type: ignore[arg-type]
                 if epoch is None:
                     continue
-                ts_type, ts = msg.timestamp()
-                record = Record(topic, partition, msg.offset(), _as_bytes(msg.key()),  # type: ignore[arg-type]
-                                _as_bytes(msg.value()), _headers(msg.headers()), ts if ts_type else -1)
+                record = record_of(msg)
                 batch.append((record, epoch))
                 if contents is not None:
                     result = contents[index]

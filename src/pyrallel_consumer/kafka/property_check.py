@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, ShareConsumer
 
 from pyrallel_consumer.observability.librdkafka_log import LIBRDKAFKA_LOGGER
 
@@ -31,7 +31,7 @@ def reason_of(exc: BaseException) -> str:
     return err.str() if isinstance(err, KafkaError) else str(exc)
 
 
-def librdkafka_refusal(kind: Literal["consumer", "producer"], conf: Mapping[str, Any]) -> str | None:
+def librdkafka_refusal(kind: Literal["consumer", "share_consumer", "producer"], conf: Mapping[str, Any]) -> str | None:
     """What librdkafka says about ``conf``, or None when it takes it.
 
     Creates a client without bootstrap servers (it never connects; about a millisecond) and closes it again:
@@ -41,6 +41,8 @@ def librdkafka_refusal(kind: Literal["consumer", "producer"], conf: Mapping[str,
     try:
         if kind == "consumer":
             Consumer({**conf, "logger": _CHECK_LOGGER}).close()
+        elif kind == "share_consumer":
+            ShareConsumer({**conf, "logger": _CHECK_LOGGER}).close()
         else:
             Producer({**conf, "logger": _CHECK_LOGGER})  # destroyed at once: nothing references it
     except (KafkaException, TypeError, ValueError) as exc:

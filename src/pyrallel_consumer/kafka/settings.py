@@ -63,6 +63,21 @@ def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
     return conf
 
 
+def share_conf(config: ConsumerConfig) -> dict[str, Any]:
+    """The share consumer's configuration (group_type="share"): explicit acknowledgement, batches of about
+    ``max_in_flight`` records (one poll's batch is all one instance handles at once), then the user's passthrough.
+    Where a share group starts reading is the group's ``share.auto.offset.reset``, not a client setting."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap_servers,
+        "group.id": config.group_id,
+        "share.acknowledgement.mode": "explicit",
+        "max.poll.records": config.max_in_flight,
+        "logger": LibrdkafkaLog(f"{LIBRDKAFKA_LOGGER}.share_consumer"),
+    }
+    conf.update(config.kafka)
+    return conf
+
+
 def transactional_id(config: ConsumerConfig) -> str:
     """The transactional.id of the consumer's exactly-once producer: ``transactional_id``, else one derived from the
     group and the instance (the static member id when set, which survives a restart; else ``instance_id``).

@@ -12,20 +12,18 @@ import asyncio
 import bisect
 import itertools
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pyrallel_consumer.control.lifecycle import LifecycleState
 from pyrallel_consumer.control.observer import ConsumerObserver
+from pyrallel_consumer.observability.metrics_server import MetricsServer
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from pyrallel_consumer.config import ConsumerConfig
     from pyrallel_consumer.execution.engine import Completion
     from pyrallel_consumer.observability.snapshot import MetricsSnapshot
@@ -123,34 +121,23 @@ class PrometheusExporter(ConsumerObserver):
         self._set_state(LifecycleState.STARTING.value)
         self._state_collector = StateCollector(snapshot, config.max_in_flight)
         reg.register(self._state_collector)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = MetricsServer(reg, config.metrics_port, config.metrics_host)
 
     # ---- serving -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Bind to the running event loop (scrapes read the consumer's state there); serve when a port is set."""
         self._state_collector.loop = asyncio.get_running_loop()
-        port = self._config.metrics_port
-        if port is None or self._server is not None:
-            return
-        self._server, self._thread = start_http_server(port, self._config.metrics_host, self.registry)
-        log.info("Serving Prometheus metrics on http://%s:%d/metrics", self._config.metrics_host, self.port)
+        self._server.start()
 
     @property
     def port(self) -> int | None:
         """The port /metrics is served on (the one the OS picked for metrics_port=0), None when not serving."""
-        return None if self._server is None else self._server.server_port
+        return self._server.port
 
     def stop(self) -> None:
         """Stop serving: the target disappears instead of reporting a stopped consumer's frozen state."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        self._server.stop()
 
     # ---- observer hooks (event loop) ---------------------------------------------------------------------
 

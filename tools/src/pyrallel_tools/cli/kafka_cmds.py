@@ -57,6 +57,8 @@ def up(run_dir: Path | None, port: int, version: str, brokers: str, fault_proxy:
         click.echo(note, err=True)
     click.echo(f"bootstrap.servers={state.bootstrap}")
     click.echo(f"kafka.version={state.version}")
+    share_version = LocalKafka(run_dir).share_version()
+    click.echo(f"share.groups={'enabled' if share_version else 'disabled'} (share.version={share_version})")
     for name, value in (("proxied.bootstrap.servers", state.proxied_bootstrap),
                         ("secure.bootstrap.servers", state.secure_bootstrap),
                         ("toxiproxy.url", state.toxiproxy_url), ("connect.url", state.connect_url)):

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,8 @@ CONNECT_HEAP = "384m"
 BROKER_COUNTS = (1, 3)
 IN_SYNC_TIMEOUT_S = 120.0
 SECURE_CHECK_TIMEOUT_S = 60.0
+# The controller logs the finalized features once it loads the metadata, before the broker answers clients.
+_FINALIZED_SHARE_VERSION = re.compile(r"finalizedFeatures=\{[^}]*\bshare\.version=(\d+)")
 
 
 def default_run_dir() -> Path:
@@ -400,6 +403,18 @@ class LocalKafka:
             raise LocalKafkaError("No running node knows the quorum's leader yet")
         return best[1]
 
+    def share_version(self) -> int:
+        """The finalized ``share.version`` feature level of the running cluster (0: share groups are off), read from
+        the first node's log where the controller records the finalized features at start-up (0 too when nothing
+        runs). Share groups are generally available from level 1 (Kafka 4.2 formats its storage with them on);
+        ``kafka up`` prints it."""
+        state = self.state()
+        if state is None:
+            return 0
+        log_file = self.log_path("server", state.nodes[0].node_id)
+        levels = _FINALIZED_SHARE_VERSION.findall(log_file.read_text(errors="replace")) if log_file.exists() else []
+        return int(levels[-1]) if levels else 0
+
     def status(self) -> dict[str, object]:
         state = self.state()
         if state is None:
@@ -414,6 +429,7 @@ class LocalKafka:
             "bootstrap": state.bootstrap,
             "brokers": nodes,
             "broker_answers": running and broker_answers(state.bootstrap, timeout_s=10.0),
+            "share_version": self.share_version(),
             "proxied_bootstrap": state.proxied_bootstrap,
             "secure_bootstrap": state.secure_bootstrap,
             "security": state.security,

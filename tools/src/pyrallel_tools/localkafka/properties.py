@@ -42,6 +42,19 @@ def replication_defaults(brokers: int) -> dict[str, str]:
     }
 
 
+def share_group_bounds() -> dict[str, str]:
+    """The broker-wide bounds of the share-group settings a group may choose (KIP-932), widened so tests can set a
+    record lock of 1 s and a session of 6 s on their group (``share.record.lock.duration.ms``,
+    ``share.session.timeout.ms``, set per group through the admin API); the defaults every other group gets stay
+    Kafka's (30 s lock, 45 s session, 5 deliveries). Share groups themselves are on by default from Kafka 4.2: the
+    storage format finalizes ``share.version`` (``LocalKafka`` reports its level)."""
+    return {
+        "group.share.min.record.lock.duration.ms": "1000",
+        "group.share.min.session.timeout.ms": "6000",
+        "group.share.min.heartbeat.interval.ms": "1000",
+    }
+
+
 def broker_properties(path: Path, state: ClusterState, node: NodeState, data_dir: Path,
                       extra: Mapping[str, str]) -> Path:
     """Write ``server.properties`` of ``node``; ``extra`` carries the SECURE listener's TLS and SASL settings."""
@@ -73,6 +86,7 @@ def broker_properties(path: Path, state: ClusterState, node: NodeState, data_dir
         # joins at once (0 makes them race through several generations, the broker's 3000 makes them wait 3-6 s;
         # docs/decisions.md, "Strategy C pays for a change of group membership").
         "group.initial.rebalance.delay.ms": "100",
+        **share_group_bounds(),
         "auto.create.topics.enable": "true",
         "delete.topic.enable": "true",
         "log.retention.hours": "24",

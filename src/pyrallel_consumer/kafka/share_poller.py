@@ -1,0 +1,281 @@
+"""SharePoller: the one thread that owns the confluent-kafka ShareConsumer of a share group (KIP-932).
+
+The ShareConsumer refuses calls from two threads at once (ConcurrentModificationException) and, in explicit
+acknowledgement mode, refuses to poll again before every record of the previous poll was acknowledged. So this
+thread polls one batch, hands it to the event loop (``ShareSink.on_acquired``), then only runs the loop's
+acknowledgements (a command queue) until the whole batch is acknowledged; the next poll sends them, and those
+settled meanwhile go out on their own every 0.1 s (a poll may return far more records than ``max_in_flight``).
+The broker's answers come back through the acknowledgement-commit callback, on this thread, and go to the loop
+(``ShareSink.on_acknowledged``).
+
+PyrallelShareConsumer creates it and calls its public methods on the event loop; everything prefixed ``_`` runs
+on the poller thread. docs/decisions.md, "Share groups", says what the client allows and why this shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from confluent_kafka import AcknowledgeType, KafkaException, Message, ShareConsumer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
+
+from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.deserialization import Deserialized
+from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer.kafka.deserializing import RecordDeserializer, typed_record
+from pyrallel_consumer.kafka.inbox import record_of
+from pyrallel_consumer.record import Record
+
+log = logging.getLogger(__name__)
+
+AckKind = Literal["accept", "release", "reject"]
+ACK_KINDS: tuple[AckKind, ...] = ("accept", "release", "reject")
+_ACK_TYPES = {"accept": AcknowledgeType.ACCEPT, "release": AcknowledgeType.RELEASE, "reject": AcknowledgeType.REJECT}
+_POLL_TIMEOUT_S = 0.1
+_COMMAND_WAIT_S = 0.05
+_CLOSE_COMMIT_TIMEOUT_S = 10.0
+_ACK_SEND_INTERVAL_S = 0.1
+"""How often the acknowledgements of a batch still being handled are sent on their own (commit_async)."""
+_SETTINGS_TIMEOUT_S = 10.0
+RecordKey = tuple[str, int, int]
+"""(topic, partition, offset): one acquired record."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShareGroupSettings:
+    """What the broker decides for the group and the library must respect: read once at start."""
+
+    lock_duration_s: float
+    """``share.record.lock.duration.ms``: how long an acquired record is this member's."""
+    delivery_limit: int
+    """``share.delivery.count.limit``: the delivery after which a released record is archived, never redelivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """One record this member acquired, as the loop gets it."""
+
+    record: Record
+    delivery_count: int
+    """1 on the first delivery; the broker counts every release and lock expiry."""
+    lock_deadline: float
+    """``time.monotonic()`` when the lock ends, counted from the poll that returned the record."""
+    deserialized: Deserialized = None
+
+
+class ShareSink(Protocol):
+    """The loop side (PyrallelShareConsumer); every method is called on the event loop."""
+
+    def on_acquired(self, batch: list[Acquired]) -> None: ...
+
+    def on_acknowledged(self, kind: AckKind, count: int, ok: bool) -> None:
+        """The broker applied (ok) or refused (its lock had expired) ``count`` acknowledgements of ``kind``."""
+
+    def on_poller_failed(self, error: BaseException) -> None: ...
+
+
+def prepare_share_group(config: ConsumerConfig, clients: KafkaClients) -> ShareGroupSettings:
+    """Set the group's ``share.auto.offset.reset`` to ``auto_offset_reset`` when it differs, and read its lock
+    duration and delivery limit (the broker's defaults for a group that sets none).
+
+    The broker's default is latest: a new group would never see the records produced before its first member
+    joined. The setting only counts when a partition's share state is first made, so it is written before this
+    member joins; an existing group's start point does not move. Called on an executor thread by
+    PyrallelShareConsumer.start(); raises KafkaException when no broker answers or the group's configuration may
+    not be altered (ALTER_CONFIGS on the group).
+    """
+    errors: list[Any] = []
+    admin = clients.admin(config, errors.append)
+    resource = ConfigResource(ResourceType.GROUP, config.group_id)
+    entries = admin.describe_configs([resource], request_timeout=_SETTINGS_TIMEOUT_S)[resource].result(
+        timeout=_SETTINGS_TIMEOUT_S)
+    if entries["share.auto.offset.reset"].value != config.auto_offset_reset:
+        change = ConfigResource(ResourceType.GROUP, config.group_id, incremental_configs=[
+            ConfigEntry("share.auto.offset.reset", config.auto_offset_reset,
+                        incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([change], request_timeout=_SETTINGS_TIMEOUT_S)[change].result(
+            timeout=_SETTINGS_TIMEOUT_S)
+        log.info("Share group %s: share.auto.offset.reset set to %s", config.group_id, config.auto_offset_reset)
+    return ShareGroupSettings(lock_duration_s=int(entries["share.record.lock.duration.ms"].value) / 1000.0,
+                              delivery_limit=int(entries["share.delivery.count.limit"].value))
+
+
+class SharePoller:
+    """Polls a batch, waits for its acknowledgements, sends them with the next poll."""
+
+    def __init__(self, config: ConsumerConfig, clients: KafkaClients, sink: ShareSink,
+                 loop: asyncio.AbstractEventLoop, settings: ShareGroupSettings,
+                 deserializer: RecordDeserializer | None) -> None:
+        self._config = config
+        self._clients = clients
+        self._sink = sink
+        self._loop = loop
+        self._settings = settings
+        self._deserializer = deserializer
+        self._commands: queue.SimpleQueue[Callable[[ShareConsumer], None]] = queue.SimpleQueue()
+        self._outstanding: dict[RecordKey, Message] = {}
+        """Records of the last poll not acknowledged yet (poller thread)."""
+        self._sent: dict[RecordKey, AckKind] = {}
+        """Acknowledged records whose broker answer has not come (poller thread)."""
+        self._unsent = False
+        self._last_send = 0.0
+        self._paused = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished: asyncio.Future[None] = loop.create_future()
+
+    # ---- loop side -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the ShareConsumer here, so a bad property fails the caller, then hand it to the thread."""
+        consumer = self._clients.share_consumer(self._config)
+        consumer.set_acknowledgement_commit_callback(self._on_commit)
+        self._thread = threading.Thread(target=self._run, args=(consumer,), name="pyrallel-share-poller",
+                                        daemon=True)
+        self._thread.start()
+
+    def acknowledge(self, record: Record, kind: AckKind) -> None:
+        """Settle ``record``; its acknowledgement goes to the broker with the next poll or commit."""
+        key = (record.topic, record.partition, record.offset)
+        self._commands.put(lambda consumer: self._acknowledge(consumer, key, kind))
+
+    def pause(self) -> None:
+        """Acquire nothing more; what is acquired is still acknowledged (and sent) as it settles."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    async def close(self) -> None:
+        """Send the outstanding acknowledgements, leave the group and end the thread (gone on return)."""
+        self._stopping.set()
+        await asyncio.shield(self._finished)
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
+    @property
+    def finished(self) -> asyncio.Future[None]:
+        return self._finished
+
+    # ---- poller thread ---------------------------------------------------------------------------------
+
+    def _post(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            log.debug("Event loop closed; dropping %s", getattr(fn, "__name__", fn))
+
+    def _run(self, consumer: ShareConsumer) -> None:
+        error: BaseException | None = None
+        try:
+            consumer.subscribe(list(self._config.topics))
+            while not self._stopping.is_set():
+                if self._outstanding or self._paused.is_set():
+                    self._wait_for_commands(consumer)
+                    continue
+                self._poll(consumer)
+            self._run_commands(consumer)
+            if self._outstanding:
+                # Only a stop that did not wait for its records leaves some: they go back to the group now.
+                for key in list(self._outstanding):
+                    self._acknowledge(consumer, key, "release")
+            consumer.commit_sync(_CLOSE_COMMIT_TIMEOUT_S)
+        except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
+            error = exc
+            log.error("Kafka share poller failed: %r", exc)
+        finally:
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("Closing the Kafka share consumer failed: %s", exc)
+            self._post(self._finish, error)
+
+    def _poll(self, consumer: ShareConsumer) -> None:
+        self._unsent = False
+        messages = [m for m in consumer.poll(_POLL_TIMEOUT_S) if self._usable(m)]
+        if not messages:
+            return
+        deadline = time.monotonic() + self._settings.lock_duration_s
+        contents = self._deserializer.messages(messages) if self._deserializer is not None else None
+        batch = []
+        for index, msg in enumerate(messages):
+            record = record_of(msg)
+            result = contents[index] if contents is not None else None
+            deserialized = typed_record(record, result) if isinstance(result, tuple) else result
+            self._outstanding[(record.topic, record.partition, record.offset)] = msg
+            batch.append(Acquired(record, msg.delivery_count() or 1, deadline, deserialized))
+        self._post(self._sink.on_acquired, batch)
+
+    @staticmethod
+    def _usable(msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return True
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("Share fetch error: %s", err)
+        return False
+
+    def _wait_for_commands(self, consumer: ShareConsumer) -> None:
+        try:
+            command = self._commands.get(timeout=_COMMAND_WAIT_S)
+        except queue.Empty:
+            pass
+        else:
+            command(consumer)
+        self._run_commands(consumer)
+        if self._unsent and (self._outstanding or self._paused.is_set()) \
+                and time.monotonic() - self._last_send >= _ACK_SEND_INTERVAL_S:
+            # No poll carries them before the whole batch is settled (or while paused): send them on their own, so
+            # a member that dies mid-batch leaves only its unsettled records to be delivered again.
+            self._unsent = False
+            self._last_send = time.monotonic()
+            consumer.commit_async()
+
+    def _run_commands(self, consumer: ShareConsumer) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command(consumer)
+
+    def _acknowledge(self, consumer: ShareConsumer, key: RecordKey, kind: AckKind) -> None:
+        msg = self._outstanding.pop(key, None)
+        if msg is None:
+            return
+        consumer.acknowledge(msg, _ACK_TYPES[kind])
+        self._sent[key] = kind
+        self._unsent = True
+
+    def _on_commit(self, offsets: dict[Any, set[int]], exc: KafkaException | None) -> None:
+        """The broker's answer to acknowledgements (poll, commit or close), on this thread."""
+        counts: dict[AckKind, int] = {}
+        for tp, partition_offsets in offsets.items():
+            for offset in partition_offsets:
+                kind = self._sent.pop((tp.topic, tp.partition, offset), None)
+                if kind is not None:
+                    counts[kind] = counts.get(kind, 0) + 1
+        if exc is not None:
+            log.warning("The broker refused %d acknowledgement(s) (their records' locks had expired; they are "
+                        "delivered again): %s", sum(counts.values()), exc)
+        for kind, count in counts.items():
+            self._post(self._sink.on_acknowledged, kind, count, exc is None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if error is not None:
+            self._sink.on_poller_failed(error)
+        if not self._finished.done():
+            self._finished.set_result(None)
