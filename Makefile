@@ -10,7 +10,7 @@ TEST_RUN := $(CURDIR)/.run/test-kafka
 PYTEST_ARGS ?=
 SUITE ?= all
 
-.PHONY: help install jars toxiproxy k8s registry promtool kafka-up kafka-down demo test test-matrix lint typecheck unit bench report clean
+.PHONY: help install jars toxiproxy k8s registry promtool kafka-up kafka-down demo test test-main test-matrix lint typecheck unit bench report clean
 
 help:
 	@echo "make demo   - set up, start a local Kafka, run the main job, print where the result is"
@@ -90,9 +90,21 @@ promtool: install
 
 # The suite on one broker (the default Kafka version), then the fault suite (tests/faults) on a 3-broker cluster
 # behind Toxiproxy that its pytest session starts and stops itself.
+# The fault suite runs beside the main suite: it spends most of its time waiting out timeouts on its own 3-broker
+# cluster (its own ports and temporary folder, --basetemp), so the two together take about as long as the main
+# suite alone. Its output follows the main suite's; `make test` fails when either fails.
 test: promtool jars toxiproxy k8s registry lint typecheck
+	@mkdir -p .run
+	@status=0; fstatus=0; \
+	$(BIN)/pytest -m faults --basetemp=.run/faults-tmp $(PYTEST_ARGS) >.run/faults.log 2>&1 & faults=$$!; \
+	$(MAKE) --no-print-directory test-main || status=$$?; \
+	wait $$faults || fstatus=$$?; \
+	echo "==== the fault suite, run beside the main suite (.run/faults.log) ===="; cat .run/faults.log; \
+	[ $$status -eq 0 ] && [ $$fstatus -eq 0 ]
+
+# The main suite alone (everything but the fault suite) against a fresh single broker; `make test` runs it.
+test-main:
 	$(call with_kafka,$(TEST_RUN),$(BIN)/pytest -m "not faults" $(PYTEST_ARGS))
-	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 # The core integration tests against each version of COMPATIBILITY_VERSIONS, one fresh broker each (the matrix
 # resolves every version's jars itself); writes docs/compatibility.md. MATRIX_ARGS, e.g. "--versions 4.2.2 -- -x".

@@ -158,8 +158,17 @@ class ConsumerConfig(BaseSettings):
         description="With a batch_handler: how long ready records that do not fill a batch wait for more before "
                     "they go as a smaller batch (0: at once).",
     )
-    commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
-                                    description="Period of the asynchronous commits.")
+    commit_interval_ms: int = Field(
+        default=1000, ge=10, le=600_000,
+        description="at_least_once: the longest time between two asynchronous commits when no record completed (a "
+                    "failed commit is tried again after it); exactly_once: the period of the transactions.",
+    )
+    commit_min_interval_ms: int = Field(
+        default=10, ge=0, le=600_000,
+        description="at_least_once: the shortest time between two asynchronous commits; a completed record is "
+                    "committed about this long after it completed at most (one commit carries every completion in "
+                    "between), so a crash runs about the last interval's records again. At most commit_interval_ms.",
+    )
     task_timeout_ms: int = Field(default=60_000, ge=1, le=86_400_000,
                                  description="One handler attempt longer than this fails with a timeout.")
     max_retries: int = Field(default=3, ge=0, le=1000,
@@ -464,6 +473,9 @@ class ConsumerConfig(BaseSettings):
     def _check_combinations(self) -> ConsumerConfig:
         self._check_exactly_once()
         self._check_deserializers_reach_workers()
+        if self.commit_min_interval_ms > self.commit_interval_ms:
+            raise ValueError(f"commit_min_interval_ms ({self.commit_min_interval_ms}) must be at most "
+                             f"commit_interval_ms ({self.commit_interval_ms})")
         if self.max_retry_backoff_ms < self.retry_backoff_ms:
             raise ValueError("max_retry_backoff_ms must be >= retry_backoff_ms")
         if self.dlq_topic is not None and self.dlq_topic in self.topics:

@@ -250,6 +250,8 @@ class Coordinator:
                 skipped += 1
         self._counts.received += accepted
         self._counts.skipped += skipped
+        if skipped:
+            self._commits.progressed()  # done before (the restored offset map): the commit point moves over them
         if accepted:
             self._observer.records_received(accepted)
         self._dispatch()
@@ -479,6 +481,7 @@ class Coordinator:
             self._counts.failed += 1
         if item.offsets.current:
             item.offsets.complete(item.record.offset)
+            self._commits.progressed()
         self._progress.made()
         self._dispatch()
         self._backpressure.recheck(item.offsets.topic_partition)

@@ -11,7 +11,7 @@ Points asked for while one is in flight wait, newest per partition, and go out w
 
 A synchronous commit (revoke, stop, pause) cannot wait for the asynchronous one in flight: its result comes only
 through ``consume()``, which the revoke callback is inside of. When that older commit's retry lands after the
-synchronous one, its result marks the tracker committed at the older offset, so the next periodic commit sends
+synchronous one, its result marks the tracker committed at the older offset, so the next asynchronous commit sends
 the newest point again - unless the partition was revoked or the consumer stopped meanwhile: then the next owner
 starts at the older offset and handles the records between again (duplicates, never a loss; after a rebalance
 the broker refuses the old generation's retry anyway).
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
                          KafkaError.UNKNOWN_MEMBER_ID, KafkaError.STALE_MEMBER_EPOCH,
                          KafkaError.FENCED_MEMBER_EPOCH})
-"""Commit errors of a group that is rebalancing (or of a member about to rejoin): a periodic commit sent while the
-group changes generation is refused with them, and the next one after the rebalance carries the same progress."""
+"""Commit errors of a group that is rebalancing (or of a member about to rejoin): an asynchronous commit sent while
+the group changes generation is refused with them, and the next one after the rebalance carries the same progress."""
 
 
 def is_rebalancing(error: object) -> bool:
