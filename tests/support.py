@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pyrallel_consumer.control.offset_codec import OffsetMap, decode_offset_map
 
@@ -21,15 +21,39 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0, what:
         await asyncio.sleep(0.05)
 
 
+_COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                          KafkaError.COORDINATOR_NOT_AVAILABLE}
+_COMMITTED_ATTEMPTS = 10
+
+
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[tuple[int, str | None]]:
-    """(offset, metadata) the group committed for each partition; offset -1001 when none."""
+    """(offset, metadata) the group committed for each partition; offset -1001 when none.
+
+    Asks again (up to 10 times, 0.2 s apart) while the group's coordinator is not ready: on a fresh broker the
+    offsets topic is created by the first group and answers NOT_COORDINATOR for a few seconds, which librdkafka's
+    ``committed()`` raises rather than retries."""
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
     consumer = Consumer(conf)
     try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        attempt = 1
+        while True:
+            try:
+                tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _COORDINATOR_NOT_READY or attempt == _COMMITTED_ATTEMPTS:
+                    raise
+                attempt += 1
+                time.sleep(0.2)
+            else:
+                return [(tp.offset, tp.metadata) for tp in tps]
     finally:
         consumer.close()
-    return [(tp.offset, tp.metadata) for tp in tps]
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """The group's committed offsets summed over the partitions: on a fresh topic without transactions, the number
+    of records committed (the test waits for it to reach the number it produced)."""
+    return sum(max(offset, 0) for offset, _ in committed(bootstrap, group, topic, partitions))
 
 
 def log_ends(bootstrap: str, topic: str, partitions: int) -> list[int]:
@@ -70,3 +94,14 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30,
     finally:
         reader.close()
     return out
+
+
+DeadLetters = dict[tuple[int, int], tuple[bytes | None, dict[str, bytes]]]
+"""Dead-letter copies by the (partition, offset) of their source record: (the copy's value, its headers)."""
+
+
+def dead_letters(bootstrap: str, topic: str, expected: int, extra_conf: dict[str, Any] | None = None) -> DeadLetters:
+    """The copies in the dead-letter ``topic`` (read as :func:`read_all` reads), by the source record their
+    ``x-source-partition`` / ``x-source-offset`` headers name; a source dead-lettered twice shows once."""
+    return {(int(h["x-source-partition"]), int(h["x-source-offset"])): (m.value(), h)
+            for m in read_all(bootstrap, topic, expected, extra_conf=extra_conf) for h in [dict(m.headers())]}

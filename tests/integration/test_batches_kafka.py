@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from tests.integration import batch_handlers
 from tests.integration.batch_handlers import CallLog, key_order_violations
-from tests.support import committed, read_all, seq_of, wait_for
+from tests.support import committed_total, read_all, seq_of, wait_for
 
 from pyrallel_consumer import BatchResult, ConsumerConfig, Ordering, PyrallelConsumer, Record
 from pyrallel_tools.localkafka.topics import produce_keyed
@@ -34,10 +34,6 @@ def _config(bootstrap: str, group: str, topic: str, **extra: object) -> Consumer
     }
     values.update(extra)
     return ConsumerConfig(**values)
-
-
-def _committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    return sum(max(offset, 0) for offset, _ in committed(bootstrap, group, topic, partitions))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -58,7 +54,7 @@ async def test_every_record_once_in_key_order_across_batches(
     config = _config(kafka_bootstrap, group, topic, engine=engine, ordering=ordering, max_in_flight=400)
     async with PyrallelConsumer(config, batch_handler=handler) as consumer:
         await wait_for(lambda: len(log.handled()) >= 4000, what="4000 records")
-        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 4) == 4000, what="commits at the end")
+        await wait_for(lambda: committed_total(kafka_bootstrap, group, topic, 4) == 4000, what="commits at the end")
         snapshot = consumer.metrics()
     handled = log.handled()
     assert sorted(h.seq for h in handled) == list(range(4000)), "every record once"
@@ -93,7 +89,7 @@ async def test_a_partial_failure_retries_only_the_records_it_names(
         return BatchResult(failed) if failed else None
 
     async with PyrallelConsumer(_config(kafka_bootstrap, group, topic), batch_handler=handle_batch) as consumer:
-        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 3) == 1500, what="commits at the end")
+        await wait_for(lambda: committed_total(kafka_bootstrap, group, topic, 3) == 1500, what="commits at the end")
         snapshot = consumer.metrics()
     named = {seq for seq in range(1500) if seq % 10 == 3}
     assert attempts == Counter({seq: 2 if seq in named else 1 for seq in range(1500)})
@@ -125,7 +121,7 @@ async def test_records_failing_every_attempt_are_dead_lettered_one_by_one(
 
     config = _config(kafka_bootstrap, group, topic, dlq_enabled=True, max_retries=1)
     async with PyrallelConsumer(config, batch_handler=handle_batch) as consumer:
-        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 3) == 600, what="commits at the end")
+        await wait_for(lambda: committed_total(kafka_bootstrap, group, topic, 3) == 600, what="commits at the end")
         snapshot = consumer.metrics()
     failing = {seq for seq in range(600) if seq % 20 == 7}
     assert succeeded == Counter(set(range(600)) - failing), "the others succeeded once, never retried"
@@ -177,7 +173,7 @@ async def test_a_paused_batch_consumer_finishes_its_batches_and_resumes_without_
         await asyncio.sleep(0.5)  # a window in which a batch handled while PAUSED would show
         await consumer.lifecycle.resume(timeout_s=30)
         resumed_at = time.monotonic()
-        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 4) == 3000, what="commits at the end")
+        await wait_for(lambda: committed_total(kafka_bootstrap, group, topic, 4) == 3000, what="commits at the end")
     assert sorted(seq for _, seq in handled) == list(range(3000)), "the pause drained its batches: none ran twice"
     assert not [seq for t, seq in handled if paused_at <= t < resumed_at], "handled while PAUSED"
 
@@ -220,7 +216,7 @@ async def test_a_member_joins_then_the_first_leaves_without_loss_duplicates_or_r
         await wait_for(lambda: len(seqs()) >= half + records // 8, what="both under way")
         await first.stop(drain=True)
         await wait_for(lambda: len(set(seqs())) == records, timeout_s=120, what="all records")
-        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic, 6) == records, what="commits at the end")
+        await wait_for(lambda: committed_total(kafka_bootstrap, group, topic, 6) == records, what="commits at the end")
     finally:
         await first.stop()
         await second.stop()

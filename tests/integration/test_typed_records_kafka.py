@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from tests.integration import process_handlers, typed_handlers
-from tests.integration.typed_handlers import Seen
-from tests.support import committed, read_all, wait_for
+from tests.integration.typed_handlers import Handled, Seen
+from tests.support import committed_total, dead_letters, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 
@@ -44,10 +44,6 @@ def _produce(bootstrap: str, topic: str, count: int) -> dict[tuple[int, int], by
     return delivered
 
 
-def _committed_total(bootstrap: str, group: str, topic: str) -> int:
-    return sum(max(offset, 0) for offset, _ in committed(bootstrap, group, topic, PARTITIONS))
-
-
 @pytest.mark.parametrize(("engine", "guarantee"), [
     ("async", "at_least_once"), ("process", "at_least_once"), ("async", "exactly_once")])
 async def test_handlers_get_objects_and_poison_records_go_to_the_dlq_with_their_bytes(
@@ -57,14 +53,7 @@ async def test_handlers_get_objects_and_poison_records_go_to_the_dlq_with_their_
     topic, group = new_topic(PARTITIONS), unique_name("g")
     delivered = _produce(kafka_bootstrap, topic, RECORDS)
     monkeypatch.setenv(process_handlers.DIR_ENV, str(tmp_path))
-    in_memory: list[Seen] = []
-
-    async def handle(record: Record[bytes | None, Any]) -> None:
-        in_memory.append(typed_handlers.seen(record))
-
-    def handled() -> list[Seen]:
-        return in_memory if engine == "async" else typed_handlers.typed_seen(tmp_path)
-
+    handled = Handled(engine, tmp_path)
     config = ConsumerConfig(
         bootstrap_servers=kafka_bootstrap, group_id=group, topics=[topic], engine=engine, process_workers=2,
         processing_guarantee=guarantee, commit_interval_ms=100, max_retries=2, retry_backoff_ms=10,
@@ -73,18 +62,17 @@ async def test_handlers_get_objects_and_poison_records_go_to_the_dlq_with_their_
         value_deserializer=typed_handlers.json_values if engine == "async" else typed_handlers.VALUES_REF,
     )
     poison = {tp: value for tp, value in delivered.items() if value is not None and not value.startswith(b"{")}
-    async with PyrallelConsumer(config, handle if engine == "async" else typed_handlers.note_typed) as consumer:
-        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic) == RECORDS, what="commits at the end")
+    async with PyrallelConsumer(config, handled.handler) as consumer:
+        await wait_for(lambda: committed_total(kafka_bootstrap, group, topic, PARTITIONS) == RECORDS,
+                       what="commits at the end")
         errors = consumer.metrics_registry.get_sample_value("kafka_consumer_errors_total", {"kind": "deserialization"})
 
-    good = {(p, o): (type_name, value) for p, o, type_name, value in handled()}
-    assert len(good) == len(handled()) == RECORDS - len(poison), "each good record handled once"
+    good = {(p, o): (type_name, value) for p, o, type_name, value in handled.seen()}
+    assert len(good) == len(handled.seen()) == RECORDS - len(poison), "each good record handled once"
     assert good == {tp: ("NoneType", None) if value is None else ("dict", json.loads(value))
                     for tp, value in delivered.items() if tp not in poison}
     isolation = {"isolation.level": "read_committed"} if guarantee == "exactly_once" else {}
-    dead = read_all(kafka_bootstrap, f"{topic}.dlq", len(poison), extra_conf=isolation)
-    copies = {(int(h["x-source-partition"]), int(h["x-source-offset"])): (m.value(), h)
-              for m in dead for h in [dict(m.headers())]}
+    copies = dead_letters(kafka_bootstrap, f"{topic}.dlq", len(poison), extra_conf=isolation)
     assert {tp: value for tp, (value, _) in copies.items()} == poison, "the original bytes, each poison record once"
     for _, headers in copies.values():
         assert headers["x-deserialization-failed"] == b"value"
@@ -111,7 +99,8 @@ async def test_skipped_poison_records_are_counted_and_batches_get_the_others_typ
     config = ConsumerConfig(bootstrap_servers=kafka_bootstrap, group_id=group, topics=[topic], commit_interval_ms=100,
                             batch_max_records=20, batch_linger_ms=5, value_deserializer=typed_handlers.json_values)
     async with PyrallelConsumer(config, batch_handler=handle_batch) as consumer:
-        await wait_for(lambda: _committed_total(kafka_bootstrap, group, topic) == RECORDS, what="commits at the end")
+        await wait_for(lambda: committed_total(kafka_bootstrap, group, topic, PARTITIONS) == RECORDS,
+                       what="commits at the end")
         registry = consumer.metrics_registry
         counted = (registry.get_sample_value("kafka_consumer_errors_total", {"kind": "deserialization"}),
                    registry.get_sample_value("pyrallel_records_completed_total", {"outcome": "failed"}))

@@ -3,13 +3,15 @@ confluent-kafka ``Deserializer``) and a handler that notes the typed values it g
 
 Each worker imports its own ``json_values`` (``value_deserializer="tests.integration.typed_handlers:json_values"``)
 and appends one line per handled record to ``<pid>.typed`` in the directory named by ``PYRALLEL_TEST_DIR``, which
-:func:`typed_seen` reads back. The async tests use the same deserializer object and keep what they saw in memory.
+:func:`typed_seen` reads back. The async tests use the same deserializer object and keep what they saw in memory;
+:class:`Handled` gives a test either engine's handler and what it saw, so both are held to the same assertions.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +50,24 @@ def typed_seen(directory: Path) -> list[Seen]:
     lines = [line for path in sorted(directory.glob("*.typed"))
              for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
     return [tuple(json.loads(line)) for line in lines]  # type: ignore[misc]
+
+
+class Handled:
+    """The handler of one typed-records consumer and what it got, for either engine: the async handler keeps it in
+    memory; the process engine's workers run :func:`note_typed`, which writes it to ``directory`` (the test sets
+    ``PYRALLEL_TEST_DIR`` to it before the consumer starts)."""
+
+    def __init__(self, engine: str, directory: Path) -> None:
+        self._engine = engine
+        self._directory = directory
+        self._in_memory: list[Seen] = []
+
+    @property
+    def handler(self) -> Callable[[Record[bytes | None, Any]], Any]:
+        return self._note if self._engine == "async" else note_typed
+
+    async def _note(self, record: Record[bytes | None, Any]) -> None:
+        self._in_memory.append(seen(record))
+
+    def seen(self) -> list[Seen]:
+        return self._in_memory if self._engine == "async" else typed_seen(self._directory)
