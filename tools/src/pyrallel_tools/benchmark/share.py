@@ -83,8 +83,9 @@ class SharePlan:
     partitions: int = 2
     keys: int = 1000
     value_bytes: int = 64
-    records: int = 100_000
-    """Records of the throughput topic; every point reads it from the start with a new group."""
+    records: int = 300_000
+    """Records of the throughput topic; every point reads it from the start with a new group, and must not reach its
+    end before its window closes (the instances handle records while the group settles too)."""
     instances: tuple[int, ...] = (1, 2, 4)
     contenders: tuple[str, str] = (SHARE, CONSUMER_GROUP)
     concurrency: int = 100
@@ -123,7 +124,7 @@ def run_share(bootstrap: str, plan: SharePlan, out_dir: Path | None, run_dir: Pa
     env = contender_env(harness.loops_per_ms())
     launchers = {c: Launcher(bootstrap, plan.timing(), run_dir, specs[c], main_environment(), env)
                  for c in plan.contenders}
-    prefix = f"bench-share{uuid.uuid4().hex[:6]}"
+    prefix = f"share{uuid.uuid4().hex[:6]}"
     topics: list[str] = []
     try:
         topics.append(prepared_topic(bootstrap, f"{prefix}-throughput", plan.records, plan.keys, plan.partitions,
