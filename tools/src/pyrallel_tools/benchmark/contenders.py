@@ -1,5 +1,6 @@
 """This library's contenders of ``pyrallel bench``, one per process: ``python -m
-pyrallel_tools.benchmark.contenders {async|process} --name ... --topic ...`` (see :func:`harness.parse_args`).
+pyrallel_tools.benchmark.contenders {async|process|async-eos|share} --name ... --topic ...``
+(see :func:`harness.parse_args`).
 
 * ``async``: the async engine; the handler awaits the workload and counts in the same task.
 * ``process``: the process engine with ``--concurrency`` worker processes; the handler
@@ -10,6 +11,8 @@ pyrallel_tools.benchmark.contenders {async|process} --name ... --topic ...`` (se
   counts once its transaction committed (the committed offsets, read every 20 ms), not when its handler returned;
   the library's defaults otherwise, as for ``async``: a transaction every second (commit_interval_ms), or after
   10,000 outputs (transaction_max_records).
+* ``share``: :class:`PyrallelShareConsumer` in a share group (KIP-932; ``group_type="share"``, no order, the
+  group starting at the earliest record); the handler awaits the workload and counts, as for ``async``.
 
 Each prints one JSON result line (:func:`harness.emit`). With ``--count-on-signal`` the window starts at SIGUSR1
 (``pyrallel bench --suite scale`` sends it to every instance of a group once the group has settled).
@@ -26,6 +29,7 @@ from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.consumer import PyrallelConsumer
 from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Ordering, Record
+from pyrallel_consumer.share_consumer import PyrallelShareConsumer
 from pyrallel_tools.benchmark import harness
 from pyrallel_tools.localkafka.topics import create_topic
 
@@ -42,6 +46,10 @@ def process_handler(record: Record) -> None:
 
 
 def consumer_config(args: harness.ContenderArgs, engine: str) -> ConsumerConfig:
+    if engine == "share":  # the share consumer takes no session.timeout.ms (the group's setting)
+        return ConsumerConfig(bootstrap_servers=args.bootstrap, group_id=args.group, topics=[args.topic],
+                              group_type="share", ordering=Ordering.UNORDERED, max_in_flight=args.concurrency,
+                              kafka=dict(args.kafka))
     kafka = {"session.timeout.ms": str(args.session_timeout_ms), **dict(args.kafka)}
     if engine == "async-eos":
         return ConsumerConfig(bootstrap_servers=args.bootstrap, group_id=args.group, topics=[args.topic],
@@ -73,13 +81,19 @@ async def run(engine: str, args: harness.ContenderArgs) -> dict[str, Any]:
             await harness.run_async(workload)
             tracker.done(record.value)
 
-    consumer = PyrallelConsumer(consumer_config(args, engine), handler)
-    await consumer.start()
+    config = consumer_config(args, engine)
+    consumer: PyrallelConsumer | PyrallelShareConsumer
     poller = None
-    if engine == "process":
-        poller = asyncio.create_task(_poll_completions(consumer, tracker))
-    elif engine == "async-eos":
-        poller = asyncio.create_task(_poll_committed(consumer, tracker))
+    if engine == "share":
+        consumer = PyrallelShareConsumer(config, handler)
+        await consumer.start()
+    else:
+        consumer = group_consumer = PyrallelConsumer(config, handler)
+        await consumer.start()
+        if engine == "process":
+            poller = asyncio.create_task(_poll_completions(group_consumer, tracker))
+        elif engine == "async-eos":
+            poller = asyncio.create_task(_poll_committed(group_consumer, tracker))
     try:
         await harness.wait_finished_async(tracker)
     finally:
@@ -132,8 +146,9 @@ async def _poll_completions(consumer: PyrallelConsumer, tracker: harness.Tracker
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("async", "process", "async-eos"):
-        sys.stderr.write("usage: python -m pyrallel_tools.benchmark.contenders {async|process|async-eos} ARGS...\n")
+    if not argv or argv[0] not in ("async", "process", "async-eos", "share"):
+        sys.stderr.write("usage: python -m pyrallel_tools.benchmark.contenders {async|process|async-eos|share} "
+                         "ARGS...\n")
         return 2
     engine = argv[0]
     return harness.run_contender(lambda args: asyncio.run(run(engine, args)), argv[1:])

@@ -307,7 +307,8 @@ def _throughput(bench: Bench, contender_id: str, workload: str, keys: int) -> Th
     return m
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
+def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Poll ``condition`` until true or ``timeout_s``; its last value (also ``--suite share``'s)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
@@ -316,14 +317,16 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0
     return condition()
 
 
-def _log_rows(path: Path) -> list[tuple[int, int, int]]:
+def log_rows(path: Path) -> list[tuple[int, int, int]]:
+    """A handling log's rows (``--log``); none when the contender never wrote it."""
     try:
         return parse_log(path.read_bytes())
     except FileNotFoundError:
         return []
 
 
-def _log_lines(path: Path) -> int:
+def log_lines(path: Path) -> int:
+    """Lines of a handling log so far (it may be growing)."""
     try:
         return path.stat().st_size // harness.LOG_LINE_BYTES
     except FileNotFoundError:
@@ -351,7 +354,7 @@ def _start_when_joined(bench: Bench, run: RateRun, contender_id: str, topic: str
     argv = bench.argv(contender_id, topic=topic, group=group, workload=run.workload, limit=limit,
                       max_seconds=600, log_path=log_path, session_timeout_ms=session_timeout_ms)
     proc = ContenderProcess(argv, bench.env(contender_id), log_path.with_suffix(".stderr"), bench.run_dir)
-    if not _wait_for(lambda: _log_lines(log_path) >= WARMUP_RECORDS or proc.proc.poll() is not None,
+    if not wait_for(lambda: log_lines(log_path) >= WARMUP_RECORDS or proc.proc.poll() is not None,
                      bench.plan.join_timeout_s) or proc.proc.poll() is not None:
         return proc, f"{label}: the warm-up records were not handled: {proc.stderr_tail()}"
     return proc, ""
@@ -370,12 +373,12 @@ def _latency(bench: Bench, run: RateRun, contender_id: str) -> Latency:
     try:
         if not m.error:
             produce_at_rate(bench.bootstrap, topic, run.rate, run.seconds, run.keys, start_seq=WARMUP_RECORDS)
-            _wait_for(lambda: _log_lines(log_path) >= WARMUP_RECORDS + m.records or proc.proc.poll() is not None,
+            wait_for(lambda: log_lines(log_path) >= WARMUP_RECORDS + m.records or proc.proc.poll() is not None,
                       30)
     finally:
         proc.kill()
         proc.finish(5)
-    latency_stats(m, _log_rows(log_path))
+    latency_stats(m, log_rows(log_path))
     log.info("latency %-8s %-28s p50 %s ms, p99 %s ms (%d records) %s", run.workload, contender_id, m.p50_ms,
              m.p99_ms, m.samples, m.error)
     return m
@@ -413,19 +416,20 @@ def _restart(bench: Bench, run: RateRun, contender_id: str) -> Restart:
         if producer.error:
             m.error = producer.error
         else:
-            finished = _wait_for(lambda: _distinct(logs) >= m.records, bench.plan.restart_drain_s, 0.2)
+            finished = wait_for(lambda: distinct_handled(logs) >= m.records, bench.plan.restart_drain_s, 0.2)
             time.sleep(0.5)  # anything still in flight is counted too
     finally:
         second.kill()
         second.finish(5)
-    restart_stats(m, _log_rows(logs[0]), _log_rows(logs[1]), finished)
+    restart_stats(m, log_rows(logs[0]), log_rows(logs[1]), finished)
     log.info("restart %-8s %-28s %d handled before the kill, %d after the restart, %d duplicates, missing %s",
              run.workload, contender_id, m.handled_before_kill, m.handled_after_restart, m.duplicates, m.missing)
     return m
 
 
-def _distinct(logs: Sequence[Path]) -> int:
-    return len({seq for path in logs for seq, _, _ in _log_rows(path)})
+def distinct_handled(logs: Sequence[Path]) -> int:
+    """Distinct records handled over the logs of one group (a kill and its restart, or several instances)."""
+    return len({seq for path in logs for seq, _, _ in log_rows(path)})
 
 
 # --- outputs -------------------------------------------------------------------------------------------------------

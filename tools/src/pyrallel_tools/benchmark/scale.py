@@ -27,7 +27,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import groupby
 from pathlib import Path
@@ -157,8 +157,9 @@ class ScalePlan:
 
 
 @dataclass(frozen=True, slots=True)
-class _Launcher:
-    """Starts the async-key contender with this run's broker, environment and files."""
+class Launcher:
+    """Starts one contender (``spec``: the async-key one here, two others for ``--suite share``) with this run's
+    broker, environment and files."""
 
     bootstrap: str
     plan: ScalePlan
@@ -184,7 +185,7 @@ def run_scale(bootstrap: str, plan: ScalePlan, out_dir: Path | None, run_dir: Pa
     run_dir.mkdir(parents=True, exist_ok=True)
     report = ScaleReport(machine_info({}, bootstrap), plan.summary(), plan.curves())
     spec = next(s for s in catalog() if s.id == CONTENDER)
-    launcher = _Launcher(bootstrap, plan, run_dir, spec, main_environment(), contender_env(harness.loops_per_ms()))
+    launcher = Launcher(bootstrap, plan, run_dir, spec, main_environment(), contender_env(harness.loops_per_ms()))
     prefix = f"scale{uuid.uuid4().hex[:6]}"
     try:
         for topic_spec, group in groupby(plan.points(), key=lambda p: p.topic):
@@ -199,7 +200,7 @@ def run_scale(bootstrap: str, plan: ScalePlan, out_dir: Path | None, run_dir: Pa
     return report
 
 
-def _run_topic(launcher: _Launcher, prefix: str, spec: TopicSpec, points: list[Point], report: ScaleReport) -> None:
+def _run_topic(launcher: Launcher, prefix: str, spec: TopicSpec, points: list[Point], report: ScaleReport) -> None:
     """Produce the topic, run its points, delete it."""
     measures = [_measure_of(p) for p in points]
     report.measures += measures
@@ -218,7 +219,7 @@ def _run_topic(launcher: _Launcher, prefix: str, spec: TopicSpec, points: list[P
             m.load_1m = round(os.getloadavg()[0], 2)
             try:
                 if point.members:
-                    _run_group(launcher, point, topic, m)
+                    run_group(launcher, point, topic, m, heartbeat(launcher.plan), consumer_group_settled(launcher))
                 else:
                     _run_drain(launcher, point, topic, m)
             except (ScaleError, KafkaException) as exc:
@@ -236,7 +237,7 @@ def _measure_of(point: Point) -> ScaleMeasure:
                         point.concurrency)
 
 
-def _run_drain(launcher: _Launcher, point: Point, topic: str, m: ScaleMeasure) -> None:
+def _run_drain(launcher: Launcher, point: Point, topic: str, m: ScaleMeasure) -> None:
     """One consumer reads the whole topic (or for ``max_seconds``)."""
     proc = launcher.start(point, topic, new_group(f"scale-{point.id}"), f"scale-{point.id}")
     outcome = wait_outcome(proc, launcher.plan.join_timeout_s + launcher.plan.max_seconds + 60)
@@ -250,18 +251,40 @@ def _run_drain(launcher: _Launcher, point: Point, topic: str, m: ScaleMeasure) -
             m.window = [round(first - start, 2), round(last - start, 2)]
 
 
-def _run_group(launcher: _Launcher, point: Point, topic: str, m: ScaleMeasure) -> None:
-    """``point.members`` instances of one group: started together, counted together once the group settled."""
+Settle = Callable[[str, Point, Sequence[ContenderProcess]], float]
+"""Waits until a group's started instances can be counted (the group's name, the point, its instances): the
+seconds it took; ScaleError when an instance exits first or the group does not get there in time."""
+
+
+def heartbeat(plan: ScalePlan) -> Callable[[str], list[str]]:
+    """The consumer-group instances' ``--kafka`` option: a shorter heartbeat settles the group sooner."""
+    return lambda name: ["--kafka", f"heartbeat.interval.ms={plan.heartbeat_interval_ms}"]
+
+
+def consumer_group_settled(launcher: Launcher) -> Settle:
+    """The consumer-group check: the admin API's view of the group (:func:`wait_group_settled`)."""
     plan = launcher.plan
-    group = new_group(f"scale-{point.id}")
-    extra = ["--count-on-signal", "--kafka", f"heartbeat.interval.ms={plan.heartbeat_interval_ms}"]
+
+    def settle(group: str, point: Point, procs: Sequence[ContenderProcess]) -> float:
+        return wait_group_settled(launcher.bootstrap, group, point.members, point.topic.partitions, procs,
+                                  plan.settle_timeout_s, plan.settle_quiet_s)
+
+    return settle
+
+
+def run_group(launcher: Launcher, point: Point, topic: str, m: ScaleMeasure,
+              extra: Callable[[str], Sequence[str]], settle: Settle) -> None:
+    """``point.members`` instances of one group (``extra(name)`` appended to each one's command line): started
+    together, counted together (``--count-on-signal``) once ``settle`` returned. Also ``--suite share``'s."""
+    plan = launcher.plan
+    group = new_group(f"{launcher.spec.id}-{point.id}")
     procs: list[ContenderProcess] = []
     outcomes: list[Outcome] = []
     try:
         for n in range(point.members):
-            procs.append(launcher.start(point, topic, group, f"scale-{point.id}-{n + 1}", extra))
-        m.settle_s = round(wait_group_settled(launcher.bootstrap, group, point.members, point.topic.partitions, procs,
-                                              plan.settle_timeout_s, plan.settle_quiet_s), 2)
+            name = f"{launcher.spec.id}-{point.id}-{n + 1}"
+            procs.append(launcher.start(point, topic, group, name, ["--count-on-signal", *extra(name)]))
+        m.settle_s = round(settle(group, point, procs), 2)
         for proc in procs:
             proc.kill(signal.SIGUSR1)
         outcomes = [wait_outcome(proc, plan.window_s + 60) for proc in procs]

@@ -16,7 +16,8 @@ _PATH = click.Path(path_type=Path)
 @click.command()
 @click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS",
               help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS); not needed with --rebuild.")
-@click.option("--suite", type=click.Choice(["all", "core", "cpu", "eos", "rebalance", "recovery", "batch", "scale"]),
+@click.option("--suite", type=click.Choice(["all", "core", "cpu", "eos", "rebalance", "recovery", "batch", "scale",
+                                                 "share"]),
               default="all",
               show_default=True,
               help="all: every workload and contender, latency and restart checks, peers included. core: no-op and "
@@ -29,7 +30,9 @@ _PATH = click.Path(path_type=Path)
                    "per-record handler for a bulk write (5 ms per call + 0.05 ms per record): throughput and the "
                    "latency of lingering (writes batch-*.json/md only). scale: the async engine's records/s, CPU per "
                    "record and peak RSS as partitions, keys, value size and instances of one group grow, and a "
-                   "backlog of 1,000,000 records (writes scale-*.json/md/png only; --rebuild takes its JSON).")
+                   "backlog of 1,000,000 records (writes scale-*.json/md/png only; --rebuild takes its JSON). "
+                   "share: a share group vs a consumer group (unordered) of 1, 2, 4 instances on 2 partitions, "
+                   "5 ms per record, and the duplicates after a SIGKILL (writes share-*.json/md only).")
 @click.option("--noop-records", type=click.IntRange(1000), help="Records per no-op run (default 200,000).")
 @click.option("--io-records", type=click.IntRange(1000), help="Records per I/O-bound run (default 100,000).")
 @click.option("--cpu-records", type=click.IntRange(100), help="Records per CPU-bound run (default 6,000).")
@@ -108,6 +111,11 @@ def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, i
         if kafka or profile:
             raise click.UsageError("--kafka and --profile do not apply to --suite scale")
         _scale(bootstrap_servers, out, run_dir, rebuild)
+        return
+    if suite == "share":
+        if kafka or profile or rebuild is not None:
+            raise click.UsageError("--kafka, --profile and --rebuild do not apply to --suite share")
+        _share(bootstrap_servers, out, run_dir)
         return
     if suite == "recovery":
         if kafka or profile or rebuild is not None:
@@ -212,6 +220,22 @@ def _recovery(bootstrap_servers: str | None, kills: int, default_kills: int, bro
         raise click.ClickException(str(exc)) from exc
     click.echo(recovery_markdown(report))
     click.echo(f"Results written to {out.resolve()} (recovery-latest.json, recovery-latest.md) in "
+               f"{report.duration_s:.0f} s")
+
+
+def _share(bootstrap_servers: str | None, out: Path, run_dir: Path) -> None:
+    """``--suite share``: its own runner and result files (the other suites' options do not apply)."""
+    from pyrallel_tools.benchmark.share import SharePlan, run_share
+    from pyrallel_tools.benchmark.share_report import markdown as share_markdown
+
+    if not bootstrap_servers:
+        raise click.UsageError("--bootstrap-servers (or PYRALLEL_BOOTSTRAP_SERVERS) is required")
+    try:
+        report = run_share(bootstrap_servers, SharePlan(), out, run_dir / "share")
+    except (LocalKafkaError, ResultError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(share_markdown(report))
+    click.echo(f"Results written to {out.resolve()} (share-latest.json, share-latest.md) in "
                f"{report.duration_s:.0f} s")
 
 

@@ -1,0 +1,60 @@
+"""``pyrallel bench --suite share`` without a broker: its plan, the table and the JSON. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pyrallel_tools.benchmark.peers import catalog
+from pyrallel_tools.benchmark.results import Restart, restart_stats
+from pyrallel_tools.benchmark.scale_report import ScaleMeasure
+from pyrallel_tools.benchmark.share import CONSUMER_GROUP, SHARE, SharePlan
+from pyrallel_tools.benchmark.share_report import ShareReport, markdown, point_id, write_share_outputs
+
+pytestmark = pytest.mark.unit
+
+
+def _measure(contender: str, members: int, rate: float, members_rates: list[float]) -> ScaleMeasure:
+    return ScaleMeasure(point_id(contender, members), 2, 1000, 64, 300_000, "sleep5ms", members, 100,
+                        counted=int(rate * 5), seconds=5.0, records_per_s=rate, member_rates=members_rates)
+
+
+def _report() -> ShareReport:
+    plan = SharePlan()
+    report = ShareReport({}, plan.summary())
+    report.throughput = [_measure(SHARE, 1, 4000, []), _measure(CONSUMER_GROUP, 1, 8000, []),
+                         _measure(SHARE, 2, 6000, [3000, 3000])]
+    report.throughput.append(ScaleMeasure(point_id(CONSUMER_GROUP, 2), 2, 1000, 64, 300_000, "sleep5ms", 2, 100,
+                                          error="group did not settle"))
+    kill = Restart(SHARE, "sleep5ms", 1000, 10)
+    restart_stats(kill, [(i, 0, 0) for i in range(6)], [(i, 0, 0) for i in range(4, 10)], True)
+    report.kills = [kill]
+    return report
+
+
+def test_the_plan_compares_the_share_contender_with_the_unordered_consumer_group_on_two_partitions() -> None:
+    plan = SharePlan()
+    specs = {s.id: s for s in catalog()}
+    assert plan.contenders == (SHARE, CONSUMER_GROUP)
+    assert specs[SHARE].args[-1] == "share" and specs[SHARE].ordering == specs[CONSUMER_GROUP].ordering == "unordered"
+    assert plan.partitions == 2 and plan.instances == (1, 2, 4)
+    timing = plan.timing()
+    assert (timing.window_s, timing.group_concurrency) == (plan.window_s, plan.concurrency)
+    assert json.loads(json.dumps(plan.summary()))["instances"] == [1, 2, 4]
+
+
+def test_the_table_gives_each_instance_count_both_rates_their_ratio_and_the_duplicates() -> None:
+    text = markdown(_report())
+    assert "| 1 | 4,000 | 8,000 | 0.50 |" in text
+    assert "| 2 | 6,000 (3,000 + 3,000) | group did not settle |" in text
+    assert "| 4 | not run | not run |" in text
+    assert "| share | 10 | 6 | 6 | 2 | 0 |" in text  # records 4 and 5 handled twice, none missing
+
+
+def test_the_result_files_are_written(tmp_path: Path) -> None:
+    write_share_outputs(_report(), tmp_path)
+    data = json.loads((tmp_path / "share-latest.json").read_text())
+    assert data["kills"][0]["duplicates"] == 2
+    assert (tmp_path / "share-latest.md").read_text() == markdown(_report())

@@ -1,0 +1,99 @@
+"""The results of ``pyrallel bench --suite share``: a share group vs a consumer group of the same instances, and the
+duplicates after a SIGKILL. Pure code except :func:`write_share_outputs`.
+
+Filled by :mod:`~pyrallel_tools.benchmark.share` on the CLI's main thread. The throughput points are
+:class:`~pyrallel_tools.benchmark.scale_report.ScaleMeasure` (the scale suite's instances curve, measured the same
+way), the kills :class:`~pyrallel_tools.benchmark.results.Restart` (the killed instance's handlings as
+``handled_before_kill``, the survivor's as ``handled_after_restart``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyrallel_tools.benchmark.rebalance_report import write_outputs
+from pyrallel_tools.benchmark.results import Restart, number_cell, ratio, short_line
+from pyrallel_tools.benchmark.scale_report import ScaleMeasure
+
+
+@dataclass(slots=True)
+class ShareReport:
+    machine: dict[str, Any]
+    plan: dict[str, Any]
+    throughput: list[ScaleMeasure] = field(default_factory=list)
+    """One per (contender, instances); ``point`` is ``<contender>-<instances>``."""
+    kills: list[Restart] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def rate(self, contender: str, members: int) -> float | None:
+        m = next((m for m in self.throughput if m.point == point_id(contender, members)), None)
+        return m.records_per_s if m is not None and not m.error and m.counted else None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def point_id(contender: str, members: int) -> str:
+    return f"{contender}-{members}"
+
+
+def markdown(report: ShareReport) -> str:
+    """The method line, the throughput table (one row per instance count) and the kill table."""
+    plan = report.plan
+    share, group = plan["contenders"]
+    lines = [
+        f"{plan['partitions']} partitions, {plan['records']:,} records pre-produced, 5 ms asyncio.sleep per record, "
+        f"{plan['concurrency']} records in flight per instance, one process per instance; every instance logs each "
+        f"record it handles. The instances start together; once every one of them handled a record (share group) "
+        f"or the group is stable with both partitions assigned (consumer group) each counts the next "
+        f"{plan['window_s']:g} s. Total time {report.duration_s:.0f} s.",
+        "",
+        f"| instances | {share} records/s (per instance) | {group} records/s (per instance) | share / consumer |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n in plan["instances"]:
+        cells = [_rate_cell(report, c, n) for c in (share, group)]
+        lines.append(f"| {n} | {cells[0]} | {cells[1]} | "
+                     f"{number_cell(ratio(report.rate(share, n), report.rate(group, n)), 2)} |")
+    lines += [
+        "",
+        f"SIGKILL of one of 2 instances once {plan['kill_fraction']:.0%} of {plan['kill_records']:,} records were "
+        f"handled; the survivor runs until every record was handled (or {plan['kill_drain_s']:g} s). Share group: "
+        f"record lock {plan['kill_lock_ms']:,} ms, session {plan['kill_session_ms']:,} ms (group settings); "
+        f"consumer group: session {plan['kill_session_ms']:,} ms.",
+        "",
+        "| contender | records | handled by the killed | handled by the survivor | duplicates | missing |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for k in report.kills:
+        if k.error:
+            lines.append(f"| {k.contender} | {k.records:,} | {short_line(k.error, 120)} | | | |")
+            continue
+        missing = "not finished" if k.missing is None else f"{k.missing:,}"
+        lines.append(f"| {k.contender} | {k.records:,} | {k.handled_before_kill:,} | {k.handled_after_restart:,} | "
+                     f"{k.duplicates:,} | {missing} |")
+    notes = [f"- {short_line(n, 300)}" for n in report.notes]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def _rate_cell(report: ShareReport, contender: str, members: int) -> str:
+    m = next((m for m in report.throughput if m.point == point_id(contender, members)), None)
+    if m is None:
+        return "not run"
+    if m.error:
+        return short_line(m.error, 120)
+    cell = f"{m.records_per_s:,.0f}"
+    if m.member_rates:
+        cell += " (" + " + ".join(f"{r:,.0f}" for r in m.member_rates) + ")"
+    return cell
+
+
+def write_share_outputs(report: ShareReport, out_dir: Path) -> Path:
+    """``share-<time>.json`` and ``share-latest.{json,md}`` under ``out_dir``."""
+    return write_outputs(report.to_json(), markdown(report), out_dir, "share")
