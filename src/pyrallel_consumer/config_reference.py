@@ -53,6 +53,8 @@ def reference_markdown() -> str:
             rule = "library-owned properties refused; enum properties checked"
         if name == "output_kafka":
             rule = "library-owned properties refused; checked by librdkafka"
+        if name == "tracing_enabled":
+            rule = "opentelemetry-api installed (the tracing extra)"
         if name == "control_token":
             rule = "printable ASCII, not blank, no leading/trailing whitespace"
         if name == "control_host":

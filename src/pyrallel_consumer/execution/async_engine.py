@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyrallel_consumer.batch import InvalidBatchResultError, batch_failures
 from pyrallel_consumer.execution.engine import (
@@ -23,6 +24,9 @@ from pyrallel_consumer.execution.engine import (
 from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
 from pyrallel_consumer.output import Output, outputs_of
 from pyrallel_consumer.record import Record
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +52,13 @@ class AsyncExecutionEngine(ExecutionEngine):
 
     With ``batch=True`` the handler is a batch handler and the engine takes ``submit_batch``: one task per batch
     runs its attempts, each bounded by ``asyncio.timeout`` (one timer per batch is cheap, unlike one per record).
+
+    With ``tracing`` each attempt runs with the record's (or batch's) span current, so the handler's own spans are
+    its children, and each retry is an event on it.
     """
 
-    def __init__(self, handler: AsyncHandler | AsyncBatchHandler, retry: RetryPolicy, *, batch: bool = False) -> None:
+    def __init__(self, handler: AsyncHandler | AsyncBatchHandler, retry: RetryPolicy, *, batch: bool = False,
+                 tracing: Tracing | None = None) -> None:
         if not callable(handler):
             raise EngineError("handler must be an async function: async def handle(record) -> None")
         self._handler: Callable[..., Awaitable[object]] = handler
@@ -58,6 +66,7 @@ class AsyncExecutionEngine(ExecutionEngine):
         self._batches: dict[int, _Batch] = {}
         """Item id -> the batch it belongs to, for the items of submit_batch()."""
         self._retry = retry
+        self._tracing = tracing
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._attempt_started: dict[int, float] = {}
         self._timed_out: set[int] = set()
@@ -122,10 +131,16 @@ class AsyncExecutionEngine(ExecutionEngine):
         """Attempts of one batch until every item completed: failed items are retried together after a backoff."""
         started = time.perf_counter()
         attempts = 0
+        tracing = self._tracing
         while batch.live:
             attempts += 1
             items = list(batch.live.values())
-            error, failures = await self._attempt_batch([item.record for item in items])
+            traced = tracing.attach(items[0].item_id) if tracing is not None else None
+            try:
+                error, failures = await self._attempt_batch([item.record for item in items])
+            finally:
+                if tracing is not None and traced is not None:
+                    tracing.detach(traced)
             if error is not None:
                 failures = dict.fromkeys(range(len(items)), describe_error(error))
             failed = [(items[i], failures[i]) for i in sorted(failures)]
@@ -138,6 +153,8 @@ class AsyncExecutionEngine(ExecutionEngine):
                 return
             retrying = attempts <= self._retry.max_retries
             self._log_batch_failure(attempts, len(items), failed, retrying, error)
+            if retrying and tracing is not None:
+                tracing.retrying(failed[0][0].item_id, attempts, *failed[0][1], records=len(failed))
             if not retrying:
                 for item, (err_type, err_msg) in failed:
                     self._finish_member(batch, Completion(item.item_id, False, attempts, duration, err_type, err_msg))
@@ -188,9 +205,11 @@ class AsyncExecutionEngine(ExecutionEngine):
         item_id = item.item_id
         started = time.perf_counter()
         attempts = 0
+        tracing = self._tracing
         while True:
             attempts += 1
             self._attempt_started[item_id] = time.monotonic()
+            traced = tracing.attach(item_id) if tracing is not None else None
             try:
                 outputs = outputs_of(await self._handler(item.record))
             except asyncio.CancelledError as exc:
@@ -210,6 +229,8 @@ class AsyncExecutionEngine(ExecutionEngine):
                 return Completion(item_id, True, attempts, time.perf_counter() - started, outputs=outputs)
             finally:
                 self._attempt_started.pop(item_id, None)
+                if tracing is not None and traced is not None:
+                    tracing.detach(traced)
             retrying = attempts <= self._retry.max_retries
             err_type, err_msg = describe_error(error)
             record = item.record
@@ -222,6 +243,8 @@ class AsyncExecutionEngine(ExecutionEngine):
                                       error_type=err_type, error=err_msg))
             if not retrying:
                 return Completion(item_id, False, attempts, time.perf_counter() - started, err_type, err_msg)
+            if tracing is not None:
+                tracing.retrying(item_id, attempts, err_type, err_msg)
             await asyncio.sleep(self._retry.delay_s(attempts))
 
     async def _enforce_timeouts(self) -> None:

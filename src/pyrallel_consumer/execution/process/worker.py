@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
@@ -185,9 +186,14 @@ def _attempt(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot
     if codec.is_batch(fields):
         return _attempt_batch(handler, fields, slot)
     item_id = fields[0]
+    trace = codec.trace_of(fields)
     attempt_begins(slot, item_id)
     try:
-        outputs = outputs_of(handler(codec.decode_record(fields)))
+        if trace is None:
+            outputs = outputs_of(handler(codec.decode_record(fields)))
+        else:
+            with _carried(trace):
+                outputs = outputs_of(handler(codec.decode_record(fields)))
     except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit or KeyboardInterrupt is a failed attempt
         return codec.failure(item_id, *_describe(exc))
     finally:
@@ -195,13 +201,25 @@ def _attempt(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot
     return codec.success(item_id, outputs)
 
 
+def _carried(trace: dict[str, str]) -> AbstractContextManager[None]:
+    """The record's span context made current (tracing is on); opentelemetry is imported only then."""
+    from pyrallel_consumer.observability.tracing import carried
+
+    return carried(trace)
+
+
 def _attempt_batch(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot) -> codec.Result:
     """One call of a batch handler with the records of a batch item; the batch id stands in the slot meanwhile."""
     batch_id = fields[0]
     records = [codec.decode_record(record) for record in fields[1]]
+    trace = codec.trace_of(fields[1][0]) if fields[1] else None
     attempt_begins(slot, batch_id)
     try:
-        returned = handler(list(records))  # a copy: positions must survive a handler's sort
+        if trace is None:
+            returned = handler(list(records))  # a copy: positions must survive a handler's sort
+        else:
+            with _carried(trace):
+                returned = handler(list(records))
     except BaseException as exc:  # noqa: BLE001 - as for one record: any exception fails the attempt
         return codec.failure(batch_id, *_describe(exc))
     finally:
