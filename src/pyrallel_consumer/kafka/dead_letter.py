@@ -82,14 +82,14 @@ class DeadLetterPublisher:
     async def __call__(self, record: Record, completion: Completion) -> bool:
         topic = self.topic_for(record)
         send = self._tracing.dead_letter_send(record, topic) if self._tracing is not None else None
-        failure: str | None = "cancelled"
+        failure: tuple[str, str] | None = ("CancelledError", "stopped before the broker answered")
         try:
             failure = await self._write(record, completion, topic, send)
         finally:
             if send is not None:
                 send.end(failure)
         if failure is not None:
-            return self._failed(record, topic, failure)
+            return self._failed(record, topic, failure[1])
         log.info("Dead-lettered %s[%d]@%d to %s after %d attempt(s): %s", record.topic, record.partition,
                  record.offset, topic, completion.attempts, completion.error_type,
                  extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,
@@ -100,8 +100,8 @@ class DeadLetterPublisher:
         return True
 
     async def _write(self, record: Record, completion: Completion, topic: str,
-                     send: DeadLetterSend | None) -> str | None:
-        """Produce the copy and wait for the broker's answer: None once acknowledged, else why it failed."""
+                     send: DeadLetterSend | None) -> tuple[str, str] | None:
+        """Produce the copy and wait for the broker's answer: None once acknowledged, else (error type, why)."""
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[KafkaError | None] = loop.create_future()
 
@@ -122,9 +122,9 @@ class DeadLetterPublisher:
                 on_delivery=on_delivery,
             )
         except (BufferError, ValueError, KafkaException) as exc:
-            return str(exc)
+            return type(exc).__name__, str(exc)
         err = await acked
-        return None if err is None else str(err)
+        return None if err is None else (err.name(), str(err))
 
     def _failed(self, record: Record, topic: str, reason: str) -> bool:
         self._observer.error("dlq")

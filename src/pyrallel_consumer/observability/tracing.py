@@ -109,11 +109,12 @@ class DeadLetterSend:
         replaced = propagate.get_global_textmap().fields
         return [header for header in headers if header[0] not in replaced] + self._fields
 
-    def end(self, failure: str | None) -> None:
-        """The write was acknowledged (None) or failed for ``failure`` (the policy tries again, in a new span)."""
+    def end(self, failure: tuple[str, str] | None) -> None:
+        """The write was acknowledged (None) or failed with ``failure``, (error type, message): e.g. librdkafka's
+        error name; the policy tries again later, in a new span."""
         if failure is not None:
-            self._span.set_attribute("error.type", "DeadLetterWriteFailed")
-            self._span.set_status(Status(StatusCode.ERROR, failure))
+            self._span.set_attribute("error.type", failure[0])
+            self._span.set_status(Status(StatusCode.ERROR, failure[1]))
         self._span.end()
 
 
