@@ -32,6 +32,15 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[t
     return [(tp.offset, tp.metadata) for tp in tps]
 
 
+def log_ends(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """The high watermark of each partition: where the records produced (and acknowledged) so far end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{topic}"})
+    try:
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
+    finally:
+        consumer.close()
+
+
 def committed_map(bootstrap: str, group: str, topic: str, partition: int = 0) -> tuple[int, OffsetMap | None]:
     offset, metadata = committed(bootstrap, group, topic, partition + 1)[partition]
     return offset, decode_offset_map(metadata or "", offset) if offset >= 0 else None
@@ -44,11 +53,12 @@ def seq_of(value: bytes | None) -> int:
     return int(value.split(b"|", 1)[0])
 
 
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30,
+             extra_conf: dict[str, Any] | None = None) -> list[Any]:
     """Every record of ``topic`` from the start, until ``expected`` came or ``timeout_s`` passed (a DLQ, an output
-    topic): the test judges what arrived."""
+    topic): the test judges what arrived. ``extra_conf``: more reader properties, e.g. read_committed."""
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
-                            "auto.offset.reset": "earliest", "enable.auto.commit": False}
+                            "auto.offset.reset": "earliest", "enable.auto.commit": False, **(extra_conf or {})}
     reader = Consumer(conf)
     reader.subscribe([topic])
     out: list[Any] = []

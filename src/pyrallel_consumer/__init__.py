@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
     from pyrallel_consumer.control.lifecycle import LifecycleState as LifecycleState
     from pyrallel_consumer.control.observer import ConsumerObserver as ConsumerObserver
     from pyrallel_consumer.control.positions import Position as Position
+    from pyrallel_consumer.deserialization import DeserializationError as DeserializationError
+    from pyrallel_consumer.deserialization import KeyDeserializationError as KeyDeserializationError
+    from pyrallel_consumer.deserialization import ValueDeserializationError as ValueDeserializationError
     from pyrallel_consumer.execution.engine import (
         Completion as Completion,
     )
@@ -38,6 +41,7 @@ if TYPE_CHECKING:  # "X as X": re-exported names, for type checkers and linters;
     from pyrallel_consumer.kafka.clients import KafkaClients as KafkaClients
     from pyrallel_consumer.kafka.topic_check import BrokerUnreachableError as BrokerUnreachableError
     from pyrallel_consumer.kafka.topic_check import MissingTopicError as MissingTopicError
+    from pyrallel_consumer.observability.librdkafka_log import LibrdkafkaLog as LibrdkafkaLog
     from pyrallel_consumer.observability.log_events import LogEventSpec as LogEventSpec
     from pyrallel_consumer.observability.snapshot import MetricsSnapshot as MetricsSnapshot
     from pyrallel_consumer.observability.snapshot import PartitionMetrics as PartitionMetrics
@@ -55,10 +59,13 @@ _PUBLIC: dict[str, str] = {
     "ConfigError": "pyrallel_consumer.config",
     "ConsumerConfig": "pyrallel_consumer.config",
     "ConsumerObserver": "pyrallel_consumer.control.observer",
+    "DeserializationError": "pyrallel_consumer.deserialization",
     "ExecutionEngine": "pyrallel_consumer.execution.engine",
     "ExhaustionPolicy": "pyrallel_consumer.control.exhaustion",
     "HandlerTimeoutError": "pyrallel_consumer.execution.engine",
+    "KeyDeserializationError": "pyrallel_consumer.deserialization",
     "KafkaClients": "pyrallel_consumer.kafka.clients",
+    "LibrdkafkaLog": "pyrallel_consumer.observability.librdkafka_log",
     "LifecycleState": "pyrallel_consumer.control.lifecycle",
     "LogAndSkip": "pyrallel_consumer.control.exhaustion",
     "LogEventSpec": "pyrallel_consumer.observability.log_events",
@@ -70,6 +77,7 @@ _PUBLIC: dict[str, str] = {
     "Position": "pyrallel_consumer.control.positions",
     "PyrallelConsumer": "pyrallel_consumer.consumer",
     "Record": "pyrallel_consumer.record",
+    "ValueDeserializationError": "pyrallel_consumer.deserialization",
     "WorkItem": "pyrallel_consumer.execution.engine",
 }
 """Public name -> the module that defines it."""

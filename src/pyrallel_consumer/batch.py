@@ -10,7 +10,7 @@ imports nothing but the record).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from pyrallel_consumer.record import Record
 
@@ -38,12 +38,13 @@ class BatchResult:
 
     __slots__ = ("failed",)
 
-    def __init__(self, failed: Iterable[Record] | Mapping[Record, BaseException | str] = ()) -> None:
+    def __init__(self, failed: Iterable[Record[Any, Any]] | Mapping[Record[Any, Any], BaseException | str] = ()
+                 ) -> None:
         if isinstance(failed, Mapping):
             pairs = [(record, _describe(error)) for record, error in failed.items()]
         else:
             pairs = [(record, ("BatchRecordError", "the batch handler named this record failed")) for record in failed]
-        self.failed: tuple[tuple[Record, tuple[str, str]], ...] = tuple(pairs)
+        self.failed: tuple[tuple[Record[Any, Any], tuple[str, str]], ...] = tuple(pairs)
         """(record, (error type, message)) of each record named failed."""
 
     def __repr__(self) -> str:
@@ -51,7 +52,7 @@ class BatchResult:
         return f"BatchResult(failed=[{named}])"
 
 
-def batch_failures(records: list[Record], returned: object) -> dict[int, tuple[str, str]]:
+def batch_failures(records: list[Record[Any, Any]], returned: object) -> dict[int, tuple[str, str]]:
     """Position in ``records`` -> (error type, message) of each record the handler's return value names failed.
 
     Records are matched by topic, partition and offset, so a handler may name copies. Raises

@@ -18,9 +18,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from pyrallel_consumer.deserialization import Deserializer
 from pyrallel_consumer.kafka.property_check import describe_refusal, is_secret_property, librdkafka_refusal
 from pyrallel_consumer.observability.logging import LogFormat
 from pyrallel_consumer.record import Ordering
+from pyrallel_consumer.references import reference_of, resolve
 
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -115,6 +117,17 @@ class ConsumerConfig(BaseSettings):
     engine: Literal["async", "process"] = Field(
         default="async", description="Execution engine: asyncio tasks or a pool of worker processes."
     )
+    key_deserializer: Annotated[Deserializer | str | None, NoDecode] = Field(
+        default=None,
+        description="Turns record keys into objects: a confluent-kafka Deserializer (e.g. AvroDeserializer), a "
+                    "function (data, ctx), or 'module:attr' naming one (the env form); unset: keys stay bytes. "
+                    "engine=process: 'module:attr' or a top-level function (each worker imports its own).",
+    )
+    value_deserializer: Annotated[Deserializer | str | None, NoDecode] = Field(
+        default=None,
+        description="Turns record values into objects, as key_deserializer does for keys; a record that fails "
+                    "to deserialize goes to the exhaustion policy without retries (docs/failure-handling.md).",
+    )
     max_in_flight: int = Field(default=1000, ge=1, le=1_000_000,
                                description="Records handled at the same time, across all partitions.")
     queue_max_messages: int = Field(
@@ -146,8 +159,17 @@ class ConsumerConfig(BaseSettings):
         description="With a batch_handler: how long ready records that do not fill a batch wait for more before "
                     "they go as a smaller batch (0: at once).",
     )
-    commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
-                                    description="Period of the asynchronous commits.")
+    commit_interval_ms: int = Field(
+        default=1000, ge=10, le=600_000,
+        description="at_least_once: the longest time between two asynchronous commits when no record completed (a "
+                    "failed commit is tried again after it); exactly_once: the period of the transactions.",
+    )
+    commit_min_interval_ms: int = Field(
+        default=10, ge=0, le=600_000,
+        description="at_least_once: the shortest time between two asynchronous commits; a completed record is "
+                    "committed about this long after it completed at most (one commit carries every completion in "
+                    "between), so a crash runs about the last interval's records again. At most commit_interval_ms.",
+    )
     task_timeout_ms: int = Field(default=60_000, ge=1, le=86_400_000,
                                  description="One handler attempt longer than this fails with a timeout.")
     max_retries: int = Field(default=3, ge=0, le=1000,
@@ -335,6 +357,31 @@ class ConsumerConfig(BaseSettings):
             raise ValueError("a topic is listed twice")
         return value
 
+    @field_validator("key_deserializer", "value_deserializer", mode="before")
+    @classmethod
+    def _deserializer_kind(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str) or callable(value):
+            return value
+        raise ValueError(f"{type(value).__name__} is not a deserializer: pass a callable deserializer(data, ctx) "
+                         "(e.g. confluent-kafka's AvroDeserializer), 'module:attr' naming one, or None for bytes")
+
+    @field_validator("key_deserializer", "value_deserializer")
+    @classmethod
+    def _check_deserializer(cls, value: Deserializer | str | None, info: ValidationInfo) -> Deserializer | str | None:
+        """A reference must import (here, so a typo fails at construction) and name a callable; a class is refused
+        (it would be called with each record's bytes and return an instance of itself)."""
+        if isinstance(value, str):
+            reference_of(value, str(info.field_name), "'module:attr'")
+            try:
+                resolved = resolve(value)
+            except Exception as exc:  # whatever importing the user's module raises is this field's error
+                raise ValueError(f"{value!r} cannot be imported: {type(exc).__name__}: {exc}") from exc
+            if isinstance(resolved, type):
+                raise ValueError(f"{value!r} names the class {resolved.__name__}; name an instance of it")
+        elif isinstance(value, type):
+            raise ValueError(f"{value.__name__} is a class; pass an instance, e.g. {value.__name__}(...)")
+        return value
+
     @field_validator("control_token")
     @classmethod
     def _check_control_token(cls, value: SecretStr | None) -> SecretStr | None:
@@ -421,9 +468,28 @@ class ConsumerConfig(BaseSettings):
                              f"commit_interval_ms ({self.commit_interval_ms}): a transaction stays open about "
                              "commit_interval_ms, and the broker would abort every one")
 
+    def _check_deserializers_reach_workers(self) -> None:
+        """engine=process: each worker imports its own deserializers by name, so an object must have one."""
+        if self.engine != "process":
+            return
+        for name in ("key_deserializer", "value_deserializer"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                reference_of(value, name, "a top-level function or 'module:attr' naming a module-level deserializer")
+            except ValueError as exc:
+                raise ValueError(f"{name}: engine='process' imports it by name in each worker process (a deserializer "
+                                 "object cannot be copied into another process: a schema-registry one holds an HTTP "
+                                 f"client), and {exc}") from None
+
     @model_validator(mode="after")
     def _check_combinations(self) -> ConsumerConfig:
         self._check_exactly_once()
+        self._check_deserializers_reach_workers()
+        if self.commit_min_interval_ms > self.commit_interval_ms:
+            raise ValueError(f"commit_min_interval_ms ({self.commit_min_interval_ms}) must be at most "
+                             f"commit_interval_ms ({self.commit_interval_ms})")
         if self.max_retry_backoff_ms < self.retry_backoff_ms:
             raise ValueError("max_retry_backoff_ms must be >= retry_backoff_ms")
         if self.dlq_topic is not None and self.dlq_topic in self.topics:

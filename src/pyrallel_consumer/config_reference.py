@@ -44,6 +44,8 @@ def reference_markdown() -> str:
             default = f"`{value}`"
         if name == "ordering":
             annotation = "Ordering"
+        if name.endswith("_deserializer"):
+            annotation = "Deserializer | str | None"
         rule = _rule(info)
         if name == "ordering":
             rule = "one of key, partition, unordered"
@@ -55,6 +57,8 @@ def reference_markdown() -> str:
             rule = "library-owned properties refused; checked by librdkafka"
         if name == "tracing_enabled":
             rule = "opentelemetry-api installed (the tracing extra)"
+        if name.endswith("_deserializer"):
+            rule = "callable, not a class; a 'module:attr' that imports; engine=process: importable by name"
         if name == "control_token":
             rule = "printable ASCII, not blank, no leading/trailing whitespace"
         if name == "control_host":

@@ -3,8 +3,9 @@
 They are top-level functions so the process engine's workers can import them. Values:
 ``ok``, ``fail:N`` (fail the first N attempts), ``always_fail``, ``sleep:S``, ``hang``, ``system_exit``,
 ``keyboard_interrupt``, ``output:TEXT`` (returns one Output of TEXT), ``bad_output`` (returns what is not a list of
-outputs). Attempts, start marks and run spans go to files in the directory named by the record's
-``contract-dir`` header, because the attempts of one record may run in different processes.
+outputs), ``typed`` (fails unless the value arrived deserialized by :func:`value_text`). Attempts, start marks and
+run spans go to files in the directory named by the record's ``contract-dir`` header, because the attempts of one
+record may run in different processes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from pyrallel_consumer.batch import BatchResult
 from pyrallel_consumer.output import Output
@@ -20,6 +22,24 @@ from pyrallel_consumer.record import Record
 
 DIR_HEADER = "contract-dir"
 HANG_S = 3600.0
+
+
+VALUE_TEXT = f"{__name__}:value_text"
+
+
+def value_text(data: bytes | None, _ctx: Any) -> str | None:
+    """The contract's value deserializer: the value as text; values starting with ``poison`` cannot be read."""
+    if data is None:
+        return None
+    if data.startswith(b"poison"):
+        raise ValueError("poison bytes")
+    return data.decode()
+
+
+def _text(record: Record[Any, Any]) -> str:
+    """The record's value as text, whether it arrived as bytes or deserialized by :func:`value_text`."""
+    value = record.value
+    return value if isinstance(value, str) else (value or b"").decode()
 
 
 def state_dir(record: Record) -> Path:
@@ -47,8 +67,12 @@ def _count_attempt(record: Record) -> int:
 
 def _prepare(record: Record) -> float:
     """Raise what the value asks for, or return how long the handler should then sleep (0 for none)."""
-    kind, _, arg = (record.value or b"").decode().partition(":")
+    kind, _, arg = _text(record).partition(":")
     if kind == "ok":
+        return 0.0
+    if kind == "typed":
+        if not isinstance(record.value, str):
+            raise TypeError(f"the handler got {type(record.value).__name__}, not the deserialized str")
         return 0.0
     if kind == "fail":
         attempt = _count_attempt(record)
@@ -73,7 +97,7 @@ def _note_span(record: Record, started: float) -> None:
 
 def _returned(record: Record) -> list[Output] | None:
     """What the handler returns: outputs for ``output:TEXT``, a wrong value for ``bad_output``, else None."""
-    kind, _, arg = (record.value or b"").decode().partition(":")
+    kind, _, arg = _text(record).partition(":")
     if kind == "output":
         return [Output("contract-out", arg.encode(), key=str(record.offset), headers=(("h", b"1"),))]
     if kind == "bad_output":
@@ -83,7 +107,7 @@ def _returned(record: Record) -> list[Output] | None:
 
 def sync_handle(record: Record) -> list[Output] | None:
     """The contract behaviours for engines that run synchronous handlers."""
-    if record.value and record.value.split(b":")[0] in (b"output", b"bad_output"):
+    if _text(record).split(":")[0] in ("output", "bad_output"):
         return _returned(record)
     delay = _prepare(record)
     if delay:
@@ -95,7 +119,7 @@ def sync_handle(record: Record) -> list[Output] | None:
 
 async def async_handle(record: Record) -> list[Output] | None:
     """The contract behaviours for engines that run async handlers."""
-    if record.value and record.value.split(b":")[0] in (b"output", b"bad_output"):
+    if _text(record).split(":")[0] in ("output", "bad_output"):
         return _returned(record)
     delay = _prepare(record)
     if delay:
@@ -137,7 +161,7 @@ def _prepare_batch(records: list[Record]) -> tuple[float, object]:
     named: dict[Record, BaseException] = {}
     delay = 0.0
     for record in records:
-        kind, _, arg = (record.value or b"").decode().partition(":")
+        kind, _, arg = _text(record).partition(":")
         if kind == "name_failed":
             attempt = _count_attempt(record)
             if attempt <= int(arg):

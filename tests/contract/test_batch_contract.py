@@ -30,14 +30,14 @@ pytestmark = pytest.mark.unit
 class BatchHarness(Harness):
     """A Harness whose engine runs a batch handler: records go in with submit_batch()."""
 
-    def __init__(self, engine: ExecutionEngine, directory: Path) -> None:
-        super().__init__(engine, directory)
+    def __init__(self, engine: ExecutionEngine, directory: Path, value_deserializer: str | None = None) -> None:
+        super().__init__(engine, directory, value_deserializer)
         self._batch_ids = itertools.count(1)
 
     def item(self, value: bytes) -> WorkItem:
         item_id = next(self._batch_ids)
         headers = ((handlers.DIR_HEADER, str(self.directory).encode()),)
-        return WorkItem(item_id, Record("contract", item_id % 3, item_id, b"k%d" % (item_id % 5), value, headers))
+        return self.work_item(Record("contract", item_id % 3, item_id, b"k%d" % (item_id % 5), value, headers))
 
     def submit_batch(self, values: Iterable[bytes]) -> list[int]:
         items = [self.item(value) for value in values]
@@ -60,9 +60,10 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 async def make_harness(engine_name: str, tmp_path: Path) -> AsyncIterator[MakeBatchHarness]:
     made: list[BatchHarness] = []
 
-    async def make(*, max_retries: int = 0, timeout_s: float = 30.0) -> BatchHarness:
-        harness = BatchHarness(build_engine(engine_name, max_retries=max_retries, timeout_s=timeout_s, batch=True),
-                               tmp_path)
+    async def make(*, max_retries: int = 0, timeout_s: float = 30.0,
+                   value_deserializer: str | None = None) -> BatchHarness:
+        harness = BatchHarness(build_engine(engine_name, max_retries=max_retries, timeout_s=timeout_s, batch=True,
+                                            value_deserializer=value_deserializer), tmp_path, value_deserializer)
         made.append(harness)
         await harness.start()
         return harness
@@ -113,6 +114,25 @@ async def test_records_named_failed_every_time_fail_alone_after_the_retries(make
     assert (done[bad].ok, done[bad].attempts) == (False, 2)
     assert (done[bad].error_type, done[bad].error_message) == ("ValueError", "attempt 2 named failed")
     assert h.calls() == [[good, bad], [bad]]
+
+
+async def test_records_that_cannot_be_deserialized_fail_once_and_stay_out_of_the_calls(
+        make_harness: MakeBatchHarness) -> None:
+    """A batch's poison records fail after one attempt, whether its call succeeds, names records failed or raises;
+    the handler gets only the others, deserialized, and a batch of nothing but poison is never called."""
+    h = await make_harness(max_retries=2, value_deserializer=handlers.VALUE_TEXT)
+    typed, poison, named = h.submit_batch([b"typed", b"poison!", b"name_failed:1"])
+    done = await h.wait_for([typed, poison, named])
+    assert [(done[i].ok, done[i].attempts) for i in (typed, poison, named)] == [(True, 1), (False, 1), (True, 2)]
+    assert done[poison].error_type == "ValueDeserializationError"
+    assert h.calls() == [[typed, named], [named]]
+
+    raising, poison_too = h.submit_batch([b"fail:1", b"poison!"])
+    only_poison = h.submit_batch([b"poison!", b"poison!"])
+    done = await h.wait_for([raising, poison_too, *only_poison])
+    assert [(done[i].ok, done[i].attempts) for i in (raising, poison_too, *only_poison)] == [
+        (True, 2), (False, 1), (False, 1), (False, 1)]
+    assert h.calls()[2:] == [[raising], [raising]]
 
 
 async def test_a_call_that_always_raises_fails_every_record(make_harness: MakeBatchHarness) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.deserialization import DeserializationError
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import (
     Completion,
@@ -26,6 +27,7 @@ from pyrallel_consumer.execution.engine import (
     HandlerTimeoutError,
     WorkItem,
 )
+from pyrallel_consumer.kafka.deserializing import RecordDeserializer
 from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
@@ -41,9 +43,11 @@ PROCESS_WORKERS = 4
 class Harness:
     """An engine under test plus everything it reported."""
 
-    def __init__(self, engine: ExecutionEngine, directory: Path) -> None:
+    def __init__(self, engine: ExecutionEngine, directory: Path, value_deserializer: str | None = None) -> None:
         self.engine = engine
         self.directory = directory
+        self._ahead = None if engine.deserializes_records else RecordDeserializer.of(None, value_deserializer)
+        """What the poller thread does for an engine that does not deserialize records itself."""
         self.completions: list[Completion] = []
         self.delivered_on: set[asyncio.AbstractEventLoop] = set()
         self._ids = itertools.count(1)
@@ -57,10 +61,19 @@ class Harness:
         self.completions.append(completion)
         self._changed.set()
 
+    def work_item(self, record: Record) -> WorkItem:
+        """The item of a fetched record, deserialized ahead as the poller would (for the engines that want it)."""
+        if self._ahead is None:
+            return WorkItem(record.offset, record)
+        try:
+            return WorkItem(record.offset, record, deserialized=self._ahead.record(record))
+        except DeserializationError as exc:
+            return WorkItem(record.offset, record, deserialized=exc)
+
     def submit(self, value: bytes) -> int:
         item_id = next(self._ids)
         headers = ((handlers.DIR_HEADER, str(self.directory).encode()),)
-        self.engine.submit(WorkItem(item_id, Record("contract", 0, item_id, None, value, headers)))
+        self.engine.submit(self.work_item(Record("contract", 0, item_id, None, value, headers)))
         return item_id
 
     def submit_many(self, values: Iterable[bytes]) -> list[int]:
@@ -111,13 +124,14 @@ class Harness:
 MakeHarness = Callable[..., Awaitable[Harness]]
 
 
-def build_engine(name: str, *, max_retries: int, timeout_s: float, batch: bool = False) -> ExecutionEngine:
+def build_engine(name: str, *, max_retries: int, timeout_s: float, batch: bool = False,
+                 value_deserializer: str | None = None) -> ExecutionEngine:
     """The engine called ``name``, built the way the consumer builds it: from a ConsumerConfig; with ``batch``, for
     the contract's batch handlers."""
     config = ConsumerConfig(
         bootstrap_servers="localhost:9092", group_id="contract", topics=["contract"], engine=name,
         max_retries=max_retries, task_timeout_ms=int(timeout_s * 1000), retry_backoff_ms=10,
-        max_retry_backoff_ms=50, process_workers=PROCESS_WORKERS,
+        max_retry_backoff_ms=50, process_workers=PROCESS_WORKERS, value_deserializer=value_deserializer,
     )
     if batch:
         return create_engine(config, handlers.async_handle_batch if name == "async" else handlers.sync_handle_batch,
@@ -135,8 +149,10 @@ async def make_harness(engine_name: str, tmp_path: Path) -> AsyncIterator[MakeHa
     """``await make_harness(max_retries=.., timeout_s=.., start=True)``; every engine is shut down afterwards."""
     made: list[Harness] = []
 
-    async def make(*, max_retries: int = 0, timeout_s: float = 30.0, start: bool = True) -> Harness:
-        harness = Harness(build_engine(engine_name, max_retries=max_retries, timeout_s=timeout_s), tmp_path)
+    async def make(*, max_retries: int = 0, timeout_s: float = 30.0, start: bool = True,
+                   value_deserializer: str | None = None) -> Harness:
+        harness = Harness(build_engine(engine_name, max_retries=max_retries, timeout_s=timeout_s,
+                                       value_deserializer=value_deserializer), tmp_path, value_deserializer)
         made.append(harness)
         if start:
             await harness.start()
@@ -169,6 +185,20 @@ async def test_outputs_the_handler_returned_travel_with_its_completion(make_harn
         Output("contract-out", b"hello", str(good).encode(), (("h", b"1"),)),), "str keys arrive as UTF-8 bytes"
     assert not done[bad].ok and done[bad].error_type == "TypeError", "a wrong return value fails the attempt"
     assert done[plain].ok and done[plain].outputs == ()
+
+
+async def test_a_record_that_cannot_be_deserialized_fails_once_without_its_handler(make_harness: MakeHarness) -> None:
+    """Typed records: the handler gets the deserialized value; a record the deserializer refuses fails after one
+    attempt (another would read the same bytes), while other failures are still retried."""
+    h = await make_harness(max_retries=2, value_deserializer=handlers.VALUE_TEXT)
+    typed, poison, retried = h.submit_many([b"typed", b"poison!", b"fail:1"])
+    done = await h.wait_for([typed, poison, retried])
+
+    assert (done[typed].ok, done[typed].attempts) == (True, 1), done[typed].error_message
+    assert (done[poison].ok, done[poison].attempts) == (False, 1)
+    assert (done[poison].error_type, done[poison].error_message) == ("ValueDeserializationError",
+                                                                     "ValueError: poison bytes")
+    assert (done[retried].ok, done[retried].attempts) == (True, 2)
 
 
 async def test_completions_are_delivered_on_the_starting_loop(make_harness: MakeHarness) -> None:

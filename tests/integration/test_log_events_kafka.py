@@ -51,10 +51,11 @@ def _post(url: str) -> tuple[int, Any]:
 
 
 def _config(bootstrap: str, group: str, topic: str, color: str, **extra: object) -> ConsumerConfig:
-    """No periodic commit during the test: the revocation, the pause and the stop commit synchronously."""
+    """No asynchronous commit during the test (neither periodic nor after completions): the revocation, the pause
+    and the stop commit synchronously."""
     return ConsumerConfig(bootstrap_servers=bootstrap, group_id=group, topics=[topic], color=color,
-                          instance_id=f"{color}-1", commit_interval_ms=600_000, pause_mode="hold", control_port=0,
-                          **extra)
+                          instance_id=f"{color}-1", commit_interval_ms=600_000, commit_min_interval_ms=600_000,
+                          pause_mode="hold", control_port=0, **extra)
 
 
 async def test_a_consumers_json_lines_carry_the_lifecycle_partition_and_commit_events(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.integration import process_handlers
 from tests.integration.process_handlers import SpanLog, key_order_violations, span_of
-from tests.support import committed, seq_of, wait_for
+from tests.support import committed, log_ends, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_tools.localkafka.topics import produce_keyed
@@ -124,3 +125,45 @@ async def test_a_settled_group_of_three_gives_every_member_a_partition(
     assert sorted({s for h in handled.values() for _, s in h}) == list(range(records))
     counts = {name: len(h) for name, h in handled.items()}
     assert all(counts.values()), f"a member of a settled group handled nothing: {counts}"
+
+
+async def test_the_commit_after_a_join_covers_what_the_refused_commits_carried(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A member joins while the first is busy. Periodic commits sent while the group changes generation are refused
+    (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS): counted, logged at INFO, never as a commit failure; and once both
+    members are done, the offsets committed by the running members (no stop, whose commit would cover it up) are
+    the produced end of every partition."""
+    partitions, records = 4, 600
+    half = records // 2
+    topic, group = new_topic(partitions), unique_name("g")
+    handled: set[int] = set()
+    caplog.set_level(logging.INFO, logger="pyrallel_consumer.control.commit_schedule")
+
+    async def handle(record: Record) -> None:
+        await asyncio.sleep(0.02)  # 4 in flight: about 200 records/s per member, so the join falls into the load
+        handled.add(seq_of(record.value))
+
+    members = [PyrallelConsumer(ConsumerConfig(bootstrap_servers=kafka_bootstrap, group_id=group, topics=[topic],
+                                               instance_id=name, max_in_flight=4, commit_interval_ms=100), handle)
+               for name in ("first", "second")]
+    produce_keyed(kafka_bootstrap, topic, half, keys=40)
+    try:
+        await members[0].start()
+        await wait_for(lambda: len(handled) >= half // 8, what="the first member under way")
+        await members[1].start()
+        await wait_for(lambda: len(members[1].lifecycle.status()["assigned_partitions"]) > 0, what="the group split")
+        produce_keyed(kafka_bootstrap, topic, half, keys=40, start_seq=half)  # work for both after the rebalance
+        ends = log_ends(kafka_bootstrap, topic, partitions)
+        await wait_for(lambda: len(handled) == records, what="every record handled")
+        await wait_for(lambda: [o for o, _ in committed(kafka_bootstrap, group, topic, partitions)] == ends,
+                       what=f"the committed offsets at the produced ends {ends}")
+        refused = sum(m.metrics_registry.get_sample_value("pyrallel_commit_rebalance_refusals_total") or 0
+                      for m in members)
+    finally:
+        for member in members:
+            await member.stop()
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "commit_failed" not in events, "a refusal during the rebalance was logged as a commit failure"
+    assert events.count("commit_refused_in_rebalance") <= refused, "at most one line per refusal, none without"

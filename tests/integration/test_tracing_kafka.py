@@ -22,7 +22,7 @@ from tests.integration import tracing_handlers
 from tests.integration.tracing_handlers import handler_spans
 from tests.support import committed, read_all, wait_for
 
-from pyrallel_consumer import ConsumerConfig, PyrallelConsumer
+from pyrallel_consumer import Completion, ConsumerConfig, ConsumerObserver, PyrallelConsumer, Record
 
 pytestmark = pytest.mark.integration
 
@@ -70,11 +70,22 @@ def config(bootstrap: str, group: str, topic: str, engine: str, **extra: object)
     return ConsumerConfig(**values)
 
 
-async def consume_all(consumer_config: ConsumerConfig, count: int, **handlers: Any) -> None:
+async def consume_all(consumer_config: ConsumerConfig, count: int, **arguments: Any) -> None:
     """Run a consumer until the group committed ``count`` records of its one single-partition topic, then stop."""
     bootstrap, group, topic = consumer_config.bootstrap_servers, consumer_config.group_id, consumer_config.topics[0]
-    async with PyrallelConsumer(consumer_config, **handlers):
+    async with PyrallelConsumer(consumer_config, **arguments):
         await wait_for(lambda: committed(bootstrap, group, topic, 1)[0][0] == count, 60, "every record committed")
+
+
+class AmbientSpans(ConsumerObserver):
+    """Which span is current where the consumer reports a completion (between handler calls): none should be."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int] | None] = []
+
+    def record_completed(self, record: Record, completion: Completion) -> None:
+        context = trace.get_current_span().get_span_context()
+        self.seen.append(ids(context) if context.is_valid else None)
 
 
 def consumer_spans(memory: InMemorySpanExporter, kind: SpanKind) -> list[ReadableSpan]:
@@ -106,7 +117,9 @@ async def test_record_spans_continue_the_producers_trace(
     keys = [b"k0", b"k1", b"flaky", b"k3", b"poison", b"k5", b"\xff\xfe", b"k7"]
     sent = produce_traced(kafka_bootstrap, topic, keys)
     handler = tracing_handlers.handle_async if engine == "async" else tracing_handlers.handle
-    await consume_all(config(kafka_bootstrap, group, topic, engine, dlq_enabled=True), len(keys), handler=handler)
+    observer = AmbientSpans()
+    await consume_all(config(kafka_bootstrap, group, topic, engine, dlq_enabled=True), len(keys), handler=handler,
+                      observer=observer)
 
     process = {s.attributes["messaging.kafka.offset"]: s for s in consumer_spans(memory, SpanKind.CONSUMER)}
     assert sorted(process) == list(range(len(keys)))
@@ -146,6 +159,7 @@ async def test_record_spans_continue_the_producers_trace(
     assert [ids(link.context) for link in send.links] == [ids(sent[4])]
     (copy,) = read_all(kafka_bootstrap, f"{topic}.dlq", 1)
     assert traceparents(copy) == [ids(send.context)]
+    assert observer.seen == [None] * len(keys), "no record's span leaks into the consumer's own code"
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -13,6 +13,7 @@ in-memory exporter for the async engine, so both engines are held to the same as
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
@@ -101,6 +102,7 @@ def handle_batch(records: list[Record]) -> None:
 
 
 async def handle_async(record: Record) -> None:
+    await asyncio.sleep(0)  # suspends, as an I/O-bound handler does: the engine brings in more workers then
     handle(record)
 
 

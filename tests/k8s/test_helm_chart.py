@@ -625,6 +625,8 @@ def _field_schema(field: Any) -> dict[str, Any]:
     """What values.schema.json must say about a ConsumerConfig field (type, bounds, choices)."""
     annotation = field.annotation
     members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if str in members:
+        members = [str]  # e.g. a deserializer: in the chart only its 'module:attr' form, which a pod imports
     if type(None) in typing.get_args(annotation):
         (annotation,) = members
     bounds = {type(m).__name__: m for m in field.metadata}

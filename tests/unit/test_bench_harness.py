@@ -56,6 +56,20 @@ def test_tracker_observe_ignores_counters_going_backwards() -> None:
     assert tracker.finished.is_set()
 
 
+def test_tracker_made_not_counting_counts_only_what_follows_start_counting() -> None:
+    tracker = harness.Tracker(limit=1000, max_seconds=100, counting=False)
+    for _ in range(50):
+        tracker.done(None)  # members of a group before it settled: handled, not counted
+    assert tracker.result("x")["counted"] == 0 and not tracker.finished.is_set()
+    tracker.start_counting()
+    for _ in range(11):
+        tracker.done(None)
+    result = tracker.result("x")
+    assert (result["handled"], result["counted"]) == (61, 10)
+    assert harness.parse_args([*ARGS, "--count-on-signal"]).count_on_signal
+    assert not harness.parse_args(ARGS).count_on_signal
+
+
 def test_tracker_without_any_record_times_out_with_a_clear_error() -> None:
     tracker = harness.Tracker(limit=10, max_seconds=1, join_timeout_s=0)
     with pytest.raises(TimeoutError, match="no record handled within 0 s"):

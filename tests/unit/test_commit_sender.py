@@ -134,3 +134,15 @@ def test_a_failed_result_naming_no_partition_releases_the_next_commit() -> None:
     sender.send(broker, [_done(tracker, 5, 10)], sync=False)  # waits
     sender.on_commit(KafkaError(KafkaError._TRANSPORT), [])
     assert broker.requests == [({0: 5}, True), ({0: 10}, True)]
+
+
+def test_a_commit_refused_for_a_rebalance_is_reported_as_such_and_other_failures_are_not() -> None:
+    broker, results = RecordingBroker(), list[CommitResult]()
+    sender = CommitSender({("t", 0): 1}, results.extend)
+    tracker = _tracker()
+    sender.send(broker, [_done(tracker, 0, 5)], sync=False)
+    sender.on_commit(KafkaError(KafkaError.ILLEGAL_GENERATION), [TopicPartition("t", 0, 5)])
+    sender.send(broker, [_done(tracker, 5, 10)], sync=False)
+    sender.on_commit(KafkaError(KafkaError._TRANSPORT), [TopicPartition("t", 0, 10)])
+    assert [(r.point.offset, r.error is not None, r.rebalancing) for r in results] == [(5, True, True),
+                                                                                       (10, True, False)]

@@ -35,6 +35,7 @@ BASE = {"bootstrap_servers": "127.0.0.1:9092", "group_id": "g", "topics": ["orde
         ({"dlq_kafka": {"acks": "0"}}, "'acks' is set by the library"),
         ({"dlq_kafka": {"enable.idempotence": "false"}}, "'enable.idempotence' is set by the library"),
         ({"dlq_topic": "orders"}, "dlq_topic 'orders' is a consumed topic"),
+        ({"commit_min_interval_ms": 2000}, "commit_min_interval_ms (2000) must be at most commit_interval_ms (1000)"),
     ],
 )
 def test_bad_values_name_the_field(override: dict[str, object], message: str) -> None:

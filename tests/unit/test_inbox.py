@@ -34,7 +34,7 @@ class _Sink:
         self.failures: list[BaseException] = []
         self.records: list[tuple[Record, int]] = []
 
-    def on_records(self, batch: list[tuple[Record, int]]) -> None:
+    def on_records(self, batch: list[tuple[Record, int]], deserialized: list[Any] | None = None) -> None:
         self.records += batch
 
     def on_poller_failed(self, error: BaseException) -> None:

@@ -194,3 +194,12 @@ def test_the_rules_use_only_metrics_the_exporter_produces() -> None:
     for expr in exprs:
         assert metric_names(expr), expr
         assert not metric_names(expr) - exported, f"{expr!r} queries metrics nothing exports"
+
+
+def test_the_operations_guide_lists_every_metric_the_exporter_produces_and_no_other() -> None:
+    """docs/operations.md's metrics table, one row per metric as a user queries it (``_total`` on counters)."""
+    table = (MONITORING.parents[1] / "docs" / "operations.md").read_text().split("## Metrics", 1)[1]
+    documented = set(re.findall(r"^\| `(\w+)` \| (?:counter|gauge|histogram) \|", table, re.MULTILINE))
+    exported = {family.name + ("_total" if family.type == "counter" else "")
+                for family in consumer_registry().collect()}
+    assert documented == exported

@@ -7,7 +7,6 @@ import dataclasses
 import io
 import json
 import logging
-import re
 import threading
 import urllib.error
 import urllib.request
@@ -21,8 +20,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pyrallel_consumer import ConfigError, ConsumerConfig, MetricsSnapshot, PartitionMetrics, PyrallelConsumer
 from pyrallel_consumer.control.observer import ConsumerObserver
+from pyrallel_consumer.kafka.settings import admin_conf, dead_letter_conf, kafka_conf, transactional_conf
 from pyrallel_consumer.observability import metrics
-from pyrallel_consumer.observability.logging import JsonFormatter, RepeatFilter, configure_logging
+from pyrallel_consumer.observability.librdkafka_log import LIBRDKAFKA_LOGGER, LibrdkafkaLog
+from pyrallel_consumer.observability.logging import JsonFormatter, configure_logging
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 
 pytestmark = pytest.mark.unit
@@ -144,40 +145,80 @@ def test_configure_logging_rejects_an_unknown_format(root_logger: logging.Logger
         configure_logging("xml")  # type: ignore[arg-type]
 
 
-def test_repeated_lines_are_held_back_and_counted_in_the_next_one() -> None:
-    """A broker that refuses connections makes librdkafka report the same failure every 50 ms."""
-    logger = logging.getLogger("tests.repeats")
-    stream = io.StringIO()
+REFUSED = ("[thrd:127.0.0.1:1/bootstrap]: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state "
+           "CONNECT)")
+
+
+@pytest.fixture
+def librdkafka_lines() -> Iterator[tuple[LibrdkafkaLog, list[float], list[logging.LogRecord]]]:
+    """A LibrdkafkaLog on a clock the test moves (1 s windows, 5 lines each), and the records it emitted."""
     clock = [100.0]
-    handler, repeats = logging.StreamHandler(stream), RepeatFilter(interval_s=1.0, clock=lambda: clock[0])
-    logger.addHandler(handler)
-    logger.addFilter(repeats)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    try:
-        lines = _log_repeats(logger, stream, clock)
-    finally:
-        logger.removeHandler(handler)
-        logger.removeFilter(repeats)
-    failures = [line for line in lines if line.startswith("FAIL")]
-    assert failures[0].endswith("(after 0ms in state CONNECT)")
-    assert re.search(r"\(after 7ms in state CONNECT\) \(49 more like it in the last 1\.\ds\)$", failures[1])
-    assert len(failures) == 2
-    assert "another failure" in lines
-    assert len([line for line in lines if line.startswith("debug")]) == 50
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    forwarder = LibrdkafkaLog("pyrallel_consumer.kafka.librdkafka.test", window_s=1.0, clock=lambda: clock[0])
+    handler = Keep()
+    forwarder.logger.addHandler(handler)
+    forwarder.logger.setLevel(logging.DEBUG)
+    yield forwarder, clock, records
+    forwarder.logger.removeHandler(handler)
+    forwarder.logger.setLevel(logging.NOTSET)
 
 
-def _log_repeats(logger: logging.Logger, stream: io.StringIO, clock: list[float]) -> list[str]:
-    """50 failures 10 ms apart, then one more after the 1 s window passed (on the filter's clock)."""
-    for attempt in range(50):
-        logger.error("FAIL 127.0.0.1:1/bootstrap: Connect failed: Connection refused (after %dms in state CONNECT)",
-                     attempt % 3)
-        logger.debug("debug lines always pass %d", attempt)
+def test_librdkafka_lines_pass_a_few_per_kind_and_window_then_one_count(
+    librdkafka_lines: tuple[LibrdkafkaLog, list[float], list[logging.LogRecord]],
+) -> None:
+    """A broker that refuses connections makes librdkafka report a failure every 50 ms, for as long as it is away."""
+    forwarder, clock, records = librdkafka_lines
+    for _ in range(50):  # as confluent-kafka calls it: level already mapped, facility, client name, text
+        forwarder.log(logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", REFUSED)
+        forwarder.log(logging.DEBUG, "%s [%s] %s", "BROKER", "rdkafka#consumer-1", "debug lines always pass")
         clock[0] += 0.01
-    logger.error("another failure")
-    clock[0] += 0.55
-    logger.error("FAIL 127.0.0.1:1/bootstrap: Connect failed: Connection refused (after 7ms in state CONNECT)")
-    return stream.getvalue().splitlines()
+    forwarder.log(logging.WARNING, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", "another level: another kind")
+    clock[0] += 0.6  # the 1 s window of the first FAIL line is over
+    forwarder.log(logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", REFUSED)
+
+    failures = [r.getMessage() for r in records if r.levelno == logging.ERROR]
+    assert failures[:4] == [f"FAIL [rdkafka#consumer-1] {REFUSED}"] * 4
+    assert failures[4] == f"FAIL [rdkafka#consumer-1] {REFUSED} (similar lines held back for up to 1 s)"
+    assert failures[5:] == ["FAIL [rdkafka#consumer-1] suppressed 45 similar lines in the previous 1 s window",
+                            f"FAIL [rdkafka#consumer-1] {REFUSED}"]
+    assert [r.getMessage() for r in records if r.levelno == logging.WARNING] == [
+        "FAIL [rdkafka#consumer-1] another level: another kind"]
+    assert len([r for r in records if r.levelno == logging.DEBUG]) == 50
+
+
+def test_a_transaction_coordinator_still_loading_is_information_other_pid_failures_stay_warnings(
+    librdkafka_lines: tuple[LibrdkafkaLog, list[float], list[logging.LogRecord]],
+) -> None:
+    """The first transactional producer on a fresh broker waits for __transaction_state to load (the demo's first
+    line was librdkafka's WARNING about it)."""
+    forwarder, _clock, records = librdkafka_lines
+    loading = ("Failed to acquire transactional PID from broker TxnCoordinator/1: Broker: Coordinator load in "
+               "progress: retrying")
+    refused = ("Failed to acquire transactional PID from broker TxnCoordinator/1: Broker: Transactional Id "
+               "authorization failed: retrying")
+    forwarder.log(logging.WARNING, "%s [%s] %s", "GETPID", "rdkafka#producer-3", loading)
+    forwarder.log(logging.WARNING, "%s [%s] %s", "GETPID", "rdkafka#producer-3", refused)
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.INFO, "GETPID [rdkafka#producer-3] the transaction coordinator is not ready yet (normal on a fresh "
+                       f"broker, or while a coordinator moves); librdkafka retries: {loading}"),
+        (logging.WARNING, f"GETPID [rdkafka#producer-3] {refused}"),
+    ]
+
+
+def test_every_client_of_the_library_logs_through_a_librdkafka_log_of_its_own() -> None:
+    consumer_config = config(processing_guarantee="exactly_once")
+    loggers = {role: conf["logger"] for role, conf in (
+        ("consumer", kafka_conf(consumer_config)), ("admin", admin_conf(consumer_config)),
+        ("dlq", dead_letter_conf(consumer_config)), ("transactions", transactional_conf(consumer_config)))}
+    assert all(isinstance(forwarder, LibrdkafkaLog) for forwarder in loggers.values())
+    assert {role: forwarder.logger.name for role, forwarder in loggers.items()} == {
+        role: f"{LIBRDKAFKA_LOGGER}.{role}" for role in loggers}
+    assert LIBRDKAFKA_LOGGER.startswith("pyrallel_consumer.kafka.")
 
 
 def test_config_fields_of_metrics_and_logs_are_validated() -> None:
@@ -207,6 +248,9 @@ class Recorder(ConsumerObserver):
 
     def batch_dispatched(self, records: int) -> None:
         self.calls.append(("batch_dispatched", (records,)))
+
+    def commits_refused_in_rebalance(self, partitions: int) -> None:
+        self.calls.append(("commits_refused_in_rebalance", (partitions,)))
 
     def rebalanced(self, kind: str, partitions: int) -> None:
         self.calls.append(("rebalanced", (kind, partitions)))
@@ -250,6 +294,17 @@ def test_observer_hooks_update_counters_histograms_and_are_chained() -> None:
         ["records_received"] * 2 + ["record_finished"] * 5 + ["commit_finished"] * 2 + ["rebalanced"] * 2 + ["error"]
     )
     assert chained.calls[-4] == ("commit_finished", (0.2, False))
+
+
+def test_commits_refused_in_a_rebalance_are_counted_apart_from_errors_and_chained() -> None:
+    chained = Recorder()
+    exporter = PrometheusExporter(config(), lambda: snapshot(), chained=chained)
+    assert sample(exporter, "pyrallel_commit_rebalance_refusals_total") == 0
+    exporter.commits_refused_in_rebalance(3)
+    exporter.commits_refused_in_rebalance(2)
+    assert sample(exporter, "pyrallel_commit_rebalance_refusals_total") == 5
+    assert sample(exporter, "kafka_consumer_errors_total", kind="commit") == 0
+    assert chained.calls == [("commits_refused_in_rebalance", (3,)), ("commits_refused_in_rebalance", (2,))]
 
 
 def test_batches_are_counted_with_their_sizes_and_chained() -> None:

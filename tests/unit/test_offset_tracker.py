@@ -153,6 +153,29 @@ def test_the_written_map_window_is_cut_at_max_pending_offsets_so_the_next_owner_
     assert handled_again == [0, *range(100, 300)], "done offsets beyond the window run again, none is lost"
 
 
+def test_a_map_too_long_to_commit_is_warned_about_once_until_it_fits(caplog: pytest.LogCaptureFixture) -> None:
+    def too_long_a_map(first: int, last: int) -> None:
+        """Receive first..last and complete every other one above ``first``: no encoding fits 4,000 characters."""
+        for offset in range(first, last + 1):
+            tracker.receive(offset)
+        for offset in range(first + 2, last + 1, 2):
+            tracker.complete(offset)
+
+    tracker = tracker_of(1, 0)
+    with caplog.at_level(logging.WARNING):
+        too_long_a_map(0, 40_000)
+        for offset in (1, 3, 5):  # more commits while it stays too long (nothing new to commit: still 0, no map)
+            tracker.complete(offset)
+            assert tracker.commit_point() is None and tracker.map_lossy
+        assert caplog.text.count("exceeds 4000 characters") == 1
+        for offset in range(40_001):
+            tracker.complete(offset)
+        assert tracker.commit_point() is not None and not tracker.map_lossy
+        too_long_a_map(40_001, 80_001)
+        assert tracker.commit_point() is not None and tracker.map_lossy
+    assert caplog.text.count("exceeds 4000 characters") == 2, "too long again after it fit: warned again"
+
+
 def test_no_commit_goes_past_the_partition_end_known_at_assignment(caplog: pytest.LogCaptureFixture) -> None:
     # A caller that restored a map without checking it against the partition's end (50).
     tracker = tracker_of(1, 10, OffsetMap(10, 100, ((11, 110),)), end=50)

@@ -384,7 +384,7 @@ def _nested_handler() -> Callable[[Record], None]:
     (async_handler, "engine='async'"),
     ("no_such_module_pyrallel:handle", "No module named 'no_such_module_pyrallel'"),
     (f"{__name__}:missing_handler", "missing_handler"),
-    ("not an import string", "package.module:function"),
+    ("not an import string", "package.module:name"),
     (42, "not a handler function"),
 ])
 async def test_unusable_handler_fails_at_start(handler: Any, message: str) -> None:

@@ -12,8 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
+from pyrallel_tools.bluegreen.reporting import plots
 from pyrallel_tools.bluegreen.reporting.build import REPORT_NAME, build_report
-from pyrallel_tools.bluegreen.reporting.load import ReportError
+from pyrallel_tools.bluegreen.reporting.load import ReportError, load_runs
+from pyrallel_tools.bluegreen.reporting.markdown import render_report
 from pyrallel_tools.bluegreen.reporting.plots import _rates, _series_per_color
 from pyrallel_tools.bluegreen.reporting.summary import nearest_rank, rollback_seconds, switch_seconds
 from pyrallel_tools.bluegreen.run_record import Sample
@@ -468,3 +470,27 @@ def test_cli_takes_the_rebalance_results(tmp_path: Path) -> None:
                                      "--rebalance-results", str(results)])
     assert ok.exit_code == 0, ok.output
     assert "| a member joins (3 -> 4) |" in (tmp_path / "out" / REPORT_NAME).read_text()
+
+
+def test_the_report_defines_rebalances_and_says_why_the_targets_differ(built: tuple[Path, str]) -> None:
+    _, md = built
+    run_section = md.split("### C scenario 1: PASS\n", 1)[1].split("\n### ", 1)[0]
+    assert "*Rebalances* counts partition assignment events, not group rebalances" in run_section
+    comparison = section(md, "Strategy comparison")
+    assert "rebalances: partition assignment events" in comparison
+    why = next(line for line in comparison.splitlines() if line.startswith("The targets differ because"))
+    assert re.search(r"B \(< 1 s\): .*; C \(< 1 s\): .*; E \(< 2 s\): the new connector is started by Kafka Connect",
+                     why)
+
+
+def test_plots_start_at_the_runs_start_and_mark_the_switch_as_measured(tmp_path: Path) -> None:
+    """0 s on every plot is the run's start, as in the text; a sample taken before it (clock skew) is left out."""
+    early = {**C_NORMAL, "samples": [{**C_NORMAL["samples"][0], "t": T0 - 1.0}, *C_NORMAL["samples"][1:]]}
+    runs, _ = load_runs(write_runs(tmp_path, {"c.json": early}))
+    _fig, ax = plots._new_figure(3.0)
+    plots._frame(ax, runs[0], "lag")
+    assert ax.get_xlim()[0] == 0.0
+    md = render_report(runs, [], {runs[0].path: [("Lag per color", tmp_path / "lag.png")]}, tmp_path, tmp_path)
+    assert ("The plots start at the run's start (0 s: the topic, the consumers and the controller being set up; the "
+            "first sample came at +0.0 s). A switch's solid and dashed lines are its start and end as the controller "
+            "measured them") in md

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pyrallel_consumer.bluegreen.controller import Step, SwitchResult
+from pyrallel_tools.bluegreen import scenarios
 from pyrallel_tools.bluegreen.processes import Instance
 from pyrallel_tools.bluegreen.run_record import (
     Criterion,
@@ -114,7 +115,10 @@ def write_logs(work: Path) -> Path:
     return work / "consumer-blue-1.jsonl"
 
 
-def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path) -> None:
+def test_the_scenario_runners_file_reads_back_as_what_it_returned(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # No broker at 127.0.0.1:1: asking it for its version and settings would wait out their timeouts (20 s).
+    monkeypatch.setattr(scenarios, "environment", lambda options: {"partitions": options.partitions})
     run = ScenarioRun("C", 2, None, RunOptions(bootstrap="127.0.0.1:1", out_dir=tmp_path / "run",
                                                 work_dir=tmp_path / "work", settle_s=1.0))
     log = write_logs(run.spec.work)
@@ -231,3 +235,19 @@ def test_an_automatic_rollback_is_felt_after_its_switch_and_survives_the_file(tm
     (read,) = read_run_record(path).switches
     assert read.felt() == [("switch", own), ("rollback", back)]
     assert (read.rolled_back, read.error) == (True, "error rate 0.9 > 0.2")
+
+
+def test_the_switch_is_marked_where_the_controller_measured_it(tmp_path: Path) -> None:
+    """The report's plots draw the switch window from these events: it must be the reported switch time, not the
+    runner's call around it (which also reads the current color first)."""
+    run = ScenarioRun("C", 1, None, RunOptions(bootstrap="127.0.0.1:1", out_dir=tmp_path / "run",
+                                                work_dir=tmp_path / "work"))
+
+    class Controller:
+        def switch(self, strategy: str, to_color: str, health: object = None, action: str = "switch") -> SwitchResult:
+            run.recorder.event("kill", "blue-1", at=T0 + 1.1)  # e.g. scenario 4's kill, during the switch
+            return SwitchResult(strategy, action, "blue", to_color, 2, T0 + 1.0, 0.3, True)
+
+    run._switch(Controller(), "green")  # type: ignore[arg-type]
+    assert [(e.kind, e.t) for e in run.recorder.events] == [
+        ("switch_start", T0 + 1.0), ("kill", T0 + 1.1), ("switch_end", pytest.approx(T0 + 1.3))]

@@ -124,3 +124,29 @@ def test_queued_bytes_follow_the_values_through_dispatch_and_drop() -> None:
     assert (wm.queued_bytes, wm.queued_bytes_of(("t", 0))) == (50, 50)
     wm.drop_partitions([("t", 0)])
     assert (wm.queued_bytes, wm.queued_bytes_of(("t", 0))) == (0, 0)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["add", "take", "finish", "hold", "drop"]), st.integers(0, 2)),
+                max_size=60))
+def test_totals_apart_equal_the_held_partitions_queued_records(steps: list[tuple[str, int]]) -> None:
+    """What Backpressure publishes to the fetch gate (the queue without its held partitions) stays exact whatever
+    is added, dispatched, finished, held or dropped: a wrong level would fetch too much or stall the fetch."""
+    wm = WorkManager(Ordering.UNORDERED)
+    running = []
+    offsets = dict.fromkeys(range(3), 0)
+    held: frozenset[tuple[str, int]] = frozenset()
+    for action, p in steps:
+        if action == "add":
+            wm.add(Record("t", p, offsets[p], None, b"x" * (p + 1)), TRACKERS[p])
+            offsets[p] += 1
+        elif action == "take" and (item := wm.next_ready()) is not None:
+            running.append(item)
+        elif action == "finish" and running:
+            wm.finish(running.pop(0))
+        elif action == "hold":
+            held = frozenset({("t", p), ("t", (p + 1) % 3)})
+            wm.count_apart(held)
+        elif action == "drop":
+            wm.drop_partitions([("t", p)])
+        assert wm.queued_apart == sum(wm.queued_of(tp) for tp in held)
+        assert wm.queued_bytes_apart == sum(wm.queued_bytes_of(tp) for tp in held)

@@ -24,9 +24,14 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from pyrallel_consumer import LibrdkafkaLog
+
 log = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "_pyrallel-bluegreen"
+CONTROL_LOGGER = "pyrallel_consumer.kafka.librdkafka.control"
+"""The logger of librdkafka's lines from the control-topic clients here and the controller's admin client: a child
+of the library's ``LIBRDKAFKA_LOGGER``, which this package may not import (it uses the public API only)."""
 
 
 class ControllerFencedError(RuntimeError):
@@ -54,7 +59,8 @@ class ActiveColor:
 def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC, kafka: Mapping[str, str] | None = None) -> None:
     """Create the compacted single-partition control topic unless it exists, replicated as the cluster's default
     (``replication_factor=-1``, the broker's ``min.insync.replicas``): the fencing record must survive a broker."""
-    admin = AdminClient({**(kafka or {}), "bootstrap.servers": bootstrap})
+    conf: dict[str, Any] = {**(kafka or {}), "bootstrap.servers": bootstrap, "logger": LibrdkafkaLog(CONTROL_LOGGER)}
+    admin = AdminClient(conf)
     if topic in admin.list_topics(timeout=15).topics:
         return
     futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1,
@@ -76,7 +82,7 @@ def read_active_color(bootstrap: str, deployment: str, topic: str = CONTROL_TOPI
         **(kafka or {}),
         "bootstrap.servers": bootstrap, "group.id": f"pyrallel-bg-reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False, "isolation.level": "read_committed",
-        "logger": logging.getLogger("pyrallel_consumer.librdkafka.control"),
+        "logger": LibrdkafkaLog(CONTROL_LOGGER),
     }
     reader = Consumer(conf)
     try:
@@ -133,7 +139,7 @@ class ActiveColorWriter:
             "enable.idempotence": True,
             "acks": "all",
             "transaction.timeout.ms": 30000,
-            "logger": logging.getLogger("pyrallel_consumer.librdkafka.control"),
+            "logger": LibrdkafkaLog(CONTROL_LOGGER),
         })
         producer.init_transactions(30)
         return producer

@@ -24,7 +24,14 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, Histogram
 
-from pyrallel_consumer.bluegreen.active_color import CONTROL_TOPIC, ActiveColor, ActiveColorWriter, read_active_color
+from pyrallel_consumer import LibrdkafkaLog
+from pyrallel_consumer.bluegreen.active_color import (
+    CONTROL_LOGGER,
+    CONTROL_TOPIC,
+    ActiveColor,
+    ActiveColorWriter,
+    read_active_color,
+)
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +274,9 @@ class SwitchController:
         it is behind when the receiver's last take never happened, e.g. a switch whose new color failed to take
         the positions is rolled back, and handing the stale offsets back would rewind the old color.
         """
-        admin = AdminClient({**self.deployment.kafka, "bootstrap.servers": self.deployment.bootstrap})
+        conf: dict[str, Any] = {**self.deployment.kafka, "bootstrap.servers": self.deployment.bootstrap,
+                                "logger": LibrdkafkaLog(CONTROL_LOGGER)}
+        admin = AdminClient(conf)
         offsets = _committed(admin, source)
         if not offsets:
             raise SwitchError(f"group {source} has no committed offsets to hand over")

@@ -58,7 +58,7 @@ class Backpressure:
             self.publish()
             return
         count = len(self._assignments)
-        share = max(1, self._config.queue_max_messages // max(1, count))
+        share = self._share(count)
         byte_share = max(1, self._config.queue_max_bytes // max(1, count))
         window = self._config.max_pending_offsets
         work, held = self._work, self.held
@@ -78,30 +78,35 @@ class Backpressure:
         if to_release:
             log.info("Backpressure released: resuming fetch of %s", partition_names(to_release))
         if to_hold or to_release:
-            self.held = (held | frozenset(to_hold)) - frozenset(to_release)
+            self._hold((held | frozenset(to_hold)) - frozenset(to_release))
         self.publish()
+
+    def _share(self, partitions: int) -> int:
+        """A partition's share of queue_max_messages when ``partitions`` are assigned."""
+        return max(1, self._config.queue_max_messages // max(1, partitions))
+
+    def _hold(self, held: frozenset[TopicPartitionKey]) -> None:
+        self.held = held
+        self._work.count_apart(held)
 
     def recheck(self, tp: TopicPartitionKey | None = None) -> None:
         """Re-decide the held partitions (only ``tp``, if given and held): something left the queue, or the
         partitions' shares changed."""
         if tp is None:
             self.update(self.held)
-        elif tp in self.held:
-            self.update((tp,))
+        elif tp in self.held and self._work.queued_of(tp) <= self._share(len(self._assignments)):
+            self.update((tp,))  # only then may it be released: at 512 held partitions most rechecks stop above
 
     def forget(self, partitions: Iterable[TopicPartitionKey]) -> None:
         """These partitions are no longer assigned: no longer held."""
         gone = self.held.intersection(partitions)
         if gone:
-            self.held = self.held - gone
+            self._hold(self.held - gone)
 
     def publish(self) -> None:
         """Give the fetch gate the queued records and bytes of the partitions not held, and the held set."""
         work, held = self._work, self.held
-        records, size = work.queued, work.queued_bytes
-        for tp in held:
-            records -= work.queued_of(tp)
-            size -= work.queued_bytes_of(tp)
+        records, size = work.queued - work.queued_apart, work.queued_bytes - work.queued_bytes_apart
         level = self._gate.level
         if (level.records, level.size) != (records, size) or level.held is not held:
             self._gate.publish(QueueLevel(records, size, held))

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from pyrallel_consumer.control.offset_tracker import PartitionOffsets, TopicPartitionKey
 from pyrallel_consumer.control.work_manager import QueuedRecord, Slot, WorkManager, slot_of
+from pyrallel_consumer.deserialization import Deserialized
 from pyrallel_consumer.record import Ordering, Record
 
 
@@ -39,8 +40,8 @@ class BatchWorkManager(WorkManager):
     def takeable_bytes(self) -> int:
         return self.queued_bytes - self._blocked_bytes
 
-    def add(self, record: Record, offsets: PartitionOffsets) -> None:
-        super().add(record, offsets)
+    def add(self, record: Record, offsets: PartitionOffsets, deserialized: Deserialized = None) -> None:
+        super().add(record, offsets, deserialized)
         if self._unordered:
             return
         slot = slot_of(record, self._ordering)

@@ -31,8 +31,10 @@ from pyrallel_consumer.control.positions import Position
 from pyrallel_consumer.control.progress import Progress
 from pyrallel_consumer.control.stuck_guard import StuckGuard
 from pyrallel_consumer.control.work_manager import QueuedRecord, WorkManager
+from pyrallel_consumer.deserialization import Deserialized, failed_field
 from pyrallel_consumer.execution.engine import Completion, ExecutionEngine
 from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer.kafka.deserializing import RecordDeserializer
 from pyrallel_consumer.kafka.events import Assignment, CommitResult
 from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.kafka.poller import BrokerPoller
@@ -113,9 +115,12 @@ class Coordinator:
         paused = self._config.start_paused
         self._active = not paused
         self._released = paused and self._config.pause_mode == "release"
-        poller = BrokerPoller(self._config, self._clients, self, loop, self._gate,
-                              revoke_timeout_s=(self._config.rebalance_grace_ms + REVOKE_MARGIN_MS) / 1000,
-                              start_paused=paused, subscribe=not self._released)
+        config = self._config
+        deserializer = None if self._engine.deserializes_records else RecordDeserializer.of(
+            config.key_deserializer, config.value_deserializer)
+        poller = BrokerPoller(config, self._clients, self, loop, self._gate,
+                              revoke_timeout_s=(config.rebalance_grace_ms + REVOKE_MARGIN_MS) / 1000,
+                              start_paused=paused, subscribe=not self._released, deserializer=deserializer)
         poller.start()
         self._poller = poller  # only once its thread runs: stop() sends it commands
         if self._transactions is not None:
@@ -234,24 +239,26 @@ class Coordinator:
 
     # ---- poller sink -----------------------------------------------------------------------------------
 
-    def on_records(self, batch: list[tuple[Record, int]]) -> None:
+    def on_records(self, batch: list[tuple[Record, int]], deserialized: list[Deserialized] | None = None) -> None:
         if self._stopping:
             return
         touched: set[TopicPartitionKey] = set()
         accepted = skipped = 0
-        for record, epoch in batch:
+        for index, (record, epoch) in enumerate(batch):
             tp = (record.topic, record.partition)
             offsets = self._assignments.accepting(tp, epoch)
             if offsets is None:
                 continue
             accepted += 1
             if offsets.receive(record.offset):
-                self._work.add(record, offsets)
+                self._work.add(record, offsets, deserialized[index] if deserialized is not None else None)
                 touched.add(tp)
             else:
                 skipped += 1
         self._counts.received += accepted
         self._counts.skipped += skipped
+        if skipped:
+            self._commits.progressed()  # done before (the restored offset map): the commit point moves over them
         if accepted:
             self._observer.records_received(accepted)
         self._dispatch()
@@ -444,7 +451,7 @@ class Coordinator:
             self._finish(item, completion.ok)
             return
         self._counts.exhausted += 1
-        self._observer.error("handler")
+        self._observer.error("deserialization" if failed_field(completion.error_type) else "handler")
         self._exhaustion.handle(item, completion)
 
     def _produce_outputs(self, item: QueuedRecord, completion: Completion) -> Completion:
@@ -489,6 +496,7 @@ class Coordinator:
             self._counts.failed += 1
         if item.offsets.current:
             item.offsets.complete(item.record.offset)
+            self._commits.progressed()
         self._progress.made()
         self._dispatch()
         self._backpressure.recheck(item.offsets.topic_partition)

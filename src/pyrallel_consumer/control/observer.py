@@ -34,11 +34,16 @@ class ConsumerObserver:
     def commit_finished(self, latency_s: float, ok: bool) -> None:
         """One partition's commit was acknowledged (ok) or refused by the broker."""
 
+    def commits_refused_in_rebalance(self, partitions: int) -> None:
+        """The broker refused the commit of ``partitions`` partitions because the group was rebalancing: expected,
+        and not an ``error``; the next commit after the rebalance sends the same progress."""
+
     def rebalanced(self, kind: str, partitions: int) -> None:
         """kind is assign, revoke or lost."""
 
     def error(self, kind: str) -> None:
-        """A failure worth alerting on: commit, poller, handler, dlq."""
+        """A failure worth alerting on: commit, poller, handler (a record failed every attempt), deserialization
+        (a poison record), dlq."""
 
     def lifecycle_changed(self, state: str) -> None:
         """The consumer entered a lifecycle state (STARTING, ACTIVE, DRAINING, PAUSED, STOPPED)."""

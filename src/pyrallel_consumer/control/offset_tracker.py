@@ -62,6 +62,7 @@ class PartitionOffsets:
         "_last_metadata",
         "_last_received",
         "_last_state",
+        "_map_too_long",
         "_max_window",
         "_pending",
         "_restored",
@@ -97,6 +98,8 @@ class PartitionOffsets:
         self._last_metadata = ""
         """The offset map last encoded, and the state it was encoded in (commit offset, done count, ...)."""
         self.metadata_bytes = 0
+        self._map_too_long = False
+        """The last offset map encoded did not fit (warned once until one fits again)."""
         self.map_lossy = False
         """The last commit point's metadata leaves out records done above its offset (the map did not fit, or they
         lie beyond the window): they would run again after a restart. Exactly-once must not commit such a point."""
@@ -226,6 +229,7 @@ class PartitionOffsets:
         natural_end = window_end
         window_end = min(window_end, offset + self._max_window)
         metadata = ""
+        too_long = False
         self.map_lossy = False
         if natural_end > window_end:
             self.map_lossy = any(done >= window_end for done in self._done)
@@ -233,14 +237,16 @@ class PartitionOffsets:
             ranges = _clipped(self._completed_ranges(offset), window_end)
             encoded = encode_offset_ranges(offset, ranges, window_end, limit)
             if encoded is None:
-                self.map_lossy = True
-                log.warning(
-                    "Offset map of %s[%d] above offset %d exceeds %d characters; committing without it "
-                    "(records done above the commit will be handled again after a restart)",
-                    self.topic_partition[0], self.topic_partition[1], offset, limit,
-                )
+                self.map_lossy = too_long = True
+                if not self._map_too_long:  # commits follow completions closely: once, not at every commit
+                    log.warning(
+                        "Offset map of %s[%d] above offset %d exceeds %d characters; committing without it "
+                        "(records done above the commit will be handled again after a restart) until it fits again",
+                        self.topic_partition[0], self.topic_partition[1], offset, limit,
+                    )
             else:
                 metadata = encoded
+        self._map_too_long = too_long
         return metadata
 
     def mark_committed(self, point: CommitPoint) -> None:

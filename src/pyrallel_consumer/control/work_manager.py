@@ -19,6 +19,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from pyrallel_consumer.control.offset_tracker import PartitionOffsets, TopicPartitionKey
+from pyrallel_consumer.deserialization import Deserialized
 from pyrallel_consumer.execution.engine import WorkItem
 from pyrallel_consumer.record import Ordering, Record
 
@@ -66,15 +67,20 @@ class WorkManager:
         self.queued_bytes = 0
         """Bytes of the queued records' values."""
         self._queued_bytes_by_tp: dict[TopicPartitionKey, int] = {}
+        self._apart: frozenset[TopicPartitionKey] = frozenset()
+        self.queued_apart = 0
+        """Queued records of the partitions given to ``count_apart`` (and their bytes, below)."""
+        self.queued_bytes_apart = 0
 
-    def add(self, record: Record, offsets: PartitionOffsets) -> None:
+    def add(self, record: Record, offsets: PartitionOffsets, deserialized: Deserialized = None) -> None:
+        """Queue a fetched record (with what the poller deserialized of it, see ``WorkItem.deserialized``)."""
         self._seq += 1
         size = len(record.value) if record.value else 0
         if self._unordered:
-            self._fifo.append(QueuedRecord(self._seq, record, offsets, size=size))
+            self._fifo.append(QueuedRecord(self._seq, record, offsets, size=size, deserialized=deserialized))
         else:
             slot = slot_of(record, self._ordering)
-            item = QueuedRecord(self._seq, record, offsets, slot, size)
+            item = QueuedRecord(self._seq, record, offsets, slot, size, deserialized=deserialized)
             queue = self._queues.get(slot)
             if queue is None:
                 queue = self._queues[slot] = deque()
@@ -89,6 +95,17 @@ class WorkManager:
         self.queued_bytes += size
         self._queued_by_tp[tp] = self._queued_by_tp.get(tp, 0) + records
         self._queued_bytes_by_tp[tp] = self._queued_bytes_by_tp.get(tp, 0) + size
+        if tp in self._apart:
+            self.queued_apart += records
+            self.queued_bytes_apart += size
+
+    def count_apart(self, partitions: frozenset[TopicPartitionKey]) -> None:
+        """Total the queued records of ``partitions`` apart from now on (Backpressure's held ones): the level of the
+        others is then known at every change of the queue without a walk over them (512 held partitions made
+        that walk the largest cost of a completion)."""
+        self._apart = partitions
+        self.queued_apart = sum(self._queued_by_tp.get(tp, 0) for tp in partitions)
+        self.queued_bytes_apart = sum(self._queued_bytes_by_tp.get(tp, 0) for tp in partitions)
 
     def next_ready(self) -> QueuedRecord | None:
         """The oldest record whose slot is free, now marked in flight; None when nothing may run."""
@@ -177,8 +194,11 @@ class WorkManager:
             dropped += len(self._fifo) - len(kept)
             self._fifo = kept
         for tp in targets:
-            self._queued_by_tp.pop(tp, None)
-            self.queued_bytes -= self._queued_bytes_by_tp.pop(tp, 0)
+            records, size = self._queued_by_tp.pop(tp, 0), self._queued_bytes_by_tp.pop(tp, 0)
+            self.queued_bytes -= size
+            if tp in self._apart:
+                self.queued_apart -= records
+                self.queued_bytes_apart -= size
         self.queued -= dropped
         return dropped
 

@@ -5,6 +5,12 @@ and reports exactly one Completion per item it was not told to cancel. Completio
 event loop that started the engine. Ordering is the control plane's job: an engine may run everything it
 is given at once.
 
+Deserialization: ``WorkItem.record`` is the record as fetched (bytes). An engine that runs handlers where the
+poller's objects cannot go (``deserializes_records``: the process engine) deserializes each record there itself;
+for any other engine the poller thread deserialized the record ahead and the handler gets ``item.deserialized``. A
+record that cannot be deserialized fails at once, after one attempt and without retries, and never reaches the
+handler (``KeyDeserializationError`` / ``ValueDeserializationError``).
+
 An engine built for a batch handler takes ``submit_batch(items)`` instead of ``submit(item)``: one handler call
 gets the records of all the items, in the order given. Completions stay per item: an attempt that raises or times
 out fails every item of the batch, which is retried whole; a returned ``BatchResult`` fails only the items it
@@ -22,8 +28,10 @@ from __future__ import annotations
 import abc
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
+from pyrallel_consumer.deserialization import DeserializationError, Deserialized
 from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
@@ -34,6 +42,11 @@ class WorkItem:
 
     item_id: int
     record: Record
+    """As fetched: key and value are the bytes on the wire (what ordering, dead letters and exhaustion use)."""
+    deserialized: Deserialized = field(default=None, kw_only=True)
+    """What the poller thread deserialized ahead: the record the handler gets, or why it cannot get one (a poison
+    record). None when no deserializer is configured, or the engine deserializes itself: the handler gets
+    ``record`` as it is, or what the engine made of it."""
 
 
 @dataclass(slots=True)
@@ -87,6 +100,10 @@ class HandlerTimeoutError(TimeoutError):
 class ExecutionEngine(abc.ABC):
     """Runs handlers; knows nothing about Kafka, offsets or ordering."""
 
+    deserializes_records: ClassVar[bool] = False
+    """True for an engine that applies ``key_deserializer`` / ``value_deserializer`` itself, where its handlers run
+    (the process engine: in its workers); the Coordinator then has the poller leave records as bytes."""
+
     @abc.abstractmethod
     async def start(self, on_complete: CompletionCallback) -> None:
         """Prepare workers; fail here (not at the first record) when the handler cannot run."""
@@ -114,6 +131,11 @@ class ExecutionEngine(abc.ABC):
     @abc.abstractmethod
     async def shutdown(self, drain: bool, timeout_s: float) -> None:
         """Stop the engine. drain=True waits up to ``timeout_s`` for submitted items, then cancels the rest."""
+
+
+def poisoned(item_id: int, error: DeserializationError) -> Completion:
+    """The completion of a record that cannot be deserialized: failed after one attempt, which it never ran."""
+    return Completion(item_id, False, 1, 0.0, *describe_error(error))
 
 
 def describe_error(exc: BaseException, limit: int = 1000) -> tuple[str, str]:

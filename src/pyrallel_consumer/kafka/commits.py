@@ -11,7 +11,7 @@ Points asked for while one is in flight wait, newest per partition, and go out w
 
 A synchronous commit (revoke, stop, pause) cannot wait for the asynchronous one in flight: its result comes only
 through ``consume()``, which the revoke callback is inside of. When that older commit's retry lands after the
-synchronous one, its result marks the tracker committed at the older offset, so the next periodic commit sends
+synchronous one, its result marks the tracker committed at the older offset, so the next asynchronous commit sends
 the newest point again - unless the partition was revoked or the consumer stopped meanwhile: then the next owner
 starts at the older offset and handles the records between again (duplicates, never a loss; after a rebalance
 the broker refuses the old generation's retry anyway).
@@ -30,6 +30,18 @@ from pyrallel_consumer.kafka.events import CommitResult
 from pyrallel_consumer.observability.log_events import OFFSETS_COMMITTED, event_extra, partition_list
 
 log = logging.getLogger(__name__)
+
+REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+                         KafkaError.UNKNOWN_MEMBER_ID, KafkaError.STALE_MEMBER_EPOCH,
+                         KafkaError.FENCED_MEMBER_EPOCH})
+"""Commit errors of a group that is rebalancing (or of a member about to rejoin): an asynchronous commit sent while
+the group changes generation is refused with them, and the next one after the rebalance carries the same progress."""
+
+
+def is_rebalancing(error: object) -> bool:
+    """Whether a commit's ``error`` (a KafkaError, or anything else that went wrong) is one of ``REBALANCING``."""
+    return isinstance(error, KafkaError) and error.code() in REBALANCING
+
 
 IN_FLIGHT_LIMIT_S = 30.0
 """An asynchronous commit whose result has not come after this long no longer holds the next one back (librdkafka
@@ -70,15 +82,16 @@ class CommitSender:
         if not valid:
             return
         offsets = [TopicPartition(p.topic, p.partition, p.offset, p.metadata) for p in valid]
-        error: str | None = None
+        failure: object = None
         try:
             results = consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            error = str(exc)
+            failure = exc.args[0] if exc.args else exc
             results = None
-        errors = {(tp.topic, tp.partition): str(tp.error) for tp in results or [] if tp.error is not None}
+        errors = {(tp.topic, tp.partition): tp.error for tp in results or [] if tp.error is not None}
         latency = time.monotonic() - started
-        reported = [CommitResult(p, error or errors.get((p.topic, p.partition)), latency) for p in valid]
+        reported = [_result(p, failure if failure is not None else errors.get((p.topic, p.partition)), latency)
+                    for p in valid]
         self._log_committed(logging.INFO, "sync", reported)
         self._report(reported)
 
@@ -118,7 +131,7 @@ class CommitSender:
                 continue
             started, point = entry
             error = err if err is not None else tp.error
-            results.append(CommitResult(point, str(error) if error is not None else None, now - started))
+            results.append(_result(point, error, now - started))
             waiting = self._waiting.get((point.topic, point.partition))
             if error is None and waiting is not None and (waiting[1].offset, waiting[1].metadata, waiting[1].epoch) == (
                     point.offset, point.metadata, point.epoch):
@@ -142,3 +155,10 @@ class CommitSender:
         log.log(level, "Committed %s (%s) in %.3fs", offsets, mode, seconds,
                 extra=event_extra(OFFSETS_COMMITTED, mode=mode, partitions=offsets, partition_count=len(done),
                                   seconds=round(seconds, 6), **self._labels))
+
+
+def _result(point: CommitPoint, error: object, latency_s: float) -> CommitResult:
+    """The result of ``point``'s commit: ``error`` None for an acknowledged one."""
+    if error is None:
+        return CommitResult(point, None, latency_s)
+    return CommitResult(point, str(error), latency_s, rebalancing=is_rebalancing(error))

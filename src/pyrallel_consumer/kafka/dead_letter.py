@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.observer import ConsumerObserver
+from pyrallel_consumer.deserialization import failed_field
 from pyrallel_consumer.execution.engine import Completion
 from pyrallel_consumer.kafka.clients import KafkaClients
 from pyrallel_consumer.kafka.transactions import Transactions
@@ -37,7 +38,8 @@ ERROR_MESSAGE_LIMIT = 1000
 def dead_letter_headers(
     record: Record, completion: Completion, group_id: str, send: DeadLetterSend | None = None
 ) -> list[tuple[str, str | bytes | None]]:
-    """The record's own headers plus the x-* headers that say where it came from and why it failed.
+    """The record's own headers plus the x-* headers that say where it came from and why it failed; a record that
+    could not be deserialized also gets ``x-deserialization-failed`` (``key`` or ``value``).
 
     With tracing (``send``, the span of this write) the record's trace context headers are replaced by the span's.
     """
@@ -54,6 +56,9 @@ def dead_letter_headers(
         ("x-source-offset", str(record.offset).encode()),
         ("x-consumer-group", group_id.encode()),
     ]
+    field = failed_field(completion.error_type)
+    if field is not None:
+        headers.append(("x-deserialization-failed", field.encode()))
     return headers
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
+from pyrallel_consumer.deserialization import Deserialized
 from pyrallel_consumer.record import Record
 
 
@@ -37,12 +38,17 @@ class CommitResult:
     point: CommitPoint
     error: str | None
     latency_s: float
+    rebalancing: bool = False
+    """The broker refused the commit because the group is rebalancing (``commits.REBALANCING``): expected, and the
+    next commit after the rebalance sends the same progress again."""
 
 
 class PollerSink(Protocol):
     """What the poller reports to the loop side. All methods run on the event loop."""
 
-    def on_records(self, batch: list[tuple[Record, int]]) -> None: ...
+    def on_records(self, batch: list[tuple[Record, int]], deserialized: list[Deserialized] | None = None) -> None:
+        """Fetched records with their epochs; ``deserialized``, when the poller deserialized them, goes with
+        ``batch`` one for one (``WorkItem.deserialized``)."""
 
     def on_assigned(self, assignments: list[Assignment]) -> None: ...
 

@@ -3,7 +3,8 @@
 The BrokerPoller hands each fetched batch over with ``call_soon_threadsafe(inbox.put, ...)``, so the poller
 thread holds the GIL only briefly; everything here runs on the event loop. Converted records go to the sink
 (the Coordinator) tagged with the assignment epoch they were fetched under; what was taken in is reported to
-the fetch gate.
+the fetch gate. When the poller thread deserialized a batch (``kafka/deserializing.py``), each record goes with the
+record its handler gets, or the error that makes it a poison record.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from pyrallel_consumer.control.offset_tracker import TopicPartitionKey
+from pyrallel_consumer.deserialization import DeserializationError, Deserialized
+from pyrallel_consumer.kafka.deserializing import Contents, typed_record
 from pyrallel_consumer.kafka.events import PollerSink
 from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.record import Header, Record
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _CONVERT_SLICE = 100
 """Messages converted per loop callback: about half a millisecond of loop time."""
+Fetched = tuple[list[Message], dict[TopicPartitionKey, int], list[Contents | DeserializationError | None] | None]
+"""A fetched batch as the poller hands it over: messages, epochs of their partitions, what was deserialized."""
 
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:
@@ -49,13 +54,15 @@ class Inbox:
         self._loop = loop
         self._on_fatal = on_fatal
         """Tells the poller thread to stop: a fatal fetch error ends the consumer."""
-        self._batches: collections.deque[tuple[list[Message], dict[TopicPartitionKey, int]]] = collections.deque()
+        self._batches: collections.deque[Fetched] = collections.deque()
         self._pos = 0
         self._converting = False
 
-    def put(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
-        """Queue a fetched batch behind the ones not converted yet."""
-        self._batches.append((messages, epochs))
+    def put(self, messages: list[Message], epochs: dict[TopicPartitionKey, int],
+            contents: list[Contents | DeserializationError | None] | None = None) -> None:
+        """Queue a fetched batch behind the ones not converted yet; ``contents``: what the poller thread
+        deserialized of each message (``RecordDeserializer.messages``), None when it deserialized nothing."""
+        self._batches.append((messages, epochs, contents))
         if not self._converting:
             self._converting = True
             self._convert()
@@ -68,12 +75,14 @@ class Inbox:
         """
         batches = self._batches
         batch: list[tuple[Record, int]] = []
+        deserialized: list[Deserialized] = []
         taken = taken_bytes = 0
         while batches and taken < _CONVERT_SLICE:
-            messages, epochs = batches[0]
+            messages, epochs, contents = batches[0]
             start = self._pos
             end = min(len(messages), start + _CONVERT_SLICE - taken)
-            for msg in messages[start:end]:
+            for index in range(start, end):
+                msg = messages[index]
                 taken_bytes += len(msg)
                 err = msg.error()
                 if err is not None:
@@ -93,8 +102,12 @@ class Inbox:
                 if epoch is None:
                     continue
                 ts_type, ts = msg.timestamp()
-                batch.append((Record(topic, partition, msg.offset(), _as_bytes(msg.key()),  # type: ignore[arg-type]
-                                     _as_bytes(msg.value()), _headers(msg.headers()), ts if ts_type else -1), epoch))
+                record = Record(topic, partition, msg.offset(), _as_bytes(msg.key()),  # type: ignore[arg-type]
+                                _as_bytes(msg.value()), _headers(msg.headers()), ts if ts_type else -1)
+                batch.append((record, epoch))
+                if contents is not None:
+                    result = contents[index]
+                    deserialized.append(typed_record(record, result) if isinstance(result, tuple) else result)
             taken += end - start
             if end == len(messages):
                 batches.popleft()
@@ -103,7 +116,7 @@ class Inbox:
                 self._pos = end
         self._gate.ingested(taken, taken_bytes)
         if batch:
-            self._sink.on_records(batch)
+            self._sink.on_records(batch, deserialized or None)
         if batches:
             self._loop.call_soon(self._convert)
         else:

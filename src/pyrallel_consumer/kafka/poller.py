@@ -27,7 +27,8 @@ from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartition
 from pyrallel_consumer.control.positions import Position
 from pyrallel_consumer.kafka.assignment_table import AssignmentTable
 from pyrallel_consumer.kafka.clients import KafkaClients
-from pyrallel_consumer.kafka.commits import CommitSender
+from pyrallel_consumer.kafka.commits import CommitSender, is_rebalancing
+from pyrallel_consumer.kafka.deserializing import RecordDeserializer
 from pyrallel_consumer.kafka.events import PollerSink, partition_names
 from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.kafka.inbox import Inbox
@@ -50,10 +51,6 @@ _PROBE_PERIOD_S = 1.0
 _WAKE_TIMEOUT_S = 2.0
 _GROUP_METADATA_PERIOD_S = 0.5
 _POSITIONS_TIMEOUT_S = 30.0
-_REBALANCING = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
-                          KafkaError.UNKNOWN_MEMBER_ID, KafkaError.STALE_MEMBER_EPOCH,
-                          KafkaError.FENCED_MEMBER_EPOCH})
-"""Commit errors of a group that is rebalancing (or of a member about to rejoin): worth another try."""
 
 
 class _RebalancingError(Exception):
@@ -77,8 +74,11 @@ class BrokerPoller:
         revoke_timeout_s: float,
         start_paused: bool = False,
         subscribe: bool = True,
+        deserializer: RecordDeserializer | None = None,
     ) -> None:
         self._config = config
+        self._deserializer = deserializer
+        """Deserializes each fetched batch on this thread before the loop gets it (None: records stay bytes)."""
         self._clients = clients
         self._topics = list(config.topics)
         self._sink = sink
@@ -317,9 +317,11 @@ class BrokerPoller:
             command(consumer)
 
     def _deliver(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
-        """Hand the raw batch to the loop's Inbox, which converts it there."""
+        """Hand the raw batch to the loop's Inbox, which converts it there; deserialize it first, here, when
+        deserializers are configured (not on the loop: see ``kafka/deserializing.py``)."""
         self._gate.fetched(len(messages), sum(map(len, messages)))  # len(message) is its value's length
-        self._post(self._inbox.put, messages, epochs)
+        contents = self._deserializer.messages(messages) if self._deserializer is not None else None
+        self._post(self._inbox.put, messages, epochs, contents)
 
     def _refresh_watermarks(self, consumer: Consumer) -> None:
         now = time.monotonic()
@@ -356,7 +358,7 @@ class BrokerPoller:
             errors = [exc.args[0]]
         if errors:
             message = "committing the handed-over positions failed: " + "; ".join(map(str, errors))
-            if all(isinstance(e, KafkaError) and e.code() in _REBALANCING for e in errors):
+            if all(is_rebalancing(e) for e in errors):
                 raise _RebalancingError(message)
             raise KafkaException(KafkaError(KafkaError._STATE, message))
         held = [TopicPartition(p.topic, p.partition) for p in positions if (p.topic, p.partition) in self._assigned]

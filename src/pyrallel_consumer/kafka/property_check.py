@@ -12,8 +12,10 @@ from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
+from pyrallel_consumer.observability.librdkafka_log import LIBRDKAFKA_LOGGER
+
 _SECRET_HINTS = ("password", "secret", "sasl.oauthbearer.config", "key.pem", "token")
-_CHECK_LOGGER = logging.getLogger("pyrallel_consumer.kafka.librdkafka_check")
+_CHECK_LOGGER = logging.getLogger(f"{LIBRDKAFKA_LOGGER}.check")
 """Takes the notes of the throwaway clients that check properties; the real client logs them again at start."""
 _CHECK_LOGGER.addHandler(logging.NullHandler())
 _CHECK_LOGGER.propagate = False

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig
-from pyrallel_consumer.observability.logging import LIBRDKAFKA_LOGGER, librdkafka_logger
+from pyrallel_consumer.observability.librdkafka_log import LIBRDKAFKA_LOGGER, LibrdkafkaLog
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def kafka_conf(config: ConsumerConfig) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "auto.offset.reset": config.auto_offset_reset,
         "group.protocol": config.group_protocol,
-        "logger": librdkafka_logger(),
+        "logger": LibrdkafkaLog(f"{LIBRDKAFKA_LOGGER}.consumer"),
     }
     if config.group_protocol == "classic":
         conf["partition.assignment.strategy"] = "cooperative-sticky"
@@ -89,7 +89,7 @@ def transactional_conf(config: ConsumerConfig) -> dict[str, Any]:
         # Outputs become visible at the commit anyway (commit_transaction flushes): batching longer costs no
         # visible latency and saves broker and client work per output.
         "linger.ms": 50,
-        "logger": librdkafka_logger(f"{LIBRDKAFKA_LOGGER}.transactions"),
+        "logger": LibrdkafkaLog(f"{LIBRDKAFKA_LOGGER}.transactions"),
     })
     conf.update(config.output_kafka)
     return conf
@@ -104,7 +104,7 @@ def dead_letter_conf(config: ConsumerConfig) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
-        "logger": librdkafka_logger(f"{LIBRDKAFKA_LOGGER}.dlq"),
+        "logger": LibrdkafkaLog(f"{LIBRDKAFKA_LOGGER}.dlq"),
     })
     conf.update(config.dlq_kafka)
     return conf
@@ -112,7 +112,8 @@ def dead_letter_conf(config: ConsumerConfig) -> dict[str, Any]:
 
 def admin_conf(config: ConsumerConfig) -> dict[str, Any]:
     """The topic check's admin client: the bootstrap servers, the logger and the consumer's security settings."""
-    conf: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers, "logger": librdkafka_logger()}
+    conf: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers,
+                            "logger": LibrdkafkaLog(f"{LIBRDKAFKA_LOGGER}.admin")}
     conf.update({k: v for k, v in config.kafka.items() if is_security_property(k)})
     return conf
 

@@ -46,7 +46,7 @@ FIELDS: Final[Mapping[str, str]] = {
     "partition_count": "how many partitions the line is about",
     "position_count": "how many handed-over positions were taken",
     "paused": "whether newly assigned partitions stay paused because the consumer is PAUSED",
-    "mode": "offset commit mode: sync (pause, revocation, stop) or async (periodic)",
+    "mode": "offset commit mode: sync (pause, revocation, stop) or async (following completions)",
     "drained": "whether the stop waited for in-flight records",
     "topic": "the record's topic",
     "partition": "the record's partition",
@@ -72,6 +72,7 @@ PARTITIONS_REVOKED: Final = "partitions_revoked"
 PARTITIONS_LOST: Final = "partitions_lost"
 OFFSETS_COMMITTED: Final = "offsets_committed"
 COMMIT_FAILED: Final = "commit_failed"
+COMMIT_REFUSED_IN_REBALANCE: Final = "commit_refused_in_rebalance"
 HANDLER_FAILED: Final = "handler_failed"
 RECORD_EXHAUSTED: Final = "record_exhausted"
 
@@ -125,7 +126,11 @@ EVENTS: Final[Mapping[str, LogEventSpec]] = {
     COMMIT_FAILED: LogEventSpec(
         "WARNING", "pyrallel_consumer.control.commit_schedule",
         ("topic", "partition", "offset", "error", *_LABELS),
-        "the broker refused or failed an offset commit"),
+        "the broker refused or failed an offset commit (not for a rebalance: see commit_refused_in_rebalance)"),
+    COMMIT_REFUSED_IN_REBALANCE: LogEventSpec(
+        "INFO", "pyrallel_consumer.control.commit_schedule", ("partitions", "partition_count", "error", *_LABELS),
+        "the group is rebalancing and refused an asynchronous commit: expected, logged once per rebalance; the first "
+        "commit after it covers the progress"),
     HANDLER_FAILED: LogEventSpec(
         "DEBUG (retrying) / WARNING (last attempt)", "pyrallel_consumer.execution.*",
         ("topic", "partition", "offset", "attempt", "retrying", "error_type", "error"),

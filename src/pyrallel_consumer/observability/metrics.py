@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = ("success", "retried", "failed", "dlq")
 REBALANCE_KINDS = ("assign", "revoke", "lost")
-ERROR_KINDS = ("commit", "poller", "handler", "dlq")
+ERROR_KINDS = ("commit", "poller", "handler", "deserialization", "dlq")
 HANDLER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -94,11 +94,16 @@ class PrometheusExporter(ConsumerObserver):
                                 registry=reg)
         self._batch_size = Histogram("pyrallel_batch_size_records", "Records per batch handed to the batch handler.",
                                      buckets=BATCH_SIZE_BUCKETS, registry=reg)
+        self._rebalance_refusals = Counter(
+            "pyrallel_commit_rebalance_refusals",
+            "Partition commits refused because the group was rebalancing (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS, "
+            "...): expected; the next commit after the rebalance sends the same progress.", registry=reg)
         self._rebalances = Counter("pyrallel_rebalances", "Rebalance callbacks by kind: assign, revoke, lost.",
                                    ["kind"], registry=reg)
         self._rebalance_count = Counter("kafka_consumer_rebalance_count",
                                         "Rebalance callbacks of any kind (blue/green name).", registry=reg)
-        self._errors = Counter("kafka_consumer_errors", "Failures worth alerting on: commit, poller, handler, dlq.",
+        self._errors = Counter("kafka_consumer_errors",
+                               "Failures worth alerting on: commit, poller, handler, deserialization, dlq.",
                                ["kind"], registry=reg)
         self._commit_avg = Gauge("kafka_consumer_commit_latency_avg",
                                  "Exponentially weighted moving average of the commit latency in seconds.",
@@ -171,6 +176,10 @@ class PrometheusExporter(ConsumerObserver):
         self._commit_avg_s = latency_s if avg is None else avg + COMMIT_AVG_WEIGHT * (latency_s - avg)
         self._commit_avg.set(self._commit_avg_s)
         self._next.commit_finished(latency_s, ok)
+
+    def commits_refused_in_rebalance(self, partitions: int) -> None:
+        self._rebalance_refusals.inc(partitions)
+        self._next.commits_refused_in_rebalance(partitions)
 
     def rebalanced(self, kind: str, partitions: int) -> None:
         self._rebalances.labels(kind).inc()

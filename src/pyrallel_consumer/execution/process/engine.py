@@ -26,6 +26,7 @@ from pyrallel_consumer.execution.process.handler_ref import handler_reference
 from pyrallel_consumer.execution.process.ledger import Item, ItemLedger
 from pyrallel_consumer.execution.process.supervisor import Supervisor
 from pyrallel_consumer.record import Record
+from pyrallel_consumer.references import reference_of
 
 if TYPE_CHECKING:
     from pyrallel_consumer.observability.tracing import Tracing
@@ -50,9 +51,13 @@ class ProcessExecutionEngine(ExecutionEngine):
     worker makes current around the handler call, and each retry is an event on the span.
     """
 
+    deserializes_records = True
+
     def __init__(self, handler: SyncHandler | str, retry: RetryPolicy, config: ConsumerConfig, *,
                  batch: bool = False, tracing: Tracing | None = None) -> None:
         self._handler: object = handler
+        self._deserializers = {"key_deserializer": config.key_deserializer,
+                               "value_deserializer": config.value_deserializer}
         self._batch = batch
         self._max_item_bytes = config.max_item_bytes
         self._tracing = tracing
@@ -76,9 +81,10 @@ class ProcessExecutionEngine(ExecutionEngine):
         if self._started:
             raise EngineError("start() may be called once")
         ref = handler_reference(self._handler)
+        deserializers = self._deserializer_references()
         self._started = True
         try:
-            await self._supervisor.start(ref)
+            await self._supervisor.start(ref, deserializers)
         except BaseException:
             self._closed = True
             await self._supervisor.terminate()  # also when start() is cancelled: no worker may outlive a failed start
@@ -86,6 +92,17 @@ class ProcessExecutionEngine(ExecutionEngine):
         self._ledger.open(on_complete, self._supervisor.schedule_dispatch)
         self._accepting = True
         log.debug("Process engine started %d worker(s) for %s", self._supervisor.size, ref)
+
+    def _deserializer_references(self) -> tuple[str | None, str | None]:
+        """What each worker imports its own deserializers by (ConsumerConfig checks it already for
+        engine='process'; this engine may be built over another config)."""
+        refs: list[str | None] = []
+        for name, value in self._deserializers.items():
+            try:
+                refs.append(None if value is None else reference_of(value, name, "'module:attr'"))
+            except ValueError as exc:
+                raise EngineError(str(exc)) from exc
+        return refs[0], refs[1]
 
     def submit(self, item: WorkItem) -> None:
         if not self._accepting or self._closed:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyrallel_consumer.deserialization import failed_field
 from pyrallel_consumer.execution.engine import Completion, CompletionCallback, RetryPolicy
 from pyrallel_consumer.execution.process.codec import encode_batch
 from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
@@ -167,7 +168,7 @@ class ItemLedger:
     def attempt_ended(self, item: Item, error: tuple[str, str] | None, outputs: tuple[Output, ...] = (),
                       failures: tuple[tuple[int, str, str], ...] | None = None) -> None:
         """Count an attempt of a held item: complete it on success (with the ``outputs`` its handler returned),
-        else retry it or, out of retries, fail it.
+        else retry it or, out of retries, fail it; a record that could not be deserialized fails at once.
 
         For a batch, ``failures`` names the positions a partial result failed: the other members complete now.
         """
@@ -177,6 +178,9 @@ class ItemLedger:
         item.attempts += 1
         if error is None:
             self._finish(item, True, outputs=outputs)
+            return
+        if failed_field(error[0]) is not None:
+            self._finish(item, False, *error)  # a poison record: the same bytes would fail again
             return
         retrying = item.attempts <= self._retry.max_retries
         topic, partition, offset = item.source
@@ -206,6 +210,8 @@ class ItemLedger:
                       if 0 <= i < len(batch.sent) and batch.sent[i] in members}
         for member in [m for m in members if m not in failed]:
             self._complete_member(batch, member, None)
+        for member in [m for m, (etype, _) in failed.items() if failed_field(etype) is not None]:
+            self._complete_member(batch, member, failed.pop(member))  # poison: never retried
         if not failed:
             self._drop(batch)
             return

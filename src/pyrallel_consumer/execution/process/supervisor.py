@@ -87,9 +87,11 @@ class Supervisor:
 
     # ---- life cycle ----------------------------------------------------------------------------------------
 
-    async def start(self, handler_ref: str) -> None:
-        """Start the pool and wait until every worker loaded the handler; EngineError when they cannot."""
-        self._spec = WorkerSpec(handler_ref, logging_levels(), self._max_batch_bytes + 64, max(1, self._batch // 2))
+    async def start(self, handler_ref: str, deserializers: tuple[str | None, str | None] = (None, None)) -> None:
+        """Start the pool and wait until every worker loaded the handler (and the deserializers named by
+        reference); EngineError when they cannot."""
+        self._spec = WorkerSpec(handler_ref, logging_levels(), self._max_batch_bytes + 64, max(1, self._batch // 2),
+                                deserializers)
         self._loop = loop = asyncio.get_running_loop()
         self._logs.start()
         self._timeouts.start(loop)

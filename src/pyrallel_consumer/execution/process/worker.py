@@ -5,6 +5,11 @@ imports only the child's side of the engine (the codec, the slot, the handler lo
 ``describe_error``), never the parent's supervision. In the worker, the main thread reads work and runs the
 handler, a flusher thread sends completions that waited, a watch thread ends the process when the parent dies,
 and any thread that logs sends its records over the same pipe.
+
+With ``key_deserializer`` / ``value_deserializer`` configured, the worker imports its own deserializers by reference
+(a schema-registry one cannot be pickled: it holds an HTTP client) and deserializes each record before its handler,
+inside the attempt; a record that cannot be deserialized fails without reaching the handler (the parent does not
+retry it). Only then does it import confluent-kafka (``kafka/deserializing.py``).
 """
 
 from __future__ import annotations
@@ -23,14 +28,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pyrallel_consumer.batch import batch_failures
+from pyrallel_consumer.deserialization import DeserializationError
 from pyrallel_consumer.execution.engine import describe_error
 from pyrallel_consumer.execution.process import codec
 from pyrallel_consumer.execution.process.handler_ref import load_handler
 from pyrallel_consumer.execution.process.slot import Slot, attempt_begins, attempt_ends
 from pyrallel_consumer.output import outputs_of
+from pyrallel_consumer.record import Record
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.kafka.deserializing import RecordDeserializer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,8 @@ class WorkerSpec:
     log_levels: dict[str, int]
     max_message_bytes: int
     flush_every: int
+    deserializers: tuple[str | None, str | None] = (None, None)
+    """Import references of the key and value deserializers; None leaves that part as bytes."""
 
 
 def worker_main(spec: WorkerSpec, inbox: Connection[Any, Any], outbox: Connection[Any, Any], slot: Slot) -> None:
@@ -62,12 +74,13 @@ def worker_main(spec: WorkerSpec, inbox: Connection[Any, Any], outbox: Connectio
         logging.getLogger(name or None).setLevel(level)
     try:
         handler = load_handler(spec.handler_ref)
+        deserializer = _load_deserializer(*spec.deserializers)
     except BaseException as exc:  # noqa: BLE001 - whatever breaks the import is reported to start()
         channel.send((codec.FATAL, "{}: {}".format(*_describe(exc))))
         return
     channel.send((codec.READY,))
     try:
-        _serve(handler, channel, slot, spec.flush_every)
+        _serve(handler, deserializer, channel, slot, spec.flush_every)
     except (EOFError, BrokenPipeError):
         return  # the parent is gone: nobody is left to report to
 
@@ -164,7 +177,16 @@ class _Outbox:
             os._exit(_EXIT_FLUSHER_FAILED)
 
 
-def _serve(handler: Callable[..., object], channel: _Channel, slot: Slot, flush_every: int) -> None:
+def _load_deserializer(key: str | None, value: str | None) -> RecordDeserializer | None:
+    if key is None and value is None:
+        return None  # confluent-kafka stays unloaded
+    from pyrallel_consumer.kafka.deserializing import RecordDeserializer
+
+    return RecordDeserializer.of(key, value)
+
+
+def _serve(handler: Callable[..., object], deserializer: RecordDeserializer | None, channel: _Channel, slot: Slot,
+           flush_every: int) -> None:
     """Run items in arrival order; report completions in batches, and always before waiting for more work."""
     outbox = _Outbox(channel, flush_every)
     threading.Thread(target=outbox.run_flusher, name="pyrallel-flusher", daemon=True).start()
@@ -178,22 +200,24 @@ def _serve(handler: Callable[..., object], channel: _Channel, slot: Slot, flush_
                 return
             todo.extend(message[1])
             continue
-        outbox.add(_attempt(handler, todo.popleft(), slot))
+        outbox.add(_attempt(handler, deserializer, todo.popleft(), slot))
 
 
-def _attempt(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot) -> codec.Result:
-    """One handler call, published in the slot while it runs."""
+def _attempt(handler: Callable[..., object], deserializer: RecordDeserializer | None, fields: tuple[Any, ...],
+             slot: Slot) -> codec.Result:
+    """One handler call (the record deserialized first), published in the slot while it runs."""
     if codec.is_batch(fields):
-        return _attempt_batch(handler, fields, slot)
+        return _attempt_batch(handler, deserializer, fields, slot)
     item_id = fields[0]
     trace = codec.trace_of(fields)
     attempt_begins(slot, item_id)
     try:
+        record = codec.decode_record(fields)
         if trace is None:
-            outputs = outputs_of(handler(codec.decode_record(fields)))
+            outputs = outputs_of(handler(record if deserializer is None else deserializer.record(record)))
         else:
             with _carried(trace):
-                outputs = outputs_of(handler(codec.decode_record(fields)))
+                outputs = outputs_of(handler(record if deserializer is None else deserializer.record(record)))
     except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit or KeyboardInterrupt is a failed attempt
         return codec.failure(item_id, *_describe(exc))
     finally:
@@ -208,29 +232,66 @@ def _carried(trace: dict[str, str]) -> AbstractContextManager[None]:
     return carried(trace)
 
 
-def _attempt_batch(handler: Callable[..., object], fields: tuple[Any, ...], slot: Slot) -> codec.Result:
-    """One call of a batch handler with the records of a batch item; the batch id stands in the slot meanwhile."""
+def _attempt_batch(handler: Callable[..., object], deserializer: RecordDeserializer | None, fields: tuple[Any, ...],
+                   slot: Slot) -> codec.Result:
+    """One call of a batch handler with the records of a batch item; the batch id stands in the slot meanwhile.
+
+    Records that cannot be deserialized are left out of the call and reported failed at their positions (the
+    ledger completes them without retries), beside whatever the call did to the others.
+    """
     batch_id = fields[0]
-    records = [codec.decode_record(record) for record in fields[1]]
     trace = codec.trace_of(fields[1][0]) if fields[1] else None
     attempt_begins(slot, batch_id)
     try:
         if trace is None:
-            returned = handler(list(records))  # a copy: positions must survive a handler's sort
+            records, poisoned = _batch_records(deserializer, fields[1])
+            error, failures = _call_batch(handler, records) if records else (None, {})
         else:
             with _carried(trace):
-                returned = handler(list(records))
-    except BaseException as exc:  # noqa: BLE001 - as for one record: any exception fails the attempt
-        return codec.failure(batch_id, *_describe(exc))
+                records, poisoned = _batch_records(deserializer, fields[1])
+                error, failures = _call_batch(handler, records) if records else (None, {})
     finally:
         attempt_ends(slot)
-    try:
-        failures = batch_failures(records, returned)
-    except BaseException as exc:  # noqa: BLE001 - an invalid BatchResult fails the whole attempt
-        return codec.failure(batch_id, *_describe(exc))
-    if not failures:
+    if error is not None and not poisoned:
+        return codec.failure(batch_id, *error)
+    positions = [position for position in range(len(fields[1])) if position not in poisoned]
+    if error is not None:
+        failures = dict.fromkeys(range(len(positions)), error)
+    failed = {positions[i]: failure for i, failure in failures.items()} | poisoned
+    if not failed:
         return codec.success(batch_id)
-    return codec.partial(batch_id, [(position, *error) for position, error in sorted(failures.items())])
+    return codec.partial(batch_id, [(position, *failure) for position, failure in sorted(failed.items())])
+
+
+def _call_batch(handler: Callable[..., object], records: list[Record[Any, Any]]
+                ) -> tuple[tuple[str, str] | None, dict[int, tuple[str, str]]]:
+    """(the error that failed the whole call, or None; the failures its BatchResult named, by position)."""
+    try:
+        returned = handler(list(records))  # a copy: positions must survive a handler's sort
+    except BaseException as exc:  # noqa: BLE001 - as for one record: any exception fails the attempt
+        return _describe(exc), {}
+    try:
+        return None, batch_failures(records, returned)
+    except BaseException as exc:  # noqa: BLE001 - an invalid BatchResult fails the whole attempt
+        return _describe(exc), {}
+
+
+def _batch_records(deserializer: RecordDeserializer | None, fields: tuple[tuple[Any, ...], ...]
+                   ) -> tuple[list[Record[Any, Any]], dict[int, tuple[str, str]]]:
+    """The records of a batch item as its handler gets them, and (position, error) of those that cannot be
+    deserialized."""
+    records: list[Record[Any, Any]] = []
+    poisoned: dict[int, tuple[str, str]] = {}
+    for position, record_fields in enumerate(fields):
+        record = codec.decode_record(record_fields)
+        if deserializer is None:
+            records.append(record)
+            continue
+        try:
+            records.append(deserializer.record(record))
+        except DeserializationError as exc:
+            poisoned[position] = _describe(exc)
+    return records, poisoned
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

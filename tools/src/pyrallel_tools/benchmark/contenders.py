@@ -11,12 +11,14 @@ pyrallel_tools.benchmark.contenders {async|process} --name ... --topic ...`` (se
   the library's defaults otherwise, as for ``async``: a transaction every second (commit_interval_ms), or after
   10,000 outputs (transaction_max_records).
 
-Both print one JSON result line (:func:`harness.emit`).
+Each prints one JSON result line (:func:`harness.emit`). With ``--count-on-signal`` the window starts at SIGUSR1
+(``pyrallel bench --suite scale`` sends it to every instance of a group once the group has settled).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from typing import Any
 
@@ -55,6 +57,9 @@ def consumer_config(args: harness.ContenderArgs, engine: str) -> ConsumerConfig:
 
 async def run(engine: str, args: harness.ContenderArgs) -> dict[str, Any]:
     tracker = harness.new_tracker(args)
+    if args.count_on_signal:
+        # A loop callback, not a bare signal handler: it cannot interrupt done() while that holds the lock.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, tracker.start_counting)
     handler: Any
     if engine == "process":
         harness.export_worker_env(args)

@@ -160,14 +160,17 @@ class Tracker:
 
     The rate counts what was handled after the first observation up to the last one, so start-up and group join
     are left out for every contender alike. :meth:`done` is for contenders whose handlers run in this process
-    (thread-safe); :meth:`observe` for those that only see a completion counter.
+    (thread-safe); :meth:`observe` for those that only see a completion counter. A tracker made with
+    ``counting=False`` counts nothing until :meth:`start_counting` (members of one group measured over one window
+    once the group has settled: ``--count-on-signal``).
     """
 
     def __init__(self, limit: int, max_seconds: float, log_path: str | None = None,
-                 join_timeout_s: float = 60.0) -> None:
+                 join_timeout_s: float = 60.0, counting: bool = True) -> None:
         self.limit = limit
         self.max_seconds = max_seconds
         self.join_timeout_s = join_timeout_s
+        self.counting = counting
         self.created = time.perf_counter()
         self.first_count = self.last_count = 0
         self.first = self.last = 0.0
@@ -190,8 +193,17 @@ class Tracker:
         with self._lock:
             self._observe_locked(completed)
 
+    def start_counting(self) -> None:
+        """The window starts with the next record handled; the join timeout applies again from now."""
+        with self._lock:
+            self.counting = True
+            self.created = time.perf_counter()
+
     def _observe_locked(self, completed: int) -> None:
         if self.finished.is_set() or completed <= self.last_count:
+            return
+        if not self.counting:
+            self.last_count = completed
             return
         now = time.perf_counter()
         if not self.first_count:
@@ -215,7 +227,7 @@ class Tracker:
             self._finish(self.first_ts + (self.last - self.first))
 
     def result(self, contender: str, **extra: Any) -> dict[str, Any]:
-        counted = self.last_count - self.first_count
+        counted = self.last_count - self.first_count if self.first_count else 0  # nothing before the window
         seconds = self.last - self.first
         if not self.last_ts:
             self.last_ts = self.first_ts + seconds
@@ -309,6 +321,8 @@ class ContenderArgs:
     join_timeout_s: float
     kafka: tuple[tuple[str, str], ...] = ()
     """Extra librdkafka properties (``--kafka NAME=VALUE``), for contenders built on confluent-kafka."""
+    count_on_signal: bool = False
+    """Count nothing until SIGUSR1 (``--count-on-signal``; the async and process contenders)."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ContenderArgs:
@@ -331,6 +345,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ContenderArgs:
                         help="Give up when no record was handled this long after the start.")
     parser.add_argument("--kafka", action="append", default=[], metavar="NAME=VALUE",
                         help="An extra librdkafka property (repeatable).")
+    parser.add_argument("--count-on-signal", action="store_true",
+                        help="Count nothing until SIGUSR1: the runner sends it to every member of a group once the "
+                             "group has settled, so their windows start together (pyrallel_tools contenders only).")
     ns = parser.parse_args(argv)
     kafka = []
     for item in ns.kafka:
@@ -342,12 +359,13 @@ def parse_args(argv: Sequence[str] | None = None) -> ContenderArgs:
         name=ns.name, bootstrap=ns.bootstrap, topic=ns.topic, group=ns.group, workload=ns.workload,
         limit=ns.limit, max_seconds=ns.max_seconds, ordering=ns.ordering, concurrency=ns.concurrency,
         log=ns.log, session_timeout_ms=ns.session_timeout_ms, join_timeout_s=ns.join_timeout_s, kafka=tuple(kafka),
+        count_on_signal=ns.count_on_signal,
     )
 
 
 def new_tracker(args: ContenderArgs) -> Tracker:
     loops_per_ms()
-    return Tracker(args.limit, args.max_seconds, args.log, args.join_timeout_s)
+    return Tracker(args.limit, args.max_seconds, args.log, args.join_timeout_s, counting=not args.count_on_signal)
 
 
 def wait_finished(tracker: Tracker, poll_s: float = 0.05) -> None:

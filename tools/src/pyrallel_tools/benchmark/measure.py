@@ -86,6 +86,8 @@ class TreeSampler(threading.Thread):
         self.pid, self.interval_s = pid, interval_s
         self.times: list[float] = []
         self.cpu: list[float] = []
+        self.rss_kb: list[int] = []
+        """The tree's RSS at each sample (``times``): the backlog curve of ``--suite scale`` plots it."""
         self.peak_rss_kb = 0
         self.most_processes = 0
         self._stop_event = threading.Event()
@@ -102,9 +104,11 @@ class TreeSampler(threading.Thread):
         cpu = sum(cpu_seconds(p) for p in tree)
         if self.cpu and cpu < self.cpu[-1]:
             cpu = self.cpu[-1]  # a child exited before its parent reaped it: its time reappears later
+        rss = sum(rss_kb(p) for p in tree)
         self.times.append(now)
         self.cpu.append(cpu)
-        self.peak_rss_kb = max(self.peak_rss_kb, sum(rss_kb(p) for p in tree), hwm_kb(self.pid))
+        self.rss_kb.append(rss)
+        self.peak_rss_kb = max(self.peak_rss_kb, rss, hwm_kb(self.pid))
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -195,6 +199,13 @@ def run_to_result(cmd: Sequence[str], env: Mapping[str, str], stderr_path: Path,
         proc = ContenderProcess(cmd, env, stderr_path, cwd)
     except OSError as exc:
         return Outcome({"error": f"could not start {cmd[0]}: {exc}"}, None, None, None)
+    return wait_outcome(proc, timeout_s, exit_grace_s)
+
+
+def wait_outcome(proc: ContenderProcess, timeout_s: float, exit_grace_s: float = 20.0) -> Outcome:
+    """Wait until a started contender prints its result (or ``timeout_s``), let it exit, measure it: for runners
+    that start several contenders at once or signal them (``--suite scale``), and for :func:`run_to_result`."""
+    cmd = proc.cmd
     deadline = time.monotonic() + timeout_s
     try:
         while not proc.result_line.wait(0.1):

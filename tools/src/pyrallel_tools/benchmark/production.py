@@ -23,12 +23,16 @@ from pyrallel_tools.localkafka.topics import create_topic, produce_keyed
 log = logging.getLogger(__name__)
 
 
-def prepared_topic(bootstrap: str, label: str, records: int, keys: int, partitions: int) -> str:
+def prepared_topic(bootstrap: str, label: str, records: int, keys: int, partitions: int,
+                   value_size: int = 64) -> str:
+    """A new topic ``bench-<label>-<random>`` holding ``records`` records keyed round-robin over ``keys`` keys, each
+    value its sequence number and ``value_size`` bytes of padding (:func:`produce_keyed`)."""
     topic = f"bench-{label}-{uuid.uuid4().hex[:6]}"
     create_topic(bootstrap, topic, partitions)
     if records:
-        produce_keyed(bootstrap, topic, records, keys=keys)
-    log.info("Topic %s: %d records, %d keys, %d partitions", topic, records, keys, partitions)
+        produce_keyed(bootstrap, topic, records, keys=keys, value_size=value_size)
+    log.info("Topic %s: %d records, %d keys, %d partitions, values of %d bytes", topic, records, keys, partitions,
+             value_size + harness.SEQ_DIGITS + 1)
     return topic
 
 

@@ -168,7 +168,7 @@ def write_rebalance_outputs(report: RebalanceReport, out_dir: Path, name: str = 
 
 
 def write_outputs(json_text: str, markdown_text: str, out_dir: Path, name: str) -> Path:
-    """A suite's result files (the rebalance suite's and the recovery suite's): ``<name>-<time>.json``,
+    """A suite's result files (the rebalance, recovery and scale suites'): ``<name>-<time>.json``,
     ``<name>-latest.json`` and ``<name>-latest.md`` under ``out_dir``; the first path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -389,8 +389,8 @@ def throughput_table(report: BenchReport, workload: str) -> str:
         for k in keys:
             row.append(_throughput_cell(report, contender_id, workload, k, reference))
         ref = next((m for m in cells if m.contender == contender_id and m.keys == ref_keys), None)
-        row.append(_num(ref.peak_rss_mb, 0) if ref else "")
-        row.append(_num(ref.cpu_s_per_1k, 3) if ref else "")
+        row.append(number_cell(ref.peak_rss_mb, 0) if ref else "")
+        row.append(number_cell(ref.cpu_s_per_1k, 3) if ref else "")
         rows.append("| " + " | ".join(row) + " |")
     return "\n".join(rows)
 
@@ -418,7 +418,7 @@ def latency_table(report: BenchReport) -> str:
             rows.append(f"| {where} | {_display(report, m.contender)} | {m.rate:,} | - | {short_line(m.error)} | | |")
         else:
             rows.append(f"| {where} | {_display(report, m.contender)} | {m.rate:,} | {m.samples:,} "
-                        f"| {_num(m.p50_ms, 1)} | {_num(m.p99_ms, 1)} | {_num(m.max_ms, 1)} |")
+                        f"| {number_cell(m.p50_ms, 1)} | {number_cell(m.p99_ms, 1)} | {number_cell(m.max_ms, 1)} |")
     return "\n".join(rows)
 
 
@@ -458,7 +458,8 @@ def targets_table(report: BenchReport) -> str:
     return "\n".join(rows)
 
 
-def _num(value: float | None, digits: int) -> str:
+def number_cell(value: float | None, digits: int) -> str:
+    """A table cell: ``value`` with thousands separators and ``digits`` decimals, ``-`` for None."""
     return "-" if value is None else f"{value:,.{digits}f}"
 
 

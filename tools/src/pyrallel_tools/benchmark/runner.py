@@ -194,25 +194,38 @@ class Bench:
 
     def env(self, contender_id: str) -> dict[str, str]:
         """The contender's environment variables: its interpreter's CPU calibration, where the harness is."""
-        loops = self.envs[self.specs[contender_id].environment].loops_per_ms or harness.loops_per_ms()
-        return {**os.environ, harness.LOOPS_ENV: repr(loops),
-                harness.HARNESS_DIR_ENV: str(Path(harness.__file__).parent), "PYTHONUNBUFFERED": "1"}
+        return contender_env(self.envs[self.specs[contender_id].environment].loops_per_ms or harness.loops_per_ms())
 
     def argv(self, contender_id: str, *, topic: str, group: str, workload: str, limit: int, max_seconds: float,
              log_path: Path | None = None, session_timeout_ms: int | None = None) -> list[str]:
         spec = self.specs[contender_id]
         concurrency = self.plan.workers if spec.cpu_bound or workload == "cpu2ms" else self.plan.concurrency
-        argv = [*command(spec, self.envs[spec.environment], self.peers_dir),
-                "--name", spec.name, "--bootstrap", self.bootstrap, "--topic", topic, "--group", group,
-                "--workload", workload, "--limit", str(limit), "--max-seconds", str(max_seconds),
-                "--ordering", spec.ordering or "key", "--concurrency", str(concurrency),
-                "--join-timeout-s", str(self.plan.join_timeout_s)]
-        argv += spec.extra
+        argv = contender_argv(spec, self.envs[spec.environment], self.peers_dir, self.bootstrap, topic=topic,
+                              group=group, workload=workload, limit=limit, max_seconds=max_seconds,
+                              concurrency=concurrency, join_timeout_s=self.plan.join_timeout_s)
         if log_path is not None:
             argv += ["--log", str(log_path)]
         if session_timeout_ms is not None:
             argv += ["--session-timeout-ms", str(session_timeout_ms)]
         return argv
+
+
+def contender_env(loops_per_ms: float) -> dict[str, str]:
+    """A contender's environment variables: the CPU calibration of its interpreter, where the harness is."""
+    return {**os.environ, harness.LOOPS_ENV: repr(loops_per_ms),
+            harness.HARNESS_DIR_ENV: str(Path(harness.__file__).parent), "PYTHONUNBUFFERED": "1"}
+
+
+def contender_argv(spec: ContenderSpec, env: Environment, peers_dir: Path, bootstrap: str, *, topic: str, group: str,
+                   workload: str, limit: int, max_seconds: float, concurrency: int,
+                   join_timeout_s: float) -> list[str]:
+    """The command line of one contender run (see :func:`harness.parse_args`); callers append the options of
+    their kind of run (``--log``, ``--session-timeout-ms``, ``--kafka``, ``--count-on-signal``)."""
+    return [*command(spec, env, peers_dir),
+            "--name", spec.name, "--bootstrap", bootstrap, "--topic", topic, "--group", group,
+            "--workload", workload, "--limit", str(limit), "--max-seconds", str(max_seconds),
+            "--ordering", spec.ordering or "key", "--concurrency", str(concurrency),
+            "--join-timeout-s", str(join_timeout_s), *spec.extra]
 
 
 def run_bench(bootstrap: str, plan: Plan, out_dir: Path, peers_dir: Path, venv_root: Path, run_dir: Path,

@@ -16,6 +16,17 @@ from pyrallel_tools.bluegreen.validation.findings import ValidationReport
 
 TARGET_GAP_S = {"C": 1.0, "B": 1.0, "E": 2.0}
 """The longest a record may wait with no one handling it across a switch or a rollback (the issue's targets)."""
+TARGET_GAP_WHY = {
+    "B": "the new color's members are already in their own group with the partitions assigned, held paused: the "
+         "hand-over is a drain, a commit, an offset hand-over and a resume, with no group membership change",
+    "C": "one group: the old color drains and leaves, the new color's running members join, and the group "
+         "assigns their partitions in one rebalance, quick when the broker's group.initial.rebalance.delay.ms is "
+         "short (100 ms here)",
+    "E": "the new connector is started by Kafka Connect: the worker records the resume in its config topic, the "
+         "Connect workers rebalance to start the connector's task, and the task's consumer joins its own group "
+         "before it fetches - a longer chain than B's or C's, none of it in the library",
+}
+"""Why each strategy's target is what it is: the report states it next to the targets."""
 LAGGING_EXTRA_GAP_S = 1.0
 """Scenario 3 switches while blue's handlers take 1 s per record: the pause drains (or cuts off) a record in
 flight, which adds up to that second to the gap."""

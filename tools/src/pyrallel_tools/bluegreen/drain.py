@@ -15,6 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from pyrallel_consumer import LibrdkafkaLog
 from pyrallel_tools.bluegreen.load_producer import parse_identity
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def read_pending(bootstrap_servers: str, topic: str, group: str, timeout_s: floa
     """
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
-        "enable.auto.offset.store": False, "logger": logging.getLogger("pyrallel_consumer.librdkafka"),
+        "enable.auto.offset.store": False, "logger": LibrdkafkaLog("pyrallel_tools.librdkafka.drain"),
     }
     conf.update(kafka or {})
     consumer = Consumer(conf)

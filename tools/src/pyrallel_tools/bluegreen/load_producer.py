@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from pydantic import BaseModel, ConfigDict, Field
 
+from pyrallel_consumer import LibrdkafkaLog
 from pyrallel_consumer.control_server import HttpServer
 from pyrallel_tools.bluegreen.settings_routes import add_settings_routes
 
@@ -154,7 +155,7 @@ class LoadProducer:
         """Produce until the count or the duration is reached, or ``stop`` is set; then wait for the acks."""
         stop = stop or asyncio.Event()
         conf: dict[str, Any] = {"bootstrap.servers": self.plan.bootstrap_servers, "linger.ms": 5,
-                                "logger": logging.getLogger("pyrallel_consumer.librdkafka")}
+                                "logger": LibrdkafkaLog("pyrallel_tools.librdkafka.load_producer")}
         conf.update(dict(self.plan.kafka))
         conf["enable.idempotence"] = True
         producer = Producer(conf)

@@ -10,6 +10,7 @@ report's plots.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -35,9 +36,11 @@ class Recorder:
     events: list[Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def event(self, kind: str, detail: str = "") -> None:
+    def event(self, kind: str, detail: str = "", at: float | None = None) -> None:
+        """Record ``kind`` as happening now, or ``at`` (a wall-clock time already past); events stay in time order."""
+        event = Event(time.time() if at is None else at, kind, detail)
         with self.lock:
-            self.events.append(Event(time.time(), kind, detail))
+            bisect.insort(self.events, event, key=lambda e: e.t)
         log.info("event %s %s", kind, detail)
 
     def add(self, sample: Sample) -> None:

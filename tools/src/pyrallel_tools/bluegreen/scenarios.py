@@ -194,13 +194,17 @@ class ScenarioRun:
         return active
 
     def _switch(self, controller: Switcher, to_color: str, health: HealthCheck | None = None) -> SwitchResult:
+        """Switch, and mark the switch's start and end where the controller measured them (``started_at``,
+        ``seconds``): the plots' switch window is then the reported switch time, without the controller's reading
+        of the current color before it (about 0.5 s for a fresh control-topic reader)."""
         kind = "rollback" if to_color == "blue" else "switch"
-        self.recorder.event(f"{kind}_start", f"{self.spec.strategy} -> {to_color}")
         result = controller.switch(self.spec.strategy, to_color, health, action=kind)
-        self.recorder.event(f"{kind}_end", f"ok={result.ok} {result.seconds:.3f}s")
+        ended = result.started_at + result.seconds
+        self.recorder.event(f"{kind}_start", f"{self.spec.strategy} -> {to_color}", at=result.started_at)
+        self.recorder.event(f"{kind}_end", f"ok={result.ok} {result.seconds:.3f}s", at=ended)
         self.switches.append(result)
         if result.rolled_back:
-            self.recorder.event("rollback_end", f"automatic: {result.error}")
+            self.recorder.event("rollback_end", f"automatic: {result.error}", at=ended)
         return result
 
     def _set_faults(self, color: str, **faults: float) -> None:

@@ -16,7 +16,7 @@ _PATH = click.Path(path_type=Path)
 @click.command()
 @click.option("--bootstrap-servers", envvar="PYRALLEL_BOOTSTRAP_SERVERS",
               help="Kafka bootstrap address (env PYRALLEL_BOOTSTRAP_SERVERS); not needed with --rebuild.")
-@click.option("--suite", type=click.Choice(["all", "core", "cpu", "eos", "rebalance", "recovery", "batch"]),
+@click.option("--suite", type=click.Choice(["all", "core", "cpu", "eos", "rebalance", "recovery", "batch", "scale"]),
               default="all",
               show_default=True,
               help="all: every workload and contender, latency and restart checks, peers included. core: no-op and "
@@ -27,7 +27,9 @@ _PATH = click.Path(path_type=Path)
                    "partitions are handled again, default vs recommended settings (static membership), plain "
                    "group vs PyrallelConsumers (writes recovery-*.json/md only). batch: a batch handler vs the "
                    "per-record handler for a bulk write (5 ms per call + 0.05 ms per record): throughput and the "
-                   "latency of lingering (writes batch-*.json/md only).")
+                   "latency of lingering (writes batch-*.json/md only). scale: the async engine's records/s, CPU per "
+                   "record and peak RSS as partitions, keys, value size and instances of one group grow, and a "
+                   "backlog of 1,000,000 records (writes scale-*.json/md/png only; --rebuild takes its JSON).")
 @click.option("--noop-records", type=click.IntRange(1000), help="Records per no-op run (default 200,000).")
 @click.option("--io-records", type=click.IntRange(1000), help="Records per I/O-bound run (default 100,000).")
 @click.option("--cpu-records", type=click.IntRange(100), help="Records per CPU-bound run (default 6,000).")
@@ -90,7 +92,10 @@ def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, i
     one leaves, for a plain confluent-kafka group and for PyrallelConsumers, one process per member.
 
     ``--suite recovery`` measures how long a SIGKILLed member's partitions go unhandled when it is restarted at
-    once (sometimes with a broker restart in between), default settings against static membership."""
+    once (sometimes with a broker restart in between), default settings against static membership.
+
+    ``--suite scale`` measures this library's async engine alone as the work grows (partitions, keys, value size,
+    instances of one group, a backlog of 1,000,000 records); its topics are deleted afterwards."""
     if suite == "rebalance":
         _rebalance(bootstrap_servers, kafka, repetitions, out, run_dir, profile, rebuild)
         return
@@ -98,6 +103,11 @@ def bench(bootstrap_servers: str | None, suite: str, noop_records: int | None, i
         if kafka or profile or rebuild is not None:
             raise click.UsageError("--kafka, --profile and --rebuild do not apply to --suite batch")
         _batch(bootstrap_servers, out)
+        return
+    if suite == "scale":
+        if kafka or profile:
+            raise click.UsageError("--kafka and --profile do not apply to --suite scale")
+        _scale(bootstrap_servers, out, run_dir, rebuild)
         return
     if suite == "recovery":
         if kafka or profile or rebuild is not None:
@@ -202,4 +212,24 @@ def _recovery(bootstrap_servers: str | None, kills: int, default_kills: int, bro
         raise click.ClickException(str(exc)) from exc
     click.echo(recovery_markdown(report))
     click.echo(f"Results written to {out.resolve()} (recovery-latest.json, recovery-latest.md) in "
+               f"{report.duration_s:.0f} s")
+
+
+def _scale(bootstrap_servers: str | None, out: Path, run_dir: Path, rebuild: Path | None) -> None:
+    """``--suite scale``: its own runner and result files (the other suites' options do not apply)."""
+    from pyrallel_tools.benchmark.scale import ScalePlan, run_scale
+    from pyrallel_tools.benchmark.scale_report import markdown as scale_markdown
+    from pyrallel_tools.benchmark.scale_report import rebuild_scale_outputs
+
+    try:
+        if rebuild is not None:
+            click.echo(scale_markdown(rebuild_scale_outputs(rebuild, out)))
+            return
+        if not bootstrap_servers:
+            raise click.UsageError("--bootstrap-servers (or PYRALLEL_BOOTSTRAP_SERVERS) is required")
+        report = run_scale(bootstrap_servers, ScalePlan(), out, run_dir / "scale")
+    except (LocalKafkaError, ResultError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(scale_markdown(report))
+    click.echo(f"Results written to {out.resolve()} (scale-latest.json, scale-latest.md, scale-*.png) in "
                f"{report.duration_s:.0f} s")

@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "127.0.0.1."),
     "produce": ("pyrallel_tools.cli.bluegreen_cmds", "Produce numbered JSON records at a fixed rate over N keys; log "
                 "every acknowledged send."),
+    "registry": ("pyrallel_tools.cli.registry_cmds", "Run a local schema registry (Apicurio Registry, "
+                 "Confluent-compatible API, in memory) on 127.0.0.1."),
     "report": ("pyrallel_tools.cli.report_cmd", "Write OUT/test-report.md and OUT/figures/*.png; unreadable run "
                "files are listed in the report."),
     "rollback": ("pyrallel_tools.cli.switch_cmds", "Give processing back to the color that was active before the "

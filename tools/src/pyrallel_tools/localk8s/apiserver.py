@@ -21,11 +21,8 @@ import contextlib
 import json
 import secrets
 import shutil
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,7 +178,7 @@ class LocalApiServer:
         proc = processes.spawn(cmd, self.run_dir, log_file)
         state.etcd_pid = proc.pid
         self._write_state(state)
-        processes.wait_until(lambda: _http_ok(f"{client_url}/health"), proc, "etcd", log_file, str(etcd),
+        processes.wait_until(lambda: processes.http_ok(f"{client_url}/health"), proc, "etcd", log_file, str(etcd),
                              START_TIMEOUT_S)
 
     def _start_api(self, apiserver: Path, state: ApiServerState) -> None:
@@ -210,7 +207,7 @@ class LocalApiServer:
     def _ready(self, state: ApiServerState) -> bool:
         if not self.ca_file.exists():
             return False
-        return _http_ok(f"https://127.0.0.1:{state.api_port}/readyz", state.token, self.ca_file)
+        return processes.http_ok(f"https://127.0.0.1:{state.api_port}/readyz", state.token, self.ca_file)
 
     def _write_kubeconfig(self, state: ApiServerState) -> None:
         config = {
@@ -270,14 +267,3 @@ def _openssl(args: list[str]) -> None:
     if proc.returncode != 0:
         raise LocalKafkaError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
 
-
-def _http_ok(url: str, token: str | None = None, ca_file: Path | None = None) -> bool:
-    request = urllib.request.Request(url)  # noqa: S310 - loopback URLs built here
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
-    try:
-        with urllib.request.urlopen(request, timeout=2, context=context) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ssl.SSLError):
-        return False

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from pyrallel_tools.jdk import java_at_least
 from pyrallel_tools.localkafka.errors import LocalKafkaError
 from pyrallel_tools.localkafka.jars import cache_root
 from pyrallel_tools.toolcache import build_lock, last_lines, run_checked
@@ -127,7 +127,6 @@ _STRIMZI_GENERATOR_ARGS = (
     "--storage-version", "v1",
     "--yaml",
 )
-_JAVA_VERSION_RE = re.compile(r'version "(\d+)(?:\.(\d+))?')
 
 
 def crds_key() -> str:
@@ -146,7 +145,7 @@ def ensure_crds() -> Path:
     go = _require("go", "Go 1.23 or newer (https://go.dev/doc/install) downloads the KEDA, Argo Rollouts and "
                   "prometheus-operator modules that carry their CRDs")
     mvn = _require("mvn", "Maven resolves Strimzi's CRD generator from Maven Central (apt-get install maven)")
-    java = _java_at_least(_MIN_STRIMZI_JAVA)
+    java = java_at_least(_MIN_STRIMZI_JAVA, "Strimzi's CRD generator")
     with build_lock(folder):  # a second process waits for the first one's folder instead of fetching it again
         if (folder / _MARKER).exists():
             return folder
@@ -272,42 +271,6 @@ def _generate_strimzi(mvn: str, java: str, staging: Path) -> list[str]:
             name = _write_crd(target.read_bytes(), f"Strimzi {version} CRD generator ({cls})", staging)
             lines.append(f"{name} <- io.strimzi:crd-generator:{version} over io.strimzi:api:{version} {cls}")
     return lines
-
-
-def _java_major(java: str) -> int | None:
-    try:
-        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = _JAVA_VERSION_RE.search(proc.stderr + proc.stdout)
-    if not match:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2)) if major == 1 and match.group(2) else major
-
-
-def _java_at_least(minimum: int) -> str:
-    """A ``java`` of release ``minimum`` or newer: ``$JAVA_HOME``'s, the one on PATH, else one under /usr/lib/jvm."""
-    candidates: list[str] = []
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home:
-        candidates.append(str(Path(java_home) / "bin" / "java"))
-    on_path = shutil.which("java")
-    if on_path:
-        candidates.append(on_path)
-    candidates += [str(p) for p in sorted(Path("/usr/lib/jvm").glob("*/bin/java"))]
-    seen: list[str] = []
-    for candidate in candidates:
-        if candidate in seen or not Path(candidate).is_file():
-            continue
-        seen.append(candidate)
-        major = _java_major(candidate)
-        if major is not None and major >= minimum:
-            return candidate
-    raise LocalKafkaError(
-        f"Strimzi's CRD generator needs Java {minimum} or newer; none was found (looked at "
-        f"{', '.join(seen) or 'no java at all'}). Set JAVA_HOME to a JDK {minimum}+."
-    )
 
 
 def _parse_crd(data: bytes, origin: str) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""The JVM processes of the local Kafka (brokers, the Connect worker) and the Toxiproxy server: start, wait until
-ready, stop by PID.
+"""The processes of the test bed's servers (Kafka brokers, the Connect worker, Toxiproxy, etcd and kube-apiserver,
+the schema registry): start, wait until ready, stop by PID.
 
-Called from :class:`~pyrallel_tools.localkafka.cluster.LocalKafka` on the caller's thread (the CLI's or a test's);
-every wait is bounded. A PID is only ever signalled when ``/proc/<pid>/cmdline`` still names the program we
-started, so a PID the kernel recycled for another program is left alone.
+Called from :class:`~pyrallel_tools.localkafka.cluster.LocalKafka`, ``LocalApiServer`` and ``LocalRegistry`` on the
+caller's thread (the CLI's or a test's); every wait is bounded. A PID is only ever signalled when
+``/proc/<pid>/cmdline`` still names the program we started, so a PID the kernel recycled for another program is left
+alone.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,6 +100,20 @@ def spawn(cmd: list[str], directory: Path, output: Path) -> subprocess.Popen[byt
                                     start_new_session=True)
         except OSError as exc:
             raise LocalKafkaError(f"Could not start {cmd[0]}: {exc}") from exc
+
+
+def http_ok(url: str, token: str | None = None, ca_file: Path | None = None) -> bool:
+    """Whether ``url`` (a loopback health endpoint of a server we started) answers 200 within 2 s; with ``token``
+    as a bearer token and ``ca_file`` as the only CA to trust. The readiness test of ``wait_until`` callers."""
+    request = urllib.request.Request(url)  # noqa: S310 - loopback URLs built by the callers
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    try:
+        with urllib.request.urlopen(request, timeout=2, context=context) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
 
 
 def wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log_file: Path,

@@ -46,6 +46,23 @@ def create_topic(bootstrap: str, name: str, partitions: int, timeout_s: float = 
         time.sleep(0.1)
 
 
+def delete_topics(bootstrap: str, names: list[str], timeout_s: float = 30.0) -> list[str]:
+    """Delete ``names``; return what could not be deleted (each with the reason), logged as warnings, never raised:
+    a benchmark cleans up its large topics this way and keeps its results when the broker refuses."""
+    if not names:
+        return []
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until the futures resolve: its end fails them
+    futures = admin.delete_topics(names, operation_timeout=timeout_s)
+    failed = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except (KafkaException, TimeoutError) as exc:
+            log.warning("Could not delete topic %s: %s", name, exc)
+            failed.append(f"{name}: {exc}")
+    return failed
+
+
 def produce_keyed(
     bootstrap: str,
     topic: str,

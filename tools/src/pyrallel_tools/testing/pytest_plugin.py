@@ -10,6 +10,10 @@ already running (``pyrallel kafka up --brokers 3 --fault-proxy``); otherwise one
 
 Tests marked ``k8s`` get ``k8s_api``: a real kube-apiserver on etcd (no kubelet) with the third-party CRDs of the
 Helm chart's optional objects installed, started once per session.
+
+Tests that ask for ``schema_registry`` get a real schema registry (Apicurio Registry, in memory) whose ``.url`` is
+the Confluent-compatible base URL for ``SchemaRegistryClient``; it starts with the first such test and stops at the
+end of the session. Mark them ``registry``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pyrallel_tools.localkafka.topics import create_topic
 
 if TYPE_CHECKING:  # lightkube is imported only by sessions that start the API server
     from pyrallel_tools.localk8s.apiserver import LocalApiServer
+    from pyrallel_tools.localregistry.server import LocalRegistry
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: tests against the real local Kafka broker")
     config.addinivalue_line("markers", "faults: tests that break a 3-broker local cluster (fault_cluster)")
     config.addinivalue_line("markers", "k8s: tests against the local kube-apiserver + etcd (k8s_api) and Helm")
+    config.addinivalue_line("markers", "registry: tests against the local schema registry (schema_registry)")
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +133,24 @@ def k8s_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalApiServer
         yield server
     finally:
         server.down()
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """A real schema registry for the session: Apicurio Registry on 127.0.0.1 with in-memory storage; ``.url`` is
+    its Confluent-compatible base URL (``SchemaRegistryClient({"url": schema_registry.url})``).
+
+    Started when the first test asks for it (about 6 s; the distribution is resolved with Maven the first time,
+    ``make registry``), stopped at the end of the session. Its schemas are shared by the session's tests: each test
+    names its own subjects (``unique_name``).
+    """
+    from pyrallel_tools.localregistry.server import LocalRegistry
+
+    registry = LocalRegistry(Path(tmp_path_factory.mktemp("registry")) / "run").up()
+    try:
+        yield registry
+    finally:
+        registry.down()
 
 
 _FAULT_ROWS: list[dict[str, Any]] = []

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pyrallel_tools.bluegreen.criteria import LAGGING_EXTRA_GAP_S, TARGET_GAP_S, UNJUDGED_GAP
+from pyrallel_tools.bluegreen.criteria import LAGGING_EXTRA_GAP_S, TARGET_GAP_S, TARGET_GAP_WHY, UNJUDGED_GAP
 from pyrallel_tools.bluegreen.reporting.balance import balance
 from pyrallel_tools.bluegreen.reporting.handover import Handover
 from pyrallel_tools.bluegreen.reporting.load import RunFile
@@ -160,7 +160,8 @@ def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Pat
                                              "rebalances"],
                                             [(t.produced, t.consumed, t.lost, t.pending, t.duplicates,
                                               t.cross_color_duplicates, t.dual_active_count, t.order_violations,
-                                              _by_color(record.rebalances) or 0)])]
+                                              _by_color(record.rebalances) or 0)]),
+              REBALANCES, ""]
     lines += _balance(record)
     if record.criteria:
         lines += ["**Criteria**", "", *_table(["criterion", "target", "measured", "result"],
@@ -172,11 +173,30 @@ def _run_section(run: RunFile, figures: Sequence[tuple[str, Path]], out_dir: Pat
             for e in record.events), ""]
     lines += [f"**Verdict: {record.verdict}**" + (f" — cause: {record.cause}" if record.cause else ""), ""]
     if figures:
+        lines += [_plots_note(record), ""]
         for caption, path in figures:
             lines += [f"![{run.label}: {caption}]({path.relative_to(out_dir).as_posix()})", ""]
     else:
         lines += ["No samples were recorded, so there are no plots for this run.", ""]
     return lines
+
+
+REBALANCES = ("*Rebalances* counts partition assignment events, not group rebalances: every partition an instance "
+              "was assigned, had revoked or lost adds one (its `rebalances` in `/lifecycle/status`), summed over the "
+              "color's instances as each last reported it (a stopped instance's last revocation may be missing). "
+              "With 8 partitions, 8 means each partition was assigned once; a color that leaves the group on "
+              "pause (strategy C) adds their revocations. Connectors report none.")
+"""The definition the Validation table and the strategy comparison point to."""
+
+
+def _plots_note(record: RunRecord) -> str:
+    """What the plots' time axis and switch markers are, in the run's own numbers."""
+    first = min((s.t - record.started_at for s in record.samples if s.t >= record.started_at), default=None)
+    sampled = "" if first is None else f"; the first sample came at +{first:.1f} s"
+    return (f"The plots start at the run's start (0 s: the topic, the consumers and the controller being set up"
+            f"{sampled}). A switch's solid and dashed lines are its start and end as "
+            "the controller measured them: the *seconds* of the Switches table, a health check's window included; "
+            "the *controller step time* elsewhere leaves that window out.")
 
 
 def _felt(record: RunRecord) -> list[str]:
@@ -264,7 +284,10 @@ def _comparison(summaries: Sequence[StrategySummary], handover: Handover | str |
              f"flight; scenarios {unjudged} measure the gap without judging it). The controller step time is how "
              "long the controller's steps took, median (max, count): a switch without its health-check window, an "
              "automatic rollback from its first rollback step to its last. Lost, duplicates and rebalances are "
-             "totals over the runs.", "",
+             "totals over the runs (rebalances: partition assignment events, defined under each run's Validation "
+             "table).", "",
+             "The targets differ because the hand-overs do: " + "; ".join(
+                 f"{s} ({_target(s)}): {TARGET_GAP_WHY[s]}" for s in sorted(TARGET_GAP_WHY)) + ".", "",
              *_table(["strategy", "runs passed", "processing gap median", "processing gap p99",
                       "processing gap max", "n", "gap target", "controller step time: switch",
                       "controller step time: rollback", "lost", "duplicates", "rebalances",

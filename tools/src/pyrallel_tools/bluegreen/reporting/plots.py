@@ -124,11 +124,12 @@ def _finish(fig: Figure, ax: Axes, run: RunFile, what: str, ylabel: str, path: P
 
 
 def _frame(ax: Axes, run: RunFile, ylabel: str, extra_handles: Sequence[Artist] = ()) -> None:
-    """Event markers, the run's time axis, labels, grid and a legend outside the plot area of one panel."""
+    """Event markers, the run's time axis (0 is the run's start, as in the report's text), labels, grid and a legend
+    outside the plot area of one panel."""
     _mark_events(ax, run.record.events, run.record.started_at)
     times = [run.record.ended_at] + [x.t for x in run.record.samples[-1:]] + [e.t for e in run.record.events[-1:]]
-    lo, hi = min(0.0, run.record.samples[0].t - run.record.started_at), max(times) - run.record.started_at
-    ax.set_xlim(lo, hi + 0.02 * max(hi - lo, 1.0))  # a margin, so a marker at the very end stays visible
+    hi = max(times) - run.record.started_at
+    ax.set_xlim(0.0, hi + 0.02 * max(hi, 1.0))  # a margin, so a marker at the very end stays visible
     ax.set_xlabel("time since run start (s)")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
