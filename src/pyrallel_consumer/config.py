@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import logging
 import operator
@@ -299,6 +300,11 @@ class ConsumerConfig(BaseSettings):
     log_format: LogFormat = Field(
         default="text", description="text, or json (one object per line); applied by configure_logging()."
     )
+    tracing_enabled: bool = Field(
+        default=False,
+        description="An OpenTelemetry span per handled record (and per batch), exported by the application's "
+                    "tracer provider; needs the tracing extra: pip install 'pyrallel-consumer[tracing]'.",
+    )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         default="at_least_once",
         description="exactly_once: the outputs a handler returns and the offsets of the records they came from are "
@@ -405,6 +411,14 @@ class ConsumerConfig(BaseSettings):
     def _check_dlq_topic(cls, value: str | None) -> str | None:
         if value is not None and (value in (".", "..") or not _TOPIC_RE.match(value)):
             raise ValueError(f"{value!r} is not a valid Kafka topic name")
+        return value
+
+    @field_validator("tracing_enabled")
+    @classmethod
+    def _check_tracing(cls, value: bool) -> bool:
+        if value and not _tracing_api_installed():
+            raise ValueError("tracing needs opentelemetry-api, which is not installed: pip install "
+                             "'pyrallel-consumer[tracing]'")
         return value
 
     @field_validator("kafka")
@@ -545,6 +559,14 @@ def strict_int(value: Any) -> Any:
         except TypeError:
             pass
     raise ValueError("must be a whole number: an int, or decimal digits in an environment variable")
+
+
+def _tracing_api_installed() -> bool:
+    """Whether opentelemetry-api can be imported, found without importing it (ConsumerConfig's validation)."""
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except ModuleNotFoundError:  # not even the opentelemetry namespace package
+        return False
 
 
 def _warn_unknown_environment(fields: Iterable[str]) -> None:

@@ -55,6 +55,8 @@ def reference_markdown() -> str:
             rule = "library-owned properties refused; enum properties checked"
         if name == "output_kafka":
             rule = "library-owned properties refused; checked by librdkafka"
+        if name == "tracing_enabled":
+            rule = "opentelemetry-api installed (the tracing extra)"
         if name.endswith("_deserializer"):
             rule = "callable, not a class; a 'module:attr' that imports; engine=process: importable by name"
         if name == "control_token":

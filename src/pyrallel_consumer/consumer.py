@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrallel_consumer.config import BATCH_FIELDS, ConfigError, ConsumerConfig
 from pyrallel_consumer.control.coordinator import Coordinator
@@ -21,6 +21,9 @@ from pyrallel_consumer.kafka.transactions import Transactions
 from pyrallel_consumer.observability.log_events import CONSUMER_STARTED, event_extra
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,9 @@ class PyrallelConsumer:
         batch = batch_handler is not None
         check_handlers(config, handler, batch_handler, engine)
         self.config = config
+        tracing = _tracing(config)
         self._engine = engine if engine is not None else create_engine(config, batch_handler if batch else handler,
-                                                                        batch=batch)
+                                                                        batch=batch, tracing=tracing)
         self._observer = self.metrics_exporter = PrometheusExporter(config, self.metrics, chained=observer)
         self.metrics_registry = self.metrics_exporter.registry
         """This consumer's own Prometheus registry (never the global one); an app may serve it itself."""
@@ -68,11 +72,11 @@ class PyrallelConsumer:
         transactions = Transactions(config, clients) if config.processing_guarantee == "exactly_once" else None
         if on_exhausted is None and config.dlq_enabled:
             if transactions is not None:
-                on_exhausted = TransactionalDeadLetters(config, transactions)
+                on_exhausted = TransactionalDeadLetters(config, transactions, tracing)
             else:
-                self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer)
+                self._dead_letters = on_exhausted = DeadLetterPublisher(config, clients, self._observer, tracing)
         self._coordinator = Coordinator(config, self._engine, on_exhausted, self._observer, self._stopped, clients,
-                                        batch=batch, transactions=transactions)
+                                        batch=batch, transactions=transactions, tracing=tracing)
         self.lifecycle = Lifecycle(self._coordinator, config, self._observer)
         self.control_server: HttpServer | None = None
         """The HTTP lifecycle API when ``config.control_port`` is set; apps may add routes (``add_route``)."""
@@ -143,6 +147,15 @@ class PyrallelConsumer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop(drain=True)
+
+
+def _tracing(config: ConsumerConfig) -> Tracing | None:
+    """The consumer's spans when ``tracing_enabled`` is set; opentelemetry is imported only then."""
+    if not config.tracing_enabled:
+        return None
+    from pyrallel_consumer.observability.tracing import Tracing
+
+    return Tracing(config.group_id)
 
 
 def check_handlers(config: ConsumerConfig, handler: object, batch_handler: object,

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.batch_queues import BatchWorkManager
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.execution.engine import ExecutionEngine
 
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import Tracing
+
 
 class Batcher:
     """Forms batches from a BatchWorkManager and submits them; owns the linger timer."""
 
     def __init__(self, config: ConsumerConfig, work: BatchWorkManager, engine: ExecutionEngine,
-                 observer: ConsumerObserver, wake: Callable[[], None]) -> None:
+                 observer: ConsumerObserver, wake: Callable[[], None], tracing: Tracing | None = None) -> None:
         self._limit = config.max_in_flight
         self._max_records = min(config.batch_max_records, config.max_in_flight)
         self._max_bytes = config.batch_max_bytes
@@ -35,6 +39,8 @@ class Batcher:
         self._engine = engine
         self._observer = observer
         self._wake = wake
+        self._tracing = tracing
+        """With ``tracing_enabled``: one span per batch, linked to its records."""
         self._timer: asyncio.TimerHandle | None = None
         self._due = False
         """The linger timer fired: the next dispatch sends what it finds, full or not."""
@@ -59,6 +65,8 @@ class Batcher:
             self._reset()
             if not batch:
                 return
+            if self._tracing is not None:
+                self._tracing.batch_started(batch)
             self._engine.submit_batch(batch)
             self._observer.batch_dispatched(len(batch))
 

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig
 from pyrallel_consumer.control.assignments import Assignments
@@ -44,6 +45,9 @@ from pyrallel_consumer.observability.log_events import CONSUMER_STOPPED, event_e
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
 from pyrallel_consumer.record import Record
 
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 
@@ -60,19 +64,22 @@ class Coordinator:
         kafka_clients: KafkaClients | None = None,
         batch: bool = False,
         transactions: Transactions | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._config = config
+        self._tracing = tracing
+        """With ``tracing_enabled``: a span per record from dispatch until it leaves the in-flight set."""
         self._on_stopped = on_stopped
         self._observer = observer or ConsumerObserver()
         self._engine = engine
         self._clients = kafka_clients or KafkaClients()
-        self._exhaustion = Exhaustion(on_exhausted, config, self._let_go)
+        self._exhaustion = Exhaustion(on_exhausted, config, self._let_go, tracing)
         self._work = WorkManager(config.ordering)
         self._batcher: Batcher | None = None
         """With a batch handler (``batch=True``): forms the batches ``_dispatch`` submits."""
         if batch:
             self._work = batch_work = BatchWorkManager(config.ordering)
-            self._batcher = Batcher(config, batch_work, engine, self._observer, self._dispatch)
+            self._batcher = Batcher(config, batch_work, engine, self._observer, self._dispatch, tracing)
         self._assignments = Assignments(config.max_pending_offsets)
         self._gate = FetchGate(config.queue_max_messages, config.queue_max_bytes)
         self._backpressure = Backpressure(config, self._assignments, self._work, self._gate)
@@ -418,8 +425,10 @@ class Coordinator:
             if self._batcher is not None:
                 self._batcher.dispatch()
             else:
-                work, limit = self._work, self._config.max_in_flight
+                work, limit, tracing = self._work, self._config.max_in_flight, self._tracing
                 while work.in_flight < limit and (item := work.next_ready()) is not None:
+                    if tracing is not None:
+                        tracing.record_started(item)
                     self._engine.submit(item)
         self._backpressure.publish()
 
@@ -432,6 +441,8 @@ class Coordinator:
             if completion.ok and self._work.running(completion.item_id) is None:
                 return  # the producer is gone: left incomplete, handled again by the next owner
         self._observer.record_completed(item.record, completion)
+        if self._tracing is not None and not completion.ok:
+            self._tracing.record_failed(item.item_id, completion.error_type, completion.error_message)
         if completion.attempts > 1:
             self._counts.retries += completion.attempts - 1
         if completion.ok or not item.offsets.current:
@@ -455,6 +466,8 @@ class Coordinator:
                               "processing_guarantee='exactly_once'")
         if not transactions.usable:
             self._work.finish(item)
+            if self._tracing is not None:
+                self._tracing.record_cancelled(item.item_id, item.record)
             self._progress.made()
             return completion
         transactions.produce(completion.outputs)
@@ -475,6 +488,8 @@ class Coordinator:
 
     def _finish(self, item: QueuedRecord, ok: bool) -> None:
         self._work.finish(item)
+        if self._tracing is not None:
+            self._tracing.record_finished(item.item_id)
         if ok:
             self._counts.succeeded += 1
         else:
@@ -500,6 +515,8 @@ class Coordinator:
         for item in doomed:
             self._exhaustion.cancel(item.item_id)
             if self._work.running(item.item_id) is item:
+                if self._tracing is not None:
+                    self._tracing.record_cancelled(item.item_id, item.record)
                 if requeue:
                     self._work.requeue(item)
                 else:

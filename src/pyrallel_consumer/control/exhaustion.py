@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.work_manager import QueuedRecord
 from pyrallel_consumer.execution.engine import Completion
 from pyrallel_consumer.observability.log_events import RECORD_EXHAUSTED, event_extra
 from pyrallel_consumer.record import Record
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class Exhaustion:
     """
 
     def __init__(self, policy: ExhaustionPolicy | None, config: ConsumerConfig,
-                 release: Callable[[QueuedRecord, Completion], None]) -> None:
+                 release: Callable[[QueuedRecord, Completion], None], tracing: Tracing | None = None) -> None:
         self._policy: ExhaustionPolicy = policy or LogAndSkip(config.color, config.instance_id)
         outcome = getattr(self._policy, "outcome", None)
         if not isinstance(outcome, str) or not outcome:
@@ -78,14 +81,17 @@ class Exhaustion:
         self.outcome = outcome
         self._config = config
         self._release = release
+        self._tracing = tracing
+        """With ``tracing_enabled``: the policy runs with the record's span current (a DLQ write is its child)."""
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._backing_off: set[int] = set()
         """Records whose policy refused to let them go, waiting to be tried again."""
         self._stopping = False
 
     def handle(self, item: QueuedRecord, completion: Completion) -> None:
+        context = self._tracing.task_context(item.item_id) if self._tracing is not None else None
         self._tasks[item.item_id] = asyncio.get_running_loop().create_task(
-            self._resolve(item, completion), name=f"pyrallel-exhausted-{item.item_id}"
+            self._resolve(item, completion), name=f"pyrallel-exhausted-{item.item_id}", context=context
         )
 
     def handling(self, item_id: int) -> bool:

@@ -4,13 +4,14 @@ batch handler), for I/O-bound async handlers."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pyrallel_consumer.batch import InvalidBatchResultError, batch_failures
 from pyrallel_consumer.deserialization import DeserializationError
@@ -28,6 +29,9 @@ from pyrallel_consumer.execution.engine import (
 from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
 from pyrallel_consumer.output import Output, outputs_of
 from pyrallel_consumer.record import Record
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +112,13 @@ class AsyncExecutionEngine(ExecutionEngine):
 
     With ``batch=True`` the handler is a batch handler and the engine takes ``submit_batch``: one task per batch
     runs its attempts, each bounded by ``asyncio.timeout`` (one timer per batch is cheap, unlike one per record).
+
+    With ``tracing`` each attempt runs with the record's (or batch's) span current, so the handler's own spans are
+    its children, and each retry is an event on it.
     """
 
-    def __init__(self, handler: AsyncHandler | AsyncBatchHandler, retry: RetryPolicy, *, batch: bool = False) -> None:
+    def __init__(self, handler: AsyncHandler | AsyncBatchHandler, retry: RetryPolicy, *, batch: bool = False,
+                 tracing: Tracing | None = None) -> None:
         if not callable(handler):
             raise EngineError("handler must be an async function: async def handle(record) -> None")
         self._handler: Callable[..., Awaitable[object]] = handler
@@ -118,6 +126,7 @@ class AsyncExecutionEngine(ExecutionEngine):
         self._batches: dict[int, _Batch] = {}
         """Item id -> the batch it belongs to, for the items of submit_batch()."""
         self._retry = retry
+        self._tracing = tracing
         self._tasks: dict[int, asyncio.Task[None]] = {}
         """Item id -> the task of its batch, for the items of submit_batch()."""
         self._items: dict[int, WorkItem] = {}
@@ -139,6 +148,9 @@ class AsyncExecutionEngine(ExecutionEngine):
         self._watchdog: asyncio.Task[None] | None = None
         self._on_complete: CompletionCallback | None = None
         self._closed = False
+        self._context = contextvars.Context()
+        """A copy of the context start() ran in: each worker starts from a copy of it, not from the context of whoever
+        woke it, which may be a handler's (``_fan_out``), with its record's span current under tracing."""
 
     async def start(self, on_complete: CompletionCallback) -> None:
         if self._batch and not inspect.iscoroutinefunction(self._handler):
@@ -153,6 +165,7 @@ class AsyncExecutionEngine(ExecutionEngine):
                 "(use engine='process' for synchronous, CPU-bound handlers)"
             )
         self._on_complete = on_complete
+        self._context = contextvars.copy_context()
         self._watchdog = asyncio.get_running_loop().create_task(self._enforce_timeouts())
 
     def submit(self, item: WorkItem) -> None:
@@ -178,7 +191,8 @@ class AsyncExecutionEngine(ExecutionEngine):
             if self._parked:
                 self._parked.popleft().set_result(None)
             else:
-                worker = asyncio.get_running_loop().create_task(self._work(), name="pyrallel-async-worker")
+                worker = asyncio.get_running_loop().create_task(self._work(), name="pyrallel-async-worker",
+                                                                context=self._context.copy())
                 self._workers.add(worker)
 
     def _fan_out(self) -> None:
@@ -254,10 +268,16 @@ class AsyncExecutionEngine(ExecutionEngine):
                 records[item_id] = record
         started = time.perf_counter()
         attempts = 0
+        tracing = self._tracing
         while batch.live:
             attempts += 1
             items = list(batch.live.values())
-            error, failures = await self._attempt_batch([records[item.item_id] for item in items])
+            traced = tracing.attach(items[0].item_id) if tracing is not None else None
+            try:
+                error, failures = await self._attempt_batch([records[item.item_id] for item in items])
+            finally:
+                if tracing is not None and traced is not None:
+                    tracing.detach(traced)
             if error is not None:
                 failures = dict.fromkeys(range(len(items)), describe_error(error))
             failed = [(items[i], failures[i]) for i in sorted(failures)]
@@ -270,6 +290,8 @@ class AsyncExecutionEngine(ExecutionEngine):
                 return
             retrying = attempts <= self._retry.max_retries
             self._log_batch_failure(attempts, len(items), failed, retrying, error)
+            if retrying and tracing is not None:
+                tracing.retrying(failed[0][0].item_id, attempts, *failed[0][1], records=len(failed))
             if not retrying:
                 for item, (err_type, err_msg) in failed:
                     self._finish_member(batch, Completion(item.item_id, False, attempts, duration, err_type, err_msg))
@@ -324,9 +346,11 @@ class AsyncExecutionEngine(ExecutionEngine):
             return poisoned(item_id, record)
         started = time.perf_counter()
         attempts = 0
+        tracing = self._tracing
         while True:
             attempts += 1
             self._attempt_started[item_id] = time.monotonic()
+            traced = tracing.attach(item_id) if tracing is not None else None
             try:
                 outputs = outputs_of(await _FirstSuspension(
                     cast("Coroutine[Any, Any, object]", self._handler(record)), self._fan_out))
@@ -347,6 +371,8 @@ class AsyncExecutionEngine(ExecutionEngine):
                 return Completion(item_id, True, attempts, time.perf_counter() - started, outputs=outputs)
             finally:
                 self._attempt_started.pop(item_id, None)
+                if tracing is not None and traced is not None:
+                    tracing.detach(traced)
             retrying = attempts <= self._retry.max_retries
             err_type, err_msg = describe_error(error)
             log.log(logging.DEBUG if retrying else logging.WARNING,
@@ -358,6 +384,8 @@ class AsyncExecutionEngine(ExecutionEngine):
                                       error_type=err_type, error=err_msg))
             if not retrying:
                 return Completion(item_id, False, attempts, time.perf_counter() - started, err_type, err_msg)
+            if tracing is not None:
+                tracing.retrying(item_id, attempts, err_type, err_msg)
             await asyncio.sleep(self._retry.delay_s(attempts))
 
     async def _enforce_timeouts(self) -> None:

@@ -17,6 +17,10 @@ out fails every item of the batch, which is retried whole; a returned ``BatchRes
 names, and the others complete at once. Failed items are retried together as a smaller batch, so the items of one
 batch always share an attempt count. Cancelling some items of a running batch drops their completions and leaves
 them out of its retries; the handler call itself is stopped only once every item of it is cancelled.
+
+With ``tracing_enabled`` the control plane starts an item's span before ``submit`` and ends it after the completion;
+the two engines given the consumer's ``Tracing`` (``create_engine``) also make that span current around each handler
+call and report each retry to it. A custom engine that does neither still gets the spans, without those parts.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -27,20 +27,26 @@ from pyrallel_consumer.observability.log_events import RECORD_EXHAUSTED, event_e
 from pyrallel_consumer.output import Output
 from pyrallel_consumer.record import Record
 
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import DeadLetterSend, Tracing
+
 log = logging.getLogger(__name__)
 
 ERROR_MESSAGE_LIMIT = 1000
 
 
 def dead_letter_headers(
-    record: Record, completion: Completion, group_id: str
+    record: Record, completion: Completion, group_id: str, send: DeadLetterSend | None = None
 ) -> list[tuple[str, str | bytes | None]]:
     """The record's own headers plus the x-* headers that say where it came from and why it failed; a record that
-    could not be deserialized also gets ``x-deserialization-failed`` (``key`` or ``value``)."""
+    could not be deserialized also gets ``x-deserialization-failed`` (``key`` or ``value``).
+
+    With tracing (``send``, the span of this write) the record's trace context headers are replaced by the span's.
+    """
     message = completion.error_message or ""
     if len(message) > ERROR_MESSAGE_LIMIT:
         message = message[: ERROR_MESSAGE_LIMIT - 3] + "..."
-    headers: list[tuple[str, str | bytes | None]] = list(record.headers)
+    headers: list[tuple[str, str | bytes | None]] = list(record.headers if send is None else send.carry(record.headers))
     headers += [
         ("x-error-type", (completion.error_type or "unknown").encode()),
         ("x-error-message", message.encode("utf-8", errors="replace")),
@@ -61,9 +67,11 @@ class DeadLetterPublisher:
 
     outcome = "dlq"
 
-    def __init__(self, config: ConsumerConfig, clients: KafkaClients, observer: ConsumerObserver | None = None) -> None:
+    def __init__(self, config: ConsumerConfig, clients: KafkaClients, observer: ConsumerObserver | None = None,
+                 tracing: Tracing | None = None) -> None:
         self._config = config
         self._observer = observer or ConsumerObserver()
+        self._tracing = tracing
         self._producer = clients.dead_letter_producer(config)
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_callbacks, name="pyrallel-dlq", daemon=True)
@@ -77,6 +85,28 @@ class DeadLetterPublisher:
             self._producer.poll(0.1)
 
     async def __call__(self, record: Record, completion: Completion) -> bool:
+        topic = self.topic_for(record)
+        send = self._tracing.dead_letter_send(record, topic) if self._tracing is not None else None
+        failure: tuple[str, str] | None = ("CancelledError", "stopped before the broker answered")
+        try:
+            failure = await self._write(record, completion, topic, send)
+        finally:
+            if send is not None:
+                send.end(failure)
+        if failure is not None:
+            return self._failed(record, topic, failure[1])
+        log.info("Dead-lettered %s[%d]@%d to %s after %d attempt(s): %s", record.topic, record.partition,
+                 record.offset, topic, completion.attempts, completion.error_type,
+                 extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, attempts=completion.attempts,
+                                   error_type=completion.error_type, error=completion.error_message,
+                                   outcome=self.outcome, dlq_topic=topic, color=self._config.color,
+                                   instance=self._config.instance_id))
+        return True
+
+    async def _write(self, record: Record, completion: Completion, topic: str,
+                     send: DeadLetterSend | None) -> tuple[str, str] | None:
+        """Produce the copy and wait for the broker's answer: None once acknowledged, else (error type, why)."""
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[KafkaError | None] = loop.create_future()
 
@@ -88,28 +118,18 @@ class DeadLetterPublisher:
             loop.call_soon_threadsafe(settle, err)
 
         full = self._config.dlq_payload_mode == "full"
-        topic = self.topic_for(record)
         try:
             self._producer.produce(
                 topic,
                 key=record.key if full else None,
                 value=record.value if full else None,
-                headers=dead_letter_headers(record, completion, self._config.group_id),
+                headers=dead_letter_headers(record, completion, self._config.group_id, send),
                 on_delivery=on_delivery,
             )
         except (BufferError, ValueError, KafkaException) as exc:
-            return self._failed(record, topic, str(exc))
+            return type(exc).__name__, str(exc)
         err = await acked
-        if err is not None:
-            return self._failed(record, topic, str(err))
-        log.info("Dead-lettered %s[%d]@%d to %s after %d attempt(s): %s", record.topic, record.partition,
-                 record.offset, topic, completion.attempts, completion.error_type,
-                 extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,
-                                   offset=record.offset, attempts=completion.attempts,
-                                   error_type=completion.error_type, error=completion.error_message,
-                                   outcome=self.outcome, dlq_topic=topic, color=self._config.color,
-                                   instance=self._config.instance_id))
-        return True
+        return None if err is None else (err.name(), str(err))
 
     def _failed(self, record: Record, topic: str, reason: str) -> bool:
         self._observer.error("dlq")
@@ -134,9 +154,10 @@ class TransactionalDeadLetters:
 
     outcome = "dlq"
 
-    def __init__(self, config: ConsumerConfig, transactions: Transactions) -> None:
+    def __init__(self, config: ConsumerConfig, transactions: Transactions, tracing: Tracing | None = None) -> None:
         self._config = config
         self._transactions = transactions
+        self._tracing = tracing
 
     def topic_for(self, record: Record) -> str:
         return self._config.dlq_topic or f"{record.topic}{self._config.dlq_suffix}"
@@ -146,10 +167,13 @@ class TransactionalDeadLetters:
             return False  # the consumer is stopping on the producer's failure: the record stays incomplete
         full = self._config.dlq_payload_mode == "full"
         topic = self.topic_for(record)
+        send = self._tracing.dead_letter_send(record, topic) if self._tracing is not None else None
         headers = tuple((name, value.encode() if isinstance(value, str) else value)
-                        for name, value in dead_letter_headers(record, completion, self._config.group_id))
+                        for name, value in dead_letter_headers(record, completion, self._config.group_id, send))
         self._transactions.produce([Output(topic, record.value if full else None, record.key if full else None,
                                            headers)])
+        if send is not None:
+            send.end(None)  # queued in the transaction; it commits (or aborts) with the record's offset
         log.info("Dead-lettered %s[%d]@%d to %s (in the transaction of its offset) after %d attempt(s): %s",
                  record.topic, record.partition, record.offset, topic, completion.attempts, completion.error_type,
                  extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,

@@ -5,8 +5,9 @@ thread), and the worker process (its main thread, its result flusher and any thr
 
 Parent to worker: ``(WORK, (item, ...))``, each item an :func:`encode_record` payload spliced in as it was
 encoded at submit (or, for a batch handler, an :func:`encode_batch` payload: a batch id and its records), and
-``(STOP,)``. Worker to parent: ``(READY,)``, ``(FATAL, reason)``, ``(DONE, (result, ...))`` with results made by
-:func:`success`, :func:`failure` and :func:`partial`, and ``(LOG, fields)`` made by :func:`encode_log`.
+``(STOP,)``; with tracing, each record's payload carries its span's context too. Worker to parent: ``(READY,)``,
+``(FATAL, reason)``, ``(DONE, (result, ...))`` with results made by :func:`success`, :func:`failure` and
+:func:`partial`, and ``(LOG, fields)`` made by :func:`encode_log`.
 """
 
 from __future__ import annotations
@@ -48,18 +49,25 @@ second element depends on what the item is (the parent knows): for a record, a s
 ``(batch_id, ((position, error_type, message), ...))``."""
 
 
-def encode_record(item_id: int, record: Record) -> bytes:
-    """The msgpack form of one work item: what crosses the pipe and what ``max_item_bytes`` limits."""
-    payload: bytes = msgpack.packb(
-        (item_id, record.topic, record.partition, record.offset, record.key, record.value, record.headers,
-         record.timestamp)
-    )
+def encode_record(item_id: int, record: Record, trace: dict[str, str] | None = None) -> bytes:
+    """The msgpack form of one work item: what crosses the pipe and what ``max_item_bytes`` limits.
+
+    ``trace``: the propagation fields of the record's span (``Tracing.carrier``), when tracing is on.
+    """
+    fields = (item_id, record.topic, record.partition, record.offset, record.key, record.value, record.headers,
+              record.timestamp)
+    payload: bytes = msgpack.packb(fields if trace is None else (*fields, trace))
     return payload
 
 
 def decode_record(fields: tuple[Any, ...]) -> Record:
     """The record of an :func:`encode_record` payload read by an :func:`unpacker`."""
-    return Record(*fields[1:])
+    return Record(*fields[1:8])
+
+
+def trace_of(fields: tuple[Any, ...]) -> dict[str, str] | None:
+    """The span context an :func:`encode_record` payload carries, or None (tracing off)."""
+    return fields[8] if len(fields) > 8 else None
 
 
 def encode_batch(batch_id: int, payloads: list[bytes]) -> bytes:
@@ -69,7 +77,7 @@ def encode_batch(batch_id: int, payloads: list[bytes]) -> bytes:
 
 
 def is_batch(fields: tuple[Any, ...]) -> bool:
-    """Whether a decoded work item is a batch (two fields) rather than one record (eight)."""
+    """Whether a decoded work item is a batch (two fields) rather than one record (eight, or nine with a trace)."""
     return len(fields) == 2
 
 

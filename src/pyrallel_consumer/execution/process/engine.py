@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.execution.engine import (
@@ -27,6 +28,9 @@ from pyrallel_consumer.execution.process.supervisor import Supervisor
 from pyrallel_consumer.record import Record
 from pyrallel_consumer.references import reference_of
 
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 SyncHandler = Callable[[Record], None]
@@ -42,18 +46,22 @@ class ProcessExecutionEngine(ExecutionEngine):
     With ``batch=True`` the handler is ``def handle_batch(records: list[Record]) -> BatchResult | None`` and the
     engine takes ``submit_batch``: each batch travels, runs, times out and is blamed for a worker's death as one
     item of the ledger.
+
+    With ``tracing`` each record travels with its span's context (a batch's records with the batch's), which the
+    worker makes current around the handler call, and each retry is an event on the span.
     """
 
     deserializes_records = True
 
     def __init__(self, handler: SyncHandler | str, retry: RetryPolicy, config: ConsumerConfig, *,
-                 batch: bool = False) -> None:
+                 batch: bool = False, tracing: Tracing | None = None) -> None:
         self._handler: object = handler
         self._deserializers = {"key_deserializer": config.key_deserializer,
                                "value_deserializer": config.value_deserializer}
         self._batch = batch
         self._max_item_bytes = config.max_item_bytes
-        self._ledger = ItemLedger(retry)
+        self._tracing = tracing
+        self._ledger = ItemLedger(retry, tracing)
         self._supervisor = Supervisor(config, retry.timeout_s, self._ledger, batches=batch)
         self._started = False
         self._closed = False
@@ -101,7 +109,9 @@ class ProcessExecutionEngine(ExecutionEngine):
             raise EngineError("submit() before start() or after shutdown()")
         if self._batch:
             raise EngineError("this engine runs a batch handler: use submit_batch()")
-        payload = encode_record(item.item_id, item.record)
+        tracing = self._tracing
+        payload = encode_record(item.item_id, item.record,
+                                tracing.carrier(item.item_id) if tracing is not None else None)
         record = item.record
         entry = self._ledger.add(item.item_id, payload, (record.topic, record.partition, record.offset))
         if len(payload) > self._max_item_bytes:
@@ -117,9 +127,10 @@ class ProcessExecutionEngine(ExecutionEngine):
             raise EngineError("this engine runs a per-record handler: use submit()")
         members: list[tuple[int, bytes, tuple[str, int, int]]] = []
         loop = asyncio.get_running_loop()
+        trace = self._tracing.carrier(items[0].item_id) if self._tracing is not None and items else None
         for item in items:
             record = item.record
-            payload = encode_record(item.item_id, record)
+            payload = encode_record(item.item_id, record, trace)
             source = (record.topic, record.partition, record.offset)
             if len(payload) > self._max_item_bytes:  # failed alone, without reaching a worker; the rest runs
                 loop.call_soon(self._reject_too_large, self._ledger.add(item.item_id, payload, source), record)

@@ -17,12 +17,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyrallel_consumer.deserialization import failed_field
 from pyrallel_consumer.execution.engine import Completion, CompletionCallback, RetryPolicy
 from pyrallel_consumer.execution.process.codec import encode_batch
 from pyrallel_consumer.observability.log_events import HANDLER_FAILED, event_extra
 from pyrallel_consumer.output import Output
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,10 @@ class Item:
 class ItemLedger:
     """Items in flight, the queue of those waiting for a worker, their attempts and retries, and their end."""
 
-    def __init__(self, retry: RetryPolicy) -> None:
+    def __init__(self, retry: RetryPolicy, tracing: Tracing | None = None) -> None:
         self._retry = retry
+        self._tracing = tracing
+        """With ``tracing_enabled``: each retry is an event on the record's (or batch's) span."""
         self._items: dict[int, Item] = {}
         self._waiting: deque[Item] = deque()
         self._on_complete: CompletionCallback | None = None
@@ -187,6 +193,8 @@ class ItemLedger:
         if not retrying:
             self._finish(item, False, *error)
         else:
+            if self._tracing is not None:
+                self._tracing.retrying(item.item_id, item.attempts, *error)
             delay = self._retry.delay_s(item.attempts)
             item.retry = asyncio.get_running_loop().call_later(delay, self._requeue, item)
 
@@ -223,6 +231,8 @@ class ItemLedger:
                     self._complete_member(batch, member, member_error)
             self._drop(batch)
         elif members:
+            if self._tracing is not None:
+                self._tracing.retrying(first, batch.attempts, err_type, err_msg, records=len(failed))
             batch.retry = asyncio.get_running_loop().call_later(self._retry.delay_s(batch.attempts), self._requeue,
                                                                 batch)
         else:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Final
@@ -208,15 +209,27 @@ def _attempt(handler: Callable[..., object], deserializer: RecordDeserializer | 
     if codec.is_batch(fields):
         return _attempt_batch(handler, deserializer, fields, slot)
     item_id = fields[0]
+    trace = codec.trace_of(fields)
     attempt_begins(slot, item_id)
     try:
         record = codec.decode_record(fields)
-        outputs = outputs_of(handler(record if deserializer is None else deserializer.record(record)))
+        if trace is None:
+            outputs = outputs_of(handler(record if deserializer is None else deserializer.record(record)))
+        else:
+            with _carried(trace):
+                outputs = outputs_of(handler(record if deserializer is None else deserializer.record(record)))
     except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit or KeyboardInterrupt is a failed attempt
         return codec.failure(item_id, *_describe(exc))
     finally:
         attempt_ends(slot)
     return codec.success(item_id, outputs)
+
+
+def _carried(trace: dict[str, str]) -> AbstractContextManager[None]:
+    """The record's span context made current (tracing is on); opentelemetry is imported only then."""
+    from pyrallel_consumer.observability.tracing import carried
+
+    return carried(trace)
 
 
 def _attempt_batch(handler: Callable[..., object], deserializer: RecordDeserializer | None, fields: tuple[Any, ...],
@@ -227,10 +240,16 @@ def _attempt_batch(handler: Callable[..., object], deserializer: RecordDeseriali
     ledger completes them without retries), beside whatever the call did to the others.
     """
     batch_id = fields[0]
+    trace = codec.trace_of(fields[1][0]) if fields[1] else None
     attempt_begins(slot, batch_id)
     try:
-        records, poisoned = _batch_records(deserializer, fields[1])
-        error, failures = _call_batch(handler, records) if records else (None, {})
+        if trace is None:
+            records, poisoned = _batch_records(deserializer, fields[1])
+            error, failures = _call_batch(handler, records) if records else (None, {})
+        else:
+            with _carried(trace):
+                records, poisoned = _batch_records(deserializer, fields[1])
+                error, failures = _call_batch(handler, records) if records else (None, {})
     finally:
         attempt_ends(slot)
     if error is not None and not poisoned:
