@@ -10,6 +10,7 @@ PyrallelConsumer(), ``admin`` on an executor thread during start().
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -19,6 +20,8 @@ from confluent_kafka.admin import AdminClient
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.kafka.property_check import describe_refusal, reason_of
 from pyrallel_consumer.kafka.settings import admin_conf, dead_letter_conf, kafka_conf, share_conf, transactional_conf
+
+log = logging.getLogger(__name__)
 
 _Client = TypeVar("_Client")
 
@@ -76,3 +79,12 @@ def librdkafka_config_error(field: str, properties: Mapping[str, str], exc: Base
     combination only the full client configuration shows.
     """
     return ConfigError(f"Invalid ConsumerConfig: {field}: {describe_refusal(properties, reason_of(exc))}")
+
+
+def close_quietly(consumer: Consumer | ShareConsumer, what: str) -> None:
+    """Close a poller thread's consumer as the thread ends (on that thread): a failure to close is logged, not
+    raised, so the thread still reports how it ended."""
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        log.warning("Closing the %s failed: %s", what, exc)

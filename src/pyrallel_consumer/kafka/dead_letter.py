@@ -62,6 +62,17 @@ def dead_letter_headers(
     return headers
 
 
+def _log_dead_lettered(config: ConsumerConfig, record: Record, topic: str, completion: Completion, how: str) -> None:
+    """The INFO line (event ``record_exhausted``, outcome ``dlq``) of a copy the DLQ holds now, or will with the
+    transaction ``how`` names; both publishers log it, on the event loop."""
+    log.info("Dead-lettered %s[%d]@%d to %s%s after %d attempt(s): %s", record.topic, record.partition,
+             record.offset, topic, how, completion.attempts, completion.error_type,
+             extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,
+                               offset=record.offset, attempts=completion.attempts,
+                               error_type=completion.error_type, error=completion.error_message,
+                               outcome="dlq", dlq_topic=topic, color=config.color, instance=config.instance_id))
+
+
 class DeadLetterPublisher:
     """Exhaustion policy that publishes to ``dlq_topic`` (or ``<topic><dlq_suffix>``) and awaits the ack."""
 
@@ -95,13 +106,7 @@ class DeadLetterPublisher:
                 send.end(failure)
         if failure is not None:
             return self._failed(record, topic, failure[1])
-        log.info("Dead-lettered %s[%d]@%d to %s after %d attempt(s): %s", record.topic, record.partition,
-                 record.offset, topic, completion.attempts, completion.error_type,
-                 extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,
-                                   offset=record.offset, attempts=completion.attempts,
-                                   error_type=completion.error_type, error=completion.error_message,
-                                   outcome=self.outcome, dlq_topic=topic, color=self._config.color,
-                                   instance=self._config.instance_id))
+        _log_dead_lettered(self._config, record, topic, completion, "")
         return True
 
     async def _write(self, record: Record, completion: Completion, topic: str,
@@ -174,11 +179,5 @@ class TransactionalDeadLetters:
                                            headers)])
         if send is not None:
             send.end(None)  # queued in the transaction; it commits (or aborts) with the record's offset
-        log.info("Dead-lettered %s[%d]@%d to %s (in the transaction of its offset) after %d attempt(s): %s",
-                 record.topic, record.partition, record.offset, topic, completion.attempts, completion.error_type,
-                 extra=event_extra(RECORD_EXHAUSTED, topic=record.topic, partition=record.partition,
-                                   offset=record.offset, attempts=completion.attempts,
-                                   error_type=completion.error_type, error=completion.error_message,
-                                   outcome=self.outcome, dlq_topic=topic, color=self._config.color,
-                                   instance=self._config.instance_id))
+        _log_dead_lettered(self._config, record, topic, completion, " (in the transaction of its offset)")
         return True

@@ -26,7 +26,7 @@ from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.offset_tracker import CommitPoint, TopicPartitionKey
 from pyrallel_consumer.control.positions import Position
 from pyrallel_consumer.kafka.assignment_table import AssignmentTable
-from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer.kafka.clients import KafkaClients, close_quietly
 from pyrallel_consumer.kafka.commits import CommitSender, is_rebalancing
 from pyrallel_consumer.kafka.deserializing import RecordDeserializer
 from pyrallel_consumer.kafka.events import PollerSink, partition_names
@@ -263,10 +263,7 @@ class BrokerPoller:
             error = exc
             log.error("Kafka poller failed: %r", exc)
         finally:
-            try:
-                consumer.close()
-            except (KafkaException, RuntimeError) as exc:
-                log.warning("Closing the Kafka consumer failed: %s", exc)
+            close_quietly(consumer, "Kafka consumer")
             self._post(self._finish, error)
 
     def _fetch_size(self, consumer: Consumer) -> int:

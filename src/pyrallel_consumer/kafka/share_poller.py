@@ -33,7 +33,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.deserialization import Deserialized
-from pyrallel_consumer.kafka.clients import KafkaClients
+from pyrallel_consumer.kafka.clients import KafkaClients, close_quietly
 from pyrallel_consumer.kafka.deserializing import RecordDeserializer, typed_record
 from pyrallel_consumer.kafka.inbox import record_of
 from pyrallel_consumer.record import Record
@@ -196,10 +196,7 @@ class SharePoller:
             error = exc
             log.error("Kafka share poller failed: %r", exc)
         finally:
-            try:
-                consumer.close()
-            except (KafkaException, RuntimeError) as exc:
-                log.warning("Closing the Kafka share consumer failed: %s", exc)
+            close_quietly(consumer, "Kafka share consumer")
             self._post(self._finish, error)
 
     def _poll(self, consumer: ShareConsumer) -> None:
