@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
 from pyrallel_consumer.deserialization import DeserializationError
+from pyrallel_consumer.event_wait import wait_event
 from pyrallel_consumer.execution import create_engine
 from pyrallel_consumer.execution.engine import Completion, ExecutionEngine, WorkItem, poisoned
 from pyrallel_consumer.kafka.clients import KafkaClients
@@ -135,9 +136,7 @@ class PyrallelShareConsumer:
                 poller.pause()
                 if drain and self._held:
                     self._settled.clear()
-                    try:
-                        await asyncio.wait_for(self._settled.wait(), self.config.drain_timeout_ms / 1000.0)
-                    except TimeoutError:
+                    if not await wait_event(self._settled, self.config.drain_timeout_ms / 1000.0):
                         log.warning("%d record(s) still unsettled after the drain timeout: released", len(self._held))
                 for item_id in list(self._held):
                     self._release(item_id, expired=False)

@@ -9,7 +9,6 @@ BrokerPoller on its thread. When the next asynchronous commit is due is decided 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +16,7 @@ from pyrallel_consumer.config import ConsumerConfig
 from pyrallel_consumer.control.assignments import Assignments
 from pyrallel_consumer.control.observer import ConsumerObserver
 from pyrallel_consumer.control.offset_tracker import CommitPoint
+from pyrallel_consumer.event_wait import wait_event
 from pyrallel_consumer.kafka.events import CommitResult
 from pyrallel_consumer.kafka.poller import BrokerPoller
 from pyrallel_consumer.observability.log_events import (
@@ -114,8 +114,7 @@ class CommitSchedule:
                     await asyncio.sleep(delay)  # more completions within it only set the flag again
                 else:
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                    await wait_event(self._wake, delay)
                 continue
             started = loop.time()
             points = self.points()
@@ -126,8 +125,7 @@ class CommitSchedule:
         """Exactly-once: ``commit()`` one transaction each ``commit_interval_ms``, or as soon as ``commit_early`` was
         called (the size bound); one at a time, so the next transaction starts when the last one has committed."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._early.wait(), self._interval_s)
+            await wait_event(self._early, self._interval_s)
             self._early.clear()
             await commit()
 

@@ -7,7 +7,6 @@ state, so repeated or crossing requests never run two transitions at the same ti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pyrallel_consumer.control.positions import Position, check_distinct
+from pyrallel_consumer.event_wait import wait_event
 from pyrallel_consumer.observability.log_events import LIFECYCLE_TRANSITION, POSITIONS_TAKEN, event_extra
 
 if TYPE_CHECKING:
@@ -193,8 +193,7 @@ class Lifecycle:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            await wait_event(self._changed, remaining)
         return True
 
     async def pause(self, timeout_s: float = 60.0, generation: int | None = None) -> bool:

@@ -7,9 +7,10 @@ The Coordinator calls ``made`` when a record finishes or is cancelled and when a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
+
+from pyrallel_consumer.event_wait import wait_event
 
 
 class Progress:
@@ -27,5 +28,4 @@ class Progress:
             if remaining <= 0:
                 return
             self._event.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout=min(remaining, 0.5))
+            await wait_event(self._event, min(remaining, 0.5))

@@ -8,12 +8,12 @@ once at submit and keeps the engine's life cycle; the ledger keeps the items, th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from pyrallel_consumer.config import ConsumerConfig
+from pyrallel_consumer.event_wait import wait_event
 from pyrallel_consumer.execution.engine import (
     CompletionCallback,
     EngineError,
@@ -163,8 +163,7 @@ class ProcessExecutionEngine(ExecutionEngine):
             return
         self._supervisor.abort_start(EngineError("shutdown() was called while start() waited for the workers"))
         if drain and len(self._ledger):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ledger.idle.wait(), timeout_s)
+            await wait_event(self._ledger.idle, timeout_s)
         leftover = self._ledger.ids()
         if leftover:
             log.info("Cancelling %d in-flight record(s) at shutdown", len(leftover))
