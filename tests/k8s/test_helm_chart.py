@@ -99,6 +99,9 @@ CHART_OWNED_FIELDS = {
     # Not settable: its default derives it per pod (group + pod name); one value for every pod would have each
     # pod's transactional producer fence the others'.
     "transactional_id",
+    # Not settable: the chart deploys PyrallelConsumers (consumer groups); a share group has no lifecycle API to
+    # switch colors with.
+    "group_type",
 }
 
 
