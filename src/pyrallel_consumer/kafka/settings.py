@@ -93,35 +93,33 @@ def transactional_id(config: ConsumerConfig) -> str:
 
 def transactional_conf(config: ConsumerConfig) -> dict[str, Any]:
     """The exactly-once producer's configuration: transactional (idempotent, acks=all), then ``output_kafka``."""
-    conf: dict[str, Any] = {k: v for k, v in config.kafka.items()
-                            if k.startswith(_SHARED_PREFIXES) or k in _SECURITY_PROPERTIES}
-    conf.update({
-        "bootstrap.servers": config.bootstrap_servers,
-        "transactional.id": transactional_id(config),
-        "transaction.timeout.ms": config.transaction_timeout_ms,
-        "enable.idempotence": True,
-        "acks": "all",
-        # Outputs become visible at the commit anyway (commit_transaction flushes): batching longer costs no
-        # visible latency and saves broker and client work per output.
-        "linger.ms": 50,
-        "logger": LibrdkafkaLog(f"{LIBRDKAFKA_LOGGER}.transactions"),
-    })
+    # Outputs become visible at the commit anyway (commit_transaction flushes): batching longer costs no visible
+    # latency and saves broker and client work per output.
+    conf = _acked_producer_conf(config, "transactions", linger_ms=50)
+    conf.update({"transactional.id": transactional_id(config), "transaction.timeout.ms": config.transaction_timeout_ms})
     conf.update(config.output_kafka)
     return conf
 
 
 def dead_letter_conf(config: ConsumerConfig) -> dict[str, Any]:
     """The dead-letter producer's configuration: idempotent, acks=all, then ``dlq_kafka``."""
+    conf = _acked_producer_conf(config, "dlq", linger_ms=5)
+    conf.update(config.dlq_kafka)
+    return conf
+
+
+def _acked_producer_conf(config: ConsumerConfig, client: str, linger_ms: int) -> dict[str, Any]:
+    """What the library's producers share: the consumer's connection and security properties, idempotence with
+    acks=all, and librdkafka's lines in the ``client``'s logger; each caller adds its own and the user's on top."""
     conf: dict[str, Any] = {k: v for k, v in config.kafka.items()
                             if k.startswith(_SHARED_PREFIXES) or k in _SECURITY_PROPERTIES}
     conf.update({
         "bootstrap.servers": config.bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
-        "logger": LibrdkafkaLog(f"{LIBRDKAFKA_LOGGER}.dlq"),
+        "linger.ms": linger_ms,
+        "logger": LibrdkafkaLog(f"{LIBRDKAFKA_LOGGER}.{client}"),
     })
-    conf.update(config.dlq_kafka)
     return conf
 
 
