@@ -1,9 +1,13 @@
-"""Helpers shared by the integration tests: waiting on conditions and reading what the group committed."""
+"""Helpers shared by the integration tests: waiting on conditions, reading what the group committed, calling a
+control server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +28,24 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0, what:
 _COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
                           KafkaError.COORDINATOR_NOT_AVAILABLE}
 _COMMITTED_ATTEMPTS = 10
+
+
+def http_sync(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """(status, JSON body) of one request to a control server; an HTTP error status is returned, not raised."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """(status, JSON body) of one request, sent from a worker thread so the consumer's loop keeps running."""
+    return await asyncio.to_thread(http_sync, method, url, body, token)
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[tuple[int, str | None]]:

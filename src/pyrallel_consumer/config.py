@@ -220,7 +220,7 @@ class ConsumerConfig(BaseSettings):
         default="release",
         description="Lifecycle pause: release the partitions to the group's other members (one group for both "
                     "colors, strategy C), or hold them without fetching (each color its own group, strategy B: no "
-                    "rejoin at the next resume).",
+                    "rejoin at the next resume). group_type='share': release only.",
     )
     start_paused: bool = Field(
         default=False, description="Come up PAUSED (e.g. this color is not the active one) without processing."
@@ -513,6 +513,10 @@ class ConsumerConfig(BaseSettings):
         if self.processing_guarantee == "exactly_once":
             raise ValueError("group_type='share' acknowledges records one by one, outside any transaction: "
                              "processing_guarantee='exactly_once' is not available; use at_least_once")
+        if self.pause_mode == "hold":
+            raise ValueError("group_type='share' pauses by leaving the group (a member that stops polling keeps the "
+                             "records of the partitions assigned to it from the others): pause_mode='hold' is not "
+                             "available; use 'release'")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> ConsumerConfig:

@@ -11,6 +11,9 @@ retries with backoff of ``max_retries`` are the engine's), at most ``max_in_flig
 * its lock about to expire (``share.record.lock.duration.ms``, read from the group at start) before it settled ->
   the engine's work is cancelled, RELEASE, counted as a lock expiry; a late result is never acknowledged.
 
+Pause / resume / status are the consumer group's ``Lifecycle`` (and HTTP control server, ``control_port``), driving
+``_Intake``: a pause acquires nothing more, settles what is held and leaves the group; a resume joins again.
+
 docs/decisions.md ("Share groups ...") argues the shape; README "Share groups" shows the use.
 """
 
@@ -21,6 +24,7 @@ import collections
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -28,6 +32,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from pyrallel_consumer.config import ConfigError, ConsumerConfig
+from pyrallel_consumer.control.lifecycle import Lifecycle, PositionsRefusedError
+from pyrallel_consumer.control.positions import Position
+from pyrallel_consumer.control_server import HttpServer, create_control_server
 from pyrallel_consumer.deserialization import DeserializationError
 from pyrallel_consumer.event_wait import wait_event
 from pyrallel_consumer.execution import create_engine
@@ -50,6 +57,8 @@ log = logging.getLogger(__name__)
 LOCK_MARGIN_S = 0.5
 """A record not settled this long before its lock ends is released: the RELEASE must reach the broker in time."""
 _DLQ_RETRY_S = 0.5
+_LEAVE_TIMEOUT_S = 30.0
+"""How long a pause waits for the member to leave the group once its records settled."""
 
 
 @dataclass(slots=True)
@@ -82,7 +91,7 @@ class PyrallelShareConsumer:
         self._engine = engine if engine is not None else create_engine(config, handler)
         self._clients = kafka_clients or KafkaClients()
         self._dead_letters = DeadLetterPublisher(config, self._clients) if config.dlq_enabled else None
-        self._stats = ShareStats()
+        self._stats = ShareStats(config)
         self.metrics_registry = CollectorRegistry()
         """This consumer's own Prometheus registry (served on ``metrics_port`` when set)."""
         self.metrics_registry.register(self._stats)
@@ -98,6 +107,12 @@ class PyrallelShareConsumer:
         self._failure: BaseException | None = None
         self._stopped = asyncio.Event()
         self._started = False
+        self.lifecycle = Lifecycle(_Intake(self), config, self._stats)
+        """Pause, resume and status, as PyrallelConsumer's (``await consumer.lifecycle.pause()``)."""
+        self.control_server: HttpServer | None = None
+        """The HTTP lifecycle API when ``config.control_port`` is set."""
+        if config.control_port is not None:
+            self.control_server = create_control_server(config, self.lifecycle)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -112,18 +127,13 @@ class PyrallelShareConsumer:
         await self._engine.start(self._on_complete)
         self._metrics_server.start()
         self._poller = SharePoller(self.config, self._clients, self, loop, self._settings, self._deserializer)
-        self._poller.start()
-        log.info("Share consumer started: group %s, topics %s, lock %gs, delivery limit %d", self.config.group_id,
-                 ", ".join(self.config.topics), self._settings.lock_duration_s, self._settings.delivery_limit)
-
-    def pause(self) -> None:
-        """Acquire no more records; those acquired are still handled and acknowledged."""
-        if self._poller is not None:
-            self._poller.pause()
-
-    def resume(self) -> None:
-        if self._poller is not None:
-            self._poller.resume()
+        self._poller.start(paused=self.config.start_paused)
+        self.lifecycle.started()
+        if self.control_server is not None:
+            await self.control_server.start()
+        log.info("Share consumer started: group %s, topics %s, %s, lock %gs, delivery limit %d",
+                 self.config.group_id, ", ".join(self.config.topics), self.lifecycle.state.value,
+                 self._settings.lock_duration_s, self._settings.delivery_limit)
 
     async def stop(self, drain: bool = True) -> None:
         """drain=True: acquire nothing more and settle what is held (up to ``drain_timeout_ms``); what is left,
@@ -133,20 +143,30 @@ class PyrallelShareConsumer:
         poller = self._poller
         try:
             if poller is not None:
-                poller.pause()
-                if drain and self._held:
-                    self._settled.clear()
-                    if not await wait_event(self._settled, self.config.drain_timeout_ms / 1000.0):
-                        log.warning("%d record(s) still unsettled after the drain timeout: released", len(self._held))
-                for item_id in list(self._held):
-                    self._release(item_id, expired=False)
+                await self._give_back(drain)
                 await poller.close()
             await self._engine.shutdown(drain=False, timeout_s=0.0)
         finally:
+            if self.control_server is not None:
+                await self.control_server.close()
             if self._dead_letters is not None:
                 self._dead_letters.close()
+            self.lifecycle.stopped()
             self._metrics_server.stop()
             self._stopped.set()
+
+    async def _give_back(self, drain: bool) -> None:
+        """Acquire nothing more; ``drain``: wait up to ``drain_timeout_ms`` for what is held to settle. What is
+        still held is released to the group."""
+        if self._poller is None:
+            raise RuntimeError("the share consumer has not started")
+        self._poller.pause()
+        if drain and self._held:
+            self._settled.clear()
+            if not await wait_event(self._settled, self.config.drain_timeout_ms / 1000.0):
+                log.warning("%d record(s) still unsettled after the drain timeout: released", len(self._held))
+        for item_id in list(self._held):
+            self._release(item_id, expired=False)
 
     async def wait_stopped(self) -> None:
         """Wait until the consumer stopped; raise the error that stopped it, if any."""
@@ -160,6 +180,7 @@ class PyrallelShareConsumer:
         return self._metrics_server.port
 
     def metrics(self) -> ShareMetricsSnapshot:
+        """Counts since start and what is held now; also served as ``pyrallel_share_*`` metrics."""
         self._stats.in_flight = len(self._held)
         return self._stats.snapshot()
 
@@ -286,3 +307,50 @@ class PyrallelShareConsumer:
             self._poller.acknowledge(held.acquired.record, kind)
         if not self._held:
             self._settled.set()
+
+
+class _Intake:
+    """The share consumer as its Lifecycle drives it (``control.lifecycle.Suspendable``), on the event loop.
+
+    A paused share member leaves the group: the group assigns partitions to members, and one that stopped polling
+    would keep its partitions' records from the others until ``max.poll.interval.ms`` expelled it (so
+    ``pause_mode='hold'`` is refused for share groups). Nothing is handed over: the broker keeps the group's
+    progress, so a share group has no positions.
+    """
+
+    def __init__(self, consumer: PyrallelShareConsumer) -> None:
+        self._consumer = consumer
+
+    async def suspend(self, release: bool) -> None:
+        consumer = self._consumer
+        poller = consumer._poller
+        if poller is None or consumer._stopped.is_set():
+            return
+        await consumer._give_back(drain=True)
+        if not await wait_event(poller.out_of_group, _LEAVE_TIMEOUT_S):
+            log.warning("The paused share consumer has not left group %s after %gs", consumer.config.group_id,
+                        _LEAVE_TIMEOUT_S)
+
+    async def activate(self) -> None:
+        poller = self._consumer._poller
+        if poller is not None and not self._consumer._stopped.is_set():
+            poller.resume()
+
+    async def take_positions(self, positions: Sequence[Position]) -> None:
+        raise PositionsRefusedError("a share group has no positions to hand over: the broker keeps its progress")
+
+    @property
+    def broker_answered(self) -> bool:
+        """start() read the group's settings from a broker."""
+        return self._consumer._settings is not None
+
+    def lifecycle_status(self) -> dict[str, Any]:
+        snapshot = self._consumer.metrics()
+        return {
+            "in_flight": snapshot.in_flight,
+            "records_acquired": snapshot.acquired,
+            "records_succeeded": snapshot.acknowledged["accept"] - snapshot.dead_lettered,
+            "acknowledgements": snapshot.acknowledged,
+            "lock_expiries": snapshot.lock_expired,
+            "dead_lettered": snapshot.dead_lettered,
+        }

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
-from tests.support import wait_for
+from tests.support import http, http_sync, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelConsumer, Record
 from pyrallel_consumer.control.lifecycle import LifecycleState
@@ -31,22 +31,6 @@ from pyrallel_tools.cli.main import cli
 pytestmark = pytest.mark.integration
 
 PYRALLEL = str(Path(sys.executable).with_name("pyrallel"))
-
-
-def _http_sync(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-async def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    return await asyncio.to_thread(_http_sync, method, url, body, token)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -154,7 +138,7 @@ async def test_http_control_drives_a_real_consumer(
         assert status == 400
     assert sorted(handled) == list(range(30))
     with pytest.raises(urllib.error.URLError):
-        _http_sync("GET", f"{url}/healthz")
+        http_sync("GET", f"{url}/healthz")
 
 
 # ---- load producer ---------------------------------------------------------------------------------------
@@ -338,13 +322,13 @@ async def test_consume_produce_validate_end_to_end(
         url = await _announced(consume, "control.url")
         status, faults = await http("GET", f"{url}/faults")
         assert (status, faults["delay_ms"], faults["commit_delay_ms"]) == (200, 1.0, 5.0), "file and env"
-        await wait_for(lambda: _http_sync("GET", f"{url}/readyz")[0] == 200, what="consumer ready")
+        await wait_for(lambda: http_sync("GET", f"{url}/readyz")[0] == 200, what="consumer ready")
         produce = await asyncio.to_thread(
             _pyrallel, "produce", "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--count", "400",
             "--rate", "400", "--keys", "20", "--log", str(produced))
         assert produce.returncode == 0, produce.stderr
         assert json.loads(produce.stdout.splitlines()[-1])["acked"] == 400
-        await wait_for(lambda: _http_sync("GET", f"{url}/stats")[1]["completed_ok"] == 400, what="400 handled")
+        await wait_for(lambda: http_sync("GET", f"{url}/stats")[1]["completed_ok"] == 400, what="400 handled")
         consume.send_signal(signal.SIGTERM)
         rc = await asyncio.wait_for(asyncio.to_thread(consume.wait), 60)
     finally:

@@ -20,7 +20,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigResource,
     ResourceType,
 )
-from tests.support import read_all, seq_of, wait_for
+from tests.support import http, read_all, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelShareConsumer, Record
 from pyrallel_tools.localkafka.topics import produce_keyed
@@ -190,3 +190,47 @@ async def test_a_sigkilled_members_records_come_back_after_the_lock_and_every_re
     assert sum(m.acknowledged["reject"] for m in metrics) == 0
     print(f"\nshare SIGKILL ({engine}): killed member handled {len(killed_handled)}, held {len(blocked)} blocked; "
           f"handled twice {len(killed_handled & set(seen))}; survivors accepted {accepted()} of {produced}")
+
+
+async def test_a_paused_member_settles_its_records_and_leaves_the_others_the_whole_topic_until_resumed(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str]
+) -> None:
+    """Pause and resume over the HTTP lifecycle API, as for a consumer group: while one of two members is paused, the
+    other acquires every new record (the paused one left the group, so none of its partitions is starved)."""
+    topic, group = new_topic(2), unique_name("share-pause")
+    handled: list[list[int]] = [[], []]
+
+    def handler_of(instance: int) -> Callable[[Record], object]:
+        async def handle(record: Record) -> None:
+            await asyncio.sleep(0.01)
+            handled[instance].append(seq_of(record.value))
+        return handle
+
+    def config(**extra: object) -> ConsumerConfig:
+        return ConsumerConfig(bootstrap_servers=kafka_bootstrap, group_id=group, topics=[topic], group_type="share",
+                              ordering="unordered", max_in_flight=5, metrics_port=0, **extra)
+
+    paused = PyrallelShareConsumer(config(control_port=0), handler_of(0))
+    produced = await asyncio.to_thread(produce_keyed, kafka_bootstrap, topic, 20, 5, 16, 0)
+    async with paused:
+        if paused.control_server is None:
+            raise AssertionError("control_port=0 serves the lifecycle API")
+        url = paused.control_server.url
+        await wait_for(lambda: len(handled[0]) == produced, 60, "the first records to be handled")
+        status, body = await http("POST", f"{url}/lifecycle/pause?wait=30")
+        assert (status, body["state"]) == (200, "PAUSED")
+        status, body = await http("GET", f"{url}/lifecycle/status")
+        assert (body["group_type"], body["in_flight"], body["records_succeeded"]) == ("share", 0, produced)
+        gauge = f'kafka_consumer_lifecycle_state{{color="",group="{group}",instance="{paused.config.instance_id}"'
+        assert f'{gauge},state="PAUSED"}} 1.0' in await asyncio.to_thread(scrape, paused.metrics_port)
+
+        produced += await asyncio.to_thread(produce_keyed, kafka_bootstrap, topic, 20, 5, 16, produced)
+        async with PyrallelShareConsumer(config(), handler_of(1)):
+            await wait_for(lambda: len(handled[1]) == 20, 60, "the other member to handle every new record")
+        assert len(handled[0]) == 20, "the paused member acquired nothing"
+
+        status, body = await http("POST", f"{url}/lifecycle/resume?wait=30")
+        assert (status, body["state"]) == (200, "ACTIVE")
+        produced += await asyncio.to_thread(produce_keyed, kafka_bootstrap, topic, 20, 5, 16, produced)
+        await wait_for(lambda: len(handled[0]) == 40, 60, "the resumed member to handle the last records")
+    assert sorted(handled[0] + handled[1]) == list(range(produced))

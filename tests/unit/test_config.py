@@ -95,6 +95,12 @@ def test_a_share_group_refuses_exactly_once() -> None:
                        ordering="unordered", processing_guarantee="exactly_once")
 
 
+def test_a_share_group_refuses_to_hold_its_partitions_while_paused() -> None:
+    with pytest.raises(ConfigError, match=r"pauses by leaving the group.*pause_mode='hold' is not available"):
+        ConsumerConfig(bootstrap_servers="b:9092", group_id="g", topics=["t"], group_type="share",
+                       ordering="unordered", pause_mode="hold")
+
+
 
 @pytest.mark.parametrize(("kafka", "refusal"), [
     ({"share.acknowledgement.mode": "implicit"}, "'share.acknowledgement.mode' is set by the library for share groups"),

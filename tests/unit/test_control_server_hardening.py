@@ -467,7 +467,7 @@ async def holding_server() -> AsyncIterator[tuple[HttpServer, Lifecycle]]:
 
 
 def taken(lifecycle: Lifecycle) -> list[list[Position]]:
-    return cast(FakeCoordinator, lifecycle._coordinator).taken
+    return cast(FakeCoordinator, lifecycle._target).taken
 
 
 async def test_a_paused_consumer_takes_positions_and_stays_paused(holding_server: tuple[HttpServer, Lifecycle]
@@ -537,7 +537,7 @@ async def test_a_resume_takes_no_positions(holding_server: tuple[HttpServer, Lif
 async def test_positions_that_cannot_be_taken_leave_it_paused_and_say_why(
         holding_server: tuple[HttpServer, Lifecycle]) -> None:
     srv, lifecycle = holding_server
-    cast(FakeCoordinator, lifecycle._coordinator).fail_with = KeyError("commit refused")
+    cast(FakeCoordinator, lifecycle._target).fail_with = KeyError("commit refused")
     reply = await call(srv, "POST", "/lifecycle/positions", POSITIONS)
     assert reply.status == 500
     assert "commit refused" in reply.body["error"]

@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyrallel_consumer.config import REVOKE_MARGIN_MS, ConsumerConfig
 from pyrallel_consumer.control.assignments import Assignments
@@ -528,6 +528,19 @@ class Coordinator:
         """Nothing in flight but records the exhaustion policy keeps back (waiting to try again), which waiting
         would not finish; a policy call under way (a dead-letter write awaiting its ack) is waited for."""
         return self._work.in_flight == self._exhaustion.backing_off
+
+    def lifecycle_status(self) -> dict[str, Any]:
+        """The records and partitions part of ``GET /lifecycle/status`` (``Lifecycle.status``)."""
+        snapshot = self.metrics()
+        return {
+            "assigned_partitions": [f"{t}[{p}]" for t, p in self.assigned],
+            "in_flight": snapshot.in_flight,
+            "queued": snapshot.queued,
+            "records_succeeded": snapshot.records_succeeded,
+            "handler_failures": snapshot.records_exhausted,
+            "rebalances": snapshot.rebalances,
+            "committed_offsets": {f"{p.topic}[{p.partition}]": p.committed_offset for p in snapshot.partitions},
+        }
 
     def metrics(self) -> MetricsSnapshot:
         return metrics_snapshot(self._counts, self._assignments, self._work, self._commits, self._poller)

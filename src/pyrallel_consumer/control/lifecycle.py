@@ -1,7 +1,8 @@
 """Lifecycle control: ACTIVE / DRAINING / PAUSED on request, idempotent, generation-fenced.
 
 Requests return at once with the state they lead to; one background task applies the latest desired
-state, so repeated or crossing requests never run two transitions at the same time.
+state, so repeated or crossing requests never run two transitions at the same time. What a transition does is the
+``Suspendable``'s: the consumer group's Coordinator, or the share consumer's intake (``share_consumer``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyrallel_consumer.control.positions import Position, check_distinct
 from pyrallel_consumer.event_wait import wait_event
@@ -19,8 +20,6 @@ from pyrallel_consumer.observability.log_events import LIFECYCLE_TRANSITION, POS
 
 if TYPE_CHECKING:
     from pyrallel_consumer.config import ConsumerConfig
-    from pyrallel_consumer.control.coordinator import Coordinator
-    from pyrallel_consumer.control.observer import ConsumerObserver
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +58,37 @@ class GenerationTooFarAheadError(GenerationError):
     """
 
 
+class Suspendable(Protocol):
+    """What a Lifecycle pauses and resumes; every method is called on the event loop."""
+
+    async def suspend(self, release: bool) -> None:
+        """Stop processing: nothing new starts, what runs finishes (up to ``drain_timeout_ms``), progress is
+        committed; ``release``: leave the group too."""
+
+    async def activate(self) -> None:
+        """Process again (rejoining the group if it was left)."""
+
+    async def take_positions(self, positions: Sequence[Position]) -> None:
+        """While suspended and holding its partitions: commit handed-over positions and restart from them."""
+
+    @property
+    def broker_answered(self) -> bool:
+        """Whether a broker has answered since start (for /readyz)."""
+
+    def lifecycle_status(self) -> dict[str, Any]:
+        """What ``GET /lifecycle/status`` adds about the records and partitions."""
+
+
+class StateObserver(Protocol):
+    def lifecycle_changed(self, state: str) -> None:
+        """The consumer entered a lifecycle state (its metrics export it)."""
+
+
 class Lifecycle:
     """The lifecycle of one consumer; every method runs on the consumer's event loop."""
 
-    def __init__(self, coordinator: Coordinator, config: ConsumerConfig, observer: ConsumerObserver) -> None:
-        self._coordinator = coordinator
+    def __init__(self, target: Suspendable, config: ConsumerConfig, observer: StateObserver) -> None:
+        self._target = target
         self._config = config
         self._observer = observer
         self.state = LifecycleState.STARTING
@@ -140,7 +165,7 @@ class Lifecycle:
         if foreign:
             raise PositionsRefusedError(f"positions for topic(s) this consumer does not consume: {', '.join(foreign)}")
         self._fence(generation)
-        await self._coordinator.take_positions(positions)
+        await self._target.take_positions(positions)
         log.info("Took %d handed-over position(s) color=%s instance=%s generation=%d", len(positions),
                  self._config.color, self._config.instance_id, self.generation,
                  extra=event_extra(POSITIONS_TAKEN, position_count=len(positions), generation=self.generation,
@@ -168,10 +193,10 @@ class Lifecycle:
         while self.state is not self._desired and self.state is not LifecycleState.STOPPED:
             if self._desired is LifecycleState.PAUSED:
                 self._enter(LifecycleState.DRAINING, cause)
-                await self._coordinator.suspend(release=self._config.pause_mode == "release")
+                await self._target.suspend(release=self._config.pause_mode == "release")
                 self._enter(LifecycleState.PAUSED, cause)
             else:
-                await self._coordinator.activate()
+                await self._target.activate()
                 self._enter(LifecycleState.ACTIVE, cause)
 
     @property
@@ -182,7 +207,7 @@ class Lifecycle:
         whose bootstrap servers are unreachable ready. Read on the event loop (the control server's handlers).
         """
         running = self.state in (LifecycleState.ACTIVE, LifecycleState.PAUSED)
-        return running and self._coordinator.broker_answered
+        return running and self._target.broker_answered
 
     async def wait_for(self, state: LifecycleState, timeout_s: float) -> bool:
         """Wait until the consumer is in ``state``; False when the timeout passed first."""
@@ -205,23 +230,17 @@ class Lifecycle:
         return await self.wait_for(LifecycleState.ACTIVE, timeout_s)
 
     def status(self) -> dict[str, Any]:
-        snapshot = self._coordinator.metrics()
         return {
             "state": self.state.value,
             "desired_state": self._desired.value,
             "color": self._config.color,
             "instance": self._config.instance_id,
             "group_id": self._config.group_id,
+            "group_type": self._config.group_type,
             "generation": self.generation,
             "max_generation_step": self._config.control_max_generation_step,
             "pause_mode": self._config.pause_mode,
-            "assigned_partitions": [f"{t}[{p}]" for t, p in self._coordinator.assigned],
-            "in_flight": snapshot.in_flight,
-            "queued": snapshot.queued,
-            "records_succeeded": snapshot.records_succeeded,
-            "handler_failures": snapshot.records_exhausted,
-            "rebalances": snapshot.rebalances,
-            "committed_offsets": {f"{p.topic}[{p.partition}]": p.committed_offset for p in snapshot.partitions},
+            **self._target.lifecycle_status(),
             "last_transition": self.last_transition,
             "last_transition_cause": self.last_cause,
         }

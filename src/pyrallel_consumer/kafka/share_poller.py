@@ -6,7 +6,9 @@ thread polls one batch, hands it to the event loop (``ShareSink.on_acquired``), 
 acknowledgements (a command queue) until the whole batch is acknowledged; the next poll sends them, and those
 settled meanwhile go out on their own every 0.1 s (a poll may return far more records than ``max_in_flight``).
 The broker's answers come back through the acknowledgement-commit callback, on this thread, and go to the loop
-(``ShareSink.on_acknowledged``).
+(``ShareSink.on_acknowledged``). Paused, it acquires nothing more and, once every acquired record is acknowledged,
+leaves the group (closes the ShareConsumer): a member that stops polling would keep the partitions the group
+assigned to it starved until ``max.poll.interval.ms`` expels it. A resume joins again with a new ShareConsumer.
 
 PyrallelShareConsumer creates it and calls its public methods on the event loop; everything prefixed ``_`` runs
 on the poller thread. docs/decisions.md, "Share groups", says what the client allows and why this shape.
@@ -124,7 +126,7 @@ class SharePoller:
         self._loop = loop
         self._settings = settings
         self._deserializer = deserializer
-        self._commands: queue.SimpleQueue[Callable[[ShareConsumer], None]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[Callable[[ShareConsumer | None], None]] = queue.SimpleQueue()
         self._outstanding: dict[RecordKey, Message] = {}
         """Records of the last poll not acknowledged yet (poller thread)."""
         self._sent: dict[RecordKey, AckKind] = {}
@@ -135,13 +137,20 @@ class SharePoller:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished: asyncio.Future[None] = loop.create_future()
+        self.out_of_group = asyncio.Event()
+        """Set (on the loop) once a pause left the group, cleared once a resume joined it again."""
 
     # ---- loop side -------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Create the ShareConsumer here, so a bad property fails the caller, then hand it to the thread."""
-        consumer = self._clients.share_consumer(self._config)
-        consumer.set_acknowledgement_commit_callback(self._on_commit)
+    def start(self, paused: bool) -> None:
+        """Create the ShareConsumer here, so a bad property fails the caller, then hand it to the thread, which
+        joins the group with it (``paused``: only at the first resume, with a new one)."""
+        consumer: ShareConsumer | None = self._client()
+        if paused and consumer is not None:
+            close_quietly(consumer, "Kafka share consumer")
+            consumer = None
+            self._paused.set()
+            self.out_of_group.set()
         self._thread = threading.Thread(target=self._run, args=(consumer,), name="pyrallel-share-poller",
                                         daemon=True)
         self._thread.start()
@@ -152,10 +161,12 @@ class SharePoller:
         self._commands.put(lambda consumer: self._acknowledge(consumer, key, kind))
 
     def pause(self) -> None:
-        """Acquire nothing more; what is acquired is still acknowledged (and sent) as it settles."""
+        """Acquire nothing more; what is acquired is still acknowledged (and sent) as it settles, then the member
+        leaves the group (``out_of_group``)."""
         self._paused.set()
 
     def resume(self) -> None:
+        """Join the group again (when a pause left it) and acquire records."""
         self._paused.clear()
 
     async def close(self) -> None:
@@ -177,27 +188,54 @@ class SharePoller:
         except RuntimeError:
             log.debug("Event loop closed; dropping %s", getattr(fn, "__name__", fn))
 
-    def _run(self, consumer: ShareConsumer) -> None:
+    def _client(self) -> ShareConsumer:
+        consumer = self._clients.share_consumer(self._config)
+        consumer.set_acknowledgement_commit_callback(self._on_commit)
+        return consumer
+
+    def _run(self, first: ShareConsumer | None) -> None:
         error: BaseException | None = None
+        consumer = first
         try:
-            consumer.subscribe(list(self._config.topics))
+            if consumer is not None:
+                consumer.subscribe(list(self._config.topics))
             while not self._stopping.is_set():
-                if self._outstanding or self._paused.is_set():
+                if consumer is None:  # out of the group while paused
+                    self._run_commands(None)
+                    if not self._paused.is_set():
+                        consumer = self._client()
+                        consumer.subscribe(list(self._config.topics))
+                        self._post(self.out_of_group.clear)
+                    else:
+                        self._stopping.wait(_COMMAND_WAIT_S)
+                elif self._paused.is_set() and not self._outstanding:
+                    self._leave(consumer)
+                    consumer = None
+                elif self._outstanding:
                     self._wait_for_commands(consumer)
-                    continue
-                self._poll(consumer)
-            self._run_commands(consumer)
-            if self._outstanding:
-                # Only a stop that did not wait for its records leaves some: they go back to the group now.
-                for key in list(self._outstanding):
-                    self._acknowledge(consumer, key, "release")
-            consumer.commit_sync(_CLOSE_COMMIT_TIMEOUT_S)
+                else:
+                    self._poll(consumer)
+            if consumer is not None:
+                self._run_commands(consumer)
+                if self._outstanding:
+                    # Only a stop that did not wait for its records leaves some: they go back to the group now.
+                    for key in list(self._outstanding):
+                        self._acknowledge(consumer, key, "release")
+                consumer.commit_sync(_CLOSE_COMMIT_TIMEOUT_S)
         except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
             error = exc
             log.error("Kafka share poller failed: %r", exc)
         finally:
-            close_quietly(consumer, "Kafka share consumer")
+            if consumer is not None:
+                close_quietly(consumer, "Kafka share consumer")
             self._post(self._finish, error)
+
+    def _leave(self, consumer: ShareConsumer) -> None:
+        """Paused with every record acknowledged: send the acknowledgements and leave the group."""
+        consumer.commit_sync(_CLOSE_COMMIT_TIMEOUT_S)
+        close_quietly(consumer, "Kafka share consumer")
+        log.info("Share group %s left while paused", self._config.group_id)
+        self._post(self.out_of_group.set)
 
     def _poll(self, consumer: ShareConsumer) -> None:
         self._unsent = False
@@ -241,7 +279,9 @@ class SharePoller:
             self._last_send = time.monotonic()
             consumer.commit_async()
 
-    def _run_commands(self, consumer: ShareConsumer) -> None:
+    def _run_commands(self, consumer: ShareConsumer | None) -> None:
+        """Run the loop's acknowledgements; with no consumer (left the group) nothing is outstanding, so none
+        needs one."""
         while True:
             try:
                 command = self._commands.get_nowait()
@@ -249,9 +289,9 @@ class SharePoller:
                 return
             command(consumer)
 
-    def _acknowledge(self, consumer: ShareConsumer, key: RecordKey, kind: AckKind) -> None:
+    def _acknowledge(self, consumer: ShareConsumer | None, key: RecordKey, kind: AckKind) -> None:
         msg = self._outstanding.pop(key, None)
-        if msg is None:
+        if msg is None or consumer is None:
             return
         consumer.acknowledge(msg, _ACK_TYPES[kind])
         self._sent[key] = kind

@@ -7,9 +7,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from pyrallel_consumer.control.lifecycle import LifecycleState
+
+if TYPE_CHECKING:
+    from pyrallel_consumer.config import ConsumerConfig
 
 ACK_KINDS = ("accept", "release", "reject")
 DELIVERY_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
@@ -37,9 +43,16 @@ class ShareMetricsSnapshot:
 
 
 class ShareStats(Collector):
-    """Counters of one PyrallelShareConsumer; updated on the event loop, read by scrapes (each read atomic)."""
+    """Counters of one PyrallelShareConsumer; updated on the event loop, read by scrapes (each read atomic).
 
-    def __init__(self) -> None:
+    Also its Lifecycle's observer: ``kafka_consumer_lifecycle_state`` is the consumer group's metric, with the same
+    labels, so one alert or dashboard covers both kinds of consumer.
+    """
+
+    def __init__(self, config: ConsumerConfig | None = None) -> None:
+        self._labels = ((config.group_id, config.color or "", config.instance_id) if config is not None
+                        else ("", "", ""))
+        self.lifecycle_state = LifecycleState.STARTING.value
         self.acquired = 0
         self.acknowledged = dict.fromkeys(ACK_KINDS, 0)
         self.refused = 0
@@ -52,18 +65,20 @@ class ShareStats(Collector):
         self.acquired += 1
         self.deliveries[delivery_count] = self.deliveries.get(delivery_count, 0) + 1
 
+    def lifecycle_changed(self, state: str) -> None:
+        self.lifecycle_state = state
+
     def snapshot(self) -> ShareMetricsSnapshot:
         return ShareMetricsSnapshot(self.acquired, dict(self.acknowledged), self.refused, self.lock_expired,
                                     self.dead_lettered, dict(sorted(self.deliveries.items())), self.in_flight)
 
     def describe(self) -> Iterator[Metric]:
-        return iter(self._families(ShareStats().snapshot()))
+        return iter(ShareStats()._families(ShareStats().snapshot()))
 
     def collect(self) -> Iterator[Metric]:
         return iter(self._families(self.snapshot()))
 
-    @staticmethod
-    def _families(s: ShareMetricsSnapshot) -> list[Metric]:
+    def _families(self, s: ShareMetricsSnapshot) -> list[Metric]:
         acquired = CounterMetricFamily("pyrallel_share_records_acquired",
                                        "Records the share group handed to this member (redeliveries again).",
                                        value=s.acquired)
@@ -92,4 +107,9 @@ class ShareStats(Collector):
             sum_value=float(sum(d * c for d, c in s.deliveries.items())))
         in_flight = GaugeMetricFamily("pyrallel_share_in_flight", "Acquired records not settled yet.",
                                       value=s.in_flight)
-        return [acquired, acknowledged, refused, expired, dead, deliveries, in_flight]
+        lifecycle = GaugeMetricFamily("kafka_consumer_lifecycle_state",
+                                      "1 for the lifecycle state this consumer is in, 0 for the others.",
+                                      labels=("group", "color", "instance", "state"))
+        for state in LifecycleState:
+            lifecycle.add_metric((*self._labels, state.value), 1 if state.value == self.lifecycle_state else 0)
+        return [acquired, acknowledged, refused, expired, dead, deliveries, in_flight, lifecycle]
