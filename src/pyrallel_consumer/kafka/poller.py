@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -32,6 +30,7 @@ from pyrallel_consumer.kafka.deserializing import RecordDeserializer
 from pyrallel_consumer.kafka.events import PollerSink, partition_names
 from pyrallel_consumer.kafka.fetch_gate import FetchGate
 from pyrallel_consumer.kafka.inbox import Inbox
+from pyrallel_consumer.kafka.poller_thread import PollerThread
 from pyrallel_consumer.observability.log_events import (
     PARTITIONS_ASSIGNED,
     PARTITIONS_LOST,
@@ -85,10 +84,12 @@ class BrokerPoller:
         self._loop = loop
         self._gate = gate
         self._revoke_timeout_s = revoke_timeout_s
-        self._inbox = Inbox(sink, gate, loop, on_fatal=self._stop_thread)
+        self._thread: PollerThread[Consumer] = PollerThread(loop, "pyrallel-poller", sink.on_poller_failed)
+        self._post = self._thread.post
+        self._commands = self._thread.commands
+        self._inbox = Inbox(sink, gate, loop, on_fatal=self._thread.stopping.set)
         self.backpressure_paused = 0
         """Assigned partitions paused by backpressure (gate or hold), not by pause_all; read by metrics."""
-        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._table = AssignmentTable()
         self._assigned = self._table.epochs
         self._labels = {"color": config.color, "instance": config.instance_id}
@@ -99,12 +100,9 @@ class BrokerPoller:
         self._held: frozenset[TopicPartitionKey] = frozenset()  # the gate's level.held last applied to librdkafka
         self._pause_all = start_paused
         self._subscribe_at_start = subscribe
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._group_metadata: object | None = None
         """The Consumer's consumer_group_metadata() as the poller thread read it last (see group_metadata)."""
         self._group_metadata_read = 0.0
-        self._finished: asyncio.Future[None] = loop.create_future()
         self.high_watermarks: dict[TopicPartitionKey, int] = {}
         self._last_watermark_poll = 0.0
         self.broker_answered = False
@@ -117,8 +115,7 @@ class BrokerPoller:
     def start(self) -> None:
         """Create the Kafka consumer here, so a bad property fails the caller, then hand it to the poller thread."""
         consumer = self._clients.consumer(self._config, self._commits.on_commit)
-        self._thread = threading.Thread(target=self._run, args=(consumer,), name="pyrallel-poller", daemon=True)
-        self._thread.start()
+        self._thread.start(lambda: self._run(consumer))
 
     def commit(self, points: list[CommitPoint]) -> None:
         """Asynchronous commit; results come back through ``on_committed``."""
@@ -195,16 +192,11 @@ class BrokerPoller:
 
     async def close(self) -> None:
         """Leave the group (the revoke callback commits) and end the thread; the thread is gone on return."""
-        self._stopping.set()
-        await asyncio.shield(self._finished)
-        if self._thread is not None:
-            # The thread's last act was posting the future's result: it ends within microseconds. Joining it keeps
-            # the promise that a stopped consumer leaves no thread behind (a test looks right after stop()).
-            self._thread.join(timeout=1.0)
+        await self._thread.close()
 
     @property
     def finished(self) -> asyncio.Future[None]:
-        return self._finished
+        return self._thread.finished
 
     async def _call(self, command: Command) -> None:
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -222,22 +214,12 @@ class BrokerPoller:
 
     # ---- poller thread ---------------------------------------------------------------------------------
 
-    def _stop_thread(self) -> None:
-        self._stopping.set()
-
-    def _post(self, fn: Callable[..., object], *args: object) -> None:
-        try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:
-            log.debug("Event loop closed; dropping %s", getattr(fn, "__name__", fn))
-
     def _run(self, consumer: Consumer) -> None:
-        error: BaseException | None = None
         try:
             if self._subscribe_at_start:
                 self._subscribe(consumer)
-            while not self._stopping.is_set():
-                self._run_commands(consumer)
+            while not self._thread.stopping.is_set():
+                self._thread.run_commands(consumer)
                 if not self.broker_answered:
                     self._probe_broker(consumer)
                 wanted = self._fetch_size(consumer)
@@ -258,13 +240,9 @@ class BrokerPoller:
                     self._wake_fetchers(consumer)
                 self._refresh_watermarks(consumer)
                 self._refresh_group_metadata(consumer)
-            self._run_commands(consumer)
-        except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
-            error = exc
-            log.error("Kafka poller failed: %r", exc)
+            self._thread.run_commands(consumer)
         finally:
             close_quietly(consumer, "Kafka consumer")
-            self._post(self._finish, error)
 
     def _fetch_size(self, consumer: Consumer) -> int:
         """The gate's answer; librdkafka's paused set follows the gate's pause and the partitions held."""
@@ -298,20 +276,6 @@ class BrokerPoller:
 
     def _unsubscribe(self, consumer: Consumer) -> None:
         consumer.unsubscribe()
-
-    def _finish(self, error: BaseException | None) -> None:
-        if error is not None:
-            self._sink.on_poller_failed(error)
-        if not self._finished.done():
-            self._finished.set_result(None)
-
-    def _run_commands(self, consumer: Consumer) -> None:
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            command(consumer)
 
     def _deliver(self, messages: list[Message], epochs: dict[TopicPartitionKey, int]) -> None:
         """Hand the raw batch to the loop's Inbox, which converts it there; deserialize it first, here, when

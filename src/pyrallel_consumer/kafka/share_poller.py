@@ -21,7 +21,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -38,6 +37,7 @@ from pyrallel_consumer.deserialization import Deserialized
 from pyrallel_consumer.kafka.clients import KafkaClients, close_quietly
 from pyrallel_consumer.kafka.deserializing import RecordDeserializer, typed_record
 from pyrallel_consumer.kafka.inbox import record_of
+from pyrallel_consumer.kafka.poller_thread import PollerThread
 from pyrallel_consumer.record import Record
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,11 @@ class SharePoller:
         self._config = config
         self._clients = clients
         self._sink = sink
-        self._loop = loop
         self._settings = settings
         self._deserializer = deserializer
-        self._commands: queue.SimpleQueue[Callable[[ShareConsumer | None], None]] = queue.SimpleQueue()
+        self._thread: PollerThread[ShareConsumer | None] = PollerThread(loop, "pyrallel-share-poller",
+                                                                        sink.on_poller_failed)
+        self._commands = self._thread.commands
         self._outstanding: dict[RecordKey, Message] = {}
         """Records of the last poll not acknowledged yet (poller thread)."""
         self._sent: dict[RecordKey, AckKind] = {}
@@ -134,9 +135,6 @@ class SharePoller:
         self._unsent = False
         self._last_send = 0.0
         self._paused = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._finished: asyncio.Future[None] = loop.create_future()
         self.out_of_group = asyncio.Event()
         """Set (on the loop) once a pause left the group, cleared once a resume joined it again."""
 
@@ -151,9 +149,7 @@ class SharePoller:
             consumer = None
             self._paused.set()
             self.out_of_group.set()
-        self._thread = threading.Thread(target=self._run, args=(consumer,), name="pyrallel-share-poller",
-                                        daemon=True)
-        self._thread.start()
+        self._thread.start(lambda: self._run(consumer))
 
     def acknowledge(self, record: Record, kind: AckKind) -> None:
         """Settle ``record``; its acknowledgement goes to the broker with the next poll or commit."""
@@ -171,22 +167,9 @@ class SharePoller:
 
     async def close(self) -> None:
         """Send the outstanding acknowledgements, leave the group and end the thread (gone on return)."""
-        self._stopping.set()
-        await asyncio.shield(self._finished)
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
-
-    @property
-    def finished(self) -> asyncio.Future[None]:
-        return self._finished
+        await self._thread.close()
 
     # ---- poller thread ---------------------------------------------------------------------------------
-
-    def _post(self, fn: Callable[..., object], *args: object) -> None:
-        try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:
-            log.debug("Event loop closed; dropping %s", getattr(fn, "__name__", fn))
 
     def _client(self) -> ShareConsumer:
         consumer = self._clients.share_consumer(self._config)
@@ -194,20 +177,20 @@ class SharePoller:
         return consumer
 
     def _run(self, first: ShareConsumer | None) -> None:
-        error: BaseException | None = None
         consumer = first
+        stopping = self._thread.stopping
         try:
             if consumer is not None:
                 consumer.subscribe(list(self._config.topics))
-            while not self._stopping.is_set():
+            while not stopping.is_set():
                 if consumer is None:  # out of the group while paused
-                    self._run_commands(None)
+                    self._thread.run_commands(None)
                     if not self._paused.is_set():
                         consumer = self._client()
                         consumer.subscribe(list(self._config.topics))
-                        self._post(self.out_of_group.clear)
+                        self._thread.post(self.out_of_group.clear)
                     else:
-                        self._stopping.wait(_COMMAND_WAIT_S)
+                        stopping.wait(_COMMAND_WAIT_S)
                 elif self._paused.is_set() and not self._outstanding:
                     self._leave(consumer)
                     consumer = None
@@ -216,26 +199,22 @@ class SharePoller:
                 else:
                     self._poll(consumer)
             if consumer is not None:
-                self._run_commands(consumer)
+                self._thread.run_commands(consumer)
                 if self._outstanding:
                     # Only a stop that did not wait for its records leaves some: they go back to the group now.
                     for key in list(self._outstanding):
                         self._acknowledge(consumer, key, "release")
                 consumer.commit_sync(_CLOSE_COMMIT_TIMEOUT_S)
-        except BaseException as exc:  # noqa: BLE001 - reported to the loop, which stops the consumer
-            error = exc
-            log.error("Kafka share poller failed: %r", exc)
         finally:
             if consumer is not None:
                 close_quietly(consumer, "Kafka share consumer")
-            self._post(self._finish, error)
 
     def _leave(self, consumer: ShareConsumer) -> None:
         """Paused with every record acknowledged: send the acknowledgements and leave the group."""
         consumer.commit_sync(_CLOSE_COMMIT_TIMEOUT_S)
         close_quietly(consumer, "Kafka share consumer")
         log.info("Share group %s left while paused", self._config.group_id)
-        self._post(self.out_of_group.set)
+        self._thread.post(self.out_of_group.set)
 
     def _poll(self, consumer: ShareConsumer) -> None:
         self._unsent = False
@@ -251,7 +230,7 @@ class SharePoller:
             deserialized = typed_record(record, result) if isinstance(result, tuple) else result
             self._outstanding[(record.topic, record.partition, record.offset)] = msg
             batch.append(Acquired(record, msg.delivery_count() or 1, deadline, deserialized))
-        self._post(self._sink.on_acquired, batch)
+        self._thread.post(self._sink.on_acquired, batch)
 
     @staticmethod
     def _usable(msg: Message) -> bool:
@@ -270,7 +249,7 @@ class SharePoller:
             pass
         else:
             command(consumer)
-        self._run_commands(consumer)
+        self._thread.run_commands(consumer)
         if self._unsent and (self._outstanding or self._paused.is_set()) \
                 and time.monotonic() - self._last_send >= _ACK_SEND_INTERVAL_S:
             # No poll carries them before the whole batch is settled (or while paused): send them on their own, so
@@ -278,16 +257,6 @@ class SharePoller:
             self._unsent = False
             self._last_send = time.monotonic()
             consumer.commit_async()
-
-    def _run_commands(self, consumer: ShareConsumer | None) -> None:
-        """Run the loop's acknowledgements; with no consumer (left the group) nothing is outstanding, so none
-        needs one."""
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            command(consumer)
 
     def _acknowledge(self, consumer: ShareConsumer | None, key: RecordKey, kind: AckKind) -> None:
         msg = self._outstanding.pop(key, None)
@@ -309,10 +278,4 @@ class SharePoller:
             log.warning("The broker refused %d acknowledgement(s) (their records' locks had expired; they are "
                         "delivered again): %s", sum(counts.values()), exc)
         for kind, count in counts.items():
-            self._post(self._sink.on_acknowledged, kind, count, exc is None)
-
-    def _finish(self, error: BaseException | None) -> None:
-        if error is not None:
-            self._sink.on_poller_failed(error)
-        if not self._finished.done():
-            self._finished.set_result(None)
+            self._thread.post(self._sink.on_acknowledged, kind, count, exc is None)
