@@ -102,6 +102,8 @@ class PyrallelShareConsumer:
         self._settings: ShareGroupSettings | None = None
         self._held: dict[int, _Held] = {}
         self._waiting: collections.deque[int] = collections.deque()
+        self._running = 0
+        """Held records the engine is handling now (at most max_in_flight)."""
         self._ids = itertools.count()
         self._settled = asyncio.Event()
         self._failure: BaseException | None = None
@@ -227,14 +229,16 @@ class PyrallelShareConsumer:
         return loop.time() + (monotonic_deadline - time.monotonic())
 
     def _dispatch(self) -> None:
-        running = sum(1 for h in self._held.values() if h.running)  # at most max_in_flight: one poll's batch
-        while self._waiting and running < self.config.max_in_flight:
+        """Start waiting records while fewer than ``max_in_flight`` run. A poll may return far more records than
+        ``max.poll.records`` (the broker keeps its record batches whole: 10,000 were seen), so nothing here walks
+        the held records."""
+        while self._waiting and self._running < self.config.max_in_flight:
             item_id = self._waiting.popleft()
             held = self._held.get(item_id)
             if held is None:
                 continue
             held.running = True
-            running += 1
+            self._running += 1
             acquired = held.acquired
             self._engine.submit(WorkItem(item_id, acquired.record, deserialized=acquired.deserialized))
 
@@ -243,6 +247,7 @@ class PyrallelShareConsumer:
         if held is None:
             return  # released when its lock was about to expire: the late result is not acknowledged
         held.running = False
+        self._running -= 1
         if completion.ok:
             self._settle(completion.item_id, "accept")
         else:
@@ -301,6 +306,8 @@ class PyrallelShareConsumer:
 
     def _settle(self, item_id: int, kind: AckKind) -> None:
         held = self._held.pop(item_id)
+        if held.running:  # released while the engine handled it (cancelled)
+            self._running -= 1
         if held.expiry is not None:
             held.expiry.cancel()
         if self._poller is not None:
