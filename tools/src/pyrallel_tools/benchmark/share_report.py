@@ -50,7 +50,8 @@ def markdown(report: ShareReport) -> str:
         f"{plan['concurrency']} records in flight per instance, one process per instance; every instance logs each "
         f"record it handles. The instances start together; once every one of them handled a record (share group) "
         f"or the group is stable with both partitions assigned (consumer group) each counts the next "
-        f"{plan['window_s']:g} s. Total time {report.duration_s:.0f} s.",
+        f"{plan['window_s']:g} s; an instance owning no partition (consumer group, more instances than partitions) "
+        f"counts 0. Total time {report.duration_s:.0f} s.",
         "",
         f"| instances | {share} records/s (per instance) | {group} records/s (per instance) | share / consumer |",
         "|---:|---:|---:|---:|",
@@ -61,8 +62,10 @@ def markdown(report: ShareReport) -> str:
                      f"{number_cell(ratio(report.rate(share, n), report.rate(group, n)), 2)} |")
     lines += [
         "",
-        f"SIGKILL of one of 2 instances once {plan['kill_fraction']:.0%} of {plan['kill_records']:,} records were "
-        f"handled; the survivor runs until every record was handled (or {plan['kill_drain_s']:g} s). Share group: "
+        f"2 instances of a new group on an empty topic, settled (warm-up records until each handled one; consumer "
+        f"group: also stable with both partitions assigned), then {plan['kill_records']:,} records produced at "
+        f"{plan['kill_rate']:,}/s; SIGKILL of one instance once {plan['kill_fraction']:.0%} of them were handled; the "
+        f"survivor runs until every record was handled (or {plan['kill_drain_s']:g} s). Share group: "
         f"record lock {plan['kill_lock_ms']:,} ms, session {plan['kill_session_ms']:,} ms (group settings); "
         f"consumer group: session {plan['kill_session_ms']:,} ms.",
         "",
@@ -91,6 +94,8 @@ def _rate_cell(report: ShareReport, contender: str, members: int) -> str:
     cell = f"{m.records_per_s:,.0f}"
     if m.member_rates:
         cell += " (" + " + ".join(f"{r:,.0f}" for r in m.member_rates) + ")"
+    if m.idle_members:
+        cell += f", {m.idle_members} idle"
     return cell
 
 
