@@ -29,6 +29,7 @@ The CLI calls :func:`run_share` on its main thread; the report is :mod:`~pyralle
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -106,6 +107,8 @@ class SharePlan:
     """Records a second of the kill runs' production (5 s): below what one instance of either kind handles, so the
     survivor keeps up alone."""
     kill_fraction: float = 0.3
+    kill_runs: int = 3
+    """Kills per kind of group, alternating: the duplicates depend on what the killed instance had in flight."""
     kill_lock_ms: int = 2000
     kill_session_ms: int = 6000
     kill_drain_s: float = 60.0
@@ -143,7 +146,11 @@ def run_share(bootstrap: str, plan: SharePlan, out_dir: Path | None, run_dir: Pa
         for n in plan.instances:
             for contender in plan.contenders:
                 report.throughput.append(_throughput(launchers[contender], plan, topics[0], n))
-        report.kills = [_kill(launchers[c], plan, prefix) for c in plan.contenders]
+        for run in range(1, plan.kill_runs + 1):
+            for contender in plan.contenders:
+                kill, wait = _kill(launchers[contender], plan, prefix, run)
+                report.kills.append(kill)
+                report.kill_longest_wait_s.append(wait)
     except (LocalKafkaError, KafkaException, BufferError) as exc:
         report.notes.append(f"stopped early: {exc}")
         log.warning("share: stopped early: %s", exc)
@@ -173,6 +180,7 @@ def _throughput(launcher: Launcher, plan: SharePlan, topic: str, members: int) -
         return ["--log", str(path)]
 
     settle = consumer_group_settled(launcher) if launcher.spec.id != SHARE else _every_instance_handled(launcher)
+    m.load_1m = round(os.getloadavg()[0], 2)
     try:
         run_group(launcher, point, topic, m, extra, settle)
     except (ScaleError, KafkaException) as exc:
@@ -214,10 +222,11 @@ def set_share_group(bootstrap: str, group: str, settings: dict[str, str]) -> Non
     admin.incremental_alter_configs([resource])[resource].result(timeout=30)
 
 
-def _kill(launcher: Launcher, plan: SharePlan, prefix: str) -> Restart:
+def _kill(launcher: Launcher, plan: SharePlan, prefix: str, run: int) -> tuple[Restart, float | None]:
     """2 instances of a new group on a new empty topic; once the group settled, ``kill_records`` records produced
     at ``kill_rate`` a second; one instance SIGKILLed once ``kill_fraction`` of them were handled, the survivor
-    left until every one was handled; every handling counted against the produced records.
+    left until every one was handled; every handling counted against the produced records. Also the longest a
+    record waited from its production to its first handling (seconds; None without any).
 
     Settled: warm-up records (no produce time, sequence numbers from ``kill_records`` on, left out of the count)
     trickle in until every instance handled one, for both kinds of group alike; a consumer group must also be
@@ -227,9 +236,9 @@ def _kill(launcher: Launcher, plan: SharePlan, prefix: str) -> Restart:
     # The limit is one no instance reaches: the warm-up records and the duplicates come on top of the records.
     point = Point(f"kill-{contender}", plan.topic(2 * plan.kill_records), WORKLOAD, 0, plan.concurrency)
     group = new_group(f"{contender}-kill")
-    topic = prepared_topic(launcher.bootstrap, f"{prefix}-kill-{contender}", 0, plan.keys, plan.partitions)
+    topic = prepared_topic(launcher.bootstrap, f"{prefix}-kill{run}-{contender}", 0, plan.keys, plan.partitions)
     extra = [] if contender == SHARE else ["--session-timeout-ms", str(plan.kill_session_ms)]
-    names = [f"{contender}-kill-{i}" for i in (1, 2)]
+    names = [f"{contender}-kill{run}-{i}" for i in (1, 2)]
     logs = [_log_path(launcher, name) for name in names]
     procs: list[ContenderProcess] = []
     producer = RateProducer(launcher.bootstrap, topic, plan.kill_rate, plan.kill_records / plan.kill_rate,
@@ -244,18 +253,18 @@ def _kill(launcher: Launcher, plan: SharePlan, prefix: str) -> Restart:
             procs.append(launcher.start(point, topic, group, name, ["--log", str(path), *extra]))
         m.error = _settle_for_kill(launcher, plan, topic, group, procs)
         if m.error:
-            return m
+            return m, None
         producer.start()
         target = int(plan.kill_records * plan.kill_fraction)
         if not wait_for(lambda: _handled(logs, plan.kill_records) >= target,
                         plan.kill_records / plan.kill_rate + plan.join_timeout_s, 0.1):
             m.error = f"{target:,} records were not handled in time"
-            return m
+            return m, None
         procs[0].kill()
         producer.join()
         if producer.error:
             m.error = producer.error
-            return m
+            return m, None
         finished = wait_for(lambda: _handled(logs, plan.kill_records) >= plan.kill_records, plan.kill_drain_s, 0.2)
         time.sleep(0.5)  # anything still in flight is counted too
     finally:
@@ -266,10 +275,12 @@ def _kill(launcher: Launcher, plan: SharePlan, prefix: str) -> Restart:
         failed = delete_topics(launcher.bootstrap, [topic])
         if failed:
             m.error = m.error or "; ".join(failed)
-    kill_stats(m, log_rows(logs[0]), log_rows(logs[1]), finished)
-    log.info("share kill %-16s killed handled %d, survivor %d, %d duplicates, missing %s %s", contender,
-             m.handled_before_kill, m.handled_after_restart, m.duplicates, m.missing, m.error)
-    return m
+    rows = [log_rows(path) for path in logs]
+    kill_stats(m, rows[0], rows[1], finished)
+    wait = longest_wait_s([*rows[0], *rows[1]], plan.kill_records)
+    log.info("share kill %-16s killed handled %d, survivor %d, %d duplicates, missing %s, longest wait %s s %s",
+             contender, m.handled_before_kill, m.handled_after_restart, m.duplicates, m.missing, wait, m.error)
+    return m, wait
 
 
 def kill_stats(m: Restart, killed: Sequence[tuple[int, int, int]], survivor: Sequence[tuple[int, int, int]],
@@ -278,6 +289,16 @@ def kill_stats(m: Restart, killed: Sequence[tuple[int, int, int]], survivor: Seq
     records are left out."""
     restart_stats(m, [row for row in killed if row[0] < m.records], [row for row in survivor if row[0] < m.records],
                   finished)
+
+
+def longest_wait_s(rows: Sequence[tuple[int, int, int]], records: int) -> float | None:
+    """The longest a produced record (sequence number below ``records``) waited from its production to its first
+    handling, in seconds: how long the killed instance's records were stuck."""
+    first: dict[int, tuple[int, int]] = {}
+    for seq, produced, done in rows:
+        if seq < records and (seq not in first or done < first[seq][1]):
+            first[seq] = (produced, done)
+    return round(max(done - produced for produced, done in first.values()) / 1e6, 2) if first else None
 
 
 def _settle_for_kill(launcher: Launcher, plan: SharePlan, topic: str, group: str,
