@@ -293,8 +293,9 @@ def run_group(launcher: Launcher, point: Point, topic: str, m: ScaleMeasure,
     together, counted together (``--count-on-signal``) once ``settle`` returned. Also ``--suite share``'s.
 
     An instance that owned no partition when the group settled (``Settled.idle``) has its window ended (SIGUSR2)
-    once the others finished: it counts what it handled, normally nothing, and the CPU it used over their span.
-    Every other instance must count records as before (an error otherwise)."""
+    once the others finished: it counts what it handled, normally nothing (``m.idle_members``; then the CPU it used
+    over the others' span is its CPU), or the records a rebalance during the window gave it (a warning). Every other
+    instance must count records as before (an error otherwise)."""
     plan = launcher.plan
     group = new_group(f"{launcher.spec.id}-{point.id}")
     procs: list[ContenderProcess] = []
@@ -323,10 +324,17 @@ def run_group(launcher: Launcher, point: Point, topic: str, m: ScaleMeasure,
     ordered = [outcomes[i] for i in range(len(procs))]
     span = counted_span(ordered)
     for i in idle:
-        if span is not None and not outcomes[i].result.get("error") and not int(outcomes[i].result.get("counted", 0)):
+        result = outcomes[i].result
+        if result.get("error"):
+            continue
+        if int(result.get("counted", 0)):
+            log.warning("%s owned no partition when the group settled but counted records: the group rebalanced "
+                        "during the window", instance_name(procs[i]))
+            continue
+        m.idle_members += 1
+        if span is not None:
             outcomes[i].cpu_s = procs[i].sampler.cpu_between(*span)
     fill_measure(m, ordered)
-    m.idle_members = len(idle)
 
 
 def counted_span(outcomes: Sequence[Outcome]) -> tuple[float, float] | None:
