@@ -70,6 +70,25 @@ def test_tracker_made_not_counting_counts_only_what_follows_start_counting() -> 
     assert not harness.parse_args(ARGS).count_on_signal
 
 
+def test_ending_the_window_finishes_an_idle_member_with_nothing_counted_and_a_busy_one_with_its_count() -> None:
+    idle = harness.Tracker(limit=1000, max_seconds=100, counting=False)
+    for _ in range(5):
+        idle.done(None)  # before the group settled
+    idle.start_counting()
+    idle.end_window()
+    assert idle.finished.is_set()
+    result = idle.result("x")
+    assert (result["handled"], result["counted"], result["records_per_s"]) == (5, 0, 0.0)
+    assert result["first_ts"] == 0 and result["cpu_self_s"] is None  # no span: the runner measures its CPU
+    busy = harness.Tracker(limit=1000, max_seconds=100, counting=False)
+    busy.start_counting()
+    for _ in range(3):
+        busy.done(None)
+    busy.end_window()
+    result = busy.result("x")
+    assert busy.finished.is_set() and result["counted"] == 2 and result["cpu_self_s"] is not None
+
+
 def test_tracker_without_any_record_times_out_with_a_clear_error() -> None:
     tracker = harness.Tracker(limit=10, max_seconds=1, join_timeout_s=0)
     with pytest.raises(TimeoutError, match="no record handled within 0 s"):

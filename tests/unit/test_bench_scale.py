@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pyrallel_tools.benchmark.measure import Outcome
-from pyrallel_tools.benchmark.scale import ScalePlan, fill_measure
+from pyrallel_tools.benchmark.scale import ScalePlan, counted_span, fill_measure
 from pyrallel_tools.benchmark.scale_report import ScaleMeasure, ScaleReport, markdown
 from pyrallel_tools.cli.bench_cmd import bench
 
@@ -52,6 +52,20 @@ def test_a_group_counts_every_instance_over_the_span_from_the_first_record_to_th
     failed = ScaleMeasure("instances-2", 16, 1000, 64, 1_000_000, "sleep5ms", 2, 100)
     fill_measure(failed, [_outcome(0.0, 1.0, 10, 0.1, 50.0), Outcome({"error": "no record handled"}, None, None, 1)])
     assert failed.error == "no record handled" and failed.counted == 0
+
+
+def test_an_idle_instance_adds_a_zero_rate_and_its_cpu_but_no_span() -> None:
+    m = ScaleMeasure("async-unordered-4", 2, 1000, 64, 300_000, "sleep5ms", 4, 100)
+    idle = {"handled": 0, "counted": 0, "seconds": 0.0, "records_per_s": 0.0, "first_ts": 0.0, "last_ts": 0.0,
+            "cpu_self_s": None}
+    outcomes = [_outcome(100.0, 106.0, 60_000, 1.2, 90.0), Outcome(dict(idle), 70.0, 0.1, 0),
+                _outcome(100.5, 108.0, 60_000, 1.5, 80.0), Outcome(dict(idle), 70.0, 0.2, 0)]
+    assert counted_span(outcomes) == (100.0, 108.0)
+    fill_measure(m, outcomes)
+    assert m.counted == 120_000 and m.seconds == 8.0 and m.records_per_s == 15_000.0
+    assert m.member_rates == [10_000.0, 0.0, 8_000.0, 0.0]
+    assert m.cpu_us_per_record == 25.0  # (1.2 + 0.1 + 1.5 + 0.2) s over 120,000 records
+    assert counted_span([Outcome(dict(idle), None, None, 0)]) is None
 
 
 def sample_report() -> ScaleReport:

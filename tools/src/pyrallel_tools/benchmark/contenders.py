@@ -15,7 +15,8 @@ pyrallel_tools.benchmark.contenders {async|process|async-eos|share} --name ... -
   group starting at the earliest record); the handler awaits the workload and counts, as for ``async``.
 
 Each prints one JSON result line (:func:`harness.emit`). With ``--count-on-signal`` the window starts at SIGUSR1
-(``pyrallel bench --suite scale`` sends it to every instance of a group once the group has settled).
+(``pyrallel bench --suite scale`` sends it to every instance of a group once the group has settled), and SIGUSR2
+ends it early (sent to an instance that owns no partition once the others finished).
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def consumer_config(args: harness.ContenderArgs, engine: str) -> ConsumerConfig:
 async def run(engine: str, args: harness.ContenderArgs) -> dict[str, Any]:
     tracker = harness.new_tracker(args)
     if args.count_on_signal:
-        # A loop callback, not a bare signal handler: it cannot interrupt done() while that holds the lock.
+        # Loop callbacks, not bare signal handlers: they cannot interrupt done() while that holds the lock.
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, tracker.start_counting)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, tracker.end_window)
     handler: Any
     if engine == "process":
         harness.export_worker_env(args)

@@ -162,7 +162,7 @@ class Tracker:
     are left out for every contender alike. :meth:`done` is for contenders whose handlers run in this process
     (thread-safe); :meth:`observe` for those that only see a completion counter. A tracker made with
     ``counting=False`` counts nothing until :meth:`start_counting` (members of one group measured over one window
-    once the group has settled: ``--count-on-signal``).
+    once the group has settled: ``--count-on-signal``), and :meth:`end_window` ends an idle member's window.
     """
 
     def __init__(self, limit: int, max_seconds: float, log_path: str | None = None,
@@ -198,6 +198,18 @@ class Tracker:
         with self._lock:
             self.counting = True
             self.created = time.perf_counter()
+
+    def end_window(self) -> None:
+        """The runner ends the window (SIGUSR2, ``--count-on-signal``) of an instance of a group that owned no
+        partition when the group settled, once the others finished: it finishes at once, having counted whatever
+        it handled since the window started (nothing when it stayed idle; then it reports no CPU either)."""
+        with self._lock:
+            if self.finished.is_set():
+                return
+            if self.first_count:
+                self._finish(time.time())
+            else:
+                self.finished.set()
 
     def _observe_locked(self, completed: int) -> None:
         if self.finished.is_set() or completed <= self.last_count:
@@ -347,7 +359,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ContenderArgs:
                         help="An extra librdkafka property (repeatable).")
     parser.add_argument("--count-on-signal", action="store_true",
                         help="Count nothing until SIGUSR1: the runner sends it to every member of a group once the "
-                             "group has settled, so their windows start together (pyrallel_tools contenders only).")
+                             "group has settled, so their windows start together; SIGUSR2 ends the window (a member "
+                             "owning no partition; pyrallel_tools contenders only).")
     ns = parser.parse_args(argv)
     kafka = []
     for item in ns.kafka:

@@ -38,10 +38,18 @@ def prepared_topic(bootstrap: str, label: str, records: int, keys: int, partitio
 
 def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, keys: int, start_seq: int) -> int:
     """Produce ``rate`` records per second for ``seconds``, each value carrying its produce time (µs since the
-    epoch, see :func:`harness.parse_value`); return the number produced."""
+    epoch, see :func:`harness.parse_value`); return the number produced, every one acknowledged by the broker (its
+    delivery report): LocalKafkaError when one failed or was left unflushed, so the sequence numbers
+    ``start_seq`` onwards are exactly the records a run must handle."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
     count = int(rate * seconds)
     pad = b"x" * 32
+    errors: list[str] = []
+
+    def on_delivery(err: confluent_kafka.KafkaError | None, _msg: confluent_kafka.Message) -> None:
+        if err is not None and len(errors) < 5:
+            errors.append(str(err))
+
     started = time.monotonic()
     for i in range(count):
         delay = started + i / rate - time.monotonic()
@@ -49,10 +57,12 @@ def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, keys:
             time.sleep(delay)
         seq = start_seq + i
         value = f"{seq:0{harness.SEQ_DIGITS}d}|{time.time_ns() // 1000:0{harness.TS_DIGITS}d}|".encode() + pad
-        producer.produce(topic, value=value, key=f"k{seq % keys}".encode())
+        producer.produce(topic, value=value, key=f"k{seq % keys}".encode(), on_delivery=on_delivery)
         producer.poll(0)
-    if producer.flush(30):
-        raise LocalKafkaError(f"Producing to {topic!r} at {rate}/s: records left unflushed")
+    remaining = producer.flush(30)
+    if remaining or errors:
+        raise LocalKafkaError(f"Producing to {topic!r} at {rate}/s: {remaining} records left unflushed, delivery "
+                              f"errors: {'; '.join(errors) or 'none'}")
     return count
 
 

@@ -251,9 +251,24 @@ def _run_drain(launcher: Launcher, point: Point, topic: str, m: ScaleMeasure) ->
             m.window = [round(first - start, 2), round(last - start, 2)]
 
 
-Settle = Callable[[str, Point, Sequence[ContenderProcess]], float]
-"""Waits until a group's started instances can be counted (the group's name, the point, its instances): the
-seconds it took; ScaleError when an instance exits first or the group does not get there in time."""
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What a :data:`Settle` check found: how long the group took, and which instances own no partition."""
+
+    seconds: float
+    idle: frozenset[str] = frozenset()
+    """Names (:func:`instance_name`) of instances that hold no partition: more instances than partitions."""
+
+
+Settle = Callable[[str, Point, Sequence[ContenderProcess]], Settled]
+"""Waits until a group's started instances can be counted (the group's name, the point, its instances); ScaleError
+when an instance exits first or the group does not get there in time."""
+
+
+def instance_name(proc: ContenderProcess) -> str:
+    """The name :meth:`Launcher.start` gave an instance (its stderr file's stem), also its ``client.id`` in a group
+    started by :func:`run_group`: how the admin API's description names it."""
+    return proc.stderr_path.stem
 
 
 def heartbeat(plan: ScalePlan) -> Callable[[str], list[str]]:
@@ -265,7 +280,7 @@ def consumer_group_settled(launcher: Launcher) -> Settle:
     """The consumer-group check: the admin API's view of the group (:func:`wait_group_settled`)."""
     plan = launcher.plan
 
-    def settle(group: str, point: Point, procs: Sequence[ContenderProcess]) -> float:
+    def settle(group: str, point: Point, procs: Sequence[ContenderProcess]) -> Settled:
         return wait_group_settled(launcher.bootstrap, group, point.members, point.topic.partitions, procs,
                                   plan.settle_timeout_s, plan.settle_quiet_s)
 
@@ -275,35 +290,72 @@ def consumer_group_settled(launcher: Launcher) -> Settle:
 def run_group(launcher: Launcher, point: Point, topic: str, m: ScaleMeasure,
               extra: Callable[[str], Sequence[str]], settle: Settle) -> None:
     """``point.members`` instances of one group (``extra(name)`` appended to each one's command line): started
-    together, counted together (``--count-on-signal``) once ``settle`` returned. Also ``--suite share``'s."""
+    together, counted together (``--count-on-signal``) once ``settle`` returned. Also ``--suite share``'s.
+
+    An instance that owned no partition when the group settled (``Settled.idle``) has its window ended (SIGUSR2)
+    once the others finished: it counts what it handled, normally nothing (``m.idle_members``; then the CPU it used
+    over the others' span is its CPU), or the records a rebalance during the window gave it (a warning). Every other
+    instance must count records as before (an error otherwise)."""
     plan = launcher.plan
     group = new_group(f"{launcher.spec.id}-{point.id}")
     procs: list[ContenderProcess] = []
-    outcomes: list[Outcome] = []
+    outcomes: dict[int, Outcome] = {}
     try:
         for n in range(point.members):
             name = f"{launcher.spec.id}-{point.id}-{n + 1}"
-            procs.append(launcher.start(point, topic, group, name, ["--count-on-signal", *extra(name)]))
-        m.settle_s = round(settle(group, point, procs), 2)
+            procs.append(launcher.start(point, topic, group, name,
+                                        ["--count-on-signal", "--kafka", f"client.id={name}", *extra(name)]))
+        settled = settle(group, point, procs)
+        m.settle_s = round(settled.seconds, 2)
         for proc in procs:
             proc.kill(signal.SIGUSR1)
-        outcomes = [wait_outcome(proc, plan.window_s + 60) for proc in procs]
+        idle = [i for i, proc in enumerate(procs) if instance_name(proc) in settled.idle]
+        for i, proc in enumerate(procs):
+            if i not in idle:
+                outcomes[i] = wait_outcome(proc, plan.window_s + 60)
+        for i in idle:
+            procs[i].kill(signal.SIGUSR2)
+            outcomes[i] = wait_outcome(procs[i], 60)
     finally:
-        for proc in procs[len(outcomes):]:
-            proc.kill()
-            proc.finish(0.0)
-    fill_measure(m, outcomes)
+        for i, proc in enumerate(procs):
+            if i not in outcomes:
+                proc.kill()
+                proc.finish(0.0)
+    ordered = [outcomes[i] for i in range(len(procs))]
+    span = counted_span(ordered)
+    for i in idle:
+        result = outcomes[i].result
+        if result.get("error"):
+            continue
+        if int(result.get("counted", 0)):
+            log.warning("%s owned no partition when the group settled but counted records: the group rebalanced "
+                        "during the window", instance_name(procs[i]))
+            continue
+        m.idle_members += 1
+        if span is not None:
+            outcomes[i].cpu_s = procs[i].sampler.cpu_between(*span)
+    fill_measure(m, ordered)
+
+
+def counted_span(outcomes: Sequence[Outcome]) -> tuple[float, float] | None:
+    """(earliest first, latest last) counted record of a group's instances; None when none counted any."""
+    counted = [o.result for o in outcomes if int(o.result.get("counted", 0))]
+    if not counted:
+        return None
+    return min(float(r["first_ts"]) for r in counted), max(float(r["last_ts"]) for r in counted)
 
 
 def wait_group_settled(bootstrap: str, group: str, members: int, partitions: int,
-                       procs: Sequence[ContenderProcess], timeout_s: float, quiet_s: float) -> float:
-    """Seconds until ``group`` was Stable with ``members`` members holding all ``partitions`` for ``quiet_s``
-    (a cooperative rebalance passes through Stable with partitions unassigned in between). ScaleError when an
-    instance exits first or after ``timeout_s``."""
+                       procs: Sequence[ContenderProcess], timeout_s: float, quiet_s: float) -> Settled:
+    """Wait until ``group`` was Stable with ``members`` members holding all ``partitions`` for ``quiet_s`` (a
+    cooperative rebalance passes through Stable with partitions unassigned in between): how long it took, and the
+    client ids of the members holding none (more members than partitions). ScaleError when an instance exits
+    first or after ``timeout_s``."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     started = time.monotonic()
     since: float | None = None
     seen = "not described yet"
+    idle: frozenset[str] = frozenset()
     while True:
         for proc in procs:
             if proc.proc.poll() is not None:
@@ -314,15 +366,17 @@ def wait_group_settled(bootstrap: str, group: str, members: int, partitions: int
             seen = f"{description.state}, {len(description.members)} members, {owned} partitions assigned"
             settled = (description.state == ConsumerGroupState.STABLE and len(description.members) == members
                        and owned == partitions)
+            now_idle = frozenset(member.client_id for member in description.members
+                                 if not member.assignment.topic_partitions)
         except (KafkaException, TimeoutError) as exc:
-            seen, settled = str(exc), False
+            seen, settled, now_idle = str(exc), False, frozenset()
         now = time.monotonic()
-        if not settled:
-            since = None
-        elif since is None:
+        if not settled or now_idle != idle:
+            since, idle = None, now_idle
+        if settled and since is None:
             since = now
-        elif now - since >= quiet_s:
-            return since - started
+        elif settled and since is not None and now - since >= quiet_s:
+            return Settled(since - started, idle)
         if now - started > timeout_s:
             raise ScaleError(f"group {group} did not settle within {timeout_s:.0f} s: {seen}")
         time.sleep(0.2)
@@ -330,7 +384,8 @@ def wait_group_settled(bootstrap: str, group: str, members: int, partitions: int
 
 def fill_measure(m: ScaleMeasure, outcomes: Sequence[Outcome]) -> None:
     """The figures of one consumer, or the aggregate of a group's instances: records over the span from the
-    earliest first record to the latest last one, CPU summed, the largest peak RSS."""
+    earliest first counted record to the latest last one (an idle instance, which counted none, adds no span), CPU
+    summed, the largest peak RSS."""
     errors = [str(o.result["error"]) for o in outcomes if o.result.get("error")]
     if errors or not outcomes:
         m.error = short_line("; ".join(errors) or "no instance ran", 300)
@@ -340,8 +395,8 @@ def fill_measure(m: ScaleMeasure, outcomes: Sequence[Outcome]) -> None:
     if len(outcomes) == 1:
         m.seconds = float(outcomes[0].result.get("seconds", 0.0))
     else:
-        m.seconds = max(float(o.result["last_ts"]) for o in outcomes) - min(float(o.result["first_ts"])
-                                                                          for o in outcomes)
+        span = counted_span(outcomes)
+        m.seconds = span[1] - span[0] if span is not None else 0.0
         m.member_rates = [float(o.result.get("records_per_s", 0.0)) for o in outcomes]
     m.records_per_s = round(m.counted / m.seconds, 1) if m.counted and m.seconds > 0 else 0.0
     m.seconds = round(m.seconds, 3)

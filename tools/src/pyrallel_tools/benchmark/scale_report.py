@@ -52,6 +52,9 @@ class ScaleMeasure:
     peak_rss_mb: float | None = None
     """The largest of the instances' peaks for a group."""
     member_rates: list[float] = field(default_factory=list)
+    idle_members: int = 0
+    """Instances that owned no partition when the group settled (more instances than partitions): each counted
+    nothing, so its rate in ``member_rates`` is 0, and its CPU over the others' span is in ``cpu_us_per_record``."""
     settle_s: float | None = None
     """Instances: from the start of the first until the group was stable (the window started then)."""
     produce_s: float | None = None
