@@ -18,12 +18,13 @@ from pyrallel_consumer.execution.engine import ExecutionEngine
 from pyrallel_consumer.kafka.clients import KafkaClients
 from pyrallel_consumer.kafka.dead_letter import DeadLetterPublisher, TransactionalDeadLetters
 from pyrallel_consumer.kafka.transactions import Transactions
+from pyrallel_consumer.observability import tracing_for
 from pyrallel_consumer.observability.log_events import CONSUMER_STARTED, event_extra
 from pyrallel_consumer.observability.metrics import PrometheusExporter
 from pyrallel_consumer.observability.snapshot import MetricsSnapshot
 
 if TYPE_CHECKING:
-    from pyrallel_consumer.observability.tracing import Tracing
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class PyrallelConsumer:
         batch = batch_handler is not None
         check_handlers(config, handler, batch_handler, engine)
         self.config = config
-        tracing = _tracing(config)
+        tracing = tracing_for(config)
         self._engine = engine if engine is not None else create_engine(config, batch_handler if batch else handler,
                                                                         batch=batch, tracing=tracing)
         self._observer = self.metrics_exporter = PrometheusExporter(config, self.metrics, chained=observer)
@@ -147,15 +148,6 @@ class PyrallelConsumer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop(drain=True)
-
-
-def _tracing(config: ConsumerConfig) -> Tracing | None:
-    """The consumer's spans when ``tracing_enabled`` is set; opentelemetry is imported only then."""
-    if not config.tracing_enabled:
-        return None
-    from pyrallel_consumer.observability.tracing import Tracing
-
-    return Tracing(config.group_id)
 
 
 def check_handlers(config: ConsumerConfig, handler: object, batch_handler: object,

@@ -49,6 +49,7 @@ from pyrallel_consumer.kafka.share_poller import (
     SharePoller,
     prepare_share_group,
 )
+from pyrallel_consumer.observability import tracing_for
 from pyrallel_consumer.observability.metrics_server import MetricsServer
 from pyrallel_consumer.observability.share_metrics import ShareMetricsSnapshot, ShareStats
 
@@ -88,9 +89,12 @@ class PyrallelShareConsumer:
         if handler is None and engine is None:
             raise TypeError("PyrallelShareConsumer needs a handler: PyrallelShareConsumer(config, handle)")
         self.config = config
-        self._engine = engine if engine is not None else create_engine(config, handler)
+        self._tracing = tracing_for(config)
+        """With ``tracing_enabled``: a span per delivery of a record, from dispatch until it is settled."""
+        self._engine = engine if engine is not None else create_engine(config, handler, tracing=self._tracing)
         self._clients = kafka_clients or KafkaClients()
-        self._dead_letters = DeadLetterPublisher(config, self._clients) if config.dlq_enabled else None
+        self._dead_letters = (DeadLetterPublisher(config, self._clients, tracing=self._tracing) if config.dlq_enabled
+                              else None)
         self._stats = ShareStats(config)
         self.metrics_registry = CollectorRegistry()
         """This consumer's own Prometheus registry (served on ``metrics_port`` when set)."""
@@ -240,7 +244,10 @@ class PyrallelShareConsumer:
             held.running = True
             self._running += 1
             acquired = held.acquired
-            self._engine.submit(WorkItem(item_id, acquired.record, deserialized=acquired.deserialized))
+            item = WorkItem(item_id, acquired.record, deserialized=acquired.deserialized)
+            if self._tracing is not None:
+                self._tracing.record_started(item)
+            self._engine.submit(item)
 
     def _on_complete(self, completion: Completion) -> None:
         held = self._held.get(completion.item_id)
@@ -256,12 +263,16 @@ class PyrallelShareConsumer:
 
     def _on_failed(self, item_id: int, completion: Completion) -> None:
         held = self._held[item_id]
+        if self._tracing is not None:
+            self._tracing.record_failed(item_id, completion.error_type, completion.error_message)
         last_delivery = held.acquired.delivery_count >= self._delivery_limit()
         poison = completion.error_type in ("KeyDeserializationError", "ValueDeserializationError")
         if not (last_delivery or poison):
             self._settle(item_id, "release")
         elif self._dead_letters is not None:
-            held.settling = asyncio.get_running_loop().create_task(self._dead_letter(item_id, completion))
+            context = self._tracing.task_context(item_id) if self._tracing is not None else None
+            held.settling = asyncio.get_running_loop().create_task(self._dead_letter(item_id, completion),
+                                                                   context=context)
         else:
             record = held.acquired.record
             log.warning("Rejected %s[%d]@%d after delivery %d (%s: %s); no dead-letter topic: the broker archives "
@@ -294,6 +305,8 @@ class PyrallelShareConsumer:
             return
         if held.running:
             self._engine.cancel([item_id])
+            if self._tracing is not None:
+                self._tracing.record_cancelled(item_id, held.acquired.record)
         if held.settling is not None:
             held.settling.cancel()
         if expired:
@@ -308,6 +321,8 @@ class PyrallelShareConsumer:
         held = self._held.pop(item_id)
         if held.running:  # released while the engine handled it (cancelled)
             self._running -= 1
+        if self._tracing is not None:
+            self._tracing.record_finished(item_id)
         if held.expiry is not None:
             held.expiry.cancel()
         if self._poller is not None:

@@ -13,16 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    ResourceType,
-)
 from tests.support import http, read_all, seq_of, wait_for
 
 from pyrallel_consumer import ConsumerConfig, PyrallelShareConsumer, Record
+from pyrallel_tools.benchmark.share import set_share_group
 from pyrallel_tools.localkafka.topics import produce_keyed
 
 pytestmark = pytest.mark.integration
@@ -34,15 +28,6 @@ MAX_BATCHES = 30
 APP = Path(__file__).with_name("share_app.py")
 KILL_LOCK_MS = 3000
 KILL_RECORDS = 300
-
-
-def set_share_group(bootstrap: str, group: str, **settings: str) -> None:
-    """Group settings through the admin API (the local broker allows a 1 s lock and 6 s sessions)."""
-    entries = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
-               for name, value in settings.items()]
-    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=entries)
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the answer came
-    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
 
 
 def scrape(port: int | None) -> str:
@@ -62,7 +47,7 @@ async def test_three_instances_share_two_partitions_with_retries_and_a_dead_lett
 ) -> None:
     topic, group = new_topic(2), unique_name("share")
     dlq = f"{topic}.dlq"
-    set_share_group(kafka_bootstrap, group, **{
+    set_share_group(kafka_bootstrap, group, {
         "share.record.lock.duration.ms": str(LOCK_MS),
         "share.delivery.count.limit": str(DELIVERY_LIMIT)})
     handled: list[dict[int, int]] = [{}, {}, {}]  # per instance: seq -> successful handlings
@@ -139,7 +124,7 @@ async def test_a_sigkilled_members_records_come_back_after_the_lock_and_every_re
     once, the held ones redelivered (delivery 2) after the lock, and the survivors accept exactly the records whose
     acceptance the killed member had not sent."""
     topic, group = new_topic(2), unique_name("share-kill")
-    set_share_group(kafka_bootstrap, group, **{"share.record.lock.duration.ms": str(KILL_LOCK_MS)})
+    set_share_group(kafka_bootstrap, group, {"share.record.lock.duration.ms": str(KILL_LOCK_MS)})
     produced = await asyncio.to_thread(produce_keyed, kafka_bootstrap, topic, KILL_RECORDS, 5, 16, 0)
     log = tmp_path / "killed.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(APP.parent), os.environ.get("PYTHONPATH", "")])}

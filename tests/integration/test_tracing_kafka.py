@@ -22,7 +22,15 @@ from tests.integration import tracing_handlers
 from tests.integration.tracing_handlers import handler_spans
 from tests.support import committed, read_all, wait_for
 
-from pyrallel_consumer import Completion, ConsumerConfig, ConsumerObserver, PyrallelConsumer, Record
+from pyrallel_consumer import (
+    Completion,
+    ConsumerConfig,
+    ConsumerObserver,
+    PyrallelConsumer,
+    PyrallelShareConsumer,
+    Record,
+)
+from pyrallel_tools.benchmark.share import set_share_group
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +232,38 @@ async def test_tracing_off_makes_no_spans_and_passes_the_context_on_untouched(
     assert all(s.parent_id is None for s in handler_spans("async", tmp_path, memory))
     (copy,) = read_all(kafka_bootstrap, f"{topic}.dlq", 1)
     assert traceparents(copy) == [ids(sent[1])], "the copy keeps the record's own trace context"
+
+
+async def test_a_share_group_traces_each_delivery_of_a_record(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str],
+    memory: InMemorySpanExporter, tmp_path: Path,
+) -> None:
+    """Share groups: a span per delivery (a released record comes back under a new span), the failed deliveries
+    with an error status, the dead-letter copy at the last delivery carrying the trace onward."""
+    topic, group = new_topic(1), unique_name("share")
+    limit = 3
+    set_share_group(kafka_bootstrap, group, {"share.delivery.count.limit": str(limit)})
+    keys = [b"k0", b"flaky", b"poison", b"k3"]  # flaky fails its first two attempts, poison every one
+    sent = produce_traced(kafka_bootstrap, topic, keys)
+    share_config = ConsumerConfig(bootstrap_servers=kafka_bootstrap, group_id=group, topics=[topic],
+                                  group_type="share", ordering="unordered", max_retries=0, dlq_enabled=True,
+                                  tracing_enabled=True)
+    consumer = PyrallelShareConsumer(share_config, tracing_handlers.handle_async)
+    async with consumer:
+        await wait_for(lambda: consumer.metrics().acknowledged["accept"] == len(keys), 60, "every record accepted")
+
+    deliveries: dict[int, list[ReadableSpan]] = {}
+    for span in sorted(consumer_spans(memory, SpanKind.CONSUMER), key=lambda s: s.start_time or 0):
+        deliveries.setdefault(int(span.attributes["messaging.kafka.offset"]), []).append(span)
+    assert {offset: len(spans) for offset, spans in deliveries.items()} == {0: 1, 1: limit, 2: limit, 3: 1}
+    for offset, spans in deliveries.items():
+        assert all(ids(span.parent) == ids(sent[offset]) for span in spans), "each delivery continues the trace"
+    assert [s.status.status_code for s in deliveries[1]] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
+    assert [s.status.status_code for s in deliveries[2]] == [StatusCode.ERROR] * limit
+    handled = {(span.trace_id, span.parent_id) for span in handler_spans("async", tmp_path, memory)}
+    assert handled == {ids(span.context) for spans in deliveries.values() for span in spans}, \
+        "the handler's spans are children of the delivery's span"
+    (send,) = consumer_spans(memory, SpanKind.PRODUCER)
+    assert ids(send.parent) == ids(deliveries[2][-1].context), "the copy is written under the last delivery's span"
+    (copy,) = read_all(kafka_bootstrap, f"{topic}.dlq", 1)
+    assert traceparents(copy) == [ids(send.context)]

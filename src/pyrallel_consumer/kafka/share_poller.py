@@ -73,7 +73,8 @@ class Acquired:
     delivery_count: int
     """1 on the first delivery; the broker counts every release and lock expiry."""
     lock_deadline: float
-    """``time.monotonic()`` when the lock ends, counted from the poll that returned the record."""
+    """``time.monotonic()`` when the lock ends at the latest, counted from the start of the poll that returned the
+    record."""
     deserialized: Deserialized = None
 
 
@@ -218,10 +219,11 @@ class SharePoller:
 
     def _poll(self, consumer: ShareConsumer) -> None:
         self._unsent = False
+        # The broker starts the locks while poll() waits for records: counted from the call, not from its return.
+        deadline = time.monotonic() + self._settings.lock_duration_s
         messages = [m for m in consumer.poll(_POLL_TIMEOUT_S) if self._usable(m)]
         if not messages:
             return
-        deadline = time.monotonic() + self._settings.lock_duration_s
         contents = self._deserializer.messages(messages) if self._deserializer is not None else None
         batch = []
         for index, msg in enumerate(messages):
