@@ -129,14 +129,18 @@ class PyrallelShareConsumer:
             raise RuntimeError("PyrallelShareConsumer.start() was called twice; create a new consumer")
         self._started = True
         loop = asyncio.get_running_loop()
-        self._settings = await loop.run_in_executor(None, prepare_share_group, self.config, self._clients)
-        await self._engine.start(self._on_complete)
-        self._metrics_server.start()
-        self._poller = SharePoller(self.config, self._clients, self, loop, self._settings, self._deserializer)
-        self._poller.start(paused=self.config.start_paused)
-        self.lifecycle.started()
-        if self.control_server is not None:
-            await self.control_server.start()
+        try:
+            self._settings = await loop.run_in_executor(None, prepare_share_group, self.config, self._clients)
+            await self._engine.start(self._on_complete)
+            self._metrics_server.start()
+            self._poller = SharePoller(self.config, self._clients, self, loop, self._settings, self._deserializer)
+            self._poller.start(paused=self.config.start_paused)
+            self.lifecycle.started()
+            if self.control_server is not None:
+                await self.control_server.start()
+        except BaseException:
+            await self.stop(drain=False)  # what started so far: poller thread, engine, metrics server
+            raise
         log.info("Share consumer started: group %s, topics %s, %s, lock %gs, delivery limit %d",
                  self.config.group_id, ", ".join(self.config.topics), self.lifecycle.state.value,
                  self._settings.lock_duration_s, self._settings.delivery_limit)
