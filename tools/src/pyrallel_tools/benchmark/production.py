@@ -38,7 +38,12 @@ def prepared_topic(bootstrap: str, label: str, records: int, keys: int, partitio
 
 def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, keys: int, start_seq: int) -> int:
     """Produce ``rate`` records per second for ``seconds``, each value carrying its produce time (µs since the
-    epoch, see :func:`harness.parse_value`); return the number produced."""
+    epoch, see :func:`harness.parse_value`); return the number produced.
+
+    The schedule starts once the first record was delivered: a new producer holds its first records until it has
+    connected and, being idempotent, got its producer id (0.5 s when its first try came before the connection).
+    Records produced on schedule meanwhile would reach the consumer as one burst, and the records after it would
+    queue behind the burst's keys: measured latency of the producer's start, not of the consumer."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
     count = int(rate * seconds)
     pad = b"x" * 32
@@ -51,6 +56,10 @@ def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, keys:
         value = f"{seq:0{harness.SEQ_DIGITS}d}|{time.time_ns() // 1000:0{harness.TS_DIGITS}d}|".encode() + pad
         producer.produce(topic, value=value, key=f"k{seq % keys}".encode())
         producer.poll(0)
+        if i == 0:
+            if producer.flush(30):
+                raise LocalKafkaError(f"Producing to {topic!r}: the first record was not delivered within 30 s")
+            started = time.monotonic() - 1 / rate  # the second record is due now
     if producer.flush(30):
         raise LocalKafkaError(f"Producing to {topic!r} at {rate}/s: records left unflushed")
     return count
