@@ -66,10 +66,7 @@ def test_the_async_engine_keeps_every_guarantee_on_uvloop(
 ) -> None:
     """The same run on uvloop's event loop (the optional extra ``uvloop``): the library runs on whatever loop the
     application starts, and uvloop's is another implementation (libuv) of the interface it uses."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        assert isinstance(runner.get_loop(), uvloop.Loop)
-        runner.run(_every_record_once_in_key_order(kafka_bootstrap, new_topic, unique_name, tmp_path, monkeypatch,
-                                                   "async"))
+    uvloop.run(_every_record_once_in_key_order(kafka_bootstrap, new_topic, unique_name, tmp_path, monkeypatch, "async"))
 
 
 async def _every_record_once_in_key_order(

@@ -377,8 +377,7 @@ def run_on_loop(main: Callable[[], Coroutine[Any, Any, T]], loop: str) -> T:
     if loop == "uvloop":
         import uvloop
 
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main())
+        return uvloop.run(main())
     return asyncio.run(main())
 
 
