@@ -44,4 +44,4 @@ async def run(args: harness.ContenderArgs) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(harness.run_contender(lambda args: asyncio.run(run(args))))
+    sys.exit(harness.run_contender(lambda args: harness.run_on_loop(lambda: run(args), args.loop)))

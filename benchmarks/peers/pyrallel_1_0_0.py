@@ -11,7 +11,6 @@ picklable top-level ``def worker(item)``; it runs in worker processes, which app
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import sys
@@ -77,4 +76,4 @@ if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in modes:
         sys.exit("usage: pyrallel_1_0_0.py {async|process} ARGS...")
     mode = sys.argv[1]
-    sys.exit(harness.run_contender(lambda args: asyncio.run(run(mode, args)), sys.argv[2:]))
+    sys.exit(harness.run_contender(lambda args: harness.run_on_loop(lambda: run(mode, args), args.loop), sys.argv[2:]))

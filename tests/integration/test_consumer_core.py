@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 from tests.integration import process_handlers
 from tests.integration.process_handlers import SpanLog, key_order_violations, span_of
 from tests.support import committed, committed_map, seq_of, wait_for
@@ -53,6 +54,22 @@ async def _partition_ends(bootstrap: str, topic: str, partitions: int) -> dict[i
 
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_every_record_once_in_key_order_and_commits_reach_the_end(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, engine: str,
+) -> None:
+    await _every_record_once_in_key_order(kafka_bootstrap, new_topic, unique_name, tmp_path, monkeypatch, engine)
+
+
+def test_the_async_engine_keeps_every_guarantee_on_uvloop(
+    kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same run on uvloop's event loop (the optional extra ``uvloop``): the library runs on whatever loop the
+    application starts, and uvloop's is another implementation (libuv) of the interface it uses."""
+    uvloop.run(_every_record_once_in_key_order(kafka_bootstrap, new_topic, unique_name, tmp_path, monkeypatch, "async"))
+
+
+async def _every_record_once_in_key_order(
     kafka_bootstrap: str, new_topic: Callable[[int], str], unique_name: Callable[[str], str], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, engine: str,
 ) -> None:

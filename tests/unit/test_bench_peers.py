@@ -17,6 +17,7 @@ from pyrallel_tools.benchmark.runner import (
     IO_ORDERINGS,
     IO_RATE_CONTENDERS,
     NOOP_CONTENDERS,
+    UVLOOP_CONTENDER,
     Plan,
     plan_for,
 )
@@ -28,7 +29,7 @@ def test_catalog_ids_are_unique_and_every_planned_contender_exists() -> None:
     ids = [spec.id for spec in catalog()]
     assert len(ids) == len(set(ids))
     planned = {*NOOP_CONTENDERS, *IO_CONTENDERS, *IO_ORDERINGS, *CPU_CONTENDERS, *IO_RATE_CONTENDERS,
-               *CPU_RATE_CONTENDERS, "process-key"}
+               *CPU_RATE_CONTENDERS, "process-key", UVLOOP_CONTENDER}
     assert planned <= set(ids) and set(Plan().contender_ids()) == planned
 
 
@@ -98,6 +99,7 @@ def test_plan_cells_run_every_ordering_only_at_the_fewest_keys() -> None:
     assert ("async-unordered", "sleep5ms", 100) in cells
     assert ("async-unordered", "sleep5ms", 1000) not in cells
     assert ("process-key", "cpu2ms", 1000) in cells and ("process-key", "noop", 1000) in cells
+    assert [c for c in cells if c[0] == UVLOOP_CONTENDER] == [(UVLOOP_CONTENDER, "noop", 1000)]
     assert Plan().topic_keys() == [100, 1000, 10_000]
     assert len(cells) == len(set(cells))
 

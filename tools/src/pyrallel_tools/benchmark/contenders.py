@@ -14,7 +14,8 @@ pyrallel_tools.benchmark.contenders {async|process|async-eos|share} --name ... -
 * ``share``: :class:`PyrallelShareConsumer` in a share group (KIP-932; ``group_type="share"``, no order, the
   group starting at the earliest record); the handler awaits the workload and counts, as for ``async``.
 
-Each prints one JSON result line (:func:`harness.emit`). With ``--count-on-signal`` the window starts at SIGUSR1
+Each runs on the event loop ``--loop`` names (asyncio's, or uvloop's) and prints one JSON result line
+(:func:`harness.emit`). With ``--count-on-signal`` the window starts at SIGUSR1
 (``pyrallel bench --suite scale`` sends it to every instance of a group once the group has settled), and SIGUSR2
 ends it early (sent to an instance that owns no partition once the others finished).
 """
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                          "ARGS...\n")
         return 2
     engine = argv[0]
-    return harness.run_contender(lambda args: asyncio.run(run(engine, args)), argv[1:])
+    return harness.run_contender(lambda args: harness.run_on_loop(lambda: run(engine, args), args.loop), argv[1:])
 
 
 if __name__ == "__main__":

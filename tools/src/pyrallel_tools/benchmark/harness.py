@@ -28,9 +28,11 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
 
 LOOPS_ENV: Final = "PYRALLEL_BENCH_LOOPS_PER_MS"
 """The calibration of :func:`burn_cpu`, handed by the runner to every process of one interpreter (the worker
@@ -44,6 +46,8 @@ LOG_ENV: Final = "PYRALLEL_BENCH_LOG"
 """Workload and log path for handlers that run in worker processes (they read them from the environment)."""
 RESULT_PREFIX: Final = "PYRALLEL_BENCH_RESULT "
 """Marks the one stdout line that carries a contender's JSON result."""
+LOOPS: Final = ("asyncio", "uvloop")
+"""Event loops of the asyncio contenders (``--loop``)."""
 
 SEQ_DIGITS: Final = 12
 TS_DIGITS: Final = 16
@@ -335,6 +339,8 @@ class ContenderArgs:
     """Extra librdkafka properties (``--kafka NAME=VALUE``), for contenders built on confluent-kafka."""
     count_on_signal: bool = False
     """Count nothing until SIGUSR1 (``--count-on-signal``; the async and process contenders)."""
+    loop: str = "asyncio"
+    """The event loop of asyncio contenders (``--loop``): the standard library's, or uvloop's."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ContenderArgs:
@@ -361,6 +367,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ContenderArgs:
                         help="Count nothing until SIGUSR1: the runner sends it to every member of a group once the "
                              "group has settled, so their windows start together; SIGUSR2 ends the window (a member "
                              "owning no partition; pyrallel_tools contenders only).")
+    parser.add_argument("--loop", default="asyncio", choices=LOOPS,
+                        help="The event loop of asyncio contenders (uvloop must be installed for 'uvloop').")
     ns = parser.parse_args(argv)
     kafka = []
     for item in ns.kafka:
@@ -372,8 +380,18 @@ def parse_args(argv: Sequence[str] | None = None) -> ContenderArgs:
         name=ns.name, bootstrap=ns.bootstrap, topic=ns.topic, group=ns.group, workload=ns.workload,
         limit=ns.limit, max_seconds=ns.max_seconds, ordering=ns.ordering, concurrency=ns.concurrency,
         log=ns.log, session_timeout_ms=ns.session_timeout_ms, join_timeout_s=ns.join_timeout_s, kafka=tuple(kafka),
-        count_on_signal=ns.count_on_signal,
+        count_on_signal=ns.count_on_signal, loop=ns.loop,
     )
+
+
+def run_on_loop(main: Callable[[], Coroutine[Any, Any, T]], loop: str) -> T:
+    """``asyncio.run(main())`` on the event loop named by ``--loop``: for the asyncio contenders' entry points.
+    uvloop is imported only when asked for, so peers' environments without it run the default loop."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    return asyncio.run(main())
 
 
 def new_tracker(args: ContenderArgs) -> Tracker:

@@ -108,6 +108,8 @@ def catalog() -> list[ContenderSpec]:
         specs.append(ContenderSpec(f"process-{ordering}", f"pyrallel process engine ({ordering})",
                                    "pyrallel", "main", (*module, "process"), _ordered(_OURS, ordering), ordering,
                                    cpu_bound=True))
+    specs.append(ContenderSpec("async-key-uvloop", "pyrallel async engine (key) on uvloop", "pyrallel", "main",
+                               (*module, "async"), _ordered(_OURS, "key"), "key", extra=("--loop", "uvloop")))
     specs.append(ContenderSpec("share", "pyrallel share group (KIP-932)", "pyrallel", "main", (*module, "share"),
                                Guarantees("no", "n/a: each record is accepted on its own, under the broker's lock",
                                           "n/a: no offsets, the broker redelivers what was not accepted"),

@@ -40,7 +40,12 @@ def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, keys:
     """Produce ``rate`` records per second for ``seconds``, each value carrying its produce time (µs since the
     epoch, see :func:`harness.parse_value`); return the number produced, every one acknowledged by the broker (its
     delivery report): LocalKafkaError when one failed or was left unflushed, so the sequence numbers
-    ``start_seq`` onwards are exactly the records a run must handle."""
+    ``start_seq`` onwards are exactly the records a run must handle.
+
+    The schedule starts once the first record was delivered: a new producer holds its first records until it has
+    connected and, being idempotent, got its producer id (0.5 s when its first try came before the connection).
+    Records produced on schedule meanwhile would reach the consumer as one burst, and the records after it would
+    queue behind the burst's keys: measured latency of the producer's start, not of the consumer."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
     count = int(rate * seconds)
     pad = b"x" * 32
@@ -59,6 +64,10 @@ def produce_at_rate(bootstrap: str, topic: str, rate: int, seconds: float, keys:
         value = f"{seq:0{harness.SEQ_DIGITS}d}|{time.time_ns() // 1000:0{harness.TS_DIGITS}d}|".encode() + pad
         producer.produce(topic, value=value, key=f"k{seq % keys}".encode(), on_delivery=on_delivery)
         producer.poll(0)
+        if i == 0:
+            if producer.flush(30):
+                raise LocalKafkaError(f"Producing to {topic!r}: the first record was not delivered within 30 s")
+            started = time.monotonic() - 1 / rate  # the second record is due now
     remaining = producer.flush(30)
     if remaining or errors:
         raise LocalKafkaError(f"Producing to {topic!r} at {rate}/s: {remaining} records left unflushed, delivery "

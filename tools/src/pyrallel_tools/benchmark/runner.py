@@ -66,6 +66,8 @@ IO_RATE_CONTENDERS: Final = ("baseline", "async-key", "aio-gather", "thread-pool
 CPU_RATE_CONTENDERS: Final = ("baseline", "async-key", "process-key", "pyrallel-1.0.0-process-key", "arroyo",
                               "java-pc-key")
 """Contenders of the rate-limited runs (latency, and the SIGKILL/restart check), per workload."""
+UVLOOP_CONTENDER: Final = "async-key-uvloop"
+"""The async engine on uvloop (the optional extra): one no-op row beside ``async-key`` at ``cpu_keys`` keys."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ class Plan:
                 for keys in self.keys:
                     cells += [(c, workload, keys) for c in NOOP_CONTENDERS]
                 cells.append(("process-key", workload, self.cpu_keys))
+                cells.append((UVLOOP_CONTENDER, workload, self.cpu_keys))
             elif workload == "sleep5ms":
                 for keys in self.keys:
                     cells += [(c, workload, keys) for c in self.io_contenders]
