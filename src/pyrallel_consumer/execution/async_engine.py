@@ -67,19 +67,20 @@ class _FirstSuspension:
             return returned.value
         self._on_suspend()
         while True:
-            sent: object = None
-            thrown: BaseException | None = None
             try:
-                sent = yield waiting_on
+                yield waiting_on
             except GeneratorExit:
                 coro.close()
                 raise
             except BaseException as exc:  # noqa: BLE001 - what the task throws in (a cancellation) goes to the handler
-                thrown = exc
-            try:
-                waiting_on = coro.send(sent) if thrown is None else coro.throw(thrown)
-            except StopIteration as returned:
-                return returned.value
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as returned:
+                    return returned.value
+                continue
+            # Resumed as a task resumes a coroutine (send(None)): hand the rest to the interpreter's own delegation,
+            # so later suspensions cost no Python frame of this class.
+            return (yield from coro.__await__())
 
 
 def _uncancel(worker: asyncio.Task[None]) -> None:
