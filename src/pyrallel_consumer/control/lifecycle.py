@@ -80,6 +80,9 @@ class Suspendable(Protocol):
 
 
 class StateObserver(Protocol):
+    """Who is told of each state a Lifecycle enters: the consumer group's metrics exporter (a ConsumerObserver) or
+    the share consumer's ShareStats; both export ``kafka_consumer_lifecycle_state``."""
+
     def lifecycle_changed(self, state: str) -> None:
         """The consumer entered a lifecycle state (its metrics export it)."""
 
